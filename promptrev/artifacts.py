@@ -1,0 +1,152 @@
+"""Artifact kinds and the value types the registry hands out.
+
+A kind says where its artifacts live in the Git tree and how their content is validated.
+Kinds are registered by name so that later kinds (adapters) plug in without if/elif chains.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from .datasets import parse_dataset
+from .prompty import Problem, parse_prompt
+
+
+@dataclass(frozen=True)
+class Kind:
+    """Where a kind of artifact is stored and how it is checked."""
+
+    name: str
+    folder: str
+    suffix: str
+    validate: Callable[[str, str], list[Problem]]
+
+    def path(self, artifact: str) -> str:
+        """Repository path of the artifact's file."""
+        return f"{self.folder}/{artifact}{self.suffix}"
+
+    def label_path(self, artifact: str) -> str:
+        """Repository path of the artifact's label map."""
+        return f"labels/{self.folder}/{artifact}.yaml"
+
+    def artifact_of(self, path: str) -> str | None:
+        """Artifact name for a repository path, or None if the path is not of this kind."""
+        prefix = self.folder + "/"
+        if path.startswith(prefix) and path.endswith(self.suffix) and len(path) > len(
+            prefix) + len(self.suffix):
+            return path[len(prefix): -len(self.suffix)]
+        return None
+
+    def labelled_artifact_of(self, path: str) -> str | None:
+        """Artifact name for a label-map path, or None."""
+        prefix = f"labels/{self.folder}/"
+        if path.startswith(prefix) and path.endswith(".yaml"):
+            return path[len(prefix): -len(".yaml")] or None
+        return None
+
+
+KINDS: dict[str, Kind] = {}
+
+
+def register_kind(kind: Kind) -> Kind:
+    """Register an artifact kind by name."""
+    KINDS[kind.name] = kind
+    return kind
+
+
+def _validate_prompt(text: str, filename: str) -> list[Problem]:
+    return parse_prompt(text, filename).warnings
+
+
+def _validate_dataset(text: str, filename: str) -> list[Problem]:
+    parse_dataset(text, filename)
+    return []
+
+
+register_kind(Kind("prompt", "prompts", ".prompty", _validate_prompt))
+register_kind(Kind("dataset", "datasets", ".jsonl", _validate_dataset))
+
+
+def kind_of_path(path: str) -> tuple[Kind, str] | None:
+    """Return (kind, artifact name) for a content path in the repository."""
+    for kind in KINDS.values():
+        name = kind.artifact_of(path)
+        if name is not None:
+            return kind, name
+    return None
+
+
+def kind_of_file(filename: str) -> Kind | None:
+    """Guess the kind of a local file from its suffix (``.prompty``, ``.jsonl``)."""
+    for kind in KINDS.values():
+        if filename.endswith(kind.suffix):
+            return kind
+    return None
+
+
+@dataclass(frozen=True)
+class Version:
+    """One immutable version of an artifact (metadata; content via ``Registry.get``)."""
+
+    kind: str
+    name: str
+    number: int
+    commit: str
+    blob: str | None
+    deleted: bool
+    author: str
+    email: str
+    message: str
+    time: datetime
+    labels: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> str:
+        """The canonical reference of this version, ``name@N``."""
+        return f"{self.name}@{self.number}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"kind": self.kind, "name": self.name, "version": self.number,
+                "commit": self.commit, "blob": self.blob, "deleted": self.deleted,
+                "author": self.author, "email": self.email, "message": self.message,
+                "time": self.time.isoformat(), "labels": list(self.labels)}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A version together with its text."""
+
+    version: Version
+    text: str
+    warnings: tuple[Problem, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        filename = KINDS[self.version.kind].path(self.version.name)
+        return {**self.version.to_dict(), "text": self.text,
+                "warnings": [w.to_dict(filename) for w in self.warnings]}
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """One move of a label, as recorded by a commit."""
+
+    kind: str
+    name: str
+    label: str
+    old: int | None
+    new: int | None
+    commit: str
+    author: str
+    message: str
+    time: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"kind": self.kind, "name": self.name, "label": self.label, "from": self.old,
+                "to": self.new, "commit": self.commit, "author": self.author,
+                "message": self.message, "time": self.time.isoformat()}

@@ -1,0 +1,233 @@
+"""Diffs a reviewer reads: text, front-matter fields, rendered messages, dataset cases.
+
+The text diff comes as a unified diff and as rows a web page can draw side by side, each
+side split into segments flagged changed/unchanged at word level.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from .errors import PromptrevError, ValidationFailed
+from .prompty import parse_prompt
+
+_WORD = re.compile(r"\w+|\s+|[^\w\s]")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A run of text on one side of a row; ``changed`` marks word-level differences."""
+
+    text: str
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Row:
+    """One side-by-side row: equal, insert, delete or replace."""
+
+    op: str
+    left_no: int | None
+    right_no: int | None
+    left: list[Segment]
+    right: list[Segment]
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    """One changed front-matter field; ``contract`` flags input/output changes."""
+
+    path: str
+    change: str
+    old: Any = None
+    new: Any = None
+    contract: bool = False
+
+    def describe(self) -> str:
+        """Human summary, e.g. ``model.parameters.temperature: 0.7 → 0.2``."""
+        if self.change == "added":
+            text = f"{self.path}: added ({_short(self.new)})"
+        elif self.change == "removed":
+            text = f"{self.path}: removed (was {_short(self.old)})"
+        else:
+            text = f"{self.path}: {_short(self.old)} → {_short(self.new)}"
+        return text + ("  [contract change]" if self.contract else "")
+
+
+@dataclass
+class TextDiff:
+    """Unified diff plus side-by-side rows."""
+
+    unified: str
+    rows: list[Row]
+    added: int
+    removed: int
+
+
+@dataclass
+class RenderedDiff:
+    """Both versions rendered with the same variables; messages compared in order."""
+
+    variables: dict[str, Any]
+    left: list[dict[str, str]] | None
+    right: list[dict[str, str]] | None
+    left_error: str | None = None
+    right_error: str | None = None
+    unified: str = ""
+
+
+@dataclass
+class Diff:
+    """Everything a reviewer sees between two versions."""
+
+    left: str
+    right: str
+    text: TextDiff
+    fields: list[FieldChange] = field(default_factory=list)
+    rendered: RenderedDiff | None = None
+    cases: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def contract_changes(self) -> list[FieldChange]:
+        """Changes to declared inputs or outputs (called out on top in reviews)."""
+        return [f for f in self.fields if f.contract]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        out = asdict(self)
+        out["contract_changes"] = [asdict(f) for f in self.contract_changes]
+        return out
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def text_diff(old: str, new: str, old_name: str = "a", new_name: str = "b") -> TextDiff:
+    """Line diff with word-level segments for replaced lines."""
+    a, b = old.splitlines(), new.splitlines()
+    unified = "\n".join(difflib.unified_diff(a, b, old_name, new_name, lineterm=""))
+    rows: list[Row] = []
+    added = removed = 0
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+        if op == "equal":
+            rows += [Row("equal", i1 + k + 1, j1 + k + 1, [Segment(a[i1 + k], False)],
+                         [Segment(b[j1 + k], False)]) for k in range(i2 - i1)]
+            continue
+        removed += i2 - i1
+        added += j2 - j1
+        for k in range(max(i2 - i1, j2 - j1)):
+            left = a[i1 + k] if i1 + k < i2 else None
+            right = b[j1 + k] if j1 + k < j2 else None
+            if left is not None and right is not None:
+                ls, rs = _word_segments(left, right)
+                rows.append(Row("replace", i1 + k + 1, j1 + k + 1, ls, rs))
+            elif left is not None:
+                rows.append(Row("delete", i1 + k + 1, None, [Segment(left, True)], []))
+            else:
+                rows.append(Row("insert", None, j1 + k + 1, [], [Segment(right, True)]))
+    return TextDiff(unified, rows, added, removed)
+
+
+def _word_segments(left: str, right: str) -> tuple[list[Segment], list[Segment]]:
+    a, b = _WORD.findall(left), _WORD.findall(right)
+    ls: list[Segment] = []
+    rs: list[Segment] = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if i2 > i1:
+            ls.append(Segment("".join(a[i1:i2]), op != "equal"))
+        if j2 > j1:
+            rs.append(Segment("".join(b[j1:j2]), op != "equal"))
+    return ls, rs
+
+
+def field_diff(old_front: dict[str, Any], new_front: dict[str, Any],
+               old_inputs: dict[str, Any], new_inputs: dict[str, Any]) -> list[FieldChange]:
+    """Dotted-path changes of the front matter; inputs/outputs changes flagged as contract."""
+    old = {k: v for k, v in old_front.items() if k != "inputs"}
+    new = {k: v for k, v in new_front.items() if k != "inputs"}
+    old["inputs"], new["inputs"] = old_inputs, new_inputs
+    changes: list[FieldChange] = []
+    _walk("", old, new, changes)
+    return changes
+
+
+def _walk(prefix: str, old: Any, new: Any, out: list[FieldChange]) -> None:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                out.append(FieldChange(path, "added", new=new[key], contract=_contract(path)))
+            elif key not in new:
+                out.append(FieldChange(path, "removed", old=old[key], contract=_contract(path)))
+            else:
+                _walk(path, old[key], new[key], out)
+    elif old != new:
+        out.append(FieldChange(prefix, "changed", old, new, _contract(prefix)))
+
+
+def _contract(path: str) -> bool:
+    return path.split(".")[0] in ("inputs", "outputs")
+
+
+def prompt_diff(old_text: str, new_text: str, old_name: str, new_name: str,
+                variables: dict[str, Any] | None = None) -> Diff:
+    """Text, field and rendered diff between two prompt texts."""
+    diff = Diff(old_name, new_name, text_diff(old_text, new_text, old_name, new_name))
+    try:
+        old, new = parse_prompt(old_text, old_name), parse_prompt(new_text, new_name)
+    except ValidationFailed:
+        return diff
+    diff.fields = field_diff(old.front, new.front, old.inputs, new.inputs)
+    values = {**old.sample(), **new.sample(), **(variables or {})}
+    rendered = RenderedDiff(values, None, None)
+    try:
+        rendered.left = [m.to_dict() for m in old.render(values)]
+    except PromptrevError as exc:
+        rendered.left_error = exc.message
+    try:
+        rendered.right = [m.to_dict() for m in new.render(values)]
+    except PromptrevError as exc:
+        rendered.right_error = exc.message
+    rendered.unified = text_diff(_messages_text(rendered.left), _messages_text(rendered.right),
+                                 old_name, new_name).unified
+    diff.rendered = rendered
+    return diff
+
+
+def _messages_text(messages: list[dict[str, str]] | None) -> str:
+    if not messages:
+        return ""
+    return "\n".join(f"[{m['role']}]\n{m['content']}\n" for m in messages)
+
+
+def dataset_diff(old_text: str, new_text: str, old_name: str, new_name: str) -> Diff:
+    """Text diff plus per-case changes (added, removed, changed case ids)."""
+    diff = Diff(old_name, new_name, text_diff(old_text, new_text, old_name, new_name))
+    old, new = _cases_by_id(old_text), _cases_by_id(new_text)
+    for case_id in sorted(set(old) | set(new)):
+        if case_id not in old:
+            diff.cases.append({"id": case_id, "change": "added"})
+        elif case_id not in new:
+            diff.cases.append({"id": case_id, "change": "removed"})
+        elif old[case_id] != new[case_id]:
+            diff.cases.append({"id": case_id, "change": "changed"})
+    return diff
+
+
+def _cases_by_id(text: str) -> dict[str, Any]:
+    out = {}
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and "id" in obj:
+            out[str(obj["id"])] = obj
+    return out

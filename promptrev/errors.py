@@ -1,0 +1,107 @@
+"""The one error family of promptrev.
+
+Every error carries a message written for the person who will read it, a stable
+machine-readable ``code`` and the HTTP ``status`` a server should answer with. Transports
+(CLI, HTTP) translate these in exactly one place each.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PromptrevError(Exception):
+    """Base class: a problem the user can understand and act on."""
+
+    status = 500
+    code = "error"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details or {}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the one JSON error shape: ``{"error": {"code", "message", "details"}}``."""
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+
+class InvalidName(PromptrevError):
+    """An artifact or label name that breaks the naming rules."""
+
+    status = 400
+    code = "invalid_name"
+
+
+class InvalidReference(PromptrevError):
+    """A reference string that cannot be parsed (``name``, ``name@N``, ``name@label``…)."""
+
+    status = 400
+    code = "invalid_reference"
+
+
+class AmbiguousReference(PromptrevError):
+    """A name that matches artifacts of several kinds, or several commits."""
+
+    status = 400
+    code = "ambiguous_reference"
+
+
+class NotFound(PromptrevError):
+    """A missing artifact, version, label or commit."""
+
+    status = 404
+    code = "not_found"
+
+
+class ArtifactDeleted(NotFound):
+    """The artifact exists in history but its latest version is a deletion."""
+
+    status = 410
+    code = "deleted"
+
+
+class ValidationFailed(PromptrevError):
+    """Artifact content that does not parse or validate; ``details['problems']`` lists each."""
+
+    status = 422
+    code = "invalid_artifact"
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None):
+        super().__init__(message, details={"problems": problems or []})
+        self.problems = problems or []
+
+
+class RenderFailed(PromptrevError):
+    """A template that fails at render time (missing variable, sandbox violation…)."""
+
+    status = 422
+    code = "render_error"
+
+
+class TooLarge(PromptrevError):
+    """Content above the configured size limit."""
+
+    status = 413
+    code = "too_large"
+
+
+class Conflict(PromptrevError):
+    """An update based on a version that is no longer the latest (lost-update guard)."""
+
+    status = 409
+    code = "conflict"
+
+
+class Busy(PromptrevError):
+    """The registry stayed locked by other writers for longer than we are willing to wait."""
+
+    status = 503
+    code = "busy"
+
+
+class StorageError(PromptrevError):
+    """The Git repository or the index is damaged or unreachable."""
+
+    status = 500
+    code = "storage_error"

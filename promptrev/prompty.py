@@ -1,0 +1,367 @@
+"""The prompt format: Prompty files (YAML front matter + role-line chat template).
+
+Parsing validates everything a reviewer would want flagged before a version is stored,
+with the line of each problem. Rendering runs the template in Jinja2's
+``ImmutableSandboxedEnvironment`` (the sandbox Prompty itself uses) with ``StrictUndefined`` and returns chat messages.
+
+Rendering follows Prompty: the body is rendered first, then split on role lines
+(``system:``, ``user:``…), so loops may produce several messages. Unlike a plain
+render-then-split, a variable's *value* can never create a role line: every ``{{ … }}``
+output is replaced by a placeholder until the split is done. The one exception is a value
+that is exactly a role word (``{{ item.role }}:`` in chat-history loops).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import difflib
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import jinja2
+import jinja2.meta
+import yaml
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from .errors import RenderFailed, ValidationFailed
+
+ROLES = ("system", "user", "assistant", "developer", "function", "tool")
+_ROLE_LINE = re.compile(
+    r"^[ \t]*#?[ \t]*(?P<role>" + "|".join(ROLES) + r")"
+    r"(?P<attrs>\[[^\]\n]*\])?[ \t]*:[ \t]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
+_SUSPECT_ROLE = re.compile(r"^[ \t]*#?[ \t]*(?P<word>[A-Za-z][\w-]*)[ \t]*:[ \t]*$")
+_ATTR = re.compile(r"\s*(\w+)\s*=\s*\"?([^\",\]]*)\"?\s*,?")
+_FRONT_MATTER = re.compile(
+    r"\A[ \t]*(?P<fence>---|\+\+\+)[ \t]*\r?\n(?P<yaml>.*?)^[ \t]*(?P=fence)[ \t]*(?:\r?\n|\Z)",
+                           re.DOTALL | re.MULTILINE)
+_slots: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("slots", default=None)
+_nonce = secrets.token_hex(6)
+_SLOT = re.compile("\x00" + _nonce + r"(\d+)\x00")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One validation finding, with the 1-based line in the file when known."""
+
+    message: str
+    line: int | None = None
+    severity: str = "error"
+
+    def describe(self, filename: str) -> str:
+        """Render as ``file, line N: message``."""
+        where = f"{filename}, line {self.line}" if self.line else filename
+        return f"{where}: {self.message}"
+
+    def to_dict(self, filename: str) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"file": filename, "line": self.line, "severity": self.severity,
+                "message": self.message}
+
+
+@dataclass(frozen=True)
+class Message:
+    """One chat message produced by rendering."""
+
+    role: str
+    content: str
+    name: str | None = None
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the OpenAI-style dict form."""
+        out = {"role": self.role, "content": self.content}
+        if self.name:
+            out["name"] = self.name
+        return out
+
+
+def _finalize(value: Any) -> str:
+    text = "" if value is None else str(value)
+    slots = _slots.get()
+    if slots is None or text.strip().lower() in ROLES:
+        return text
+    slots.append(text)
+    return f"\x00{_nonce}{len(slots) - 1}\x00"
+
+
+_ENV = ImmutableSandboxedEnvironment(
+    undefined=jinja2.StrictUndefined,
+    autoescape=False,
+    keep_trailing_newline=True,
+    finalize=_finalize,
+)
+
+
+@dataclass
+class Prompt:
+    """A parsed, validated prompt. ``front`` is the front matter as written."""
+
+    front: dict[str, Any]
+    body: str
+    body_line: int
+    inputs: dict[str, dict[str, Any]]
+    template: jinja2.Template
+    variables: frozenset[str]
+    warnings: list[Problem] = field(default_factory=list)
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The ``model`` section (api, configuration, parameters), possibly empty."""
+        model = self.front.get("model")
+        return model if isinstance(model, dict) else {}
+
+    @property
+    def parameters(self) -> dict[str, Any]:
+        """Model parameters such as temperature and max_tokens."""
+        params = self.model.get("parameters")
+        return params if isinstance(params, dict) else {}
+
+    def sample(self) -> dict[str, Any]:
+        """Variables to preview with: per-input sample/default, overridden by ``sample``."""
+        values: dict[str, Any] = {}
+        for name, spec in self.inputs.items():
+            for key in ("sample", "default", "example"):
+                if key in spec:
+                    values[name] = spec[key]
+                    break
+        top = self.front.get("sample")
+        if isinstance(top, dict):
+            values.update(top)
+        return values
+
+    def defaults(self) -> dict[str, Any]:
+        """Declared input defaults, applied when a render call omits the variable."""
+        return {n: s["default"] for n, s in self.inputs.items() if "default" in s}
+
+    def render(self, variables: dict[str, Any] | None = None) -> list[Message]:
+        """Render to chat messages; a missing variable is an error naming it."""
+        values = {**self.defaults(), **(variables or {})}
+        slots: list[str] = []
+        token = _slots.set(slots)
+        try:
+            text = self.template.render(values)
+        except jinja2.UndefinedError as exc:
+            raise RenderFailed(_undefined_message(exc, self), details={
+                "declared_inputs": sorted(self.inputs)}) from None
+        except jinja2.exceptions.SecurityError as exc:
+            raise RenderFailed(f"template refused by the sandbox: {exc}") from None
+        except jinja2.TemplateError as exc:
+            raise RenderFailed(f"template failed to render: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
+            raise RenderFailed(f"template failed to render: {type(exc).__name__}: {exc}") from None
+        finally:
+            _slots.reset(token)
+        return _split_messages(text, slots)
+
+
+def _undefined_message(exc: jinja2.UndefinedError, prompt: Prompt) -> str:
+    match = re.match(r"'([^']+)' is undefined", str(exc))
+    if match:
+        declared = ", ".join(sorted(prompt.inputs)) or "none"
+        return f"missing variable '{match.group(1)}' (declared inputs: {declared})"
+    return f"undefined value in template: {exc}"
+
+
+def _split_messages(text: str, slots: list[str]) -> list[Message]:
+    def restore(chunk: str) -> str:
+        return _SLOT.sub(lambda m: slots[int(m.group(1))], chunk)
+
+    messages: list[Message] = []
+    matches = list(_ROLE_LINE.finditer(text))
+    lead = text[: matches[0].start()] if matches else text
+    if lead.strip():
+        messages.append(Message("system", restore(lead).strip()))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        content = restore(text[match.end():end]).strip()
+        if not content:
+            continue
+        attrs = dict(_ATTR.findall(match.group("attrs")[1:-1])) if match.group("attrs") else {}
+        messages.append(Message(match.group("role").lower(), content, attrs.get("name")))
+    return messages
+
+
+def split_front_matter(text: str) -> tuple[str | None, str, int]:
+    """Return (front matter YAML or None, body, 1-based file line where the body starts)."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    match = _FRONT_MATTER.match(text)
+    if not match:
+        return None, text, 1
+    return match.group("yaml"), text[match.end():], text[: match.end()].count("\n") + 1
+
+
+def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
+    """Parse and validate a ``.prompty`` text; raise :class:`ValidationFailed` listing problems."""
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    if text.lstrip("\ufeff").startswith(("---", "+++")) and not _FRONT_MATTER.match(text.lstrip("\ufeff")):
+        problems.append(Problem("front matter starts with '---' but has no closing '---' line", 1))
+    fm_text, body, body_line = split_front_matter(text)
+    front = _load_front_matter(fm_text, problems) if fm_text is not None else {}
+    inputs = _normalise_inputs(front.get("inputs"), fm_text, problems)
+    _check_template_kind(front, problems, warnings)
+    _check_roles(body, body_line, problems)
+    template, variables = _compile(body, body_line, problems)
+    if problems:
+        first = problems[0].describe(filename)
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ValidationFailed(first + more, [p.to_dict(filename) for p in problems])
+    for name in sorted(variables - set(inputs)):
+        warnings.append(Problem(f"variable '{name}' is used but not declared in inputs",
+                                _line_of_variable(body, name, body_line), "warning"))
+    return Prompt(front, body, body_line, inputs, template, frozenset(variables), warnings)
+
+
+def _load_front_matter(fm_text: str, problems: list[Problem]) -> dict[str, Any]:
+    try:
+        node = yaml.compose(fm_text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        problems.append(Problem(f"bad YAML in front matter: {_yaml_problem(exc)}",
+                                _yaml_line(exc)))
+        return {}
+    if node is None:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        problems.append(Problem("front matter must be a YAML mapping (key: value lines)",
+                                node.start_mark.line + 2))
+        return {}
+    before = len(problems)
+    _find_duplicate_keys(node, (), problems)
+    if len(problems) > before:
+        return {}
+    try:
+        data = yaml.SafeLoader("").construct_document(node)
+    except yaml.YAMLError as exc:
+        problems.append(Problem(f"bad YAML in front matter: {_yaml_problem(exc)}",
+                                _yaml_line(exc)))
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _find_duplicate_keys(node: yaml.Node, path: tuple[str, ...],
+                         problems: list[Problem]) -> None:
+    if isinstance(node, yaml.SequenceNode):
+        for child in node.value:
+            _find_duplicate_keys(child, path, problems)
+        return
+    if not isinstance(node, yaml.MappingNode):
+        return
+    seen: dict[str, int] = {}
+    for key_node, value_node in node.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 2
+        if key in seen:
+            if path == ("inputs",):
+                msg = f"input '{key}' is declared twice (first at line {seen[key]})"
+            else:
+                where = ".".join(path + (key,))
+                msg = f"key '{where}' appears twice (first at line {seen[key]})"
+            problems.append(Problem(msg, line))
+        else:
+            seen[key] = line
+        _find_duplicate_keys(value_node, path + (key,), problems)
+
+
+def _yaml_line(exc: yaml.YAMLError) -> int | None:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    return mark.line + 2 if mark is not None else None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    problem = getattr(exc, "problem", None)
+    context = getattr(exc, "context", None)
+    if problem:
+        return f"{context} {problem}" if context else problem
+    return str(exc).splitlines()[0]
+
+
+def _normalise_inputs(raw: Any, fm_text: str | None, problems: list[Problem]) -> dict[str, dict]:
+    if raw is None:
+        return {}
+    line = _key_line(fm_text, "inputs")
+    inputs: dict[str, dict[str, Any]] = {}
+    if isinstance(raw, dict):
+        for name, spec in raw.items():
+            inputs[str(name)] = dict(spec) if isinstance(spec, dict) else {"sample": spec}
+        return inputs
+    if isinstance(raw, list):
+        for item in raw:
+            if not isinstance(item, dict) or "name" not in item:
+                problems.append(Problem("each entry of 'inputs' must be a mapping with a 'name'",
+                                        line))
+                continue
+            name = str(item["name"])
+            if name in inputs:
+                problems.append(Problem(f"input '{name}' is declared twice", line))
+            inputs[name] = {k: v for k, v in item.items() if k != "name"}
+        return inputs
+    problems.append(Problem("'inputs' must be a mapping of input names to their specs", line))
+    return {}
+
+
+def _key_line(fm_text: str | None, key: str) -> int | None:
+    if fm_text is None:
+        return None
+    for i, line in enumerate(fm_text.splitlines()):
+        if line.startswith(f"{key}:"):
+            return i + 2
+    return None
+
+
+def _check_template_kind(front: dict[str, Any], problems: list[Problem],
+                         warnings: list[Problem]) -> None:
+    kind = front.get("template")
+    if isinstance(kind, dict):
+        kind = kind.get("format", "jinja2")
+    if kind in (None, "jinja2", "jinja"):
+        return
+    if kind == "mustache":
+        warnings.append(Problem("template format 'mustache' is rendered with Jinja2; "
+                                "only plain {{variable}} substitutions are compatible",
+                                severity="warning"))
+        return
+    problems.append(Problem(f"template format {kind!r} is not supported (use jinja2)"))
+
+
+def _check_roles(body: str, body_line: int, problems: list[Problem]) -> None:
+    first_content = True
+    for offset, line in enumerate(body.splitlines()):
+        if not line.strip():
+            continue
+        if _ROLE_LINE.match(line):
+            first_content = False
+            continue
+        suspect = _SUSPECT_ROLE.match(line)
+        if suspect:
+            word = suspect.group("word")
+            close = difflib.get_close_matches(word.lower(), ROLES, n=1, cutoff=0.75)
+            if close or first_content:
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append(Problem(
+                    f"unknown role '{word}'{hint}; roles are {', '.join(ROLES)}",
+                    body_line + offset))
+        first_content = False
+
+
+def _compile(body: str, body_line: int,
+             problems: list[Problem]) -> tuple[jinja2.Template | None, set[str]]:
+    try:
+        ast = _ENV.parse(body)
+        variables = jinja2.meta.find_undeclared_variables(ast)
+        return _ENV.from_string(ast), variables
+    except jinja2.TemplateSyntaxError as exc:
+        line = body_line + (exc.lineno or 1) - 1
+        problems.append(Problem(f"template syntax error: {exc.message}", line))
+        return None, set()
+
+
+def _line_of_variable(body: str, name: str, body_line: int) -> int | None:
+    pattern = re.compile(r"\b" + re.escape(name) + r"\b")
+    for offset, line in enumerate(body.splitlines()):
+        if ("{{" in line or "{%" in line) and pattern.search(line):
+            return body_line + offset
+    return None

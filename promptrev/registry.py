@@ -1,0 +1,581 @@
+"""The registry service: the Python API that the CLI, the server and users' scripts use.
+
+Git holds the truth; the SQL index answers history and label queries; a per-process
+cache keyed on ``main``'s commit serves warm reads (resolve + render) from memory and is
+dropped the moment ``main`` moves (reading the ref costs microseconds).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+from .artifacts import KINDS, LabelEvent, Snapshot, Version
+from .diffing import Diff, dataset_diff, prompt_diff, text_diff
+from .errors import (
+    AmbiguousReference,
+    ArtifactDeleted,
+    Busy,
+    Conflict,
+    InvalidName,
+    NotFound,
+    StorageError,
+    TooLarge,
+    ValidationFailed,
+)
+from .labels import dump_label_map, parse_label_map
+from .names import validate_label, validate_name
+from .prompty import Message, Prompt, parse_prompt
+from .references import Reference, parse_reference
+from .storage.gitstore import GitStore, RefMoved, Signature
+from .storage.index import IndexReader, create_index_engine
+from .storage.indexer import catch_up
+
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+DEFAULT_AUTHOR = "promptrev <promptrev@localhost>"
+INDEX_FILE = "promptrev-index.sqlite"
+_REGISTRY_README = """\
+# promptrev registry
+
+This Git repository is a promptrev registry. Layout on `main`:
+
+    prompts/<name>.prompty     prompts (Prompty: YAML front matter + chat template)
+    datasets/<name>.jsonl      evaluation datasets, one case per line
+    labels/<kind>/<name>.yaml  label -> version maps; every move is a commit
+
+Edit with promptrev or with plain Git; versions are numbered per artifact.
+"""
+
+
+@dataclass(frozen=True)
+class ArtifactSummary:
+    """One line of a listing: an artifact, its latest version and labels."""
+
+    kind: str
+    name: str
+    latest: int
+    deleted: bool
+    labels: dict[str, int]
+    author: str
+    time: Any
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"kind": self.kind, "name": self.name, "latest": self.latest,
+                "deleted": self.deleted, "labels": self.labels, "author": self.author,
+                "time": self.time.isoformat(), "message": self.message}
+
+
+class Registry:
+    """A registry: one bare Git repository plus its SQL index."""
+
+    def __init__(self, path: str, store: GitStore, index_url: str, *,
+                 max_bytes: int = DEFAULT_MAX_BYTES):
+        self.path = path
+        self.store = store
+        self.engine = create_index_engine(index_url)
+        self.index = IndexReader(self.engine)
+        self.max_bytes = max_bytes
+        self._cache_head: str | None = "unset"
+        self._resolved: dict[tuple[str | None, str], Version] = {}
+        self._prompts: OrderedDict[str, Prompt] = OrderedDict()
+        self._texts: OrderedDict[str, str] = OrderedDict()
+
+    # ---- lifecycle -----------------------------------------------------------------
+    @classmethod
+    def init(cls, path: str | os.PathLike, *, index_url: str | None = None,
+             author: str = DEFAULT_AUTHOR, max_bytes: int = DEFAULT_MAX_BYTES) -> Registry:
+        """Create a new registry (bare repository + index) at ``path``."""
+        path = os.fspath(path)
+        if os.path.exists(os.path.join(path, "HEAD")):
+            raise StorageError(f"{path} already holds a Git repository")
+        if os.path.isdir(path) and os.listdir(path):
+            raise StorageError(f"{path} exists and is not empty")
+        store = GitStore.init(path)
+        readme = store.write_blob(_REGISTRY_README.encode())
+        commit = store.commit(None, {"README.md": readme}, "initialize registry",
+                              Signature.parse(author))
+        store.move_main(None, commit, "promptrev: init")
+        return cls(path, store, index_url or _default_index_url(path), max_bytes=max_bytes)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, *, index_url: str | None = None,
+             max_bytes: int = DEFAULT_MAX_BYTES) -> Registry:
+        """Open an existing registry; the index catches up with Git on first use."""
+        path = os.fspath(path)
+        if not os.path.exists(os.path.join(path, "HEAD")):
+            raise NotFound(f"no registry at {path} (create one with 'promptrev init')")
+        return cls(path, GitStore(path), index_url or _default_index_url(path),
+                   max_bytes=max_bytes)
+
+    def close(self) -> None:
+        """Release database connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- index freshness -----------------------------------------------------------
+    def sync(self) -> str | None:
+        """Bring the index and caches up to ``main``; cheap when nothing moved."""
+        head = self.store.head()
+        if head != self._cache_head:
+            catch_up(self.store, self.engine)
+            self._resolved.clear()
+            self._cache_head = head
+        return head
+
+    def reindex(self) -> dict[str, int]:
+        """Rebuild the index from Git from scratch; return row counts."""
+        catch_up(self.store, self.engine, rebuild=True)
+        self._cache_head = "unset"
+        return {name: len(rows) for name, rows in self.index.dump().items()}
+
+    # ---- reading -------------------------------------------------------------------
+    def resolve(self, ref: str | Reference, kind: str | None = None) -> Version:
+        """Resolve a reference (``name``, ``name@4``, ``name@production``, ``name@3f2a9c1``)."""
+        self.sync()
+        key = (kind, str(ref))
+        cached = self._resolved.get(key)
+        if cached is not None:
+            return cached
+        parsed = ref if isinstance(ref, Reference) else parse_reference(ref, kind)
+        version = self._resolve(parsed)
+        if len(self._resolved) > 10_000:
+            self._resolved.clear()
+        self._resolved[key] = version
+        return version
+
+    def get(self, ref: str | Reference, kind: str | None = None) -> Snapshot:
+        """A version and its text."""
+        version = self.resolve(ref, kind)
+        if version.deleted:
+            raise ArtifactDeleted(
+                f"{version.kind} '{version.name}' version {version.number} is a deletion; "
+                f"restore it with 'promptrev rollback {version.name} --to "
+                f"{version.number - 1}'")
+        warnings: tuple = ()
+        if version.kind == "prompt":
+            warnings = tuple(self._prompt(version).warnings)
+        return Snapshot(version, self._text(version.blob), warnings)
+
+    def prompt(self, ref: str | Reference) -> Prompt:
+        """The parsed prompt of a reference (cached by content)."""
+        version = self.resolve(ref, "prompt")
+        if version.deleted:
+            self.get(ref, "prompt")
+        return self._prompt(version)
+
+    def render(self, ref: str | Reference, variables: dict[str, Any] | None = None
+               ) -> list[Message]:
+        """Render a prompt version to chat messages."""
+        return self.prompt(ref).render(variables)
+
+    def list(self, prefix: str | None = None, *, kind: str | None = None,
+             include_deleted: bool = False) -> list[ArtifactSummary]:
+        """Artifacts whose name starts with ``prefix``."""
+        self.sync()
+        rows = self.index.listing(prefix, kind, include_deleted)
+        labels = self.index.label_map([r.id for r in rows])
+        return [ArtifactSummary(r.kind, r.name, r.latest, r.deleted, labels.get(r.id, {}),
+                                r.author, _utc(r.time), r.message.strip()) for r in rows]
+
+    def history(self, name: str, kind: str | None = None) -> list[Version]:
+        """Every version of an artifact, newest first, with the labels on each."""
+        self.sync()
+        art = self._artifact(parse_reference(name, kind))
+        by_version: dict[int, list[str]] = {}
+        for label, number in sorted(self.index.labels(art.id).items()):
+            by_version.setdefault(number, []).append(label)
+        return [_version(r, tuple(by_version.get(r.number, ()))) for r in
+                self.index.history(art.id)]
+
+    def labels(self, name: str, kind: str | None = None) -> dict[str, int]:
+        """label → version number for an artifact."""
+        self.sync()
+        return self.index.labels(self._artifact(parse_reference(name, kind)).id)
+
+    def label_history(self, name: str | None = None, kind: str | None = None,
+                      limit: int = 1000) -> list[LabelEvent]:
+        """Label moves, newest first (all artifacts, or one)."""
+        self.sync()
+        art_id = self._artifact(parse_reference(name, kind)).id if name else None
+        return [LabelEvent(r.kind, r.name, r.label, r.old, r.new, r.sha, r.author,
+                           r.message.strip(), _utc(r.time))
+                for r in self.index.label_events(art_id, limit)]
+
+    def diff(self, ref_a: str, ref_b: str, variables: dict[str, Any] | None = None,
+             kind: str | None = None) -> Diff:
+        """Diff two versions (of one artifact or two): text, fields, rendered."""
+        a, b = self.resolve(ref_a, kind), self.resolve(ref_b, kind)
+        text_a = "" if a.deleted else self._text(a.blob)
+        text_b = "" if b.deleted else self._text(b.blob)
+        if a.kind == b.kind == "prompt":
+            return prompt_diff(text_a, text_b, a.ref, b.ref, variables)
+        if a.kind == b.kind == "dataset":
+            return dataset_diff(text_a, text_b, a.ref, b.ref)
+        return Diff(a.ref, b.ref, text_diff(text_a, text_b, a.ref, b.ref))
+
+    # ---- writing -------------------------------------------------------------------
+    @contextmanager
+    def transaction(self, *, message: str, author: str = DEFAULT_AUTHOR
+                    ) -> Iterator[Transaction]:
+        """Group saves, deletions and label moves into one commit (all or nothing)."""
+        tx = Transaction(self, message, author)
+        yield tx
+        tx.commit()
+
+    def save(self, name: str, text: str | bytes, *, message: str | None = None,
+             author: str = DEFAULT_AUTHOR, base: int | None = None,
+             kind: str = "prompt") -> Version:
+        """Store ``text`` as the next version of ``name``.
+
+        ``base`` is the version the edit started from: if the artifact has moved on since,
+        :class:`Conflict` is raised with what changed. ``base=0`` means "create only".
+        Saving the same content again returns the existing version without a commit.
+        """
+        with self.transaction(message=message or f"save {name}", author=author) as tx:
+            tx.save(name, text, base=base, kind=kind)
+        return tx.result_for(kind, name)
+
+    def delete(self, name: str, *, message: str | None = None, author: str = DEFAULT_AUTHOR,
+               base: int | None = None, kind: str | None = None) -> Version:
+        """Delete an artifact; the deletion is a version, and history stays."""
+        kind = kind or self._artifact(parse_reference(name)).kind
+        with self.transaction(message=message or f"delete {name}", author=author) as tx:
+            tx.delete(name, base=base, kind=kind)
+        return tx.result_for(kind, name)
+
+    def set_label(self, name: str, label: str, version: int, *, message: str | None = None,
+                  author: str = DEFAULT_AUTHOR, kind: str | None = None) -> LabelEvent | None:
+        """Point ``label`` at ``version`` (a commit with author and message)."""
+        kind = kind or self._artifact(parse_reference(name)).kind
+        msg = message or f"label {name}@{label} -> {version}"
+        with self.transaction(message=msg, author=author) as tx:
+            tx.set_label(name, label, version, kind=kind)
+        return tx.label_event
+
+    def remove_label(self, name: str, label: str, *, message: str | None = None,
+                     author: str = DEFAULT_AUTHOR, kind: str | None = None) -> LabelEvent | None:
+        """Remove a label from an artifact."""
+        kind = kind or self._artifact(parse_reference(name)).kind
+        with self.transaction(message=message or f"remove label {name}@{label}",
+                              author=author) as tx:
+            tx.remove_label(name, label, kind=kind)
+        return tx.label_event
+
+    def rollback(self, name: str, to: int, *, label: str | None = None,
+                 message: str | None = None, author: str = DEFAULT_AUTHOR,
+                 kind: str | None = None) -> Version | LabelEvent | None:
+        """Roll back: move ``label`` to version ``to``, or (no label) restore its content.
+
+        Restoring writes version ``to``'s content as a new version, so nothing is lost and
+        the rollback itself is in history.
+        """
+        kind = kind or self._artifact(parse_reference(name)).kind
+        if label is not None:
+            return self.set_label(name, label, to, kind=kind, author=author,
+                                  message=message or f"rollback {name}@{label} to {to}")
+        old = self.resolve(f"{name}@{to}", kind)
+        if old.deleted:
+            raise ValidationFailed(f"{kind} '{name}' version {to} is a deletion; "
+                                   "roll back to a version with content")
+        text = self._text(old.blob)
+        current = self.resolve(name, kind)
+        return self.save(name, text, kind=kind, author=author, base=current.number,
+                         message=message or f"rollback {name} to version {to}")
+
+    # ---- internals -----------------------------------------------------------------
+    def _resolve(self, ref: Reference) -> Version:
+        art = self._artifact(ref)
+        if ref.selector is None:
+            row = self.index.version(art.id, art.latest)
+        elif ref.number is not None:
+            row = self.index.version(art.id, ref.number)
+            if row is None:
+                raise NotFound(f"{art.kind} '{art.name}' has no version {ref.number} "
+                               f"(versions 1..{art.latest})")
+        else:
+            row = self._by_label_or_commit(art, ref)
+        labels = tuple(sorted(k for k, v in self.index.labels(art.id).items() if v == row.number))
+        return _version(row, labels)
+
+    def _by_label_or_commit(self, art, ref: Reference):
+        labels = self.index.labels(art.id)
+        if ref.selector in labels:
+            row = self.index.version(art.id, labels[ref.selector])
+            if row is None:
+                raise NotFound(f"label '{ref.selector}' of {art.kind} '{art.name}' points at "
+                               f"version {labels[ref.selector]}, which does not exist")
+            return row
+        if ref.may_be_commit:
+            commits = self.index.commits_with_prefix(ref.selector)
+            if len(commits) > 1:
+                raise AmbiguousReference(f"commit prefix '{ref.selector}' matches several "
+                                         "commits; give more characters")
+            if commits:
+                row = self.index.version_at(art.id, commits[0].seq)
+                if row is None:
+                    raise NotFound(f"{art.kind} '{art.name}' did not exist yet at commit "
+                                   f"{commits[0].sha[:12]}")
+                return row
+        known = ", ".join(sorted(labels)) or "none"
+        what = "label or commit" if ref.may_be_commit else "label"
+        raise NotFound(f"{art.kind} '{art.name}' has no {what} '{ref.selector}' "
+                       f"(labels: {known})")
+
+    def _artifact(self, ref: Reference):
+        if ref.kind is not None:
+            row = self.index.artifact(ref.kind, ref.name)
+            rows = [row] if row is not None else []
+        else:
+            rows = self.index.artifacts_named(ref.name)
+        if not rows:
+            close = difflib.get_close_matches(ref.name, self.index.similar_names(ref.name), n=3)
+            hint = f" (did you mean {', '.join(repr(c) for c in close)}?)" if close else ""
+            what = ref.kind or "artifact"
+            raise NotFound(f"no {what} named '{ref.name}'{hint}")
+        if len(rows) > 1:
+            kinds = ", ".join(f"{r.kind}:{ref.name}" for r in rows)
+            raise AmbiguousReference(f"'{ref.name}' names several artifacts; say which: {kinds}")
+        return rows[0]
+
+    def _text(self, blob: str) -> str:
+        text = self._texts.get(blob)
+        if text is None:
+            text = self.store.blob(blob).decode("utf-8")
+            self._texts[blob] = text
+            if len(self._texts) > 512:
+                self._texts.popitem(last=False)
+        return text
+
+    def _prompt(self, version: Version) -> Prompt:
+        prompt = self._prompts.get(version.blob)
+        if prompt is None:
+            prompt = parse_prompt(self._text(version.blob), KINDS["prompt"].path(version.name))
+            self._prompts[version.blob] = prompt
+            if len(self._prompts) > 512:
+                self._prompts.popitem(last=False)
+        return prompt
+
+    def _check_content(self, kind: str, name: str, text: str | bytes) -> tuple[str, list]:
+        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+        if len(data) > self.max_bytes:
+            raise TooLarge(f"{kind} '{name}' is {len(data):,} bytes; the limit is "
+                           f"{self.max_bytes:,} bytes")
+        try:
+            decoded = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationFailed(f"{KINDS[kind].path(name)}: not UTF-8 text (invalid byte "
+                                   f"0x{data[exc.start]:02x} at offset {exc.start})") from None
+        if "\x00" in decoded:
+            raise ValidationFailed(f"{KINDS[kind].path(name)}: contains NUL characters")
+        warnings = KINDS[kind].validate(decoded, KINDS[kind].path(name))
+        return decoded, warnings
+
+
+def _default_index_url(path: str) -> str:
+    return "sqlite:///" + os.path.join(os.path.abspath(path), INDEX_FILE)
+
+
+def _utc(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+
+
+def _version(row, labels: tuple[str, ...] = ()) -> Version:
+    return Version(row.kind, row.name, row.number, row.sha, row.blob, row.deleted, row.author,
+                   row.email, row.message.strip(), _utc(row.time), labels)
+
+
+class Transaction:
+    """Changes to commit together; built by :meth:`Registry.transaction`."""
+
+    MAX_ATTEMPTS = 20
+
+    def __init__(self, registry: Registry, message: str, author: str):
+        if not message or not message.strip():
+            raise ValidationFailed("a commit message is required")
+        self.registry = registry
+        self.message = message
+        self.author = Signature.parse(author)
+        self._saves: dict[tuple[str, str], tuple[str | None, int | None]] = {}
+        self._labels: list[tuple[str, str, str, int | None]] = []
+        self.commit_sha: str | None = None
+        self.versions: list[Version] = []
+        self.label_event: LabelEvent | None = None
+        self.warnings: list = []
+
+    def save(self, name: str, text: str | bytes, *, base: int | None = None,
+             kind: str = "prompt") -> None:
+        """Stage new content for ``name`` (validated now, written at commit)."""
+        _check_kind(kind)
+        validate_name(name)
+        decoded, warnings = self.registry._check_content(kind, name, text)
+        self.warnings += warnings
+        blob = self.registry.store.write_blob(decoded.encode("utf-8"))
+        self._stage(kind, name, blob, base)
+
+    def delete(self, name: str, *, base: int | None = None, kind: str = "prompt") -> None:
+        """Stage the deletion of ``name``."""
+        _check_kind(kind)
+        validate_name(name)
+        self._stage(kind, name, None, base)
+
+    def set_label(self, name: str, label: str, version: int, *, kind: str = "prompt") -> None:
+        """Stage a label move."""
+        _check_kind(kind)
+        validate_name(name)
+        validate_label(label)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValidationFailed(f"version must be a positive integer, not {version!r}")
+        self._labels.append((kind, name, label, version))
+
+    def remove_label(self, name: str, label: str, *, kind: str = "prompt") -> None:
+        """Stage a label removal."""
+        _check_kind(kind)
+        validate_name(name)
+        validate_label(label)
+        self._labels.append((kind, name, label, None))
+
+    def _stage(self, kind: str, name: str, blob: str | None, base: int | None) -> None:
+        if (kind, name) in self._saves:
+            raise ValidationFailed(f"{kind} '{name}' appears twice in one transaction")
+        if base is not None and (not isinstance(base, int) or base < 0):
+            raise ValidationFailed(f"base must be a version number, not {base!r}")
+        self._saves[(kind, name)] = (blob, base)
+
+    def result_for(self, kind: str, name: str) -> Version:
+        """The version of ``name`` this transaction made, or the unchanged current one."""
+        for version in self.versions:
+            if version.kind == kind and version.name == name:
+                return version
+        return self.registry.resolve(name, kind)
+
+    def commit(self) -> str | None:
+        """Write everything as one commit; retry on a lost ref race, never overwrite."""
+        if not self._saves and not self._labels:
+            return None
+        reg = self.registry
+        store = reg.store
+        delay = 0.001
+        for _attempt in range(self.MAX_ATTEMPTS):
+            with store.writer_lock():
+                head = store.head()
+                catch_up(store, reg.engine)
+                changes = self._changes(head)
+                if not changes:
+                    return None
+                sha = store.commit(head, changes, self.message, self.author)
+                if sha is None:
+                    return None
+                try:
+                    store.move_main(head, sha, f"promptrev: {self.message.splitlines()[0]}")
+                except RefMoved:
+                    pass
+                else:
+                    catch_up(store, reg.engine)
+                    self.commit_sha = sha
+                    self.versions = [_version(r) for r in reg.index.versions_in_commit(sha)]
+                    self._record_label_event(sha)
+                    return sha
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.05)
+        raise Busy("main kept moving while committing; try again")
+
+    def _changes(self, head: str) -> dict[str, str | None]:
+        reg = self.registry
+        changes: dict[str, str | None] = {}
+        current: dict[tuple[str, str], Any] = {}
+        for (kind, name), (blob, base) in self._saves.items():
+            art = reg.index.artifact(kind, name)
+            current[(kind, name)] = art
+            latest = art.latest if art is not None else 0
+            if base is not None and base != latest:
+                raise self._conflict(kind, name, base, art)
+            live_blob = None if art is None or art.deleted else art.blob
+            if blob is None and live_blob is None:
+                raise NotFound(f"{kind} '{name}' does not exist" if art is None else
+                               f"{kind} '{name}' is already deleted")
+            if blob != live_blob:
+                changes[KINDS[kind].path(name)] = blob
+        for (kind, name), entries in _group_labels(self._labels).items():
+            path = KINDS[kind].label_path(name)
+            old_blob = reg.store.blob_at(head, path)
+            labels = parse_label_map(reg.store.blob(old_blob).decode(), path) if old_blob else {}
+            art = current.get((kind, name)) or reg.index.artifact(kind, name)
+            for label, version in entries:
+                if version is None:
+                    if label not in labels:
+                        raise NotFound(f"{kind} '{name}' has no label '{label}' "
+                                       f"(labels: {', '.join(sorted(labels)) or 'none'})")
+                    del labels[label]
+                    continue
+                self._check_label_target(kind, name, art, version, changes)
+                labels[label] = version
+            new = reg.store.write_blob(dump_label_map(labels).encode()) if labels else None
+            if new != old_blob:
+                changes[path] = new
+        return changes
+
+    def _check_label_target(self, kind, name, art, version, changes) -> None:
+        if art is None:
+            raise NotFound(f"no {kind} named '{name}'")
+        row = self.registry.index.version(art.id, version)
+        if row is None:
+            raise NotFound(f"{kind} '{name}' has no version {version} "
+                           f"(versions 1..{art.latest})")
+        if row.deleted:
+            raise ValidationFailed(f"{kind} '{name}' version {version} is a deletion; "
+                                   "a label must point at a version with content")
+
+    def _conflict(self, kind: str, name: str, base: int, art) -> Conflict:
+        reg = self.registry
+        if art is None:
+            return Conflict(f"{kind} '{name}' does not exist, so it cannot be based on "
+                            f"version {base}", details={"base": base, "current": 0})
+        since = [_version(r) for r in reg.index.history(art.id) if r.number > base]
+        details: dict[str, Any] = {"base": base, "current": art.latest,
+                                   "changes": [v.to_dict() for v in since]}
+        if 0 < base <= art.latest:
+            details["diff"] = reg.diff(f"{name}@{base}", f"{name}@{art.latest}",
+                                       kind=kind).text.unified
+        who = "; ".join(f"v{v.number} by {v.author}: {v.message}" for v in since[-3:])
+        if base > art.latest:
+            text = f"{kind} '{name}' has no version {base} yet (latest is {art.latest})"
+        else:
+            text = (f"{kind} '{name}' changed since version {base}: it is now at version "
+                    f"{art.latest} ({who}). Merge their change and save again with base "
+                    f"{art.latest}")
+        return Conflict(text, details=details)
+
+    def _record_label_event(self, sha: str) -> None:
+        if not self._labels:
+            return
+        events = [e for e in self.registry.label_history(limit=len(self._labels) + 10)
+                  if e.commit == sha]
+        self.label_event = events[0] if events else None
+
+
+def _group_labels(entries: list[tuple[str, str, str, int | None]]
+                  ) -> dict[tuple[str, str], list[tuple[str, int | None]]]:
+    out: dict[tuple[str, str], list[tuple[str, int | None]]] = {}
+    for kind, name, label, version in entries:
+        out.setdefault((kind, name), []).append((label, version))
+    return out
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise InvalidName(f"unknown artifact kind {kind!r} (kinds: {', '.join(KINDS)})")

@@ -1,0 +1,1 @@
+"""All access to Git and SQL lives in this package."""

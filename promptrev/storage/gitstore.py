@@ -1,0 +1,286 @@
+"""The Git object store of a registry (libgit2 through pygit2).
+
+Writes never touch a work tree or the index file: blobs and trees are built in memory,
+a commit is created, and ``refs/heads/main`` moves by compare-and-swap on its old value
+(libgit2's ``set_target`` fails if the ref changed since it was read). A crash at any
+point leaves the previous state intact: objects are written atomically and only the
+final ref move makes them reachable.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import pygit2
+
+from ..errors import Busy, StorageError
+
+MAIN = "refs/heads/main"
+STALE_LOCK_SECONDS = 10.0
+_TREE = pygit2.enums.FileMode.TREE
+_BLOB = pygit2.enums.FileMode.BLOB
+
+# Keep hot trees in libgit2's cache so path lookups stay in microseconds (DESIGN.md §8).
+pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, 64 * 1024)
+pygit2.settings.cache_max_size(256 * 1024 * 1024)
+
+
+class RefMoved(Exception):
+    """``main`` is no longer at the commit a write was built on."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """Who made a change."""
+
+    name: str
+    email: str
+
+    @classmethod
+    def parse(cls, text: str) -> Signature:
+        """Parse ``Name <email>`` (or a bare name)."""
+        text = text.strip()
+        if text.endswith(">") and "<" in text:
+            name, _, email = text[:-1].partition("<")
+            return cls(name.strip() or email.strip(), email.strip())
+        return cls(text or "promptrev", f"{(text or 'promptrev').replace(' ', '.')}@promptrev")
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    """Metadata of one commit."""
+
+    sha: str
+    author: str
+    email: str
+    message: str
+    time: datetime
+    parents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One changed path between two trees; a None blob means absent on that side."""
+
+    path: str
+    old: str | None
+    new: str | None
+
+
+class GitStore:
+    """A bare Git repository holding the registry's artifacts."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = os.fspath(path)
+        try:
+            self.repo = pygit2.Repository(self.path)
+        except pygit2.GitError as exc:
+            raise StorageError(f"{self.path} is not a promptrev registry: {exc}") from None
+        self._empty_tree: pygit2.Oid | None = None
+
+    @classmethod
+    def init(cls, path: str | os.PathLike) -> GitStore:
+        """Create a bare repository whose HEAD is ``main``."""
+        pygit2.init_repository(os.fspath(path), bare=True, initial_head="main")
+        return cls(path)
+
+    # ---- reading -------------------------------------------------------------------
+    def head(self) -> str | None:
+        """The commit ``main`` points at, or None for an empty repository."""
+        ref = self.repo.references.get(MAIN)
+        return str(ref.target) if ref is not None else None
+
+    def blob(self, oid: str) -> bytes:
+        """The bytes of a blob."""
+        return self.repo[oid].data
+
+    def blob_at(self, commit: str, path: str) -> str | None:
+        """The blob id at ``path`` in ``commit``'s tree, or None."""
+        try:
+            entry = self.repo[commit].tree[path]
+        except KeyError:
+            return None
+        return str(entry.id) if entry.filemode != _TREE else None
+
+    def commit_info(self, sha: str) -> CommitInfo:
+        """Author, message and time of a commit."""
+        commit = self.repo[sha]
+        author = commit.author
+        when = datetime.fromtimestamp(author.time, timezone.utc)
+        return CommitInfo(str(commit.id), author.name, author.email, commit.message, when,
+                          tuple(str(p) for p in commit.parent_ids))
+
+    def first_parent_chain(self, head: str, stop: str | None) -> list[str] | None:
+        """Commits from ``stop`` (exclusive) to ``head`` (inclusive), oldest first.
+
+        Returns None when ``stop`` is not on ``head``'s first-parent chain (history was
+        rewritten), so the caller can rebuild instead of guessing.
+        """
+        chain: list[str] = []
+        current = self.repo[head]
+        while True:
+            sha = str(current.id)
+            if sha == stop:
+                chain.reverse()
+                return chain
+            chain.append(sha)
+            if not current.parent_ids:
+                break
+            current = self.repo[current.parent_ids[0]]
+        if stop is None:
+            chain.reverse()
+            return chain
+        return None
+
+    def changes(self, sha: str) -> list[Change]:
+        """Paths changed by a commit relative to its first parent."""
+        commit = self.repo[sha]
+        old_tree = commit.parents[0].tree if commit.parent_ids else self._empty()
+        diff = self.repo.diff(old_tree, commit.tree)
+        out = []
+        zero = pygit2.Oid(hex="0" * 40)
+        for delta in diff.deltas:
+            old = None if delta.old_file.id == zero else str(delta.old_file.id)
+            new = None if delta.new_file.id == zero else str(delta.new_file.id)
+            out.append(Change(delta.new_file.path or delta.old_file.path, old, new))
+        return out
+
+    def commits_with_prefix(self, prefix: str) -> list[str]:
+        """Commit ids starting with a hex prefix (full ids; at most a few)."""
+        try:
+            obj = self.repo.revparse_single(prefix)
+        except (KeyError, ValueError, pygit2.GitError) as exc:
+            if "ambiguous" in str(exc).lower():
+                return [prefix, prefix]
+            return []
+        return [str(obj.id)] if isinstance(obj, pygit2.Commit) else []
+
+    def _empty(self) -> pygit2.Tree:
+        if self._empty_tree is None:
+            self._empty_tree = self.repo.TreeBuilder().write()
+        return self.repo[self._empty_tree]
+
+    # ---- writing -------------------------------------------------------------------
+    def write_blob(self, data: bytes) -> str:
+        """Store a blob (idempotent: identical content gives the same id)."""
+        return str(self.repo.create_blob(data))
+
+    def commit(self, base: str | None, changes: dict[str, str | None], message: str,
+               author: Signature) -> str | None:
+        """Create a commit on ``base`` applying path → blob changes (None deletes).
+
+        Returns None when the changes leave the tree as it was.
+        """
+        base_tree = self.repo[base].tree if base else None
+        split = {tuple(path.split("/")): blob for path, blob in changes.items()}
+        tree = self._write_tree(base_tree, split) or self._empty().id
+        if base_tree is not None and tree == base_tree.id:
+            return None
+        sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
+        parents = [base] if base else []
+        return str(self.repo.create_commit(None, sig, sig, message, tree, parents))
+
+    def _write_tree(self, tree: pygit2.Tree | None,
+                    changes: dict[tuple[str, ...], str | None]) -> pygit2.Oid | None:
+        builder = self.repo.TreeBuilder(tree) if tree is not None else self.repo.TreeBuilder()
+        groups: dict[str, dict[tuple[str, ...], str | None]] = defaultdict(dict)
+        for parts, blob in changes.items():
+            if len(parts) > 1:
+                groups[parts[0]][parts[1:]] = blob
+            elif blob is None:
+                if builder.get(parts[0]) is not None:
+                    builder.remove(parts[0])
+            else:
+                builder.insert(parts[0], pygit2.Oid(hex=blob), _BLOB)
+        for name, sub in groups.items():
+            entry = builder.get(name)
+            subtree = self.repo[entry.id] if entry is not None and entry.filemode == _TREE \
+                else None
+            new = self._write_tree(subtree, sub)
+            if new is None:
+                if entry is not None:
+                    builder.remove(name)
+            else:
+                builder.insert(name, new, _TREE)
+        if len(builder) == 0:
+            return None
+        return builder.write()
+
+    def move_main(self, expected: str | None, new: str, reason: str) -> None:
+        """Point ``main`` at ``new`` if it still points at ``expected``; else RefMoved."""
+        for _ in range(2):
+            try:
+                if expected is None:
+                    self.repo.create_reference_direct(MAIN, new, False, message=reason)
+                    return
+                ref = self.repo.references.get(MAIN)
+                if ref is None or str(ref.target) != expected:
+                    raise RefMoved()
+                ref.set_target(new, reason)
+                return
+            except (pygit2.GitError, pygit2.AlreadyExistsError, ValueError) as exc:
+                text = str(exc).lower()
+                if "lock" in text and self._remove_stale_ref_lock():
+                    continue
+                if "does not match" in text or "exists" in text or "lock" in text:
+                    raise RefMoved() from None
+                raise StorageError(f"could not move main: {exc}") from None
+        raise RefMoved()
+
+    def _remove_stale_ref_lock(self) -> bool:
+        """Remove a ``main.lock`` left by a killed writer (only when old)."""
+        lock = os.path.join(self.path, MAIN + ".lock")
+        try:
+            age = time.time() - os.stat(lock).st_mtime
+        except FileNotFoundError:
+            return True
+        if age < STALE_LOCK_SECONDS:
+            return False
+        try:
+            os.unlink(lock)
+        except FileNotFoundError:
+            pass
+        return True
+
+    def stale_ref_locks(self) -> list[str]:
+        """Ref lock files older than the stale threshold (left by killed writers)."""
+        found = []
+        refs = os.path.join(self.path, "refs")
+        for folder, _dirs, files in os.walk(refs):
+            for name in files:
+                if name.endswith(".lock"):
+                    full = os.path.join(folder, name)
+                    if time.time() - os.stat(full).st_mtime >= STALE_LOCK_SECONDS:
+                        found.append(os.path.relpath(full, self.path))
+        return found
+
+    @contextmanager
+    def writer_lock(self, timeout: float = 30.0) -> Iterator[None]:
+        """Serialise promptrev writers across processes (the CAS still guards git push)."""
+        fd = os.open(os.path.join(self.path, "promptrev.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            deadline = time.monotonic() + timeout
+            delay = 0.0005
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise Busy(f"registry {self.path} stayed locked by another writer "
+                                   f"for {timeout:.0f}s") from None
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.02)
+            yield
+        finally:
+            os.close(fd)

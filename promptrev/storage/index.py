@@ -1,0 +1,256 @@
+"""The SQL index (SQLModel): what makes reads fast.
+
+Everything here that comes from Git (commits on ``main``, artifacts, versions, labels,
+label moves) is derived and can be rebuilt from Git; see :mod:`.indexer`. SQLite in WAL
+mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class IndexState(SQLModel, table=True):
+    """Which commit of ``main`` the index reflects (one row)."""
+
+    __tablename__ = "index_state"
+    id: int = Field(default=1, primary_key=True)
+    head: Optional[str] = None
+    schema_version: int = SCHEMA_VERSION
+    writes: int = 0
+
+
+class CommitRow(SQLModel, table=True):
+    """A commit on ``main``'s first-parent chain, numbered in order."""
+
+    __tablename__ = "commit"
+    seq: int = Field(primary_key=True)
+    sha: str = Field(index=True, unique=True, max_length=64)
+    author: str
+    email: str
+    message: str
+    time: datetime
+
+
+class ArtifactRow(SQLModel, table=True):
+    """One artifact with a pointer to its latest version."""
+
+    __tablename__ = "artifact"
+    __table_args__ = (sa.UniqueConstraint("kind", "name"),)
+    id: int = Field(primary_key=True)
+    kind: str = Field(max_length=16)
+    name: str = Field(index=True, max_length=255)
+    latest: int
+    deleted: bool
+    blob: Optional[str] = Field(default=None, max_length=64)
+    updated_seq: int
+
+
+class VersionRow(SQLModel, table=True):
+    """One version of one artifact."""
+
+    __tablename__ = "version"
+    __table_args__ = (
+        sa.UniqueConstraint("artifact_id", "number"),
+        sa.Index("ix_version_artifact_seq", "artifact_id", "commit_seq"),
+    )
+    id: int = Field(primary_key=True)
+    artifact_id: int = Field(foreign_key="artifact.id")
+    number: int
+    commit_seq: int = Field(foreign_key="commit.seq", index=True)
+    blob: Optional[str] = Field(default=None, max_length=64)
+    deleted: bool
+
+
+class LabelRow(SQLModel, table=True):
+    """Where a label points now."""
+
+    __tablename__ = "label"
+    artifact_id: int = Field(foreign_key="artifact.id", primary_key=True)
+    name: str = Field(primary_key=True, max_length=63)
+    version: int
+
+
+class LabelEventRow(SQLModel, table=True):
+    """One label move (set, move or removal), in commit order."""
+
+    __tablename__ = "label_event"
+    id: int = Field(primary_key=True)
+    artifact_id: int = Field(foreign_key="artifact.id", index=True)
+    label: str = Field(max_length=63)
+    old: Optional[int] = None
+    new: Optional[int] = None
+    commit_seq: int = Field(foreign_key="commit.seq", index=True)
+
+
+# Tables whose content comes from Git, in an order safe for deletion.
+DERIVED = (LabelEventRow, LabelRow, VersionRow, ArtifactRow, CommitRow)
+T_STATE = IndexState.__table__
+T_COMMIT = CommitRow.__table__
+T_ARTIFACT = ArtifactRow.__table__
+T_VERSION = VersionRow.__table__
+T_LABEL = LabelRow.__table__
+T_EVENT = LabelEventRow.__table__
+
+
+def create_index_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL, a busy timeout and real transactions."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        _configure_sqlite(engine)
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    SQLModel.metadata.create_all(engine)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(T_STATE.c.id)).first() is None:
+            conn.execute(T_STATE.insert().values(id=1, head=None,
+                                                 schema_version=SCHEMA_VERSION, writes=0))
+    return engine
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    # pysqlite's own transaction handling defers BEGIN until the first write, which
+    # breaks read-then-write isolation; take control as SQLAlchemy's docs recommend.
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write_lock") else "BEGIN"
+        conn.exec_driver_sql(mode)
+
+
+_VERSION_COLUMNS = (
+    T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_VERSION.c.artifact_id, T_VERSION.c.number,
+    T_VERSION.c.blob, T_VERSION.c.deleted, T_COMMIT.c.sha, T_COMMIT.c.author,
+    T_COMMIT.c.email, T_COMMIT.c.message, T_COMMIT.c.time, T_COMMIT.c.seq,
+)
+_VERSION_JOIN = T_VERSION.join(T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).join(
+    T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)
+
+
+class IndexReader:
+    """Read queries over the index (SQLAlchemy Core: rows, not ORM objects, for speed)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def _all(self, stmt) -> list:
+        with self.engine.connect() as conn:
+            return list(conn.execute(stmt))
+
+    def _first(self, stmt):
+        with self.engine.connect() as conn:
+            return conn.execute(stmt).first()
+
+    def head(self) -> str | None:
+        """The commit the index reflects."""
+        return self._first(sa.select(T_STATE.c.head))[0]
+
+    def artifacts_named(self, name: str) -> list:
+        """Artifact rows with this name, any kind."""
+        return self._all(sa.select(T_ARTIFACT).where(T_ARTIFACT.c.name == name))
+
+    def artifact(self, kind: str, name: str):
+        """The artifact row, or None."""
+        return self._first(sa.select(T_ARTIFACT).where(
+            T_ARTIFACT.c.kind == kind, T_ARTIFACT.c.name == name))
+
+    def similar_names(self, name: str, limit: int = 200) -> list[str]:
+        """Names sharing the first letters, for "did you mean" hints."""
+        stem = name[:3]
+        return [r[0] for r in self._all(
+            sa.select(T_ARTIFACT.c.name).where(T_ARTIFACT.c.name.startswith(stem, autoescape=True))
+            .limit(limit))]
+
+    def version(self, artifact_id: int, number: int):
+        """One version row joined with its commit, or None."""
+        return self._first(sa.select(*_VERSION_COLUMNS).select_from(_VERSION_JOIN).where(
+            T_VERSION.c.artifact_id == artifact_id, T_VERSION.c.number == number))
+
+    def version_at(self, artifact_id: int, seq: int):
+        """The version current at commit ``seq`` (the last one made at or before it)."""
+        return self._first(sa.select(*_VERSION_COLUMNS).select_from(_VERSION_JOIN).where(
+            T_VERSION.c.artifact_id == artifact_id, T_VERSION.c.commit_seq <= seq)
+            .order_by(T_VERSION.c.number.desc()).limit(1))
+
+    def history(self, artifact_id: int, newest_first: bool = True) -> list:
+        """All version rows of an artifact."""
+        order = T_VERSION.c.number.desc() if newest_first else T_VERSION.c.number
+        return self._all(sa.select(*_VERSION_COLUMNS).select_from(_VERSION_JOIN).where(
+            T_VERSION.c.artifact_id == artifact_id).order_by(order))
+
+    def labels(self, artifact_id: int) -> dict[str, int]:
+        """label → version number."""
+        return {r.name: r.version for r in self._all(
+            sa.select(T_LABEL).where(T_LABEL.c.artifact_id == artifact_id))}
+
+    def label_map(self, artifact_ids: list[int]) -> dict[int, dict[str, int]]:
+        """Labels of many artifacts at once."""
+        out: dict[int, dict[str, int]] = {}
+        for start in range(0, len(artifact_ids), 500):
+            for r in self._all(sa.select(T_LABEL).where(
+                    T_LABEL.c.artifact_id.in_(artifact_ids[start:start + 500]))):
+                out.setdefault(r.artifact_id, {})[r.name] = r.version
+        return out
+
+    def listing(self, prefix: str | None, kind: str | None, include_deleted: bool) -> list:
+        """Artifacts with the commit of their latest version."""
+        stmt = sa.select(T_ARTIFACT, T_COMMIT.c.sha, T_COMMIT.c.author, T_COMMIT.c.time,
+                         T_COMMIT.c.message).join(
+            T_COMMIT, T_ARTIFACT.c.updated_seq == T_COMMIT.c.seq).order_by(
+            T_ARTIFACT.c.name, T_ARTIFACT.c.kind)
+        if prefix:
+            stmt = stmt.where(T_ARTIFACT.c.name.startswith(prefix, autoescape=True))
+        if kind:
+            stmt = stmt.where(T_ARTIFACT.c.kind == kind)
+        if not include_deleted:
+            stmt = stmt.where(T_ARTIFACT.c.deleted.is_(False))
+        return self._all(stmt)
+
+    def commits_with_prefix(self, prefix: str) -> list:
+        """Indexed commits whose sha starts with ``prefix`` (at most two)."""
+        return self._all(sa.select(T_COMMIT.c.seq, T_COMMIT.c.sha).where(
+            T_COMMIT.c.sha.startswith(prefix.lower())).limit(2))
+
+    def versions_in_commit(self, sha: str) -> list:
+        """Version rows created by one commit."""
+        return self._all(sa.select(*_VERSION_COLUMNS).select_from(_VERSION_JOIN).where(
+            T_COMMIT.c.sha == sha).order_by(T_ARTIFACT.c.kind, T_ARTIFACT.c.name))
+
+    def label_events(self, artifact_id: int | None = None, limit: int = 1000) -> list:
+        """Label moves, newest first."""
+        stmt = sa.select(T_EVENT, T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_COMMIT.c.sha,
+                         T_COMMIT.c.author, T_COMMIT.c.message, T_COMMIT.c.time).join(
+            T_ARTIFACT, T_EVENT.c.artifact_id == T_ARTIFACT.c.id).join(
+            T_COMMIT, T_EVENT.c.commit_seq == T_COMMIT.c.seq).order_by(
+            T_EVENT.c.id.desc()).limit(limit)
+        if artifact_id is not None:
+            stmt = stmt.where(T_EVENT.c.artifact_id == artifact_id)
+        return self._all(stmt)
+
+    def dump(self) -> dict[str, list[tuple]]:
+        """Every Git-derived row, keyed by natural keys (for rebuilt == incremental checks)."""
+        out = {}
+        with self.engine.connect() as conn:
+            for model in DERIVED:
+                table = model.__table__
+                rows = conn.execute(sa.select(table)).all()
+                out[table.name] = sorted(tuple(r) for r in rows)
+            out["index_state"] = [(conn.execute(sa.select(T_STATE.c.head)).scalar(),)]
+        return out

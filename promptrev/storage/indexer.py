@@ -1,0 +1,208 @@
+"""Bring the SQL index up to date with Git.
+
+One algorithm serves both the incremental path (after a write, or when another process
+or a plain ``git push`` moved ``main``) and ``reindex``: walk ``main``'s first-parent
+chain from the last indexed commit, and for each commit record the artifact versions and
+label moves it made. Rebuilding is the same walk from the root, so a rebuilt index
+equals an incrementally maintained one by construction (a test checks it anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..artifacts import KINDS, kind_of_path
+from ..errors import ValidationFailed
+from ..labels import parse_label_map
+from .gitstore import GitStore
+from .index import (
+    DERIVED,
+    T_ARTIFACT,
+    T_COMMIT,
+    T_EVENT,
+    T_LABEL,
+    T_STATE,
+    T_VERSION,
+)
+
+FLUSH_EVERY = 500
+
+
+def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False) -> str | None:
+    """Index every commit of ``main`` not yet indexed; return the head now indexed."""
+    if not rebuild:
+        with engine.connect() as conn:
+            indexed = conn.execute(sa.select(T_STATE.c.head)).scalar()
+        if indexed == store.head():
+            return indexed
+    with engine.connect() as conn:
+        conn.execution_options(write_lock=True)
+        with conn.begin():
+            indexed = conn.execute(sa.select(T_STATE.c.head).with_for_update()).scalar()
+            head = store.head()
+            if indexed == head and not rebuild:
+                return head
+            chain = None if rebuild or head is None else store.first_parent_chain(head, indexed)
+            if chain is None:
+                for table in DERIVED:
+                    conn.execute(table.__table__.delete())
+                chain = store.first_parent_chain(head, None) if head else []
+            _Applier(conn, store).apply(chain)
+            conn.execute(T_STATE.update().values(head=head, writes=T_STATE.c.writes + 1))
+            return head
+
+
+@dataclass
+class _Art:
+    id: int
+    latest: int
+    deleted: bool
+    blob: str | None
+    updated_seq: int
+    key: tuple[str, str]
+    new: bool = False
+    dirty: bool = False
+
+
+class _Applier:
+    """Accumulates rows for a chain of commits and writes them in batches."""
+
+    def __init__(self, conn: Connection, store: GitStore):
+        self.conn = conn
+        self.store = store
+        self.seq = self._max(T_COMMIT.c.seq)
+        self.next_artifact = self._max(T_ARTIFACT.c.id) + 1
+        self.next_version = self._max(T_VERSION.c.id) + 1
+        self.next_event = self._max(T_EVENT.c.id) + 1
+        self.arts: dict[tuple[str, str], _Art | None] = {}
+        self._reset_batch()
+
+    def _max(self, column) -> int:
+        return self.conn.execute(sa.select(sa.func.max(column))).scalar() or 0
+
+    def _reset_batch(self) -> None:
+        self.commits: list[dict] = []
+        self.versions: list[dict] = []
+        self.events: list[dict] = []
+        self.labels: dict[tuple[int, str], int | None] = {}
+
+    def apply(self, chain: list[str]) -> None:
+        for i, sha in enumerate(chain, start=1):
+            self._apply_commit(sha)
+            if i % FLUSH_EVERY == 0:
+                self._flush()
+        self._flush()
+
+    def _apply_commit(self, sha: str) -> None:
+        info = self.store.commit_info(sha)
+        self.seq += 1
+        self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
+                             "email": info.email, "message": info.message, "time": info.time})
+        content, label_changes = [], []
+        for change in self.store.changes(sha):
+            found = kind_of_path(change.path)
+            if found is not None:
+                content.append((found[0].name, found[1], change.new))
+                continue
+            for kind in KINDS.values():
+                name = kind.labelled_artifact_of(change.path)
+                if name is not None:
+                    label_changes.append((kind.name, name, change))
+                    break
+        self._load({(k, n) for k, n, _ in content} | {(k, n) for k, n, _ in label_changes})
+        for kind, name, blob in content:
+            self._add_version(kind, name, blob)
+        for kind, name, change in label_changes:
+            art = self.arts.get((kind, name))
+            if art is not None:
+                self._move_labels(art, change, f"labels/{KINDS[kind].folder}/{name}.yaml")
+
+    def _add_version(self, kind: str, name: str, blob: str | None) -> None:
+        art = self.arts.get((kind, name))
+        if art is None:
+            if blob is None:
+                return
+            art = _Art(self.next_artifact, 0, False, None, self.seq, (kind, name), new=True)
+            self.next_artifact += 1
+            self.arts[(kind, name)] = art
+        art.latest += 1
+        art.deleted = blob is None
+        art.blob = blob
+        art.updated_seq = self.seq
+        art.dirty = True
+        self.versions.append({"id": self.next_version, "artifact_id": art.id,
+                              "number": art.latest, "commit_seq": self.seq, "blob": blob,
+                              "deleted": blob is None})
+        self.next_version += 1
+
+    def _move_labels(self, art: _Art, change, path: str) -> None:
+        old, new = self._label_map(change.old, path), self._label_map(change.new, path)
+        for label in sorted(set(old) | set(new)):
+            if old.get(label) == new.get(label):
+                continue
+            self.events.append({"id": self.next_event, "artifact_id": art.id, "label": label,
+                                "old": old.get(label), "new": new.get(label),
+                                "commit_seq": self.seq})
+            self.next_event += 1
+            self.labels[(art.id, label)] = new.get(label)
+
+    def _label_map(self, blob: str | None, path: str) -> dict[str, int]:
+        if blob is None:
+            return {}
+        try:
+            return parse_label_map(self.store.blob(blob).decode("utf-8", "replace"), path)
+        except ValidationFailed:
+            return {}
+
+    def _load(self, keys: set[tuple[str, str]]) -> None:
+        missing = [k for k in keys if k not in self.arts]
+        for start in range(0, len(missing), 500):
+            chunk = missing[start:start + 500]
+            for key in chunk:
+                self.arts[key] = None
+            rows = self.conn.execute(
+                sa.select(T_ARTIFACT).where(T_ARTIFACT.c.name.in_({n for _, n in chunk})))
+            for row in rows:
+                key = (row.kind, row.name)
+                if key in self.arts and self.arts[key] is None:
+                    self.arts[key] = _Art(row.id, row.latest, row.deleted, row.blob,
+                                          row.updated_seq, key)
+
+    def _flush(self) -> None:
+        conn = self.conn
+        if self.commits:
+            conn.execute(T_COMMIT.insert(), self.commits)
+        new = [a for a in self.arts.values() if a is not None and a.new and a.dirty]
+        if new:
+            conn.execute(T_ARTIFACT.insert(), [
+                {"id": a.id, "kind": a.key[0], "name": a.key[1], "latest": a.latest,
+                 "deleted": a.deleted, "blob": a.blob, "updated_seq": a.updated_seq}
+                for a in new])
+        old = [a for a in self.arts.values() if a is not None and not a.new and a.dirty]
+        if old:
+            conn.execute(
+                T_ARTIFACT.update().where(T_ARTIFACT.c.id == sa.bindparam("_id")).values(
+                    latest=sa.bindparam("_latest"), deleted=sa.bindparam("_deleted"),
+                    blob=sa.bindparam("_blob"), updated_seq=sa.bindparam("_seq")),
+                [{"_id": a.id, "_latest": a.latest, "_deleted": a.deleted, "_blob": a.blob,
+                  "_seq": a.updated_seq} for a in old])
+        for art in self.arts.values():
+            if art is not None:
+                art.new = art.dirty = False
+        if self.versions:
+            conn.execute(T_VERSION.insert(), self.versions)
+        if self.events:
+            conn.execute(T_EVENT.insert(), self.events)
+        if self.labels:
+            conn.execute(
+                T_LABEL.delete().where(sa.and_(T_LABEL.c.artifact_id == sa.bindparam("_a"),
+                                               T_LABEL.c.name == sa.bindparam("_n"))),
+                [{"_a": a, "_n": n} for a, n in self.labels])
+            rows = [{"artifact_id": a, "name": n, "version": v}
+                    for (a, n), v in self.labels.items() if v is not None]
+            if rows:
+                conn.execute(T_LABEL.insert(), rows)
+        self._reset_batch()
