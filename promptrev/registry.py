@@ -35,6 +35,7 @@ from .labels import dump_label_map, parse_label_map
 from .names import validate_label, validate_name
 from .prompty import Message, Prompt, parse_prompt
 from .references import Reference, parse_reference
+from .storage import maintenance
 from .storage.gitstore import GitStore, RefMoved, Signature
 from .storage.index import IndexReader, create_index_engine
 from .storage.indexer import catch_up
@@ -142,6 +143,11 @@ class Registry:
         catch_up(self.store, self.engine, rebuild=True)
         self._cache_head = "unset"
         return {name: len(rows) for name, rows in self.index.dump().items()}
+
+    def fsck(self) -> dict[str, Any]:
+        """Check Git objects, the index against a rebuild, and every current artifact."""
+        self._cache_head = "unset"
+        return maintenance.check(self.store, self.engine)
 
     # ---- reading -------------------------------------------------------------------
     def resolve(self, ref: str | Reference, kind: str | None = None) -> Version:

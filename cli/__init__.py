@@ -1,0 +1,1 @@
+"""The ``promptrev`` command line: parse, call the core, print."""

@@ -1,0 +1,420 @@
+"""``promptrev`` commands. Thin: parse arguments, call the core, print.
+
+This is an edge, so it is where the environment is read (``PROMPTREV_REGISTRY``,
+``PROMPTREV_AUTHOR``, ``PROMPTREV_INDEX_URL``, ``PROMPTREV_MAX_BYTES``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+import click
+
+from promptrev.artifacts import kind_of_file
+from promptrev.errors import PromptrevError
+from promptrev.importing import import_folder
+from promptrev.registry import DEFAULT_MAX_BYTES, Registry
+
+DEFAULT_REGISTRY = ".promptrev"
+
+
+class Context:
+    """Options shared by every command."""
+
+    def __init__(self, path: str, index_url: str | None, author: str | None):
+        self.path = path
+        self.index_url = index_url
+        self._author = author
+        self.max_bytes = int(os.environ.get("PROMPTREV_MAX_BYTES", DEFAULT_MAX_BYTES))
+
+    def open(self) -> Registry:
+        """Open the registry named by ``--registry``."""
+        return Registry.open(self.path, index_url=self.index_url, max_bytes=self.max_bytes)
+
+    @property
+    def author(self) -> str:
+        """``--author``, else PROMPTREV_AUTHOR, else git's user.name/email, else $USER."""
+        if self._author:
+            return self._author
+        if os.environ.get("PROMPTREV_AUTHOR"):
+            return os.environ["PROMPTREV_AUTHOR"]
+        name, email = _git_config("user.name"), _git_config("user.email")
+        if name and email:
+            return f"{name} <{email}>"
+        user = os.environ.get("USER") or "promptrev"
+        return f"{name or user} <{email or user + '@localhost'}>"
+
+
+def _git_config(key: str) -> str | None:
+    try:
+        out = subprocess.run(["git", "config", "--get", key], capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def reports_errors(func):
+    """The one translation point from core errors to terminal output and exit codes."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except PromptrevError as exc:
+            click.secho(f"error: {exc.message}", fg="red", err=True)
+            for problem in exc.details.get("problems", [])[1:]:
+                where = problem.get("file", "")
+                if problem.get("line"):
+                    where += f", line {problem['line']}"
+                click.echo(f"  {where}: {problem.get('message')}", err=True)
+            if exc.details.get("diff"):
+                click.echo(exc.details["diff"], err=True)
+            sys.exit(2 if exc.status == 409 else 1)
+
+    return wrapper
+
+
+def emit_json(data: Any) -> None:
+    """Print JSON (the ``--json`` output of read commands)."""
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False, default=str))
+
+
+def parse_vars(pairs: tuple[str, ...], vars_file: str | None) -> dict[str, Any]:
+    """``--var k=v`` (``k=@file`` reads a file) merged over ``--vars FILE.json``."""
+    values: dict[str, Any] = {}
+    if vars_file:
+        with open(vars_file, encoding="utf-8") as fh:
+            values.update(json.load(fh))
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not KEY=VALUE", param_hint="--var")
+        if value.startswith("@"):
+            with open(value[1:], encoding="utf-8") as fh:
+                value = fh.read()
+        values[key] = value
+    return values
+
+
+@click.group()
+@click.option("--registry", "-r", envvar="PROMPTREV_REGISTRY", default=DEFAULT_REGISTRY,
+              show_default=True, help="Path of the registry (a bare Git repository).")
+@click.option("--index-url", envvar="PROMPTREV_INDEX_URL", default=None,
+              help="SQLAlchemy URL of the index (default: SQLite inside the registry).")
+@click.option("--author", default=None, help="'Name <email>' recorded on commits.")
+@click.version_option(package_name="promptrev")
+@click.pass_context
+def main(ctx: click.Context, registry: str, index_url: str | None, author: str | None) -> None:
+    """Prompt registry and version control on Git."""
+    ctx.obj = Context(registry, index_url, author)
+
+
+pass_ctx = click.make_pass_decorator(Context)
+
+
+@main.command()
+@pass_ctx
+@reports_errors
+def init(ctx: Context) -> None:
+    """Create a new, empty registry."""
+    Registry.init(ctx.path, index_url=ctx.index_url, author=ctx.author).close()
+    click.echo(f"initialized registry in {ctx.path}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="Artifact name (default: the file name without suffix).")
+@click.option("-m", "--message", help="Commit message.")
+@click.option("--base", type=int, help="Version this edit started from (stale → conflict).")
+@pass_ctx
+@reports_errors
+def save(ctx: Context, file: str, name: str | None, message: str | None,
+         base: int | None) -> None:
+    """Save FILE as the next version of an artifact."""
+    kind = kind_of_file(file)
+    if kind is None:
+        raise click.UsageError(f"{file}: expected a .prompty or .jsonl file")
+    name = name or os.path.basename(file)[: -len(kind.suffix)]
+    with open(file, "rb") as fh:
+        data = fh.read()
+    with ctx.open() as reg:
+        version = reg.save(name, data, message=message, author=ctx.author, base=base,
+                           kind=kind.name)
+    click.echo(f"{version.ref}  {version.commit[:12]}")
+
+
+@main.command(name="import")
+@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.option("-m", "--message", help="Commit message.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+@reports_errors
+def import_(ctx: Context, path: str, message: str | None, as_json: bool) -> None:
+    """Import a folder of .prompty and .jsonl files in one commit."""
+    with ctx.open() as reg:
+        report = import_folder(reg, path, message=message, author=ctx.author)
+    if as_json:
+        emit_json(report.to_dict())
+        return
+    for label, names in (("created", report.created), ("updated", report.updated),
+                         ("unchanged", report.unchanged)):
+        for name in names:
+            click.echo(f"{label:9}  {name}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("-m", "--message", help="Commit message.")
+@click.option("--base", type=int, help="Version this deletion is based on.")
+@pass_ctx
+@reports_errors
+def rm(ctx: Context, name: str, message: str | None, base: int | None) -> None:
+    """Delete an artifact (a new version; history stays and can be restored)."""
+    with ctx.open() as reg:
+        version = reg.delete(name, message=message, author=ctx.author, base=base)
+    click.echo(f"deleted {version.ref}")
+
+
+@main.command(name="list")
+@click.argument("prefix", required=False)
+@click.option("--deleted", is_flag=True, help="Include deleted artifacts.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def list_(ctx: Context, prefix: str | None, deleted: bool, as_json: bool) -> None:
+    """List artifacts (optionally those whose name starts with PREFIX)."""
+    with ctx.open() as reg:
+        items = reg.list(prefix, include_deleted=deleted)
+    if as_json:
+        emit_json([i.to_dict() for i in items])
+        return
+    for item in items:
+        labels = " ".join(f"{k}={v}" for k, v in sorted(item.labels.items()))
+        state = " (deleted)" if item.deleted else ""
+        click.echo(f"{item.kind:8} {item.name}@{item.latest}{state}  {labels}")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def show(ctx: Context, ref: str, as_json: bool) -> None:
+    """Print the content of a version."""
+    with ctx.open() as reg:
+        snap = reg.get(ref)
+    if as_json:
+        emit_json(snap.to_dict())
+        return
+    click.echo(snap.text, nl=not snap.text.endswith("\n"))
+    for warning in snap.warnings:
+        click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def log(ctx: Context, name: str, as_json: bool) -> None:
+    """Show every version of an artifact: who, when, why, labels."""
+    with ctx.open() as reg:
+        versions = reg.history(name)
+    if as_json:
+        emit_json([v.to_dict() for v in versions])
+        return
+    for v in versions:
+        labels = click.style(f" [{', '.join(v.labels)}]", fg="green") if v.labels else ""
+        gone = click.style(" (deleted)", fg="red") if v.deleted else ""
+        click.echo(f"{click.style(v.ref, bold=True)}{labels}{gone}  {v.commit[:10]}  "
+                   f"{v.time:%Y-%m-%d %H:%M}  {v.author}  {v.message.splitlines()[0]}")
+
+
+@main.command()
+@click.argument("ref_a")
+@click.argument("ref_b")
+@click.option("--var", "pairs", multiple=True, help="Variable for the rendered diff.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: bool) -> None:
+    """Diff two versions: fields, text and rendered messages."""
+    with ctx.open() as reg:
+        result = reg.diff(ref_a, ref_b, parse_vars(pairs, None))
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    if result.fields:
+        click.secho("fields:", bold=True)
+        for change in result.fields:
+            click.secho(f"  {change.describe()}", fg="magenta" if change.contract else None)
+    click.secho("text:", bold=True)
+    _print_unified(result.text.unified or "  (no text changes)")
+    if result.rendered is not None:
+        click.secho("rendered:", bold=True)
+        for side, err in (("old", result.rendered.left_error),
+                          ("new", result.rendered.right_error)):
+            if err:
+                click.secho(f"  {side} version does not render: {err}", fg="yellow")
+        _print_unified(result.rendered.unified or "  (same messages)")
+    for case in result.cases:
+        click.echo(f"  case {case['id']}: {case['change']}")
+
+
+def _print_unified(text: str) -> None:
+    for line in text.splitlines():
+        color = None
+        if line.startswith(("+++", "---")):
+            color = "white"
+        elif line.startswith("+"):
+            color = "green"
+        elif line.startswith("-"):
+            color = "red"
+        elif line.startswith("@@"):
+            color = "cyan"
+        click.secho(line, fg=color)
+
+
+@main.group()
+def label() -> None:
+    """Set, remove and list labels (each move is a commit)."""
+
+
+@label.command(name="set")
+@click.argument("name")
+@click.argument("label_name", metavar="LABEL")
+@click.argument("version", type=int)
+@click.option("-m", "--message")
+@pass_ctx
+@reports_errors
+def label_set(ctx: Context, name: str, label_name: str, version: int,
+              message: str | None) -> None:
+    """Point LABEL of NAME at VERSION."""
+    with ctx.open() as reg:
+        event = reg.set_label(name, label_name, version, message=message, author=ctx.author)
+    if event is None:
+        click.echo(f"{name}@{label_name} already at {version}")
+    else:
+        click.echo(f"{name}@{label_name}: {event.old or '-'} -> {event.new}")
+
+
+@label.command(name="rm")
+@click.argument("name")
+@click.argument("label_name", metavar="LABEL")
+@click.option("-m", "--message")
+@pass_ctx
+@reports_errors
+def label_rm(ctx: Context, name: str, label_name: str, message: str | None) -> None:
+    """Remove LABEL from NAME."""
+    with ctx.open() as reg:
+        reg.remove_label(name, label_name, message=message, author=ctx.author)
+    click.echo(f"removed {name}@{label_name}")
+
+
+@label.command(name="list")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def label_list(ctx: Context, name: str, as_json: bool) -> None:
+    """List the labels of NAME."""
+    with ctx.open() as reg:
+        labels = reg.labels(name)
+    if as_json:
+        emit_json(labels)
+        return
+    for key, value in sorted(labels.items()):
+        click.echo(f"{key}: {value}")
+
+
+@label.command(name="log")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def label_log(ctx: Context, name: str | None, as_json: bool) -> None:
+    """Show label moves (who moved what, when, why)."""
+    with ctx.open() as reg:
+        events = reg.label_history(name)
+    if as_json:
+        emit_json([e.to_dict() for e in events])
+        return
+    for e in events:
+        click.echo(f"{e.time:%Y-%m-%d %H:%M}  {e.name}@{e.label}: {e.old or '-'} -> "
+                   f"{e.new or '-'}  {e.author}  {e.message}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--to", "to", type=int, required=True, help="Version to roll back to.")
+@click.option("--label", "label_name", help="Move this label instead of restoring content.")
+@click.option("-m", "--message")
+@pass_ctx
+@reports_errors
+def rollback(ctx: Context, name: str, to: int, label_name: str | None,
+             message: str | None) -> None:
+    """Roll back: move a label to version N, or restore N's content as a new version."""
+    with ctx.open() as reg:
+        result = reg.rollback(name, to, label=label_name, message=message, author=ctx.author)
+    if label_name:
+        click.echo(f"{name}@{label_name} -> {to}")
+    else:
+        click.echo(f"restored version {to} as {result.ref}")
+
+
+@main.command()
+@click.argument("ref")
+@click.option("--var", "pairs", multiple=True, help="KEY=VALUE, or KEY=@FILE.")
+@click.option("--vars", "vars_file", type=click.Path(exists=True), help="JSON object file.")
+@click.option("--sample", is_flag=True, help="Use the prompt's sample values as defaults.")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None,
+           sample: bool, as_json: bool) -> None:
+    """Render a prompt version to chat messages."""
+    with ctx.open() as reg:
+        values = parse_vars(pairs, vars_file)
+        if sample:
+            values = {**reg.prompt(ref).sample(), **values}
+        messages = reg.render(ref, values)
+    if as_json:
+        emit_json([m.to_dict() for m in messages])
+        return
+    for m in messages:
+        click.secho(f"[{m.role}]", bold=True)
+        click.echo(m.content)
+
+
+@main.command()
+@pass_ctx
+@reports_errors
+def reindex(ctx: Context) -> None:
+    """Rebuild the SQL index from Git."""
+    with ctx.open() as reg:
+        counts = reg.reindex()
+    click.echo("rebuilt index: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def fsck(ctx: Context, as_json: bool) -> None:
+    """Check Git objects, the index against Git, and every current artifact."""
+    with ctx.open() as reg:
+        report = reg.fsck()
+    if as_json:
+        emit_json(report)
+    else:
+        for problem in report["problems"]:
+            click.secho(f"problem: {problem}", fg="red")
+        click.echo("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
+    if not report["ok"]:
+        sys.exit(1)
