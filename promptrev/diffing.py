@@ -15,7 +15,7 @@ from typing import Any
 from .errors import PromptrevError, ValidationFailed
 from .prompty import parse_prompt
 
-_WORD = re.compile(r"\w+|\s+|[^\w\s]")
+_WORD = re.compile(r"\d+(?:\.\d+)+|\w+|\s+|[^\w\s]")
 
 
 @dataclass(frozen=True)

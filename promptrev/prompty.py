@@ -2,7 +2,8 @@
 
 Parsing validates everything a reviewer would want flagged before a version is stored,
 with the line of each problem. Rendering runs the template in Jinja2's
-``ImmutableSandboxedEnvironment`` (the sandbox Prompty itself uses) with ``StrictUndefined`` and returns chat messages.
+``ImmutableSandboxedEnvironment`` (the sandbox Prompty itself uses) with
+``StrictUndefined`` and returns chat messages.
 
 Rendering follows Prompty: the body is rendered first, then split on role lines
 (``system:``, ``user:``…), so loops may produce several messages. Unlike a plain
@@ -198,8 +199,9 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     """Parse and validate a ``.prompty`` text; raise :class:`ValidationFailed` listing problems."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
-    if text.lstrip("\ufeff").startswith(("---", "+++")) and not _FRONT_MATTER.match(text.lstrip("\ufeff")):
-        problems.append(Problem("front matter starts with '---' but has no closing '---' line", 1))
+    stripped = text.lstrip("\ufeff")
+    if stripped.startswith(("---", "+++")) and not _FRONT_MATTER.match(stripped):
+        problems.append(Problem("front matter starts with '---' but has no closing line", 1))
     fm_text, body, body_line = split_front_matter(text)
     front = _load_front_matter(fm_text, problems) if fm_text is not None else {}
     inputs = _normalise_inputs(front.get("inputs"), fm_text, problems)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidReference, InvalidName
+from .errors import InvalidName, InvalidReference
 from .names import validate_name
 
 _HEX = re.compile(r"[0-9a-f]{4,40}\Z")

@@ -408,7 +408,9 @@ def _version(row, labels: tuple[str, ...] = ()) -> Version:
 class Transaction:
     """Changes to commit together; built by :meth:`Registry.transaction`."""
 
-    MAX_ATTEMPTS = 20
+    # Long enough to outlast a stale ref lock left by a killed writer (removed after
+    # STALE_LOCK_SECONDS), short enough that a caller is told rather than left hanging.
+    RETRY_SECONDS = 30.0
 
     def __init__(self, registry: Registry, message: str, author: str):
         if not message or not message.strip():
@@ -476,8 +478,9 @@ class Transaction:
         reg = self.registry
         store = reg.store
         delay = 0.001
-        for _attempt in range(self.MAX_ATTEMPTS):
-            with store.writer_lock():
+        deadline = time.monotonic() + self.RETRY_SECONDS
+        while time.monotonic() < deadline:
+            with store.writer_lock(timeout=self.RETRY_SECONDS):
                 head = store.head()
                 catch_up(store, reg.engine)
                 changes = self._changes(head)
@@ -497,8 +500,9 @@ class Transaction:
                     self._record_label_event(sha)
                     return sha
             time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.05)
-        raise Busy("main kept moving while committing; try again")
+            delay = min(delay * 2, 0.1)
+        raise Busy(f"main kept moving (or stayed locked) for {self.RETRY_SECONDS:.0f}s while "
+                   "committing; try again")
 
     def _changes(self, head: str) -> dict[str, str | None]:
         reg = self.registry
