@@ -24,7 +24,7 @@ run: install
 check: lint test
 
 lint: install
-	$(VENV)/bin/ruff check promptrev cli tests bench
+	$(VENV)/bin/ruff check .
 
 test: install
 	$(VENV)/bin/pytest -q
