@@ -20,10 +20,11 @@ def text_for(token: str) -> str:
     return PROMPT.replace("You are friendly.", f"You are friendly. [{token}]")
 
 
-def contend(path: str, writer: int, updates: int, names: list[str]) -> None:
+def contend(path: str, writer: int, updates: int, names: list[str],
+            index_url: str | None = None) -> None:
     """Read-modify-write with bases; report accepted writes and conflicts."""
     rng = random.Random(writer)
-    reg = Registry.open(path)
+    reg = Registry.open(path, index_url=index_url)
     for i in range(updates):
         name = rng.choice(names)
         token = f"w{writer}-{i}"
@@ -65,5 +66,7 @@ if __name__ == "__main__":
     mode, path = sys.argv[1], sys.argv[2]
     if mode == "contend":
         contend(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split(","))
+    elif mode == "contend-url":
+        contend(path, int(sys.argv[3]), int(sys.argv[4]), sys.argv[5].split(","), sys.argv[6])
     else:
         forever(path, sys.argv[3].split(","))
