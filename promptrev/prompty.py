@@ -39,6 +39,8 @@ _ATTR = re.compile(r"\s*(\w+)\s*=\s*\"?([^\",\]]*)\"?\s*,?")
 _FRONT_MATTER = re.compile(
     r"\A[ \t]*(?P<fence>---|\+\+\+)[ \t]*\r?\n(?P<yaml>.*?)^[ \t]*(?P=fence)[ \t]*(?:\r?\n|\Z)",
                            re.DOTALL | re.MULTILINE)
+# libyaml's parser when present (about 2x faster; same nodes and line marks).
+_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _slots: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("slots", default=None)
 _nonce = secrets.token_hex(6)
 _SLOT = re.compile("\x00" + _nonce + r"(\d+)\x00")
@@ -220,7 +222,7 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
 
 def _load_front_matter(fm_text: str, problems: list[Problem]) -> dict[str, Any]:
     try:
-        node = yaml.compose(fm_text, Loader=yaml.SafeLoader)
+        node = yaml.compose(fm_text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         problems.append(Problem(f"bad YAML in front matter: {_yaml_problem(exc)}",
                                 _yaml_line(exc)))

@@ -482,7 +482,8 @@ class Transaction:
         while time.monotonic() < deadline:
             with store.writer_lock(timeout=self.RETRY_SECONDS):
                 head = store.head()
-                catch_up(store, reg.engine)
+                if head != reg._cache_head:
+                    reg.sync()
                 changes = self._changes(head)
                 if not changes:
                     return None
@@ -494,7 +495,7 @@ class Transaction:
                 except RefMoved:
                     pass
                 else:
-                    catch_up(store, reg.engine)
+                    reg.sync()
                     self.commit_sha = sha
                     self.versions = [_version(r) for r in reg.index.versions_in_commit(sha)]
                     self._record_label_event(sha)

@@ -73,15 +73,15 @@ class _Applier:
     def __init__(self, conn: Connection, store: GitStore):
         self.conn = conn
         self.store = store
-        self.seq = self._max(T_COMMIT.c.seq)
-        self.next_artifact = self._max(T_ARTIFACT.c.id) + 1
-        self.next_version = self._max(T_VERSION.c.id) + 1
-        self.next_event = self._max(T_EVENT.c.id) + 1
+        maxima = conn.execute(sa.select(*(
+            sa.select(sa.func.max(column)).scalar_subquery()
+            for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)
+        ))).one()
+        self.seq = maxima[0] or 0
+        self.next_artifact, self.next_version, self.next_event = (
+            (m or 0) + 1 for m in maxima[1:])
         self.arts: dict[tuple[str, str], _Art | None] = {}
         self._reset_batch()
-
-    def _max(self, column) -> int:
-        return self.conn.execute(sa.select(sa.func.max(column))).scalar() or 0
 
     def _reset_batch(self) -> None:
         self.commits: list[dict] = []
