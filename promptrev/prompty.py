@@ -19,11 +19,12 @@ import difflib
 import re
 import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import jinja2
-import jinja2.meta
 import yaml
+from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from .errors import RenderFailed, ValidationFailed
@@ -106,9 +107,13 @@ class Prompt:
     body: str
     body_line: int
     inputs: dict[str, dict[str, Any]]
-    template: jinja2.Template
     variables: frozenset[str]
     warnings: list[Problem] = field(default_factory=list)
+
+    @cached_property
+    def template(self) -> jinja2.Template:
+        """The compiled template (compiled on first render: saving only needs the parse)."""
+        return _ENV.from_string(self.body)
 
     @property
     def model(self) -> dict[str, Any]:
@@ -209,7 +214,7 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     inputs = _normalise_inputs(front.get("inputs"), fm_text, problems)
     _check_template_kind(front, problems, warnings)
     _check_roles(body, body_line, problems)
-    template, variables = _compile(body, body_line, problems)
+    variables = _check_template(body, body_line, problems)
     if problems:
         first = problems[0].describe(filename)
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -217,7 +222,7 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     for name in sorted(variables - set(inputs)):
         warnings.append(Problem(f"variable '{name}' is used but not declared in inputs",
                                 _line_of_variable(body, name, body_line), "warning"))
-    return Prompt(front, body, body_line, inputs, template, frozenset(variables), warnings)
+    return Prompt(front, body, body_line, inputs, frozenset(variables), warnings)
 
 
 def _load_front_matter(fm_text: str, problems: list[Problem]) -> dict[str, Any]:
@@ -351,16 +356,31 @@ def _check_roles(body: str, body_line: int, problems: list[Problem]) -> None:
         first_content = False
 
 
-def _compile(body: str, body_line: int,
-             problems: list[Problem]) -> tuple[jinja2.Template | None, set[str]]:
+_IMPLICIT_NAMES = frozenset({"loop", "self", "caller", "varargs", "kwargs", "super"})
+
+
+def _check_template(body: str, body_line: int, problems: list[Problem]) -> set[str]:
+    """Parse the template, check filter/test names, return the variables it reads.
+
+    Walking the AST is cheaper than Jinja's code generation and also catches an unknown
+    filter inside an ``{% if %}`` block, which Jinja would only report at render time.
+    """
     try:
         ast = _ENV.parse(body)
-        variables = jinja2.meta.find_undeclared_variables(ast)
-        return _ENV.from_string(ast), variables
     except jinja2.TemplateSyntaxError as exc:
         line = body_line + (exc.lineno or 1) - 1
         problems.append(Problem(f"template syntax error: {exc.message}", line))
-        return None, set()
+        return set()
+    for node in ast.find_all((nodes.Filter, nodes.Test)):
+        is_filter = isinstance(node, nodes.Filter)
+        if node.name not in (_ENV.filters if is_filter else _ENV.tests):
+            what = "filter" if is_filter else "test"
+            problems.append(Problem(f"template syntax error: no {what} named '{node.name}'",
+                                    body_line + node.lineno - 1))
+    names = list(ast.find_all(nodes.Name))
+    stored = {n.name for n in names if n.ctx in ("store", "param")}
+    loaded = {n.name for n in names if n.ctx == "load"}
+    return loaded - stored - set(_ENV.globals) - _IMPLICIT_NAMES
 
 
 def _line_of_variable(body: str, name: str, body_line: int) -> int | None:

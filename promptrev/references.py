@@ -40,12 +40,12 @@ class Reference:
 
     @property
     def may_be_commit(self) -> bool:
-        """Whether the selector can name a commit (a hex prefix of at least 4 characters)."""
-        return (
-            self.selector is not None
-            and not self.selector.isdigit()
-            and bool(_HEX.match(self.selector.lower()))
-        )
+        """Whether the selector can name a commit (a hex prefix of at least 4 characters).
+
+        An all-digit selector (``@2718281``) may be either; a version number wins when that
+        version exists.
+        """
+        return self.selector is not None and bool(_HEX.match(self.selector.lower()))
 
     def __str__(self) -> str:
         prefix = f"{self.kind}:" if self.kind else ""
@@ -82,9 +82,11 @@ def parse_reference(text: object, kind: str | None = None) -> Reference:
     if not selector:
         raise InvalidReference(f"reference {text!r} has nothing after '@'")
     if selector.isdigit():
-        if int(selector) < 1:
+        if int(selector) < 1 and len(selector) < 4:
             raise InvalidReference(f"reference {text!r}: versions are numbered from 1")
-        return Reference(name=name, kind=ref_kind, selector=str(int(selector)))
+        # Keep leading zeros when it may be a commit prefix ("0123abc…" minus letters).
+        kept = selector if len(selector) >= 4 else str(int(selector))
+        return Reference(name=name, kind=ref_kind, selector=kept)
     ref = Reference(name=name, kind=ref_kind, selector=selector)
     if not (ref.may_be_label or ref.may_be_commit):
         raise InvalidReference(

@@ -309,7 +309,9 @@ class Registry:
         if ref.selector is None:
             row = self.index.version(art.id, art.latest)
         elif ref.number is not None:
-            row = self.index.version(art.id, ref.number)
+            row = self.index.version(art.id, ref.number) if ref.number >= 1 else None
+            if row is None and ref.may_be_commit and self.index.commits_with_prefix(ref.selector):
+                row = self._by_label_or_commit(art, ref)
             if row is None:
                 raise NotFound(f"{art.kind} '{art.name}' has no version {ref.number} "
                                f"(versions 1..{art.latest})")
@@ -508,10 +510,9 @@ class Transaction:
     def _changes(self, head: str) -> dict[str, str | None]:
         reg = self.registry
         changes: dict[str, str | None] = {}
-        current: dict[tuple[str, str], Any] = {}
+        current = reg.index.artifacts(list(self._saves) + [(k, n) for k, n, _, _ in self._labels])
         for (kind, name), (blob, base) in self._saves.items():
-            art = reg.index.artifact(kind, name)
-            current[(kind, name)] = art
+            art = current.get((kind, name))
             latest = art.latest if art is not None else 0
             if base is not None and base != latest:
                 raise self._conflict(kind, name, base, art)
@@ -525,7 +526,7 @@ class Transaction:
             path = KINDS[kind].label_path(name)
             old_blob = reg.store.blob_at(head, path)
             labels = parse_label_map(reg.store.blob(old_blob).decode(), path) if old_blob else {}
-            art = current.get((kind, name)) or reg.index.artifact(kind, name)
+            art = current.get((kind, name))
             for label, version in entries:
                 if version is None:
                     if label not in labels:

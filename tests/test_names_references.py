@@ -43,6 +43,8 @@ def test_invalid_labels(label):
     ("summarize", "summarize", None, None, None),
     ("summarize@4", "summarize", None, "4", 4),
     ("summarize@004", "summarize", None, "4", 4),
+    ("summarize@2718281", "summarize", None, "2718281", 2718281),
+    ("summarize@0123", "summarize", None, "0123", 123),
     ("summarize@latest", "summarize", None, None, None),
     ("summarize@production", "summarize", None, "production", None),
     ("summarize@3f2a9c1", "summarize", None, "3f2a9c1", None),
@@ -66,6 +68,8 @@ def test_selector_kinds():
     both = parse_reference("a@deadbeef")
     assert both.may_be_label and both.may_be_commit
     assert not parse_reference("a@production").may_be_commit
+    assert parse_reference("a@2718281").may_be_commit  # digits only: a version or a commit
+    assert not parse_reference("a@27").may_be_commit
 
 
 @pytest.mark.parametrize("text,needle", [

@@ -198,3 +198,17 @@ def test_sample_merges_input_samples_and_top_level():
     text = ("---\ninputs:\n  a: {sample: 1}\n  b: {default: 2}\n  c: {type: string}\n"
             "sample:\n  c: 3\n---\nuser:\n{{a}}{{b}}{{c}}\n")
     assert parse_prompt(text).sample() == {"a": 1, "b": 2, "c": 3}
+
+
+def test_unknown_filter_is_caught_at_save_even_inside_if():
+    found = problems("---\nname: x\n---\nuser:\n{% if a %}{{ a | shout }}{% endif %}\n")
+    assert found[0]["message"] == "template syntax error: no filter named 'shout'"
+    assert found[0]["line"] == 5
+
+
+def test_loop_and_set_variables_are_not_inputs():
+    prompt = parse_prompt("---\ninputs:\n  items: {}\n---\nuser:\n"
+                          "{% set n = 1 %}{% for i in items %}{{ i }}{{ loop.index }}{{ n }}"
+                          "{% endfor %}{{ range(2) | list }}\n")
+    assert prompt.variables == {"items"}
+    assert prompt.warnings == []

@@ -391,3 +391,21 @@ def test_import_starter_library(registry):
     assert {"sentiment/zero-shot", "sentiment/few-shot", "summarize"} <= set(report.created)
     assert import_folder(registry, str(root)).commit is None
     assert len(registry.get("dataset:sentiment").text.splitlines()) >= 50
+
+
+def test_all_digit_commit_prefix_resolves_when_no_such_version(registry, prompt_text):
+    """``name@2718281`` from ``git log --oneline`` works: a number that is no version is
+    tried as a commit prefix (about 4% of 7-character prefixes are all digits)."""
+    found = None
+    for n in range(80):  # each commit id starts with 4+ digits with probability 15%
+        version = registry.save("greet", variant(prompt_text, n))
+        digits = len(version.commit) - len(version.commit.lstrip("0123456789"))
+        if digits >= 4 and int(version.commit[:digits]) > 80:
+            found = version, version.commit[:digits]
+            break
+    assert found, "no commit id with a numeric prefix in 80 tries (p < 1e-5)"
+    version, prefix = found
+    assert registry.resolve(f"greet@{prefix}").number == version.number
+    assert registry.resolve("greet@1").number == 1  # a version number wins when it exists
+    with pytest.raises(NotFound, match="no version 99999"):
+        registry.resolve("greet@99999")

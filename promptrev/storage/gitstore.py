@@ -143,17 +143,34 @@ class GitStore:
         return None
 
     def changes(self, sha: str) -> list[Change]:
-        """Paths changed by a commit relative to its first parent."""
+        """Paths changed by a commit relative to its first parent.
+
+        Descends only into subtrees whose ids differ, so a one-file commit in a registry of
+        10,000 files reads a handful of small trees (libgit2's tree diff walked far more).
+        """
         commit = self.repo[sha]
-        old_tree = commit.parents[0].tree if commit.parent_ids else self._empty()
-        diff = self.repo.diff(old_tree, commit.tree)
-        out = []
-        zero = pygit2.Oid(hex="0" * 40)
-        for delta in diff.deltas:
-            old = None if delta.old_file.id == zero else str(delta.old_file.id)
-            new = None if delta.new_file.id == zero else str(delta.new_file.id)
-            out.append(Change(delta.new_file.path or delta.old_file.path, old, new))
+        old = commit.parents[0].tree if commit.parent_ids else None
+        out: list[Change] = []
+        self._diff_trees(old, commit.tree, "", out)
         return out
+
+    def _diff_trees(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
+                    out: list[Change]) -> None:
+        before = {e.name: e for e in old} if old is not None else {}
+        after = {e.name: e for e in new} if new is not None else {}
+        for name in sorted(before.keys() | after.keys()):
+            a, b = before.get(name), after.get(name)
+            if a is not None and b is not None and a.id == b.id and a.filemode == b.filemode:
+                continue
+            a_tree = a is not None and a.filemode == _TREE
+            b_tree = b is not None and b.filemode == _TREE
+            if a_tree or b_tree:
+                self._diff_trees(self.repo[a.id] if a_tree else None,
+                                 self.repo[b.id] if b_tree else None, f"{prefix}{name}/", out)
+            a_blob = str(a.id) if a is not None and not a_tree else None
+            b_blob = str(b.id) if b is not None and not b_tree else None
+            if a_blob != b_blob:
+                out.append(Change(prefix + name, a_blob, b_blob))
 
     def commits_with_prefix(self, prefix: str) -> list[str]:
         """Commit ids starting with a hex prefix (full ids; at most a few)."""

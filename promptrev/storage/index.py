@@ -8,7 +8,7 @@ mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Optional
+from typing import Any, Optional
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -170,6 +170,18 @@ class IndexReader:
         """The artifact row, or None."""
         return self._first(sa.select(T_ARTIFACT).where(
             T_ARTIFACT.c.kind == kind, T_ARTIFACT.c.name == name))
+
+    def artifacts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
+        """Artifact rows for many (kind, name) keys in a few queries."""
+        wanted = set(keys)
+        names = sorted({name for _, name in wanted})
+        out = {}
+        for start in range(0, len(names), 500):
+            for row in self._all(sa.select(T_ARTIFACT).where(
+                    T_ARTIFACT.c.name.in_(names[start:start + 500]))):
+                if (row.kind, row.name) in wanted:
+                    out[(row.kind, row.name)] = row
+        return out
 
     def similar_names(self, name: str, limit: int = 200) -> list[str]:
         """Names sharing the first letters, for "did you mean" hints."""

@@ -29,19 +29,25 @@ from .index import (
 )
 
 FLUSH_EVERY = 500
+# Built once: constructing SQLAlchemy statements per commit showed up in write profiles.
+_MAXIMA = sa.select(*(
+    sa.select(sa.func.max(column)).scalar_subquery()
+    for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)))
+_INDEXED_HEAD = sa.select(T_STATE.c.head)
+_LOCK_STATE = sa.select(T_STATE.c.head).with_for_update()
 
 
 def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False) -> str | None:
     """Index every commit of ``main`` not yet indexed; return the head now indexed."""
     if not rebuild:
         with engine.connect() as conn:
-            indexed = conn.execute(sa.select(T_STATE.c.head)).scalar()
+            indexed = conn.execute(_INDEXED_HEAD).scalar()
         if indexed == store.head():
             return indexed
     with engine.connect() as conn:
         conn.execution_options(write_lock=True)
         with conn.begin():
-            indexed = conn.execute(sa.select(T_STATE.c.head).with_for_update()).scalar()
+            indexed = conn.execute(_LOCK_STATE).scalar()
             head = store.head()
             if indexed == head and not rebuild:
                 return head
@@ -73,10 +79,7 @@ class _Applier:
     def __init__(self, conn: Connection, store: GitStore):
         self.conn = conn
         self.store = store
-        maxima = conn.execute(sa.select(*(
-            sa.select(sa.func.max(column)).scalar_subquery()
-            for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)
-        ))).one()
+        maxima = conn.execute(_MAXIMA).one()
         self.seq = maxima[0] or 0
         self.next_artifact, self.next_version, self.next_event = (
             (m or 0) + 1 for m in maxima[1:])
