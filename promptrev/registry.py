@@ -497,15 +497,24 @@ class Transaction:
                 except RefMoved:
                     pass
                 else:
-                    reg.sync()
+                    created: dict[str, list[dict]] = {}
+                    catch_up(store, reg.engine, behind=True, created=created)
+                    reg._resolved.clear()
+                    reg._cache_head = sha
                     self.commit_sha = sha
-                    self.versions = [_version(r) for r in reg.index.versions_in_commit(sha)]
+                    self.versions = self._made_versions(sha, created.get(sha, []))
                     self._record_label_event(sha)
                     return sha
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.1)
         raise Busy(f"main kept moving (or stayed locked) for {self.RETRY_SECONDS:.0f}s while "
                    "committing; try again")
+
+    def _made_versions(self, sha: str, rows: list[dict]) -> list[Version]:
+        info = self.registry.store.commit_info(sha)
+        return [Version(r["kind"], r["name"], r["number"], sha, r["blob"], r["blob"] is None,
+                        info.author, info.email, info.message.strip(), info.time)
+                for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
 
     def _changes(self, head: str) -> dict[str, str | None]:
         reg = self.registry

@@ -240,11 +240,6 @@ class IndexReader:
         return self._all(sa.select(T_COMMIT.c.seq, T_COMMIT.c.sha).where(
             T_COMMIT.c.sha.startswith(prefix.lower())).limit(2))
 
-    def versions_in_commit(self, sha: str) -> list:
-        """Version rows created by one commit."""
-        return self._all(sa.select(*_VERSION_COLUMNS).select_from(_VERSION_JOIN).where(
-            T_COMMIT.c.sha == sha).order_by(T_ARTIFACT.c.kind, T_ARTIFACT.c.name))
-
     def label_events(self, artifact_id: int | None = None, limit: int = 1000) -> list:
         """Label moves, newest first."""
         stmt = sa.select(T_EVENT, T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_COMMIT.c.sha,

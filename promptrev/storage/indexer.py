@@ -37,9 +37,14 @@ _INDEXED_HEAD = sa.select(T_STATE.c.head)
 _LOCK_STATE = sa.select(T_STATE.c.head).with_for_update()
 
 
-def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False) -> str | None:
-    """Index every commit of ``main`` not yet indexed; return the head now indexed."""
-    if not rebuild:
+def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: bool = False,
+             created: dict[str, list[dict]] | None = None) -> str | None:
+    """Index every commit of ``main`` not yet indexed; return the head now indexed.
+
+    ``behind=True`` skips the unlocked freshness check (the caller just moved ``main``);
+    ``created``, when given, receives the versions recorded for each commit sha.
+    """
+    if not rebuild and not behind:
         with engine.connect() as conn:
             indexed = conn.execute(_INDEXED_HEAD).scalar()
         if indexed == store.head():
@@ -56,7 +61,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False) -> str |
                 for table in DERIVED:
                     conn.execute(table.__table__.delete())
                 chain = store.first_parent_chain(head, None) if head else []
-            _Applier(conn, store).apply(chain)
+            _Applier(conn, store, created).apply(chain)
             conn.execute(T_STATE.update().values(head=head, writes=T_STATE.c.writes + 1))
             return head
 
@@ -76,9 +81,11 @@ class _Art:
 class _Applier:
     """Accumulates rows for a chain of commits and writes them in batches."""
 
-    def __init__(self, conn: Connection, store: GitStore):
+    def __init__(self, conn: Connection, store: GitStore,
+                 created: dict[str, list[dict]] | None = None):
         self.conn = conn
         self.store = store
+        self.created = created
         maxima = conn.execute(_MAXIMA).one()
         self.seq = maxima[0] or 0
         self.next_artifact, self.next_version, self.next_event = (
@@ -101,6 +108,7 @@ class _Applier:
 
     def _apply_commit(self, sha: str) -> None:
         info = self.store.commit_info(sha)
+        self.sha = sha
         self.seq += 1
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
                              "email": info.email, "message": info.message, "time": info.time})
@@ -139,6 +147,9 @@ class _Applier:
         self.versions.append({"id": self.next_version, "artifact_id": art.id,
                               "number": art.latest, "commit_seq": self.seq, "blob": blob,
                               "deleted": blob is None})
+        if self.created is not None:
+            self.created.setdefault(self.sha, []).append(
+                {"kind": kind, "name": name, "number": art.latest, "blob": blob})
         self.next_version += 1
 
     def _move_labels(self, art: _Art, change, path: str) -> None:
