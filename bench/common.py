@@ -264,6 +264,12 @@ def machine_info() -> dict[str, Any]:
                                            ).decode().strip()
         dirty = run_git("-C", root, "status", "--porcelain", "--", "promptrev").decode()
         info["promptrev_dirty"] = bool(dirty.strip())
+        import promptrev
+        where = os.path.dirname(os.path.dirname(os.path.abspath(promptrev.__file__)))
+        if os.path.realpath(where) != os.path.realpath(root):
+            # imported from elsewhere (e.g. PYTHONPATH=<exported commit>): say so
+            info["promptrev_commit"] = f"imported from {where}"
+            info["promptrev_dirty"] = False
     return info
 
 

@@ -19,13 +19,14 @@ def component_timers() -> Iterator[dict[str, float]]:
     from promptrev.artifacts import KINDS
     from promptrev.storage import indexer
     from promptrev.storage.gitstore import GitStore
-    from promptrev.storage.index import IndexReader
 
     totals: dict[str, float] = defaultdict(float)
     undo: list[tuple[object, str, object, bool]] = []
 
     def wrap(owner: object, attr: str, label: str) -> None:
-        original = getattr(owner, attr)
+        original = getattr(owner, attr, None)
+        if original is None:  # the core changed shape: time what still exists
+            return
 
         def timed(*args, **kwargs):
             start = time.perf_counter()
@@ -53,7 +54,8 @@ def component_timers() -> Iterator[dict[str, float]]:
     wrap(indexer._Applier, "_flush", "index catch_up: _flush inserts/updates")
     wrap(registry_mod, "catch_up", "index catch_up (total, all calls)")
     wrap(registry_mod.Transaction, "_changes", "Transaction._changes (artifact lookups)")
-    wrap(IndexReader, "versions_in_commit", "IndexReader.versions_in_commit")
+    wrap(registry_mod.Transaction, "_made_versions", "Transaction._made_versions")
+    wrap(registry_mod.Transaction, "_record_label_event", "Transaction._record_label_event")
     try:
         yield totals
     finally:

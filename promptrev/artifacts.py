@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, NamedTuple
 
 from .datasets import parse_dataset
 from .prompty import Problem, parse_prompt
@@ -87,9 +87,11 @@ def kind_of_file(filename: str) -> Kind | None:
     return None
 
 
-@dataclass(frozen=True)
-class Version:
-    """One immutable version of an artifact (metadata; content via ``Registry.get``)."""
+class Version(NamedTuple):
+    """One immutable version of an artifact (metadata; content via ``Registry.get``).
+
+    A named tuple rather than a dataclass: histories build thousands of these per call.
+    """
 
     kind: str
     name: str
@@ -100,8 +102,13 @@ class Version:
     author: str
     email: str
     message: str
-    time: datetime
+    timestamp: int
     labels: tuple[str, ...] = ()
+
+    @property
+    def time(self) -> datetime:
+        """Commit time (UTC)."""
+        return datetime.fromtimestamp(self.timestamp, timezone.utc)
 
     @property
     def ref(self) -> str:

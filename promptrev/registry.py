@@ -37,7 +37,7 @@ from .prompty import Message, Prompt, parse_prompt
 from .references import Reference, parse_reference
 from .storage import maintenance
 from .storage.gitstore import GitStore, RefMoved, Signature
-from .storage.index import IndexReader, create_index_engine
+from .storage.index import VERSION_FIELDS, IndexReader, create_index_engine
 from .storage.indexer import catch_up
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -196,16 +196,19 @@ class Registry:
         rows = self.index.listing(prefix, kind, include_deleted)
         labels = self.index.label_map([r.id for r in rows])
         return [ArtifactSummary(r.kind, r.name, r.latest, r.deleted, labels.get(r.id, {}),
-                                r.author, _utc(r.time), r.message.strip()) for r in rows]
+                                r.author, _utc(r.timestamp), r.message) for r in rows]
 
     def history(self, name: str, kind: str | None = None) -> list[Version]:
         """Every version of an artifact, newest first, with the labels on each."""
         self.sync()
         art = self._artifact(parse_reference(name, kind))
-        by_version: dict[int, list[str]] = {}
+        by_version: dict[int, tuple[str, ...]] = {}
         for label, number in sorted(self.index.labels(art.id).items()):
-            by_version.setdefault(number, []).append(label)
-        return [_version(r, tuple(by_version.get(r.number, ()))) for r in
+            by_version[number] = by_version.get(number, ()) + (label,)
+        kind, name, none = art.kind, art.name, ()
+        return [Version(kind, name, n, sha, blob, bool(deleted), author, email, message, ts,
+                        by_version.get(n, none))
+                for n, sha, blob, deleted, author, email, message, ts in
                 self.index.history(art.id)]
 
     def labels(self, name: str, kind: str | None = None) -> dict[str, int]:
@@ -219,7 +222,7 @@ class Registry:
         self.sync()
         art_id = self._artifact(parse_reference(name, kind)).id if name else None
         return [LabelEvent(r.kind, r.name, r.label, r.old, r.new, r.sha, r.author,
-                           r.message.strip(), _utc(r.time))
+                           r.message, _utc(r.timestamp))
                 for r in self.index.label_events(art_id, limit)]
 
     def diff(self, ref_a: str, ref_b: str, variables: dict[str, Any] | None = None,
@@ -398,13 +401,12 @@ def _default_index_url(path: str) -> str:
     return "sqlite:///" + os.path.join(os.path.abspath(path), INDEX_FILE)
 
 
-def _utc(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=timezone.utc)
+def _utc(timestamp: int) -> datetime:
+    return datetime.fromtimestamp(timestamp, timezone.utc)
 
 
 def _version(row, labels: tuple[str, ...] = ()) -> Version:
-    return Version(row.kind, row.name, row.number, row.sha, row.blob, row.deleted, row.author,
-                   row.email, row.message.strip(), _utc(row.time), labels)
+    return Version(*row[:VERSION_FIELDS], labels)
 
 
 class Transaction:
@@ -513,7 +515,8 @@ class Transaction:
     def _made_versions(self, sha: str, rows: list[dict]) -> list[Version]:
         info = self.registry.store.commit_info(sha)
         return [Version(r["kind"], r["name"], r["number"], sha, r["blob"], r["blob"] is None,
-                        info.author, info.email, info.message.strip(), info.time)
+                        info.author, info.email, info.message.strip(),
+                        int(info.time.timestamp()))
                 for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
 
     def _changes(self, head: str) -> dict[str, str | None]:
@@ -566,7 +569,7 @@ class Transaction:
         if art is None:
             return Conflict(f"{kind} '{name}' does not exist, so it cannot be based on "
                             f"version {base}", details={"base": base, "current": 0})
-        since = [_version(r) for r in reg.index.history(art.id) if r.number > base]
+        since = [v for v in reg.history(name, kind) if v.number > base]
         details: dict[str, Any] = {"base": base, "current": art.latest,
                                    "changes": [v.to_dict() for v in since]}
         if 0 < base <= art.latest:

@@ -7,7 +7,6 @@ mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Optional
 
 import sqlalchemy as sa
@@ -37,7 +36,7 @@ class CommitRow(SQLModel, table=True):
     author: str
     email: str
     message: str
-    time: datetime
+    timestamp: int  # seconds since the epoch (UTC): cheap to read back in bulk
 
 
 class ArtifactRow(SQLModel, table=True):
@@ -135,10 +134,13 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql(mode)
 
 
+# The first ten columns are in the field order of ``promptrev.artifacts.Version``, so
+# history rows become versions positionally (attribute access on rows is the slow part).
+VERSION_FIELDS = 10
 _VERSION_COLUMNS = (
-    T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_VERSION.c.artifact_id, T_VERSION.c.number,
-    T_VERSION.c.blob, T_VERSION.c.deleted, T_COMMIT.c.sha, T_COMMIT.c.author,
-    T_COMMIT.c.email, T_COMMIT.c.message, T_COMMIT.c.time, T_COMMIT.c.seq,
+    T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_VERSION.c.number, T_COMMIT.c.sha,
+    T_VERSION.c.blob, T_VERSION.c.deleted, T_COMMIT.c.author, T_COMMIT.c.email,
+    T_COMMIT.c.message, T_COMMIT.c.timestamp, T_VERSION.c.artifact_id, T_COMMIT.c.seq,
 )
 _VERSION_JOIN = T_VERSION.join(T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).join(
     T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)
@@ -149,10 +151,11 @@ class IndexReader:
 
     def __init__(self, engine: Engine):
         self.engine = engine
+        self._history_sql: tuple[str, bool] | None = None
 
     def _all(self, stmt) -> list:
         with self.engine.connect() as conn:
-            return list(conn.execute(stmt))
+            return conn.execute(stmt).all()
 
     def _first(self, stmt):
         with self.engine.connect() as conn:
@@ -201,11 +204,32 @@ class IndexReader:
             T_VERSION.c.artifact_id == artifact_id, T_VERSION.c.commit_seq <= seq)
             .order_by(T_VERSION.c.number.desc()).limit(1))
 
-    def history(self, artifact_id: int, newest_first: bool = True) -> list:
-        """All version rows of an artifact."""
-        order = T_VERSION.c.number.desc() if newest_first else T_VERSION.c.number
-        return self._all(sa.select(*_VERSION_COLUMNS).select_from(_VERSION_JOIN).where(
-            T_VERSION.c.artifact_id == artifact_id).order_by(order))
+    def history(self, artifact_id: int) -> list[tuple]:
+        """Version rows of one artifact, newest first: the ``Version`` fields after kind
+        and name (``deleted`` as the driver returns it: 0/1 on SQLite).
+
+        This is the query ``promptrev log`` and the history page wait on, so it skips what
+        costs per row: no join with ``artifact`` (the caller knows kind and name), and the
+        statement is compiled once per dialect and run as driver SQL, so rows come back as
+        plain tuples from the driver's own cursor, without SQLAlchemy's per-row processing.
+        """
+        if self._history_sql is None:
+            stmt = sa.select(*_VERSION_COLUMNS[2:VERSION_FIELDS]).select_from(
+                T_VERSION.join(T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)).where(
+                T_VERSION.c.artifact_id == sa.bindparam("artifact_id")).order_by(
+                T_VERSION.c.number.desc())
+            compiled = stmt.compile(dialect=self.engine.dialect)
+            self._history_sql = (str(compiled), compiled.positional)
+        sql, positional = self._history_sql
+        params = (artifact_id,) if positional else {"artifact_id": artifact_id}
+        with self.engine.connect() as conn:
+            cursor = conn.connection.driver_connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        return rows
 
     def labels(self, artifact_id: int) -> dict[str, int]:
         """label → version number."""
@@ -223,7 +247,7 @@ class IndexReader:
 
     def listing(self, prefix: str | None, kind: str | None, include_deleted: bool) -> list:
         """Artifacts with the commit of their latest version."""
-        stmt = sa.select(T_ARTIFACT, T_COMMIT.c.sha, T_COMMIT.c.author, T_COMMIT.c.time,
+        stmt = sa.select(T_ARTIFACT, T_COMMIT.c.sha, T_COMMIT.c.author, T_COMMIT.c.timestamp,
                          T_COMMIT.c.message).join(
             T_COMMIT, T_ARTIFACT.c.updated_seq == T_COMMIT.c.seq).order_by(
             T_ARTIFACT.c.name, T_ARTIFACT.c.kind)
@@ -243,7 +267,7 @@ class IndexReader:
     def label_events(self, artifact_id: int | None = None, limit: int = 1000) -> list:
         """Label moves, newest first."""
         stmt = sa.select(T_EVENT, T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_COMMIT.c.sha,
-                         T_COMMIT.c.author, T_COMMIT.c.message, T_COMMIT.c.time).join(
+                         T_COMMIT.c.author, T_COMMIT.c.message, T_COMMIT.c.timestamp).join(
             T_ARTIFACT, T_EVENT.c.artifact_id == T_ARTIFACT.c.id).join(
             T_COMMIT, T_EVENT.c.commit_seq == T_COMMIT.c.seq).order_by(
             T_EVENT.c.id.desc()).limit(limit)

@@ -111,7 +111,8 @@ class _Applier:
         self.sha = sha
         self.seq += 1
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
-                             "email": info.email, "message": info.message, "time": info.time})
+                             "email": info.email, "message": info.message.strip(),
+                             "timestamp": int(info.time.timestamp())})
         content, label_changes = [], []
         for change in self.store.changes(sha):
             found = kind_of_path(change.path)
