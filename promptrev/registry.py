@@ -36,9 +36,9 @@ from .names import validate_label, validate_name
 from .prompty import Message, Prompt, parse_prompt
 from .references import Reference, parse_reference
 from .storage import maintenance
-from .storage.gitstore import GitStore, RefMoved, Signature
+from .storage.gitstore import Change, GitStore, RefMoved, Signature
 from .storage.index import VERSION_FIELDS, IndexReader, create_index_engine
-from .storage.indexer import catch_up
+from .storage.indexer import KnownCommit, catch_up
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUTHOR = "promptrev <promptrev@localhost>"
@@ -424,6 +424,7 @@ class Transaction:
         self.author = Signature.parse(author)
         self._saves: dict[tuple[str, str], tuple[str | None, int | None]] = {}
         self._labels: list[tuple[str, str, str, int | None]] = []
+        self._blobs: dict[str, bytes] = {}
         self.commit_sha: str | None = None
         self.versions: list[Version] = []
         self.label_event: LabelEvent | None = None
@@ -436,7 +437,9 @@ class Transaction:
         validate_name(name)
         decoded, warnings = self.registry._check_content(kind, name, text)
         self.warnings += warnings
-        blob = self.registry.store.write_blob(decoded.encode("utf-8"))
+        data = decoded.encode("utf-8")
+        blob = GitStore.blob_id(data)
+        self._blobs[blob] = data
         self._stage(kind, name, blob, base)
 
     def delete(self, name: str, *, base: int | None = None, kind: str = "prompt") -> None:
@@ -481,6 +484,7 @@ class Transaction:
             return None
         reg = self.registry
         store = reg.store
+        store.write_blobs(self._blobs)  # before taking the lock: unreachable until committed
         delay = 0.001
         deadline = time.monotonic() + self.RETRY_SECONDS
         while time.monotonic() < deadline:
@@ -488,7 +492,7 @@ class Transaction:
                 head = store.head()
                 if head != reg._cache_head:
                     reg.sync()
-                changes = self._changes(head)
+                changes, known = self._changes(head)
                 if not changes:
                     return None
                 sha = store.commit(head, changes, self.message, self.author)
@@ -500,7 +504,8 @@ class Transaction:
                     pass
                 else:
                     created: dict[str, list[dict]] = {}
-                    catch_up(store, reg.engine, behind=True, created=created)
+                    known.sha = sha
+                    catch_up(store, reg.engine, behind=True, created=created, known=known)
                     reg._resolved.clear()
                     reg._cache_head = sha
                     self.commit_sha = sha
@@ -519,10 +524,13 @@ class Transaction:
                         int(info.time.timestamp()))
                 for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
 
-    def _changes(self, head: str) -> dict[str, str | None]:
+    def _changes(self, head: str) -> tuple[dict[str, str | None], KnownCommit]:
+        """Path → blob changes against ``head``, and what the indexer may reuse of them."""
         reg = self.registry
         changes: dict[str, str | None] = {}
-        current = reg.index.artifacts(list(self._saves) + [(k, n) for k, n, _, _ in self._labels])
+        before: dict[str, str | None] = {}
+        keys = list(self._saves) + [(k, n) for k, n, _, _ in self._labels]
+        current = reg.index.artifacts(keys)
         for (kind, name), (blob, base) in self._saves.items():
             art = current.get((kind, name))
             latest = art.latest if art is not None else 0
@@ -534,6 +542,7 @@ class Transaction:
                                f"{kind} '{name}' is already deleted")
             if blob != live_blob:
                 changes[KINDS[kind].path(name)] = blob
+                before[KINDS[kind].path(name)] = live_blob
         for (kind, name), entries in _group_labels(self._labels).items():
             path = KINDS[kind].label_path(name)
             old_blob = reg.store.blob_at(head, path)
@@ -551,7 +560,12 @@ class Transaction:
             new = reg.store.write_blob(dump_label_map(labels).encode()) if labels else None
             if new != old_blob:
                 changes[path] = new
-        return changes
+                before[path] = old_blob
+        # In the order a tree walk finds them, so new artifacts get the ids a rebuild gives.
+        listed = sorted((Change(p, before[p], b) for p, b in changes.items()),
+                        key=lambda c: c.path.split("/"))
+        known = KnownCommit("", head, listed, {key: current.get(key) for key in keys})
+        return changes, known
 
     def _check_label_target(self, kind, name, art, version, changes) -> None:
         if art is None:

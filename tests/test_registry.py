@@ -333,6 +333,9 @@ def test_rebuilt_index_equals_incremental(registry, prompt_text, tmp_path):
         registry.save(f"p{n % 3}", variant(prompt_text, n))
     with registry.transaction(message="batch") as tx:
         tx.save("team/a", prompt_text)
+        tx.save("x", prompt_text)  # x.prompty sorts before x/…, but a tree walk finds x/ first
+        tx.save("x/y", prompt_text)
+        tx.save("x-y", prompt_text)
         tx.save("cases", '{"id": 1, "vars": {}}\n', kind="dataset")
         tx.set_label("p0", "production", 1)
     registry.set_label("p1", "production", 1)

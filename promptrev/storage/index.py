@@ -60,6 +60,9 @@ class VersionRow(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("artifact_id", "number"),
         sa.Index("ix_version_artifact_seq", "artifact_id", "commit_seq"),
+        # Covers the history query's version columns: one index range scan, no table reads.
+        sa.Index("ix_version_history", "artifact_id", "number", "commit_seq", "blob",
+                 "deleted"),
     )
     id: int = Field(primary_key=True)
     artifact_id: int = Field(foreign_key="artifact.id")

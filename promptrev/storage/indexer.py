@@ -10,6 +10,7 @@ equals an incrementally maintained one by construction (a test checks it anyway)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -17,7 +18,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..artifacts import KINDS, kind_of_path
 from ..errors import ValidationFailed
 from ..labels import parse_label_map
-from .gitstore import GitStore
+from .gitstore import Change, GitStore
 from .index import (
     DERIVED,
     T_ARTIFACT,
@@ -30,19 +31,37 @@ from .index import (
 
 FLUSH_EVERY = 500
 # Built once: constructing SQLAlchemy statements per commit showed up in write profiles.
-_MAXIMA = sa.select(*(
-    sa.select(sa.func.max(column)).scalar_subquery()
-    for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)))
 _INDEXED_HEAD = sa.select(T_STATE.c.head)
-_LOCK_STATE = sa.select(T_STATE.c.head).with_for_update()
+# The indexed head plus the highest ids, read under the write lock in one round trip.
+_LOCK_STATE = sa.select(T_STATE.c.head, *(
+    sa.select(sa.func.max(column)).scalar_subquery()
+    for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)
+)).with_for_update(of=T_STATE)
+
+
+@dataclass
+class KnownCommit:
+    """What a writer already knows about the commit it just made on ``base``.
+
+    ``changes`` must be exactly the commit's changed paths (as :meth:`GitStore.changes`
+    would find them) and ``artifacts`` the index rows at ``base`` of every artifact the
+    commit touches (None for new ones); the indexer then skips the tree diff and lookups.
+    """
+
+    sha: str
+    base: str
+    changes: list[Change]
+    artifacts: dict[tuple[str, str], Any]
 
 
 def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: bool = False,
-             created: dict[str, list[dict]] | None = None) -> str | None:
+             created: dict[str, list[dict]] | None = None,
+             known: KnownCommit | None = None) -> str | None:
     """Index every commit of ``main`` not yet indexed; return the head now indexed.
 
     ``behind=True`` skips the unlocked freshness check (the caller just moved ``main``);
-    ``created``, when given, receives the versions recorded for each commit sha.
+    ``created``, when given, receives the versions recorded for each commit sha;
+    ``known`` lets the writer of the next commit hand over what it already knows.
     """
     if not rebuild and not behind:
         with engine.connect() as conn:
@@ -52,7 +71,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
     with engine.connect() as conn:
         conn.execution_options(write_lock=True)
         with conn.begin():
-            indexed = conn.execute(_LOCK_STATE).scalar()
+            indexed, *maxima = conn.execute(_LOCK_STATE).one()
             head = store.head()
             if indexed == head and not rebuild:
                 return head
@@ -60,8 +79,12 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
             if chain is None:
                 for table in DERIVED:
                     conn.execute(table.__table__.delete())
+                maxima = [0, 0, 0, 0]
                 chain = store.first_parent_chain(head, None) if head else []
-            _Applier(conn, store, created).apply(chain)
+            applier = _Applier(conn, store, maxima, created)
+            if known is not None and known.base == indexed and chain and chain[0] == known.sha:
+                applier.prime(known)
+            applier.apply(chain)
             conn.execute(T_STATE.update().values(head=head, writes=T_STATE.c.writes + 1))
             return head
 
@@ -81,17 +104,24 @@ class _Art:
 class _Applier:
     """Accumulates rows for a chain of commits and writes them in batches."""
 
-    def __init__(self, conn: Connection, store: GitStore,
+    def __init__(self, conn: Connection, store: GitStore, maxima: list[int | None],
                  created: dict[str, list[dict]] | None = None):
         self.conn = conn
         self.store = store
         self.created = created
-        maxima = conn.execute(_MAXIMA).one()
         self.seq = maxima[0] or 0
         self.next_artifact, self.next_version, self.next_event = (
             (m or 0) + 1 for m in maxima[1:])
         self.arts: dict[tuple[str, str], _Art | None] = {}
+        self.known: dict[str, list[Change]] = {}
         self._reset_batch()
+
+    def prime(self, known: KnownCommit) -> None:
+        """Use a writer's change list and artifact rows for its own commit."""
+        self.known[known.sha] = known.changes
+        for key, row in known.artifacts.items():
+            self.arts[key] = None if row is None else _Art(
+                row.id, row.latest, row.deleted, row.blob, row.updated_seq, key)
 
     def _reset_batch(self) -> None:
         self.commits: list[dict] = []
@@ -114,7 +144,8 @@ class _Applier:
                              "email": info.email, "message": info.message.strip(),
                              "timestamp": int(info.time.timestamp())})
         content, label_changes = [], []
-        for change in self.store.changes(sha):
+        changes = self.known.pop(sha, None)
+        for change in changes if changes is not None else self.store.changes(sha):
             found = kind_of_path(change.path)
             if found is not None:
                 content.append((found[0].name, found[1], change.new))
