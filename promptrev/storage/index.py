@@ -7,7 +7,7 @@ mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -93,6 +93,64 @@ class LabelEventRow(SQLModel, table=True):
     commit_seq: int = Field(foreign_key="commit.seq", index=True)
 
 
+class ArtifactRecord(NamedTuple):
+    """An ``artifact`` row read through a prepared statement (same fields, same order)."""
+
+    id: int
+    kind: str
+    name: str
+    latest: int
+    deleted: bool
+    blob: Optional[str]
+    updated_seq: int
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and run on the driver's own cursor.
+
+    For the write path and the history query: SQLAlchemy still generates the SQL (so it
+    stays portable), but skips its per-execution work, which costs ~150 µs per statement
+    on the 2-core machines here against ~15 µs for the driver itself.
+    """
+
+    def __init__(self, stmt: Any, dialect: Any):
+        compiled = stmt.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self.names = list(compiled.positiontup) if compiled.positional else None
+
+    def _params(self, values: dict[str, Any]) -> Any:
+        return tuple(values[n] for n in self.names) if self.names is not None else values
+
+    def run(self, conn: Any, values: dict[str, Any] | None = None) -> list[tuple]:
+        """Execute with ``values``; return all rows (empty for statements without any)."""
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.execute(self.sql, self._params(values or {}))
+            return cursor.fetchall() if cursor.description else []
+        finally:
+            cursor.close()
+
+    def run_many(self, conn: Any, rows: list[dict[str, Any]]) -> None:
+        """Execute once per row of values."""
+        cursor = conn.connection.driver_connection.cursor()
+        try:
+            cursor.executemany(self.sql, [self._params(r) for r in rows])
+        finally:
+            cursor.close()
+
+
+_PREPARED: dict[tuple[str, int], Prepared] = {}
+
+
+def prepared(conn: Any, stmt: Any) -> Prepared:
+    """The :class:`Prepared` form of a module-level statement for ``conn``'s dialect."""
+    key = (conn.dialect.name, id(stmt))
+    found = _PREPARED.get(key)
+    if found is None:
+        found = _PREPARED[key] = Prepared(stmt, conn.dialect)
+    return found
+
+
 # Tables whose content comes from Git, in an order safe for deletion.
 DERIVED = (LabelEventRow, LabelRow, VersionRow, ArtifactRow, CommitRow)
 T_STATE = IndexState.__table__
@@ -145,8 +203,14 @@ _VERSION_COLUMNS = (
     T_VERSION.c.blob, T_VERSION.c.deleted, T_COMMIT.c.author, T_COMMIT.c.email,
     T_COMMIT.c.message, T_COMMIT.c.timestamp, T_VERSION.c.artifact_id, T_COMMIT.c.seq,
 )
+_ARTIFACT_BY_KEY = sa.select(*T_ARTIFACT.c).where(
+    T_ARTIFACT.c.kind == sa.bindparam("kind"), T_ARTIFACT.c.name == sa.bindparam("name"))
 _VERSION_JOIN = T_VERSION.join(T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).join(
     T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)
+
+_HISTORY = sa.select(*_VERSION_COLUMNS[2:VERSION_FIELDS]).select_from(
+    T_VERSION.join(T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)).where(
+    T_VERSION.c.artifact_id == sa.bindparam("artifact_id")).order_by(T_VERSION.c.number.desc())
 
 
 class IndexReader:
@@ -154,7 +218,6 @@ class IndexReader:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        self._history_sql: tuple[str, bool] | None = None
 
     def _all(self, stmt) -> list:
         with self.engine.connect() as conn:
@@ -180,6 +243,16 @@ class IndexReader:
     def artifacts(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Any]:
         """Artifact rows for many (kind, name) keys in a few queries."""
         wanted = set(keys)
+        if len(wanted) <= 8:  # the common single-save case: one prepared lookup per key
+            out = {}
+            with self.engine.connect() as conn:
+                statement = prepared(conn, _ARTIFACT_BY_KEY)
+                for kind, name in wanted:
+                    rows = statement.run(conn, {"kind": kind, "name": name})
+                    if rows:
+                        row = rows[0]
+                        out[(kind, name)] = ArtifactRecord(*row[:4], bool(row[4]), *row[5:])
+            return out
         names = sorted({name for _, name in wanted})
         out = {}
         for start in range(0, len(names), 500):
@@ -216,23 +289,8 @@ class IndexReader:
         statement is compiled once per dialect and run as driver SQL, so rows come back as
         plain tuples from the driver's own cursor, without SQLAlchemy's per-row processing.
         """
-        if self._history_sql is None:
-            stmt = sa.select(*_VERSION_COLUMNS[2:VERSION_FIELDS]).select_from(
-                T_VERSION.join(T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)).where(
-                T_VERSION.c.artifact_id == sa.bindparam("artifact_id")).order_by(
-                T_VERSION.c.number.desc())
-            compiled = stmt.compile(dialect=self.engine.dialect)
-            self._history_sql = (str(compiled), compiled.positional)
-        sql, positional = self._history_sql
-        params = (artifact_id,) if positional else {"artifact_id": artifact_id}
         with self.engine.connect() as conn:
-            cursor = conn.connection.driver_connection.cursor()
-            try:
-                cursor.execute(sql, params)
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
-        return rows
+            return prepared(conn, _HISTORY).run(conn, {"artifact_id": artifact_id})
 
     def labels(self, artifact_id: int) -> dict[str, int]:
         """label → version number."""

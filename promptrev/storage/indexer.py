@@ -27,11 +27,24 @@ from .index import (
     T_LABEL,
     T_STATE,
     T_VERSION,
+    prepared,
 )
 
 FLUSH_EVERY = 500
 # Built once: constructing SQLAlchemy statements per commit showed up in write profiles.
 _INDEXED_HEAD = sa.select(T_STATE.c.head)
+_SET_HEAD = T_STATE.update().values(head=sa.bindparam("head"),
+                                    writes=T_STATE.c.writes + sa.literal_column("1"))
+_INSERT_COMMIT = T_COMMIT.insert()
+_INSERT_ARTIFACT = T_ARTIFACT.insert()
+_UPDATE_ARTIFACT = T_ARTIFACT.update().where(T_ARTIFACT.c.id == sa.bindparam("_id")).values(
+    latest=sa.bindparam("_latest"), deleted=sa.bindparam("_deleted"),
+    blob=sa.bindparam("_blob"), updated_seq=sa.bindparam("_seq"))
+_INSERT_VERSION = T_VERSION.insert()
+_INSERT_EVENT = T_EVENT.insert()
+_DELETE_LABEL = T_LABEL.delete().where(sa.and_(T_LABEL.c.artifact_id == sa.bindparam("_a"),
+                                               T_LABEL.c.name == sa.bindparam("_n")))
+_INSERT_LABEL = T_LABEL.insert()
 # The indexed head plus the highest ids, read under the write lock in one round trip.
 _LOCK_STATE = sa.select(T_STATE.c.head, *(
     sa.select(sa.func.max(column)).scalar_subquery()
@@ -71,7 +84,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
     with engine.connect() as conn:
         conn.execution_options(write_lock=True)
         with conn.begin():
-            indexed, *maxima = conn.execute(_LOCK_STATE).one()
+            indexed, *maxima = prepared(conn, _LOCK_STATE).run(conn)[0]
             head = store.head()
             if indexed == head and not rebuild:
                 return head
@@ -85,7 +98,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
             if known is not None and known.base == indexed and chain and chain[0] == known.sha:
                 applier.prime(known)
             applier.apply(chain)
-            conn.execute(T_STATE.update().values(head=head, writes=T_STATE.c.writes + 1))
+            prepared(conn, _SET_HEAD).run(conn, {"head": head})
             return head
 
 
@@ -219,36 +232,25 @@ class _Applier:
 
     def _flush(self) -> None:
         conn = self.conn
-        if self.commits:
-            conn.execute(T_COMMIT.insert(), self.commits)
-        new = [a for a in self.arts.values() if a is not None and a.new and a.dirty]
-        if new:
-            conn.execute(T_ARTIFACT.insert(), [
-                {"id": a.id, "kind": a.key[0], "name": a.key[1], "latest": a.latest,
-                 "deleted": a.deleted, "blob": a.blob, "updated_seq": a.updated_seq}
-                for a in new])
-        old = [a for a in self.arts.values() if a is not None and not a.new and a.dirty]
-        if old:
-            conn.execute(
-                T_ARTIFACT.update().where(T_ARTIFACT.c.id == sa.bindparam("_id")).values(
-                    latest=sa.bindparam("_latest"), deleted=sa.bindparam("_deleted"),
-                    blob=sa.bindparam("_blob"), updated_seq=sa.bindparam("_seq")),
-                [{"_id": a.id, "_latest": a.latest, "_deleted": a.deleted, "_blob": a.blob,
-                  "_seq": a.updated_seq} for a in old])
-        for art in self.arts.values():
-            if art is not None:
-                art.new = art.dirty = False
-        if self.versions:
-            conn.execute(T_VERSION.insert(), self.versions)
-        if self.events:
-            conn.execute(T_EVENT.insert(), self.events)
-        if self.labels:
-            conn.execute(
-                T_LABEL.delete().where(sa.and_(T_LABEL.c.artifact_id == sa.bindparam("_a"),
-                                               T_LABEL.c.name == sa.bindparam("_n"))),
-                [{"_a": a, "_n": n} for a, n in self.labels])
-            rows = [{"artifact_id": a, "name": n, "version": v}
-                    for (a, n), v in self.labels.items() if v is not None]
+
+        def many(stmt, rows: list[dict]) -> None:
             if rows:
-                conn.execute(T_LABEL.insert(), rows)
+                prepared(conn, stmt).run_many(conn, rows)
+
+        many(_INSERT_COMMIT, self.commits)
+        arts = [a for a in self.arts.values() if a is not None and a.dirty]
+        many(_INSERT_ARTIFACT, [
+            {"id": a.id, "kind": a.key[0], "name": a.key[1], "latest": a.latest,
+             "deleted": a.deleted, "blob": a.blob, "updated_seq": a.updated_seq}
+            for a in arts if a.new])
+        many(_UPDATE_ARTIFACT, [
+            {"_id": a.id, "_latest": a.latest, "_deleted": a.deleted, "_blob": a.blob,
+             "_seq": a.updated_seq} for a in arts if not a.new])
+        for art in arts:
+            art.new = art.dirty = False
+        many(_INSERT_VERSION, self.versions)
+        many(_INSERT_EVENT, self.events)
+        many(_DELETE_LABEL, [{"_a": a, "_n": n} for a, n in self.labels])
+        many(_INSERT_LABEL, [{"artifact_id": a, "name": n, "version": v}
+                             for (a, n), v in self.labels.items() if v is not None])
         self._reset_batch()
