@@ -103,12 +103,17 @@ _ENV = ImmutableSandboxedEnvironment(
 class Prompt:
     """A parsed, validated prompt. ``front`` is the front matter as written."""
 
-    front: dict[str, Any]
+    front_node: yaml.MappingNode | None
     body: str
     body_line: int
     inputs: dict[str, dict[str, Any]]
     variables: frozenset[str]
     warnings: list[Problem] = field(default_factory=list)
+
+    @cached_property
+    def front(self) -> dict[str, Any]:
+        """The front matter as a dict (built on first use: saving needs only parts of it)."""
+        return _construct(self.front_node) if self.front_node is not None else {}
 
     @cached_property
     def template(self) -> jinja2.Template:
@@ -210,9 +215,9 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     if stripped.startswith(("---", "+++")) and not _FRONT_MATTER.match(stripped):
         problems.append(Problem("front matter starts with '---' but has no closing line", 1))
     fm_text, body, body_line = split_front_matter(text)
-    front = _load_front_matter(fm_text, problems) if fm_text is not None else {}
-    inputs = _normalise_inputs(front.get("inputs"), fm_text, problems)
-    _check_template_kind(front, problems, warnings)
+    node = _compose_front_matter(fm_text, problems) if fm_text is not None else None
+    inputs = _normalise_inputs(_construct(_value_node(node, "inputs")), fm_text, problems)
+    _check_template_kind(_construct(_value_node(node, "template")), problems, warnings)
     _check_roles(body, body_line, problems)
     variables = _check_template(body, body_line, problems)
     if problems:
@@ -222,37 +227,58 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     for name in sorted(variables - set(inputs)):
         warnings.append(Problem(f"variable '{name}' is used but not declared in inputs",
                                 _line_of_variable(body, name, body_line), "warning"))
-    return Prompt(front, body, body_line, inputs, frozenset(variables), warnings)
+    return Prompt(node, body, body_line, inputs, frozenset(variables), warnings)
 
 
-def _load_front_matter(fm_text: str, problems: list[Problem]) -> dict[str, Any]:
+def _compose_front_matter(fm_text: str, problems: list[Problem]) -> yaml.MappingNode | None:
+    """Parse the front matter to YAML nodes and check keys and tags (no Python objects yet)."""
     try:
         node = yaml.compose(fm_text, Loader=_YAML_LOADER)
     except yaml.YAMLError as exc:
         problems.append(Problem(f"bad YAML in front matter: {_yaml_problem(exc)}",
                                 _yaml_line(exc)))
-        return {}
+        return None
     if node is None:
-        return {}
+        return None
     if not isinstance(node, yaml.MappingNode):
         problems.append(Problem("front matter must be a YAML mapping (key: value lines)",
                                 node.start_mark.line + 2))
-        return {}
+        return None
     before = len(problems)
     _find_duplicate_keys(node, (), problems)
-    if len(problems) > before:
-        return {}
-    try:
-        data = yaml.SafeLoader("").construct_document(node)
-    except yaml.YAMLError as exc:
-        problems.append(Problem(f"bad YAML in front matter: {_yaml_problem(exc)}",
-                                _yaml_line(exc)))
-        return {}
-    return data if isinstance(data, dict) else {}
+    return node if len(problems) == before else None
+
+
+def _value_node(node: yaml.MappingNode | None, key: str) -> yaml.Node | None:
+    if node is None:
+        return None
+    for key_node, value_node in node.value:
+        if key_node.value == key:
+            return value_node
+    return None
+
+
+def _construct(node: yaml.Node | None) -> Any:
+    """Python objects for a checked node (tags were checked, so this cannot fail)."""
+    return yaml.SafeLoader("").construct_document(node) if node is not None else None
+
+
+_SAFE_TAGS = frozenset(t for t in yaml.SafeLoader.yaml_constructors if t is not None)
+_TIMESTAMP = "tag:yaml.org,2002:timestamp"
 
 
 def _find_duplicate_keys(node: yaml.Node, path: tuple[str, ...],
                          problems: list[Problem]) -> None:
+    """Report keys that appear twice, and values the safe YAML constructor would refuse."""
+    if node.tag not in _SAFE_TAGS:
+        problems.append(Problem(f"unsupported YAML tag {node.tag!r}", node.start_mark.line + 2))
+        return
+    if node.tag == _TIMESTAMP:
+        try:
+            _construct(node)
+        except (ValueError, yaml.YAMLError) as exc:
+            problems.append(Problem(f"bad YAML in front matter: {exc}", node.start_mark.line + 2))
+        return
     if isinstance(node, yaml.SequenceNode):
         for child in node.value:
             _find_duplicate_keys(child, path, problems)
@@ -321,9 +347,7 @@ def _key_line(fm_text: str | None, key: str) -> int | None:
     return None
 
 
-def _check_template_kind(front: dict[str, Any], problems: list[Problem],
-                         warnings: list[Problem]) -> None:
-    kind = front.get("template")
+def _check_template_kind(kind: Any, problems: list[Problem], warnings: list[Problem]) -> None:
     if isinstance(kind, dict):
         kind = kind.get("format", "jinja2")
     if kind in (None, "jinja2", "jinja"):

@@ -212,3 +212,19 @@ def test_loop_and_set_variables_are_not_inputs():
                           "{% endfor %}{{ range(2) | list }}\n")
     assert prompt.variables == {"items"}
     assert prompt.warnings == []
+
+
+@pytest.mark.parametrize("value,needle", [
+    ("!!python/object/apply:os.system ['echo owned']", "unsupported YAML tag"),
+    ("!custom thing", "unsupported YAML tag"),
+    ("2001-13-45", "month must be in 1..12"),
+])
+def test_front_matter_values_the_safe_loader_refuses(value, needle):
+    found = problems(f"---\nname: x\nextra: {value}\n---\nuser:\nhi\n")
+    assert needle in found[0]["message"] and found[0]["line"] == 3
+
+
+def test_front_matter_is_built_when_read():
+    prompt = parse_prompt(PROMPT)
+    assert prompt.front["model"]["parameters"]["temperature"] == 0.7
+    assert parse_prompt("user:\nhi\n").front == {}
