@@ -53,6 +53,7 @@ def component_timers() -> Iterator[dict[str, float]]:
     wrap(indexer._Applier, "_load", "index catch_up: _load artifacts")
     wrap(indexer._Applier, "_flush", "index catch_up: _flush inserts/updates")
     wrap(registry_mod, "catch_up", "index catch_up (total, all calls)")
+    wrap(registry_mod, "check_many", "validate: check_many (bulk, all cores)")
     wrap(registry_mod.Transaction, "_changes", "Transaction._changes (artifact lookups)")
     wrap(registry_mod.Transaction, "_made_versions", "Transaction._made_versions")
     wrap(registry_mod.Transaction, "_record_label_event", "Transaction._record_label_event")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .artifacts import KINDS, kind_of_file
+from .artifacts import kind_of_file
 from .errors import NotFound, PromptrevError, ValidationFailed
 from .registry import DEFAULT_AUTHOR, Registry
 
@@ -58,16 +58,18 @@ def import_folder(registry: Registry, root: str, *, message: str | None = None,
     report = ImportReport()
     problems: list[dict] = []
     existing = {(s.kind, s.name): s for s in registry.list(include_deleted=True)}
+    by_kind: dict[str, list[tuple[str, bytes]]] = {}
+    for kind, name, data in files:
+        by_kind.setdefault(kind, []).append((name, data))
     with registry.transaction(message=message or f"import {os.path.basename(root.rstrip('/'))}",
                               author=author) as tx:
-        for kind, name, data in files:
+        for kind, items in by_kind.items():
             try:
-                tx.save(name, data, kind=kind)
+                tx.save_many(items, kind=kind)  # large folders are validated on every core
             except ValidationFailed as exc:
-                problems += exc.problems or [{"file": os.path.join(root, name),
-                                              "message": exc.message}]
+                problems += exc.problems or [{"file": kind, "message": exc.message}]
             except PromptrevError as exc:
-                problems.append({"file": f"{name}{KINDS[kind].suffix}", "message": exc.message})
+                problems.append({"file": kind, "message": exc.message})
         if problems:
             raise ValidationFailed(
                 f"{len(problems)} problem(s) in {root}; nothing was imported", problems)

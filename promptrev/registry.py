@@ -12,7 +12,7 @@ import os
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -28,7 +28,6 @@ from .errors import (
     InvalidName,
     NotFound,
     StorageError,
-    TooLarge,
     ValidationFailed,
 )
 from .labels import dump_label_map, parse_label_map
@@ -39,6 +38,7 @@ from .storage import maintenance
 from .storage.gitstore import Change, GitStore, RefMoved, Signature
 from .storage.index import VERSION_FIELDS, IndexReader, create_index_engine
 from .storage.indexer import KnownCommit, catch_up
+from .validation import check_content, check_many
 
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUTHOR = "promptrev <promptrev@localhost>"
@@ -381,21 +381,6 @@ class Registry:
                 self._prompts.popitem(last=False)
         return prompt
 
-    def _check_content(self, kind: str, name: str, text: str | bytes) -> tuple[str, list]:
-        data = text.encode("utf-8") if isinstance(text, str) else bytes(text)
-        if len(data) > self.max_bytes:
-            raise TooLarge(f"{kind} '{name}' is {len(data):,} bytes; the limit is "
-                           f"{self.max_bytes:,} bytes")
-        try:
-            decoded = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ValidationFailed(f"{KINDS[kind].path(name)}: not UTF-8 text (invalid byte "
-                                   f"0x{data[exc.start]:02x} at offset {exc.start})") from None
-        if "\x00" in decoded:
-            raise ValidationFailed(f"{KINDS[kind].path(name)}: contains NUL characters")
-        warnings = KINDS[kind].validate(decoded, KINDS[kind].path(name))
-        return decoded, warnings
-
 
 def _default_index_url(path: str) -> str:
     return "sqlite:///" + os.path.join(os.path.abspath(path), INDEX_FILE)
@@ -435,9 +420,36 @@ class Transaction:
         """Stage new content for ``name`` (validated now, written at commit)."""
         _check_kind(kind)
         validate_name(name)
-        decoded, warnings = self.registry._check_content(kind, name, text)
+        decoded, warnings = check_content(kind, name, text, self.registry.max_bytes)
         self.warnings += warnings
-        data = decoded.encode("utf-8")
+        self._stage_content(kind, name, decoded.encode("utf-8"), base)
+
+    def save_many(self, items: Iterable[tuple[str, str | bytes]], *,
+                  kind: str = "prompt") -> None:
+        """Stage many ``(name, content)`` pairs; large batches are validated on every core.
+
+        All-or-nothing like :meth:`save`: if any item is invalid, nothing is staged and
+        :class:`ValidationFailed` lists the problems of every invalid item.
+        """
+        _check_kind(kind)
+        items = list(items)
+        for name, _ in items:
+            validate_name(name)
+        results = check_many(kind, items, self.registry.max_bytes)
+        problems: list[dict] = []
+        for (name, _), (_, error) in zip(items, results, strict=True):
+            if error is not None:
+                problems += error.details.get("problems") or [
+                    {"file": KINDS[kind].path(name), "message": error.message}]
+        if problems:
+            raise ValidationFailed(f"{len(problems)} problem(s) in {len(items)} {kind}s; "
+                                   f"first: {problems[0].get('message')}", problems)
+        for (name, content), (warnings, _) in zip(items, results, strict=True):
+            self.warnings += warnings
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            self._stage_content(kind, name, data, None)
+
+    def _stage_content(self, kind: str, name: str, data: bytes, base: int | None) -> None:
         blob = GitStore.blob_id(data)
         self._blobs[blob] = data
         self._stage(kind, name, blob, base)

@@ -412,3 +412,31 @@ def test_all_digit_commit_prefix_resolves_when_no_such_version(registry, prompt_
     assert registry.resolve("greet@1").number == 1  # a version number wins when it exists
     with pytest.raises(NotFound, match="no version 99999"):
         registry.resolve("greet@99999")
+
+
+@pytest.mark.parametrize("count", [5, 300])  # 300 takes the parallel path
+def test_save_many_validates_all_and_stages_all_or_nothing(registry, prompt_text, count):
+    from promptrev.validation import PARALLEL_MIN_ITEMS
+
+    assert (count >= PARALLEL_MIN_ITEMS) == (count == 300)
+    items = [(f"team/p{i:03d}", variant(prompt_text, i)) for i in range(count)]
+    bad = list(items)
+    bad[1] = ("team/bad-yaml", "---\nname: [x\n---\nuser:\nhi\n")
+    bad[3] = ("team/bad-bytes", b"user:\n\xff")
+    before = state(registry)
+    with pytest.raises(ValidationFailed) as err:
+        with registry.transaction(message="bulk") as tx:
+            tx.save_many(bad)
+    files = [p["file"] for p in err.value.problems]
+    assert files == ["prompts/team/bad-yaml.prompty", "prompts/team/bad-bytes.prompty"]
+    assert "bad YAML" in err.value.problems[0]["message"]
+    assert err.value.problems[0]["line"] is not None
+    assert "not UTF-8" in err.value.problems[1]["message"]
+    assert state(registry) == before
+    items[2] = ("team/warned", prompt_text.replace("{{ who }}", "{{ who }} {{ extra }}"))
+    with registry.transaction(message="bulk") as tx:
+        tx.save_many(items)
+    assert len(tx.versions) == count and len({v.commit for v in tx.versions}) == 1
+    assert [w.message for w in tx.warnings] == [
+        "variable 'extra' is used but not declared in inputs"]
+    assert registry.get(f"team/p{count - 1:03d}").text == variant(prompt_text, count - 1)

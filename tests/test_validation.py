@@ -1,0 +1,51 @@
+"""Bulk validation on helper processes, and its fallback to this process."""
+
+import sys
+
+import pytest
+
+from promptrev import validation
+from promptrev.errors import ValidationFailed
+
+from .conftest import PROMPT
+
+ITEMS = [(f"p{i}", PROMPT) for i in range(validation.PARALLEL_MIN_ITEMS)]
+ITEMS[7] = ("bad", "---\nname: [x\n---\nuser:\nhi\n")
+
+
+@pytest.fixture
+def fresh_helpers():
+    validation._stop_helpers()
+    yield
+    validation._stop_helpers()
+
+
+def check(results):
+    assert len(results) == len(ITEMS)
+    assert all(error is None for i, (_, error) in enumerate(results) if i != 7)
+    error = results[7][1]
+    assert isinstance(error, ValidationFailed)
+    assert error.problems[0]["file"] == "prompts/bad.prompty" and error.problems[0]["line"]
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs 2+ cores")
+def test_helpers_check_in_parallel(fresh_helpers):
+    check(validation.check_many("prompt", ITEMS, 10**6))
+    helpers = validation._helpers
+    assert len(helpers) >= 2 and all(h.poll() is None for h in helpers)
+
+
+def test_helpers_that_cannot_start_fall_back(fresh_helpers, monkeypatch):
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    check(validation.check_many("prompt", ITEMS, 10**6))
+    assert validation._helpers == []
+
+
+@pytest.mark.skipif((__import__("os").cpu_count() or 1) < 2, reason="needs 2+ cores")
+def test_helpers_that_die_fall_back(fresh_helpers):
+    validation.check_many("prompt", ITEMS[:300], 10**6)
+    for helper in validation._helpers:
+        helper.kill()
+        helper.wait()
+    check(validation.check_many("prompt", ITEMS, 10**6))
+    assert validation._helpers == []  # not restarted after a failure
