@@ -43,6 +43,8 @@ from .validation import check_content, check_many
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUTHOR = "promptrev <promptrev@localhost>"
 INDEX_FILE = "promptrev-index.sqlite"
+MAINTAIN_EVERY_COMMITS = 500  # how often a writer asks Git whether to pack (git gc --auto)
+_NOT_SYNCED = "not synced"  # never a commit id; None is a real head (an empty repository)
 _REGISTRY_README = """\
 # promptrev registry
 
@@ -86,10 +88,11 @@ class Registry:
         self.engine = create_index_engine(index_url)
         self.index = IndexReader(self.engine)
         self.max_bytes = max_bytes
-        self._cache_head: str | None = "unset"
+        self._cache_head: str | None = _NOT_SYNCED
         self._resolved: dict[tuple[str | None, str], Version] = {}
         self._prompts: OrderedDict[str, Prompt] = OrderedDict()
         self._texts: OrderedDict[str, str] = OrderedDict()
+        self.commits_since_maintenance = 0
 
     # ---- lifecycle -----------------------------------------------------------------
     @classmethod
@@ -141,12 +144,12 @@ class Registry:
     def reindex(self) -> dict[str, int]:
         """Rebuild the index from Git from scratch; return row counts."""
         catch_up(self.store, self.engine, rebuild=True)
-        self._cache_head = "unset"
+        self._cache_head = _NOT_SYNCED
         return {name: len(rows) for name, rows in self.index.dump().items()}
 
     def fsck(self) -> dict[str, Any]:
         """Check Git objects, the index against a rebuild, and every current artifact."""
-        self._cache_head = "unset"
+        self._cache_head = _NOT_SYNCED
         return maintenance.check(self.store, self.engine)
 
     # ---- reading -------------------------------------------------------------------
@@ -515,6 +518,10 @@ class Transaction:
                 except RefMoved:
                     pass
                 else:
+                    reg.commits_since_maintenance += 1
+                    if reg.commits_since_maintenance >= MAINTAIN_EVERY_COMMITS:
+                        reg.commits_since_maintenance = 0
+                        store.maintain()
                     created: dict[str, list[dict]] = {}
                     known.sha = sha
                     catch_up(store, reg.engine, behind=True, created=created, known=known)

@@ -440,3 +440,35 @@ def test_save_many_validates_all_and_stages_all_or_nothing(registry, prompt_text
     assert [w.message for w in tx.warnings] == [
         "variable 'extra' is used but not declared in inputs"]
     assert registry.get(f"team/p{count - 1:03d}").text == variant(prompt_text, count - 1)
+
+
+def _object_files(path):
+    packs = list((Path(path) / "objects/pack").glob("*.pack"))
+    loose = list((Path(path) / "objects").glob("??/*"))
+    return packs, loose
+
+
+def test_git_maintenance_consolidates_packs_and_loose_objects(registry, prompt_text,
+                                                                monkeypatch):
+    import promptrev.registry as registry_module
+    from promptrev.storage.gitstore import FAST_IMPORT_MIN_BLOBS
+
+    for key, value in (("gc.autoPackLimit", "4"), ("gc.auto", "20"), ("gc.autoDetach", "false")):
+        git("config", key, value, cwd=registry.path)
+    for batch in range(6):  # each large transaction arrives as one pack
+        with registry.transaction(message=f"bulk {batch}") as tx:
+            tx.save_many([(f"b{batch}/p{i}", variant(prompt_text, i))
+                          for i in range(FAST_IMPORT_MIN_BLOBS)])
+    packs, _ = _object_files(registry.path)
+    assert len(packs) <= 4  # without maintenance there would be one per transaction
+    # Single saves ask too, every MAINTAIN_EVERY_COMMITS commits. (Whether Git then packs
+    # loose objects depends on its sample of objects/17/, so only the call is checked.)
+    calls = []
+    monkeypatch.setattr(registry_module, "MAINTAIN_EVERY_COMMITS", 3)
+    monkeypatch.setattr(type(registry.store), "maintain", lambda store: calls.append(1))
+    registry.commits_since_maintenance = 0
+    for n in range(7):
+        registry.save("single", variant(prompt_text, 100 + n))
+    assert len(calls) == 2
+    assert registry.get("b5/p63").text == variant(prompt_text, 63)
+    assert registry.fsck()["ok"]
