@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Start a throwaway PostgreSQL on 127.0.0.1:55432 for the index tests; print its URL.
+# Start a throwaway PostgreSQL on a free loopback port for the index tests; print its URL.
 # Best effort: exits non-zero (and CI skips those tests) where it cannot be set up.
 set -euo pipefail
-PGPORT=55432
+PGPORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
