@@ -177,16 +177,6 @@ class GitStore:
             if a_blob != b_blob:
                 out.append(Change(prefix + name, a_blob, b_blob))
 
-    def commits_with_prefix(self, prefix: str) -> list[str]:
-        """Commit ids starting with a hex prefix (full ids; at most a few)."""
-        try:
-            obj = self.repo.revparse_single(prefix)
-        except (KeyError, ValueError, pygit2.GitError) as exc:
-            if "ambiguous" in str(exc).lower():
-                return [prefix, prefix]
-            return []
-        return [str(obj.id)] if isinstance(obj, pygit2.Commit) else []
-
     def _empty(self) -> pygit2.Tree:
         if self._empty_tree is None:
             self._empty_tree = self.repo.TreeBuilder().write()
