@@ -137,9 +137,13 @@ class Registry:
         head = self.store.head()
         if head != self._cache_head:
             catch_up(self.store, self.engine)
-            self._resolved.clear()
-            self._cache_head = head
+            self._caches_at(head)
         return head
+
+    def _caches_at(self, head: str | None) -> None:
+        """The index now reflects ``head``: drop resolutions made at any other head."""
+        self._resolved.clear()
+        self._cache_head = head
 
     def reindex(self) -> dict[str, int]:
         """Rebuild the index from Git from scratch; return row counts."""
@@ -171,10 +175,7 @@ class Registry:
         """A version and its text."""
         version = self.resolve(ref, kind)
         if version.deleted:
-            raise ArtifactDeleted(
-                f"{version.kind} '{version.name}' version {version.number} is a deletion; "
-                f"restore it with 'promptrev rollback {version.name} --to "
-                f"{version.number - 1}'")
+            raise _deleted(version)
         warnings: tuple = ()
         if version.kind == "prompt":
             warnings = tuple(self._prompt(version).warnings)
@@ -184,7 +185,7 @@ class Registry:
         """The parsed prompt of a reference (cached by content)."""
         version = self.resolve(ref, "prompt")
         if version.deleted:
-            self.get(ref, "prompt")
+            raise _deleted(version)
         return self._prompt(version)
 
     def render(self, ref: str | Reference, variables: dict[str, Any] | None = None
@@ -312,22 +313,21 @@ class Registry:
     # ---- internals -----------------------------------------------------------------
     def _resolve(self, ref: Reference) -> Version:
         art = self._artifact(ref)
+        labels = self.index.labels(art.id)
         if ref.selector is None:
             row = self.index.version(art.id, art.latest)
         elif ref.number is not None:
             row = self.index.version(art.id, ref.number) if ref.number >= 1 else None
             if row is None and ref.may_be_commit and self.index.commits_with_prefix(ref.selector):
-                row = self._by_label_or_commit(art, ref)
+                row = self._by_label_or_commit(art, ref, labels)
             if row is None:
                 raise NotFound(f"{art.kind} '{art.name}' has no version {ref.number} "
                                f"(versions 1..{art.latest})")
         else:
-            row = self._by_label_or_commit(art, ref)
-        labels = tuple(sorted(k for k, v in self.index.labels(art.id).items() if v == row.number))
-        return _version(row, labels)
+            row = self._by_label_or_commit(art, ref, labels)
+        return _version(row, tuple(sorted(k for k, v in labels.items() if v == row.number)))
 
-    def _by_label_or_commit(self, art, ref: Reference):
-        labels = self.index.labels(art.id)
+    def _by_label_or_commit(self, art, ref: Reference, labels: dict[str, int]):
         if ref.selector in labels:
             row = self.index.version(art.id, labels[ref.selector])
             if row is None:
@@ -383,6 +383,12 @@ class Registry:
             if len(self._prompts) > 512:
                 self._prompts.popitem(last=False)
         return prompt
+
+
+def _deleted(version: Version) -> ArtifactDeleted:
+    return ArtifactDeleted(
+        f"{version.kind} '{version.name}' version {version.number} is a deletion; restore it "
+        f"with 'promptrev rollback {version.name} --to {version.number - 1}'")
 
 
 def _default_index_url(path: str) -> str:
@@ -525,8 +531,7 @@ class Transaction:
                     created: dict[str, list[dict]] = {}
                     known.sha = sha
                     catch_up(store, reg.engine, behind=True, created=created, known=known)
-                    reg._resolved.clear()
-                    reg._cache_head = sha
+                    reg._caches_at(sha)
                     self.commit_sha = sha
                     self.versions = self._made_versions(sha, created.get(sha, []))
                     self._record_label_event(sha)
@@ -539,8 +544,7 @@ class Transaction:
     def _made_versions(self, sha: str, rows: list[dict]) -> list[Version]:
         info = self.registry.store.commit_info(sha)
         return [Version(r["kind"], r["name"], r["number"], sha, r["blob"], r["blob"] is None,
-                        info.author, info.email, info.message.strip(),
-                        int(info.time.timestamp()))
+                        info.author, info.email, info.message, info.timestamp)
                 for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
 
     def _changes(self, head: str) -> tuple[dict[str, str | None], KnownCommit]:
@@ -574,7 +578,7 @@ class Transaction:
                                        f"(labels: {', '.join(sorted(labels)) or 'none'})")
                     del labels[label]
                     continue
-                self._check_label_target(kind, name, art, version, changes)
+                self._check_label_target(kind, name, art, version)
                 labels[label] = version
             new = reg.store.write_blob(dump_label_map(labels).encode()) if labels else None
             if new != old_blob:
@@ -586,7 +590,7 @@ class Transaction:
         known = KnownCommit("", head, listed, {key: current.get(key) for key in keys})
         return changes, known
 
-    def _check_label_target(self, kind, name, art, version, changes) -> None:
+    def _check_label_target(self, kind, name, art, version) -> None:
         if art is None:
             raise NotFound(f"no {kind} named '{name}'")
         row = self.registry.index.version(art.id, version)

@@ -17,7 +17,6 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 import git
 import pygit2
@@ -69,7 +68,7 @@ class CommitInfo:
     author: str
     email: str
     message: str
-    time: datetime
+    timestamp: int
     parents: tuple[str, ...]
 
 
@@ -118,12 +117,11 @@ class GitStore:
         return str(entry.id) if entry.filemode != _TREE else None
 
     def commit_info(self, sha: str) -> CommitInfo:
-        """Author, message and time of a commit."""
+        """Author, message (stripped) and time (epoch seconds, UTC) of a commit."""
         commit = self.repo[sha]
         author = commit.author
-        when = datetime.fromtimestamp(author.time, timezone.utc)
-        return CommitInfo(str(commit.id), author.name, author.email, commit.message, when,
-                          tuple(str(p) for p in commit.parent_ids))
+        return CommitInfo(str(commit.id), author.name, author.email, commit.message.strip(),
+                          author.time, tuple(str(p) for p in commit.parent_ids))
 
     def first_parent_chain(self, head: str, stop: str | None) -> list[str] | None:
         """Commits from ``stop`` (exclusive) to ``head`` (inclusive), oldest first.

@@ -154,8 +154,8 @@ class _Applier:
         self.sha = sha
         self.seq += 1
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
-                             "email": info.email, "message": info.message.strip(),
-                             "timestamp": int(info.time.timestamp())})
+                             "email": info.email, "message": info.message,
+                             "timestamp": info.timestamp})
         content, label_changes = [], []
         changes = self.known.pop(sha, None)
         for change in changes if changes is not None else self.store.changes(sha):
