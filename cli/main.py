@@ -418,3 +418,6 @@ def fsck(ctx: Context, as_json: bool) -> None:
         click.echo("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")
     if not report["ok"]:
         sys.exit(1)
+
+
+from . import server_commands  # noqa: E402,F401  (registers serve, user, token, audit)

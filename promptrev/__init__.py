@@ -7,7 +7,17 @@ from .references import Reference, parse_reference
 from .registry import ArtifactSummary, Registry, Transaction
 
 __all__ = [
-    "ArtifactSummary", "LabelEvent", "Message", "Prompt", "PromptrevError", "Reference",
-    "Registry", "Snapshot", "Transaction", "Version", "parse_prompt", "parse_reference",
+    "ArtifactSummary", "Client", "LabelEvent", "Message", "Prompt", "PromptrevError",
+    "Reference", "Registry", "RemoteVersion", "Snapshot", "Transaction", "Version",
+    "parse_prompt", "parse_reference",
 ]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # The HTTP client (and httpx) load only when an application asks for them.
+    if name in ("Client", "RemoteVersion"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'promptrev' has no attribute {name!r}")

@@ -157,3 +157,38 @@ class LabelEvent:
         return {"kind": self.kind, "name": self.name, "label": self.label, "from": self.old,
                 "to": self.new, "commit": self.commit, "author": self.author,
                 "message": self.message, "time": self.time.isoformat()}
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One commit on ``main``: who did what, when, and why."""
+
+    seq: int
+    commit: str
+    author: str
+    email: str
+    message: str
+    time: datetime
+    versions: tuple[dict[str, Any], ...]
+    label_moves: tuple[dict[str, Any], ...]
+
+    @property
+    def action(self) -> str:
+        """What kind of write this was: create, save, delete, label, rollback, import…"""
+        if self.message.startswith("rollback"):
+            return "rollback"
+        if self.label_moves and not self.versions:
+            return "label"
+        if len(self.versions) > 1:
+            return "transaction"
+        if self.versions:
+            v = self.versions[0]
+            return "delete" if v["deleted"] else ("create" if v["version"] == 1 else "save")
+        return "other"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"seq": self.seq, "commit": self.commit, "author": self.author,
+                "email": self.email, "message": self.message, "time": self.time.isoformat(),
+                "action": self.action, "versions": list(self.versions),
+                "label_moves": list(self.label_moves)}

@@ -47,6 +47,34 @@ class AmbiguousReference(PromptrevError):
     code = "ambiguous_reference"
 
 
+class InvalidRequest(PromptrevError):
+    """A request whose parameters or body are missing or malformed."""
+
+    status = 400
+    code = "invalid_request"
+
+
+class Unauthorized(PromptrevError):
+    """No credentials, or credentials that are wrong, expired or revoked."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(PromptrevError):
+    """Known user, but their role does not allow this action."""
+
+    status = 403
+    code = "forbidden"
+
+
+class PreconditionRequired(PromptrevError):
+    """An update that does not say which version it was based on."""
+
+    status = 428
+    code = "precondition_required"
+
+
 class NotFound(PromptrevError):
     """A missing artifact, version, label or commit."""
 
@@ -105,3 +133,25 @@ class StorageError(PromptrevError):
 
     status = 500
     code = "storage_error"
+
+
+def error_from_dict(data: dict[str, Any], status: int) -> PromptrevError:
+    """Rebuild an error from the JSON error shape (what HTTP clients receive)."""
+    body = data.get("error") if isinstance(data.get("error"), dict) else {}
+    code, message = body.get("code", "error"), body.get("message", f"HTTP {status}")
+    cls = next((c for c in _all_errors() if c.code == code), PromptrevError)
+    exc = cls.__new__(cls)
+    PromptrevError.__init__(exc, message, details=body.get("details") or {})
+    exc.status = status
+    if isinstance(exc, ValidationFailed):
+        exc.problems = exc.details.get("problems", [])
+    return exc
+
+
+def _all_errors() -> list[type[PromptrevError]]:
+    found, todo = [], [PromptrevError]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found

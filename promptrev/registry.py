@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .artifacts import KINDS, LabelEvent, Snapshot, Version
+from .artifacts import KINDS, AuditEntry, LabelEvent, Snapshot, Version
 from .diffing import Diff, dataset_diff, prompt_diff, text_diff
 from .errors import (
     AmbiguousReference,
@@ -194,10 +194,10 @@ class Registry:
         return self.prompt(ref).render(variables)
 
     def list(self, prefix: str | None = None, *, kind: str | None = None,
-             include_deleted: bool = False) -> list[ArtifactSummary]:
-        """Artifacts whose name starts with ``prefix``."""
+             include_deleted: bool = False, query: str | None = None) -> list[ArtifactSummary]:
+        """Artifacts whose name starts with ``prefix`` (and contains ``query``, any case)."""
         self.sync()
-        rows = self.index.listing(prefix, kind, include_deleted)
+        rows = self.index.listing(prefix, kind, include_deleted, query)
         labels = self.index.label_map([r.id for r in rows])
         return [ArtifactSummary(r.kind, r.name, r.latest, r.deleted, labels.get(r.id, {}),
                                 r.author, _utc(r.timestamp), r.message) for r in rows]
@@ -228,6 +228,26 @@ class Registry:
         return [LabelEvent(r.kind, r.name, r.label, r.old, r.new, r.sha, r.author,
                            r.message, _utc(r.timestamp))
                 for r in self.index.label_events(art_id, limit)]
+
+    def audit(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
+        """Every write on ``main``, newest first: versions made and labels moved, by whom.
+
+        ``before`` pages back: pass the ``seq`` of the oldest entry already shown.
+        """
+        self.sync()
+        commits = self.index.commits(max(1, min(limit, 1000)), before)
+        versions, events = self.index.changes_in([c.seq for c in commits])
+        made: dict[int, list[dict]] = {}
+        for seq, kind, name, number, deleted in versions:
+            made.setdefault(seq, []).append(
+                {"kind": kind, "name": name, "version": number, "deleted": bool(deleted)})
+        moved: dict[int, list[dict]] = {}
+        for seq, kind, name, label, old, new in events:
+            moved.setdefault(seq, []).append(
+                {"kind": kind, "name": name, "label": label, "from": old, "to": new})
+        return [AuditEntry(c.seq, c.sha, c.author, c.email, c.message, _utc(c.timestamp),
+                           tuple(made.get(c.seq, ())), tuple(moved.get(c.seq, ())))
+                for c in commits]
 
     def diff(self, ref_a: str, ref_b: str, variables: dict[str, Any] | None = None,
              kind: str | None = None) -> Diff:
@@ -299,16 +319,18 @@ class Registry:
         """
         kind = kind or self._artifact(parse_reference(name)).kind
         if label is not None:
+            what = f"rollback {name}@{label} to {to}"
             return self.set_label(name, label, to, kind=kind, author=author,
-                                  message=message or f"rollback {name}@{label} to {to}")
+                                  message=f"{what}: {message}" if message else what)
         old = self.resolve(f"{name}@{to}", kind)
         if old.deleted:
             raise ValidationFailed(f"{kind} '{name}' version {to} is a deletion; "
                                    "roll back to a version with content")
         text = self._text(old.blob)
         current = self.resolve(name, kind)
+        what = f"rollback {name} to version {to}"
         return self.save(name, text, kind=kind, author=author, base=current.number,
-                         message=message or f"rollback {name} to version {to}")
+                         message=f"{what}: {message}" if message else what)
 
     # ---- internals -----------------------------------------------------------------
     def _resolve(self, ref: Reference) -> Version:

@@ -48,3 +48,62 @@ def prompt_text() -> str:
 def variant(text: str, n: int) -> str:
     """A different but valid prompt text."""
     return text.replace("You are friendly.", f"You are friendly (variant {n}).")
+
+
+class ServerEnv:
+    """A real app on a tmp registry with one user (and token) per role."""
+
+    def __init__(self, app, settings):
+        self.app = app
+        self.settings = settings
+        self.accounts = app.extensions["promptrev"].accounts
+        self.tokens: dict[str, str] = {}
+        for role in ("viewer", "editor", "admin"):
+            if role != "admin":
+                self.accounts.add_user(role, role, password=f"{role}-pw")
+            self.tokens[role] = self.accounts.create_token(role, "tests")[0]
+        self.client = app.test_client()
+
+    def headers(self, role: str = "admin", **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[role]}", **extra}
+
+    def api(self, method: str, path: str, role: str | None = "admin", headers=None, **kw):
+        all_headers = self.headers(role) if role else {}
+        all_headers.update(headers or {})
+        return self.client.open("/api/v1" + path, method=method, headers=all_headers, **kw)
+
+    def login(self, role: str = "admin", client=None):
+        """A test client with a logged-in session (through the real login form)."""
+        client = client or self.app.test_client()
+        token = csrf_token(client.get("/login").get_data(as_text=True))
+        password = "admin-pw" if role == "admin" else f"{role}-pw"
+        response = client.post("/login", data={"name": role, "password": password,
+                                                "csrf_token": token})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return client
+
+
+def csrf_token(page: str) -> str:
+    import re
+
+    match = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+def make_server_env(tmp_path: Path, **settings_kw) -> ServerEnv:
+    from server import Settings, create_app, prepare
+
+    settings_kw.setdefault("seed_from", str(ROOT / "prompts"))
+    settings = Settings(registry=str(tmp_path / "reg"), **settings_kw)
+    prepare(settings, admin_password="admin-pw")
+    app = create_app(settings)
+    app.config["TESTING"] = True
+    return ServerEnv(app, settings)
+
+
+@pytest.fixture
+def server_env(tmp_path: Path):
+    env = make_server_env(tmp_path)
+    yield env
+    env.app.extensions["promptrev"].close()

@@ -168,7 +168,7 @@ def create_index_engine(url: str) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine)
+    SQLModel.metadata.create_all(engine, tables=[T_STATE, *(m.__table__ for m in DERIVED)])
     with engine.begin() as conn:
         if conn.execute(sa.select(T_STATE.c.id)).first() is None:
             conn.execute(T_STATE.insert().values(id=1, head=None,
@@ -306,7 +306,8 @@ class IndexReader:
                 out.setdefault(r.artifact_id, {})[r.name] = r.version
         return out
 
-    def listing(self, prefix: str | None, kind: str | None, include_deleted: bool) -> list:
+    def listing(self, prefix: str | None, kind: str | None, include_deleted: bool,
+                query: str | None = None) -> list:
         """Artifacts with the commit of their latest version."""
         stmt = sa.select(T_ARTIFACT, T_COMMIT.c.sha, T_COMMIT.c.author, T_COMMIT.c.timestamp,
                          T_COMMIT.c.message).join(
@@ -316,6 +317,9 @@ class IndexReader:
             stmt = stmt.where(T_ARTIFACT.c.name.startswith(prefix, autoescape=True))
         if kind:
             stmt = stmt.where(T_ARTIFACT.c.kind == kind)
+        if query:
+            stmt = stmt.where(sa.func.lower(T_ARTIFACT.c.name).contains(query.lower(),
+                                                                         autoescape=True))
         if not include_deleted:
             stmt = stmt.where(T_ARTIFACT.c.deleted.is_(False))
         return self._all(stmt)
@@ -335,6 +339,27 @@ class IndexReader:
         if artifact_id is not None:
             stmt = stmt.where(T_EVENT.c.artifact_id == artifact_id)
         return self._all(stmt)
+
+    def commits(self, limit: int, before_seq: int | None = None) -> list:
+        """Commits on ``main``, newest first (for the audit log)."""
+        stmt = sa.select(T_COMMIT).order_by(T_COMMIT.c.seq.desc()).limit(limit)
+        if before_seq is not None:
+            stmt = stmt.where(T_COMMIT.c.seq < before_seq)
+        return self._all(stmt)
+
+    def changes_in(self, seqs: list[int]) -> tuple[list, list]:
+        """Versions and label moves made by the given commits."""
+        if not seqs:
+            return [], []
+        versions = sa.select(T_VERSION.c.commit_seq, T_ARTIFACT.c.kind, T_ARTIFACT.c.name,
+                             T_VERSION.c.number, T_VERSION.c.deleted).join(
+            T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).where(
+            T_VERSION.c.commit_seq.in_(seqs)).order_by(T_VERSION.c.id)
+        events = sa.select(T_EVENT.c.commit_seq, T_ARTIFACT.c.kind, T_ARTIFACT.c.name,
+                           T_EVENT.c.label, T_EVENT.c.old, T_EVENT.c.new).join(
+            T_ARTIFACT, T_EVENT.c.artifact_id == T_ARTIFACT.c.id).where(
+            T_EVENT.c.commit_seq.in_(seqs)).order_by(T_EVENT.c.id)
+        return self._all(versions), self._all(events)
 
     def dump(self) -> dict[str, list[tuple]]:
         """Every Git-derived row, keyed by natural keys (for rebuilt == incremental checks)."""

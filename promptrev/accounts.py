@@ -1,0 +1,336 @@
+"""Accounts: users with roles, API tokens and passwords, and what each role may do.
+
+Accounts are not artifacts: they live in their own tables (their own SQLite file by
+default), which ``reindex`` never touches. Passwords are scrypt hashes; API tokens are
+shown once and stored as SHA-256 digests (tokens are 256 random bits, so a fast hash is
+the right one). Token lookups are cached per process and the cache is dropped whenever a
+``generation`` counter, bumped by every account change, has moved: a revoked token is
+refused on the very next request, in every worker.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+from .errors import Conflict, Forbidden, InvalidName, NotFound, Unauthorized
+
+ROLES = ("viewer", "editor", "admin")
+TOKEN_PREFIX = "prv_"
+_USER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}
+
+# What each action needs; the server and the CLI ask ``require`` rather than compare roles.
+PERMISSIONS = {
+    "read": "viewer",
+    "write": "editor",  # save, delete, restore, rollback by content, unprotected labels
+    "move_protected_label": "admin",
+    "manage_accounts": "admin",
+}
+
+
+class AccountState(SQLModel, table=True):
+    """One row: bumped by every account change, so caches know when to drop."""
+
+    __tablename__ = "account_state"
+    id: int = Field(default=1, primary_key=True)
+    generation: int = 0
+
+
+class UserRow(SQLModel, table=True):
+    """A person (or a service) that can log in or hold tokens."""
+
+    __tablename__ = "account_user"
+    id: int = Field(primary_key=True)
+    name: str = Field(unique=True, max_length=64)
+    email: str = Field(max_length=255)
+    role: str = Field(max_length=16)
+    password_hash: Optional[str] = None
+    disabled: bool = False
+    created: int
+
+
+class TokenRow(SQLModel, table=True):
+    """An API token: only its digest is stored."""
+
+    __tablename__ = "account_token"
+    id: int = Field(primary_key=True)
+    user_id: int = Field(foreign_key="account_user.id", index=True)
+    label: str = Field(max_length=100)
+    prefix: str = Field(max_length=16)
+    digest: str = Field(unique=True, max_length=64)
+    created: int
+    revoked: Optional[int] = None
+
+
+_TABLES = [AccountState.__table__, UserRow.__table__, TokenRow.__table__]
+T_STATE, T_USER, T_TOKEN = _TABLES
+
+
+@dataclass(frozen=True)
+class User:
+    """An authenticated account."""
+
+    id: int
+    name: str
+    email: str
+    role: str
+    disabled: bool = False
+
+    @property
+    def author(self) -> str:
+        """The Git author line of this user's commits."""
+        return f"{self.name} <{self.email}>"
+
+    def may(self, action: str) -> bool:
+        """Whether this user's role allows ``action`` (see ``PERMISSIONS``)."""
+        return ROLES.index(self.role) >= ROLES.index(PERMISSIONS[action])
+
+    def require(self, action: str, what: str | None = None) -> None:
+        """Raise :class:`Forbidden` unless the role allows ``action``."""
+        if not self.may(action):
+            needed = PERMISSIONS[action]
+            raise Forbidden(f"user '{self.name}' is a {self.role}; {what or action} needs "
+                            f"the {needed} role", details={"role": self.role, "needs": needed})
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict (never secrets)."""
+        return {"name": self.name, "email": self.email, "role": self.role,
+                "disabled": self.disabled}
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """What may be shown about a token after creation: never the token itself."""
+
+    id: int
+    user: str
+    label: str
+    prefix: str
+    created: int
+    revoked: int | None
+
+    def to_dict(self) -> dict:
+        """Return a JSON-ready dict."""
+        return {"id": self.id, "user": self.user, "label": self.label, "prefix": self.prefix,
+                "created": self.created, "revoked": self.revoked}
+
+
+def check_label_move(user: User, label: str, protected: tuple[str, ...] | frozenset) -> None:
+    """Editors move ordinary labels; only admins move protected ones (``production``)."""
+    user.require("write", f"moving label '{label}'")
+    if label in protected:
+        user.require("move_protected_label", f"moving protected label '{label}'")
+
+
+def hash_password(password: str) -> str:
+    """An scrypt hash with a random salt, in a self-describing format."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **_SCRYPT)
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Constant-time check of ``password`` against a stored hash."""
+    try:
+        algo, n, r, p, salt, digest = (stored or "").split("$")
+    except ValueError:
+        return False
+    if algo != "scrypt":
+        return False
+    got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
+                         p=int(p))
+    return hmac.compare_digest(got.hex(), digest)
+
+
+def token_digest(token: str) -> str:
+    """SHA-256 of a token, as stored."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_accounts_engine(url: str) -> Engine:
+    """Engine for the account tables (created if missing)."""
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+
+        @sa.event.listens_for(engine, "connect")
+        def _wal(dbapi_conn, _record):
+            dbapi_conn.execute("PRAGMA journal_mode=WAL")
+    else:
+        engine = sa.create_engine(url, pool_pre_ping=True)
+    SQLModel.metadata.create_all(engine, tables=_TABLES)
+    with engine.begin() as conn:
+        if conn.execute(sa.select(T_STATE.c.id)).first() is None:
+            conn.execute(T_STATE.insert().values(id=1, generation=0))
+    return engine
+
+
+class Accounts:
+    """Users and tokens in SQL; safe to share between threads of one process."""
+
+    def __init__(self, url: str):
+        self.engine = create_accounts_engine(url)
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._by_digest: dict[str, User] = {}
+
+    def close(self) -> None:
+        """Release connections."""
+        self.engine.dispose()
+
+    # ---- users ---------------------------------------------------------------------
+    def add_user(self, name: str, role: str, *, email: str | None = None,
+                 password: str | None = None) -> User:
+        """Create a user; the name must be new."""
+        if not _USER_NAME.match(name or ""):
+            raise InvalidName(f"invalid user name {name!r}: use letters, digits, '.', '_', "
+                              "'-' (at most 64, starting with a letter or digit)")
+        _check_role(role)
+        with self._writing() as conn:
+            if conn.execute(sa.select(T_USER.c.id).where(T_USER.c.name == name)).first():
+                raise Conflict(f"user '{name}' already exists")
+            conn.execute(T_USER.insert().values(
+                name=name, email=email or f"{name}@localhost", role=role, disabled=False,
+                password_hash=hash_password(password) if password else None,
+                created=int(time.time())))
+        return self.user(name)
+
+    def user(self, name: str) -> User:
+        """A user by name."""
+        row = self._row(T_USER.c.name == name)
+        if row is None:
+            raise NotFound(f"no user '{name}'")
+        return _user(row)
+
+    def user_by_id(self, user_id: int) -> User | None:
+        """A user by id, or None."""
+        row = self._row(T_USER.c.id == user_id)
+        return _user(row) if row else None
+
+    def users(self) -> list[User]:
+        """Every user, by name."""
+        with self.engine.connect() as conn:
+            return [_user(r) for r in conn.execute(sa.select(T_USER).order_by(T_USER.c.name))]
+
+    def count(self) -> int:
+        """How many users exist."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.count()).select_from(T_USER)).scalar()
+
+    def update_user(self, name: str, *, role: str | None = None, password: str | None = None,
+                    disabled: bool | None = None) -> User:
+        """Change a user's role, password or disabled flag."""
+        values: dict = {}
+        if role is not None:
+            _check_role(role)
+            values["role"] = role
+        if password is not None:
+            values["password_hash"] = hash_password(password)
+        if disabled is not None:
+            values["disabled"] = disabled
+        self.user(name)
+        with self._writing() as conn:
+            conn.execute(T_USER.update().where(T_USER.c.name == name).values(**values))
+        return self.user(name)
+
+    def login(self, name: str, password: str) -> User:
+        """The user whose name and password match; one error for every failure."""
+        row = self._row(T_USER.c.name == name)
+        ok = verify_password(password, row.password_hash if row else None)
+        if row is None or not ok or row.disabled:
+            raise Unauthorized("wrong user name or password")
+        return _user(row)
+
+    # ---- tokens --------------------------------------------------------------------
+    def create_token(self, user: str, label: str = "api") -> tuple[str, TokenInfo]:
+        """Create a token for ``user``; the token itself is returned only here."""
+        owner = self.user(user)
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._writing() as conn:
+            result = conn.execute(T_TOKEN.insert().values(
+                user_id=owner.id, label=label[:100], prefix=token[:12],
+                digest=token_digest(token), created=int(time.time())))
+            token_id = result.inserted_primary_key[0]
+        return token, TokenInfo(token_id, owner.name, label[:100], token[:12],
+                                int(time.time()), None)
+
+    def tokens(self, user: str | None = None) -> list[TokenInfo]:
+        """Tokens (all, or one user's), newest first."""
+        stmt = sa.select(T_TOKEN, T_USER.c.name.label("user_name")).join(
+            T_USER, T_TOKEN.c.user_id == T_USER.c.id).order_by(T_TOKEN.c.id.desc())
+        if user:
+            stmt = stmt.where(T_USER.c.name == user)
+        with self.engine.connect() as conn:
+            return [TokenInfo(r.id, r.user_name, r.label, r.prefix, r.created, r.revoked)
+                    for r in conn.execute(stmt)]
+
+    def revoke_token(self, token_id: int, *, owner: str | None = None) -> TokenInfo:
+        """Revoke a token by id (only ``owner``'s, when given)."""
+        match = [t for t in self.tokens(owner) if t.id == token_id]
+        if not match:
+            raise NotFound(f"no token with id {token_id}" + (f" for user '{owner}'"
+                                                               if owner else ""))
+        with self._writing() as conn:
+            conn.execute(T_TOKEN.update().where(T_TOKEN.c.id == token_id).values(
+                revoked=int(time.time())))
+        return [t for t in self.tokens(owner) if t.id == token_id][0]
+
+    def authenticate(self, token: str) -> User:
+        """The user a bearer token belongs to; revoked, unknown or disabled: Unauthorized."""
+        digest = token_digest(token)
+        generation = self._current_generation()
+        with self._lock:
+            if generation != self._generation:
+                self._by_digest.clear()
+                self._generation = generation
+            user = self._by_digest.get(digest)
+        if user is None:
+            with self.engine.connect() as conn:
+                row = conn.execute(sa.select(T_USER).join(
+                    T_TOKEN, T_TOKEN.c.user_id == T_USER.c.id).where(
+                    T_TOKEN.c.digest == digest, T_TOKEN.c.revoked.is_(None))).first()
+            if row is None or row.disabled:
+                raise Unauthorized("invalid or revoked API token")
+            user = _user(row)
+            with self._lock:
+                if len(self._by_digest) > 10_000:
+                    self._by_digest.clear()
+                self._by_digest[digest] = user
+        return user
+
+    # ---- internals -----------------------------------------------------------------
+    def _current_generation(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(T_STATE.c.generation)).scalar()
+
+    def _row(self, where):
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(T_USER).where(where)).first()
+
+    @contextmanager
+    def _writing(self) -> Iterator:
+        """A write transaction that also bumps the generation (drops token caches)."""
+        with self.engine.begin() as conn:
+            conn.execute(T_STATE.update().values(generation=T_STATE.c.generation + 1))
+            yield conn
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise InvalidName(f"unknown role {role!r} (roles: {', '.join(ROLES)})")
+
+
+def _user(row) -> User:
+    return User(row.id, row.name, row.email, row.role, bool(row.disabled))

@@ -1,0 +1,90 @@
+"""The promptrev server: ``create_app(settings)`` builds a Flask app on a registry.
+
+Blueprints: ``api`` (JSON under ``/api/v1``) and ``web`` (pages). ``prepare`` makes a
+fresh machine ready before any worker starts: registry, seed prompts, session key and a
+first admin account, so the server never runs open to writes by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+
+from flask import Flask
+from flask_wtf.csrf import CSRFProtect
+
+from promptrev.accounts import Accounts
+from promptrev.importing import import_folder
+from promptrev.registry import Registry
+
+from .settings import Settings
+
+__all__ = ["Settings", "create_app", "prepare"]
+TEMPLATES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "templates")
+csrf = CSRFProtect()
+
+
+@dataclass
+class Prepared:
+    """What ``prepare`` did, for the operator to read."""
+
+    settings: Settings
+    created_registry: bool = False
+    seeded: int = 0
+    admin_password: str | None = None
+
+
+def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepared:
+    """Create what is missing: the registry (seeded), the session key, a first admin."""
+    out = Prepared(settings)
+    if not os.path.exists(os.path.join(settings.registry, "HEAD")):
+        reg = Registry.init(settings.registry, index_url=settings.index_url,
+                            max_bytes=settings.max_bytes)
+        out.created_registry = True
+        if settings.seed_from and os.path.isdir(settings.seed_from):
+            report = import_folder(reg, settings.seed_from, message="import starter library",
+                                   author="promptrev <promptrev@localhost>")
+            out.seeded = len(report.created)
+        reg.close()
+    settings = settings.resolved()
+    out.settings = settings
+    accounts = Accounts(settings.accounts_url)
+    try:
+        if accounts.count() == 0:
+            password = admin_password or secrets.token_urlsafe(12)
+            accounts.add_user("admin", "admin", password=password)
+            out.admin_password = None if admin_password else password
+    finally:
+        accounts.close()
+    return out
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app on an existing registry (see :func:`prepare`)."""
+    from . import api, errors, web
+    from .auth import login_manager
+    from .state import ServerState
+
+    settings = (settings or Settings.from_env()).resolved()
+    app = Flask(__name__, template_folder=TEMPLATES)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.cookie_secure,
+        REMEMBER_COOKIE_SAMESITE="Lax",
+        WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["promptrev"] = ServerState(settings)
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    csrf.exempt(api.bp)  # the API takes bearer tokens only, never cookies
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)
+    errors.install(app)
+    web.install_filters(app)
+    return app

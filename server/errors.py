@@ -1,0 +1,69 @@
+"""The one translation point from errors to HTTP: JSON for programs, a page for people.
+
+Every error a client sees has the shape ``{"error": {"code", "message", "details"}}``;
+unexpected exceptions are logged here and answered with a generic 500, never a trace.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from promptrev.errors import PromptrevError
+
+from .state import json_bytes
+
+log = logging.getLogger("promptrev.server")
+_JSON_PREFIXES = ("/api/", "/v1/")
+
+
+def _wants_json() -> bool:
+    return request.path.startswith(_JSON_PREFIXES)
+
+
+def error_response(status: int, code: str, message: str, details: dict | None = None
+                   ) -> Response:
+    """Answer an error in the shape the caller expects."""
+    payload = {"error": {"code": code, "message": message, "details": details or {}}}
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="promptrev"'
+    if _wants_json():
+        return Response(json_bytes(payload), status, headers, mimetype="application/json")
+    html = render_template("error.html", status=status, code=code, message=message,
+                           details=details or {})
+    return Response(html, status, headers, mimetype="text/html")
+
+
+def install(app: Flask) -> None:
+    """Register the handlers."""
+
+    @app.errorhandler(PromptrevError)
+    def _promptrev(exc: PromptrevError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(CSRFError)
+    def _csrf(exc: CSRFError) -> Response:
+        return error_response(400, "csrf_failed", f"form refused: {exc.description} "
+                              "(reload the page and try again)")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> Response:
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            code, message = "too_large", (f"request body is larger than the limit of "
+                                          f"{app.config['MAX_CONTENT_LENGTH']} bytes")
+        response = error_response(exc.code or 500, code, message)
+        if exc.code == 405 and getattr(exc, "valid_methods", None):
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error; the details "
+                              "are in the server log")

@@ -1,0 +1,197 @@
+"""The OpenAPI 3.0 document of ``/api/v1`` (served at ``/api/v1/openapi.json``).
+
+Written as data next to the views it describes; ``tests/test_api.py`` checks that every
+API route is documented and every documented route exists, and the fuzz test checks the
+responses against these schemas.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from promptrev import __version__
+
+_STR = {"type": "string"}
+_INT = {"type": "integer"}
+_NULL_INT = {"type": "integer", "nullable": True}
+
+
+def _obj(required: list[str], **props: Any) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _q(name: str, description: str, required: bool = False, schema: dict | None = None
+       ) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": required, "description": description,
+            "schema": schema or {"type": "string", "minLength": 1}}
+
+
+_NAME = _q("name", "artifact name, e.g. `support/reply`", True)
+_KIND = _q("kind", "artifact kind", schema={"type": "string", "enum": ["prompt", "dataset"]})
+_IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
+             "description": 'the version the change is based on, e.g. `"3"`',
+             "schema": {"type": "string", "pattern": '^"?[0-9]{1,9}"?$'}}
+_IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
+                  "description": "an ETag from an earlier answer: 304 when unchanged",
+                  "schema": _STR}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _ok(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_ERRORS = {"400": _error("invalid request, name or reference"),
+           "401": _error("missing, invalid or revoked token"),
+           "404": _error("no such artifact, version or label"),
+           "410": _error("the artifact is deleted"),
+           "413": _error("request too large"),
+           "422": _error("invalid artifact content or render error")}
+_WRITE_ERRORS = {**_ERRORS, "403": _error("the user's role does not allow this"),
+                 "409": _error("conflict: the artifact changed since the base version"),
+                 "428": _error("update without If-Match"),
+                 "503": _error("registry busy")}
+
+
+def _read(summary: str, params: list, schema: dict, etag: bool = True) -> dict[str, Any]:
+    responses = {"200": _ok(schema), **_ERRORS}
+    if etag:
+        params = [*params, _IF_NONE_MATCH]
+        responses["304"] = {"description": "not modified (If-None-Match matched the ETag)"}
+    return {"get": {"summary": summary, "parameters": params, "responses": responses}}
+
+
+def _write(method: str, summary: str, params: list, body: dict | None, schema: dict,
+           extra: dict | None = None) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "parameters": params,
+                          "responses": {"200": _ok(schema), **(extra or {}), **_WRITE_ERRORS}}
+    if body is not None:
+        op["requestBody"] = {"required": True,
+                             "content": {"application/json": {"schema": body}}}
+    return {method: op}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": _obj(["error"], error=_obj(["code", "message", "details"], code=_STR,
+                                        message=_STR, details={"type": "object"})),
+    "Version": _obj(["kind", "name", "version", "commit", "deleted", "author", "message",
+                     "time", "labels"],
+                    kind=_STR, name=_STR, version=_INT, commit=_STR,
+                    blob={"type": "string", "nullable": True}, deleted={"type": "boolean"},
+                    author=_STR, email=_STR, message=_STR, time=_STR,
+                    labels={"type": "array", "items": _STR}),
+    "Snapshot": {"allOf": [_ref("Version"), _obj(["text", "warnings"], text=_STR, warnings={
+        "type": "array", "items": {"type": "object"}})]},
+    "Summary": _obj(["kind", "name", "latest", "deleted", "labels"], kind=_STR, name=_STR,
+                    latest=_INT, deleted={"type": "boolean"},
+                    labels={"type": "object", "additionalProperties": _INT}, author=_STR,
+                    time=_STR, message=_STR),
+    "LabelEvent": _obj(["kind", "name", "label", "from", "to", "commit"], kind=_STR,
+                       name=_STR, label=_STR, commit=_STR, author=_STR, message=_STR,
+                       time=_STR, **{"from": _NULL_INT, "to": _NULL_INT}),
+    "Diff": _obj(["left", "right", "text", "fields", "contract_changes"], left=_STR,
+                 right=_STR, text=_obj(["unified", "rows", "added", "removed"], unified=_STR,
+                                       rows={"type": "array"}, added=_INT, removed=_INT),
+                 fields={"type": "array"}, contract_changes={"type": "array"},
+                 rendered={"type": "object", "nullable": True}, cases={"type": "array"}),
+    "AuditEntry": _obj(["seq", "commit", "author", "message", "time", "action", "versions",
+                        "label_moves"], seq=_INT, commit=_STR, author=_STR, email=_STR,
+                       message=_STR, time=_STR, action=_STR, versions={"type": "array"},
+                       label_moves={"type": "array"}),
+}
+
+
+@functools.lru_cache(maxsize=1)
+def openapi_document() -> dict[str, Any]:
+    """The OpenAPI document (built once)."""
+    label_q = _q("label", "label name, e.g. `production`", True)
+    labels_schema = _obj(["name", "labels"], name=_STR, labels={
+        "type": "object", "additionalProperties": _INT}, protected={"type": "array"})
+    label_result = _obj(["name", "label"], name=_STR, label=_STR, version=_INT,
+                        event={"allOf": [_ref("LabelEvent")], "nullable": True})
+    paths = {
+        "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
+                                         "responses": {"200": _ok({"type": "object"})}}},
+        "/api/v1/me": _read("The caller's account", [], _obj(["user"], user=_obj(
+            ["name", "role"], name=_STR, email=_STR, role=_STR,
+            disabled={"type": "boolean"})), etag=False),
+        "/api/v1/artifacts": _read("List or search artifacts", [
+            _q("q", "part of the name, any case"), _q("prefix", "folder prefix"), _KIND,
+            _q("deleted", "include deleted artifacts", schema={
+                "type": "string", "enum": ["true", "false"]}),
+            _q("limit", "page size", schema={"type": "integer", "minimum": 1,
+                                             "maximum": 5000}),
+            _q("offset", "skip this many", schema={"type": "integer", "minimum": 0})],
+            _obj(["total", "artifacts"], total=_INT, offset=_INT,
+                 artifacts={"type": "array", "items": _ref("Summary")})),
+        "/api/v1/artifact": {
+            **_read("Get a version by reference", [
+                _q("ref", "`name`, `name@4`, `name@production` or `name@<commit>`", True),
+                _KIND], _ref("Snapshot")),
+            **_write("put", "Create (no If-Match) or update (If-Match: base version)",
+                     [_NAME, _KIND, _IF_MATCH], _obj(["text"], text=_STR, message=_STR,
+                                                     base={"type": "integer", "minimum": 0}),
+                     _ref("Version"), {"201": _ok(_ref("Version"), "created")}),
+            **_write("delete", "Delete (a new version; restorable)", [
+                _NAME, _KIND, _IF_MATCH, _q("message", "commit message")], None,
+                _ref("Version")),
+        },
+        "/api/v1/restore": _write("post", "Restore a deleted or old version as a new version",
+                                  [], _obj(["name"], name=_STR, kind=_STR, version=_INT,
+                                           message=_STR), _ref("Version")),
+        "/api/v1/versions": _read("History of an artifact, newest first", [_NAME, _KIND],
+                                  _obj(["name", "versions", "labels"], name=_STR,
+                                       versions={"type": "array", "items": _ref("Version")},
+                                       labels={"type": "object"})),
+        "/api/v1/diff": _read("Diff two references: text, fields, rendered", [
+            _q("a", "left reference", True), _q("b", "right reference", True), _KIND,
+            _q("variables", "JSON object of variables for the rendered diff")],
+            _ref("Diff")),
+        "/api/v1/labels": {
+            **_read("Labels of an artifact", [_NAME, _KIND], labels_schema),
+            **_write("put", "Set or move a label", [_NAME, label_q, _KIND],
+                     _obj(["version"], version={"type": "integer", "minimum": 1},
+                          message=_STR), label_result),
+            **_write("delete", "Remove a label", [_NAME, label_q, _KIND,
+                                                   _q("message", "commit message")],
+                     None, label_result),
+        },
+        "/api/v1/label-events": _read("Label moves, newest first", [
+            _q("name", "one artifact (default: all)"), _KIND,
+            _q("limit", "at most", schema={"type": "integer", "minimum": 1, "maximum": 5000})],
+            _obj(["events"], events={"type": "array", "items": _ref("LabelEvent")})),
+        "/api/v1/audit": _read("Every write on main, newest first", [
+            _q("limit", "at most", schema={"type": "integer", "minimum": 1, "maximum": 1000}),
+            _q("before", "older than this seq", schema={"type": "integer", "minimum": 0})],
+            _obj(["entries"], entries={"type": "array", "items": _ref("AuditEntry")})),
+        "/api/v1/rollback": _write("post", "Roll back by label move or content restore", [],
+                                   _obj(["name", "to"], name=_STR, to={"type": "integer",
+                                                                       "minimum": 1},
+                                        label=_STR, kind=_STR, message=_STR),
+                                   _obj(["name", "to"], name=_STR, to=_INT,
+                                        label={"type": "string", "nullable": True},
+                                        result={"type": "object", "nullable": True})),
+        "/api/v1/render": _write("post", "Render a prompt version to chat messages", [],
+                                 _obj(["ref"], ref=_STR, variables={"type": "object"}),
+                                 _obj(["ref", "version", "messages"], ref=_STR, version=_INT,
+                                      messages={"type": "array", "items": _obj(
+                                          ["role", "content"], role=_STR, content=_STR)})),
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "promptrev", "version": __version__,
+                 "description": "Prompt registry: versions, diffs, labels, rollback."},
+        "components": {"schemas": _SCHEMAS, "securitySchemes": {
+            "token": {"type": "http", "scheme": "bearer"}}},
+        "security": [{"token": []}],
+        "paths": paths,
+    }

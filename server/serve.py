@@ -1,0 +1,48 @@
+"""Run the server: gunicorn with several sync workers, or Flask's reloader with ``--dev``.
+
+Each gunicorn worker builds its own app after the fork (no preloading), so no database
+connection or Git handle is ever shared between processes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from . import create_app
+from .settings import Settings
+
+
+def default_workers() -> int:
+    """Gunicorn's rule of thumb, 2 × cores + 1, capped at 8."""
+    return min(8, 2 * (os.cpu_count() or 1) + 1)
+
+
+def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
+        workers: int | None = None, dev: bool = False, access_log: bool = False) -> None:
+    """Serve until interrupted."""
+    if dev:
+        create_app(settings).run(host=host, port=port, debug=True, use_reloader=True,
+                                 threaded=True)
+        return
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):
+        def load_config(self) -> None:
+            options: dict[str, Any] = {
+                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "workers": workers or default_workers(),
+                "worker_class": "sync",
+                "timeout": 120,
+                "graceful_timeout": 10,
+                "preload_app": False,
+                "accesslog": "-" if access_log else None,
+                "limit_request_line": 8190,
+            }
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return create_app(settings)
+
+    _Gunicorn().run()

@@ -1,0 +1,79 @@
+"""Server settings: one dataclass, read from the environment only at the edge."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, replace
+
+from promptrev.registry import DEFAULT_MAX_BYTES
+
+ACCOUNTS_FILE = "promptrev-accounts.sqlite"
+SECRET_FILE = "promptrev-server-secret"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app factory needs; tests build one pointing at a tmp registry."""
+
+    registry: str = ".promptrev"
+    index_url: str | None = None
+    accounts_url: str | None = None
+    secret_key: str | None = None
+    anonymous_read: bool = False
+    protected_labels: tuple[str, ...] = ("production",)
+    max_bytes: int = DEFAULT_MAX_BYTES
+    seed_from: str | None = "prompts"
+    cookie_secure: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        """Settings from ``PROMPTREV_*`` variables; keyword overrides win."""
+        env = os.environ
+        values = {
+            "registry": env.get("PROMPTREV_REGISTRY", ".promptrev"),
+            "index_url": env.get("PROMPTREV_INDEX_URL") or None,
+            "accounts_url": env.get("PROMPTREV_ACCOUNTS_URL") or None,
+            "secret_key": env.get("PROMPTREV_SECRET_KEY") or None,
+            "anonymous_read": env.get("PROMPTREV_ANONYMOUS_READ", "") in ("1", "true", "yes"),
+            "protected_labels": tuple(
+                x.strip() for x in env.get("PROMPTREV_PROTECTED_LABELS", "production").split(",")
+                if x.strip()),
+            "max_bytes": int(env.get("PROMPTREV_MAX_BYTES", DEFAULT_MAX_BYTES)),
+            "seed_from": env.get("PROMPTREV_SEED", "prompts") or None,
+            "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "") in ("1", "true", "yes"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def resolved(self) -> Settings:
+        """Fill in defaults that live next to the registry (accounts DB, secret key)."""
+        accounts = self.accounts_url or "sqlite:///" + os.path.abspath(
+            os.path.join(self.registry, ACCOUNTS_FILE))
+        return replace(self, accounts_url=accounts,
+                       secret_key=self.secret_key or _secret(self.registry))
+
+    @property
+    def max_request_bytes(self) -> int:
+        """Largest request body accepted: the artifact limit plus room for JSON."""
+        return self.max_bytes + 1024 * 1024
+
+
+def _secret(registry: str) -> str:
+    """The session-signing key shared by every worker: created once, kept in the registry."""
+    path = os.path.join(registry, SECRET_FILE)
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race: use its key
+        with open(path) as f:
+            return f.read().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key

@@ -1,0 +1,364 @@
+"""Web pages: browse, history, side-by-side diff, edit, labels, rollback, audit, login.
+
+Reading works with JavaScript off (plain links and GET forms); every write is a POST form
+with a CSRF token, and label moves and rollbacks go through a confirmation page that
+shows exactly what will change.
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import datetime, timezone
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    flash,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask_login import current_user, login_user, logout_user
+
+from promptrev.accounts import User, check_label_move
+from promptrev.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from promptrev.names import validate_label, validate_name
+from promptrev.prompty import parse_prompt
+
+from .auth import SessionUser, state, web_user
+from .highlight import highlight_artifact, stylesheet
+
+bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
+KINDS = ("prompt", "dataset")
+
+
+def reader(view):
+    """Pages that need read access: a login, or anonymous reads when enabled."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        user = web_user()
+        if user is None:
+            return redirect(url_for("web.login", next=request.full_path))
+        return view(user, *args, **kwargs)
+
+    return wrapper
+
+
+def writer(view):
+    """Pages that write: a logged-in user (roles are checked per action)."""
+
+    @functools.wraps(view)
+    def wrapper(*args, **kwargs):
+        if not current_user.is_authenticated:
+            return redirect(url_for("web.login", next=request.full_path))
+        return view(current_user.user, *args, **kwargs)
+
+    return wrapper
+
+
+def _reg():
+    return state().registry
+
+
+def _kind() -> str:
+    kind = request.values.get("kind") or "prompt"
+    if kind not in KINDS:
+        raise InvalidRequest(f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
+    return kind
+
+
+def _need(name: str) -> str:
+    value = request.values.get(name, "").strip()
+    if not value:
+        raise InvalidRequest(f"'{name}' is required")
+    return value
+
+
+def _int(name: str, default: int | None = None) -> int | None:
+    value = request.values.get(name, "").strip()
+    if not value:
+        if default is None:
+            raise InvalidRequest(f"'{name}' is required")
+        return default
+    if not value.isdigit() or len(value) > 9:
+        raise InvalidRequest(f"'{name}' must be a version number, not {value[:20]!r}")
+    return int(value)
+
+
+# ---- browsing --------------------------------------------------------------------------
+@bp.get("/")
+@reader
+def index(user: User) -> str:
+    """Artifact list: folders, search, labels."""
+    query = request.args.get("q", "").strip()[:255] or None
+    prefix = request.args.get("prefix", "").strip().strip("/")
+    kind = request.args.get("kind") or None
+    if kind not in (None, *KINDS):
+        kind = None
+    rows = _reg().list(prefix + "/" if prefix else None, kind=kind, query=query)
+    folders: dict[str, int] = {}
+    items = []
+    for row in rows:
+        rest = row.name[len(prefix) + 1:] if prefix else row.name
+        if "/" in rest and not query:
+            folder = rest.split("/", 1)[0]
+            folders[folder] = folders.get(folder, 0) + 1
+        else:
+            items.append(row)
+    crumbs = []
+    if prefix:
+        parts = prefix.split("/")
+        crumbs = [("/".join(parts[: i + 1]), part) for i, part in enumerate(parts)]
+    return render_template("index.html", user=user, rows=items, folders=sorted(folders.items()),
+                           prefix=prefix, query=query or "", kind=kind, crumbs=crumbs,
+                           total=len(rows))
+
+
+@bp.get("/a/<path:name>")
+@reader
+def artifact(user: User, name: str) -> str:
+    """Artifact page: content, inputs and parameters, history timeline with labels."""
+    reg, kind = _reg(), _kind()
+    history = reg.history(name, kind)
+    selected = _int("v", history[0].number)
+    version = next((v for v in history if v.number == selected), None)
+    if version is None:
+        raise NotFound(f"{kind} '{name}' has no version {selected} "
+                       f"(versions 1..{history[0].number})")
+    text = prompt = None
+    if not version.deleted:
+        text = reg.get(f"{name}@{version.number}", kind).text
+        if kind == "prompt":
+            prompt = parse_prompt(text, f"{name}.prompty")
+    labels = reg.labels(name, kind)
+    return render_template(
+        "artifact.html", user=user, name=name, kind=kind, version=version, history=history,
+        text=text, highlighted=highlight_artifact(text, kind) if text is not None else None,
+        prompt=prompt, labels=labels, protected=state().protected_labels,
+        latest=history[0].number)
+
+
+@bp.get("/diff")
+@reader
+def diff(user: User) -> str:
+    """Side-by-side diff of two versions: field changes on top, then text, then rendered."""
+    name, kind = _need("name"), _kind()
+    a, b = _int("a"), _int("b")
+    if a == b:
+        raise InvalidRequest("pick two different versions to compare")
+    if a > b:
+        a, b = b, a
+    result = _reg().diff(f"{name}@{a}", f"{name}@{b}", kind=kind)
+    return render_template("diff.html", user=user, name=name, kind=kind, a=a, b=b,
+                           diff=result, history=_reg().history(name, kind))
+
+
+@bp.get("/audit")
+@reader
+def audit(user: User) -> str:
+    """Every write, label move and rollback: who, when, why."""
+    before = _int("before", 0) or None
+    entries = _reg().audit(100, before)
+    return render_template("audit.html", user=user, entries=entries,
+                           older=entries[-1].seq if len(entries) == 100 else None)
+
+
+@bp.get("/highlight.css")
+def highlight_css() -> Response:
+    """Pygments styles."""
+    return Response(stylesheet(), mimetype="text/css",
+                    headers={"Cache-Control": "public, max-age=86400"})
+
+
+# ---- editing ---------------------------------------------------------------------------
+@bp.route("/edit", methods=["GET", "POST"])
+@writer
+def edit(user: User) -> str | Response:
+    """Edit with a commit message; a conflicting edit shows the other change, loses none."""
+    reg, kind = _reg(), _kind()
+    creating = request.values.get("new") == "1"
+    name = request.values.get("name", "").strip()
+    conflict = None
+    if request.method == "POST":
+        user.require("write", "saving")
+        name = validate_name(_need("name"))
+        text = request.form.get("text", "").replace("\r\n", "\n")
+        base = _int("base", 0)
+        message = request.form.get("message", "").strip() or f"save {name}"
+        try:
+            version = reg.save(name, text, message=message, author=user.author, base=base,
+                               kind=kind)
+        except Conflict as exc:
+            conflict = exc
+            base = exc.details.get("current", base)
+        else:
+            flash(f"saved {name} as version {version.number}")
+            return redirect(url_for("web.artifact", name=name, kind=kind, v=version.number))
+    elif creating:
+        text, base = _NEW_PROMPT if kind == "prompt" else "", 0
+    else:
+        name = _need("name")
+        current = reg.resolve(name, kind)
+        base = current.number
+        text = "" if current.deleted else reg.get(f"{name}@{base}", kind).text
+        message = ""
+    other = None
+    if conflict is not None:
+        other = reg.diff(f"{name}@{conflict.details['base']}",
+                         f"{name}@{conflict.details['current']}", kind=kind)
+    return render_template("edit.html", user=user, name=name, kind=kind, text=text, base=base,
+                           message=request.form.get("message", ""), creating=creating,
+                           conflict=conflict, other=other)
+
+
+_NEW_PROMPT = """---
+name: new prompt
+description: What this prompt does.
+inputs:
+  question:
+    type: string
+sample:
+  question: What is a prompt registry?
+---
+system:
+You are a helpful assistant.
+
+user:
+{{ question }}
+"""
+
+
+# ---- labels and rollback ---------------------------------------------------------------
+@bp.route("/label", methods=["GET", "POST"])
+@writer
+def label(user: User) -> str | Response:
+    """Move (or remove) a label, after a confirmation that shows what changes."""
+    reg, kind = _reg(), _kind()
+    name, label_name = _need("name"), validate_label(_need("label"))
+    remove = request.values.get("remove") == "1"
+    to = None if remove else _int("to")
+    check_label_move(user, label_name, state().protected_labels)
+    labels = reg.labels(name, kind)
+    current = labels.get(label_name)
+    if request.method == "POST":
+        message = request.form.get("message", "").strip() or None
+        if remove:
+            reg.remove_label(name, label_name, message=message, author=user.author, kind=kind)
+            flash(f"removed label {label_name} from {name}")
+        else:
+            reg.set_label(name, label_name, to, message=message, author=user.author, kind=kind)
+            flash(f"{label_name} now points at {name}@{to}"
+                  + (f" (was version {current})" if current else ""))
+        return redirect(url_for("web.artifact", name=name, kind=kind))
+    target = reg.resolve(f"{name}@{to}", kind) if to is not None else None
+    change = None
+    if current is not None and to is not None and current != to:
+        change = reg.diff(f"{name}@{current}", f"{name}@{to}", kind=kind)
+    return render_template("confirm_label.html", user=user, name=name, kind=kind,
+                           label=label_name, current=current, to=to, target=target,
+                           remove=remove, change=change)
+
+
+@bp.route("/rollback", methods=["GET", "POST"])
+@writer
+def rollback(user: User) -> str | Response:
+    """Roll back: move a label back, or restore an old version's content as a new version."""
+    reg, kind = _reg(), _kind()
+    name, to = _need("name"), _int("to")
+    label_name = request.values.get("label", "").strip() or None
+    if label_name:
+        check_label_move(user, label_name, state().protected_labels)
+    else:
+        user.require("write", "rolling back")
+    latest = reg.resolve(name, kind)
+    current = reg.labels(name, kind).get(label_name) if label_name else latest.number
+    if request.method == "POST":
+        message = request.form.get("message", "").strip() or None
+        reg.rollback(name, to, label=label_name, message=message, author=user.author,
+                     kind=kind)
+        flash(f"rolled back {name}" + (f"@{label_name}" if label_name else "")
+              + f" to version {to}")
+        return redirect(url_for("web.artifact", name=name, kind=kind))
+    change = None
+    if current is not None and current != to:
+        change = reg.diff(f"{name}@{current}", f"{name}@{to}", kind=kind)
+    return render_template("confirm_rollback.html", user=user, name=name, kind=kind, to=to,
+                           label=label_name, current=current, latest=latest.number,
+                           change=change)
+
+
+# ---- accounts --------------------------------------------------------------------------
+@bp.route("/login", methods=["GET", "POST"])
+def login() -> str | Response:
+    """Log in with name and password (session cookie)."""
+    error = None
+    if request.method == "POST":
+        try:
+            user = state().accounts.login(request.form.get("name", ""),
+                                          request.form.get("password", ""))
+        except Unauthorized as exc:
+            error = exc.message
+        else:
+            login_user(SessionUser(user))
+            return redirect(_safe_next(request.form.get("next")))
+    return render_template("login.html", user=web_user(), error=error,
+                           next=request.values.get("next", ""))
+
+
+@bp.post("/logout")
+def logout() -> Response:
+    """End the session."""
+    logout_user()
+    return redirect(url_for("web.login"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@writer
+def account(user: User) -> str:
+    """The user's API tokens: create (shown once) and revoke."""
+    accounts = state().accounts
+    new_token = None
+    if request.method == "POST":
+        if request.form.get("revoke"):
+            accounts.revoke_token(_int("revoke"), owner=user.name)
+            flash("token revoked")
+        else:
+            label_text = request.form.get("label", "").strip()[:100] or "web"
+            new_token, _info = accounts.create_token(user.name, label_text)
+    return render_template("account.html", user=user, tokens=accounts.tokens(user.name),
+                           new_token=new_token)
+
+
+def _safe_next(target: str | None) -> str:
+    """Only redirect to paths on this server after login."""
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(
+            target).netloc:
+        return target
+    return url_for("web.index")
+
+
+# ---- template helpers ------------------------------------------------------------------
+def _when(value: Any) -> str:
+    if isinstance(value, int):
+        value = datetime.fromtimestamp(value, timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def _person(author: str) -> str:
+    return author.split(" <", 1)[0]
+
+
+def install_filters(app: Flask) -> None:
+    """Template filters used by the pages."""
+    app.add_template_filter(_when, "when")
+    app.add_template_filter(_person, "person")
+
+    @app.context_processor
+    def _globals() -> dict[str, Any]:
+        return {"kinds": KINDS}
+
