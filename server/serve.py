@@ -38,9 +38,13 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                 "preload_app": False,
                 "accesslog": "-" if access_log else None,
                 "limit_request_line": 8190,
+                # gunicorn >= 25 opens a control socket shared by every server of the
+                # user; several registries on one machine must not collide there.
+                "control_socket_disable": True,
             }
             for key, value in options.items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:
+                    self.cfg.set(key, value)
 
         def load(self):
             return create_app(settings)
