@@ -2,6 +2,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 REGISTRY ?= .promptrev
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: install run check lint test bench clean
 
@@ -13,12 +15,11 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $@
 
-# The main job: a local registry (bare Git repository + SQLite index) seeded from prompts/.
+# The main job: the server on a local registry (bare Git repository + SQLite index),
+# created and seeded from prompts/ on the first run. The first run prints the password of
+# the 'admin' account it creates (or set PROMPTREV_ADMIN_PASSWORD).
 run: install
-	@test -e $(REGISTRY)/HEAD || $(VENV)/bin/promptrev -r $(REGISTRY) init
-	$(VENV)/bin/promptrev -r $(REGISTRY) import prompts
-	$(VENV)/bin/promptrev -r $(REGISTRY) list
-	$(VENV)/bin/promptrev -r $(REGISTRY) fsck
+	$(VENV)/bin/promptrev -r $(REGISTRY) serve --host $(HOST) --port $(PORT)
 
 # Lint + tests: what CI runs.
 check: lint test

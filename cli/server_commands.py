@@ -53,8 +53,9 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, dev: bool,
     settings = _settings(ctx, anonymous_read=anonymous_read or None)
     done = prepare(settings, admin_password=os.environ.get("PROMPTREV_ADMIN_PASSWORD"))
     if done.created_registry:
-        click.echo(f"created registry {ctx.path}" + (
-            f" with {done.seeded} artifacts from {settings.seed_from}" if done.seeded else ""))
+        click.echo(f"created registry {ctx.path}")
+    if done.seeded:
+        click.echo(f"imported {done.seeded} artifacts from {settings.seed_from}")
     if done.admin_password:
         click.secho("created user 'admin' (role admin) with password:  "
                     f"{done.admin_password}", fg="yellow", bold=True)

@@ -37,17 +37,20 @@ class Prepared:
 
 
 def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepared:
-    """Create what is missing: the registry (seeded), the session key, a first admin."""
+    """Create what is missing: registry, starter prompts if empty, session key, an admin."""
     out = Prepared(settings)
     if not os.path.exists(os.path.join(settings.registry, "HEAD")):
-        reg = Registry.init(settings.registry, index_url=settings.index_url,
-                            max_bytes=settings.max_bytes)
+        Registry.init(settings.registry, index_url=settings.index_url,
+                      max_bytes=settings.max_bytes).close()
         out.created_registry = True
-        if settings.seed_from and os.path.isdir(settings.seed_from):
-            report = import_folder(reg, settings.seed_from, message="import starter library",
-                                   author="promptrev <promptrev@localhost>")
-            out.seeded = len(report.created)
-        reg.close()
+    if settings.seed_from and os.path.isdir(settings.seed_from):
+        with Registry.open(settings.registry, index_url=settings.index_url,
+                           max_bytes=settings.max_bytes) as reg:
+            if not reg.list(include_deleted=True):  # seed an empty registry only
+                report = import_folder(reg, settings.seed_from,
+                                       message="import starter library",
+                                       author="promptrev <promptrev@localhost>")
+                out.seeded = len(report.created)
     settings = settings.resolved()
     out.settings = settings
     accounts = Accounts(settings.accounts_url)
