@@ -43,7 +43,7 @@ def reader(view):
     def wrapper(*args, **kwargs):
         user = web_user()
         if user is None:
-            return redirect(url_for("web.login", next=request.full_path))
+            return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
         return view(user, *args, **kwargs)
 
     return wrapper
@@ -55,7 +55,7 @@ def writer(view):
     @functools.wraps(view)
     def wrapper(*args, **kwargs):
         if not current_user.is_authenticated:
-            return redirect(url_for("web.login", next=request.full_path))
+            return redirect(url_for("web.login", next=request.full_path.rstrip("?")))
         return view(current_user.user, *args, **kwargs)
 
     return wrapper
