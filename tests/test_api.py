@@ -192,13 +192,13 @@ def test_render_and_sandbox(server_env):
     err = _error(server_env.api("POST", "/render", json={"ref": "summarize",
                                                          "variables": {}}), 422, "render_error")
     assert "text" in err["message"] or "max_words" in err["message"]
-    # A template reaching for Python internals is refused, on save or at render time.
+    # A template reaching for Python internals is stored as text but refused by the sandbox.
     hostile = "user:\n{{ ''.__class__.__mro__[1].__subclasses__() }}\n"
-    r = server_env.api("PUT", "/artifact?name=evil", json={"text": hostile})
-    if r.status_code == 201:
-        _error(server_env.api("POST", "/render", json={"ref": "evil"}), 422, "render_error")
-    else:
-        _error(r, 422)
+    assert server_env.api("PUT", "/artifact?name=evil", json={"text": hostile}).status_code == 201
+    err = _error(server_env.api("POST", "/render", json={"ref": "evil"}), 422, "render_error")
+    assert "sandbox" in err["message"] and "__class__" in err["message"]
+    diff = server_env.api("GET", "/diff?a=summarize@1&b=evil@1").get_json()
+    assert "sandbox" in diff["rendered"]["right_error"]
     _error(server_env.api("POST", "/render", json={"ref": "summarize", "variables": "x"}), 400)
     _error(server_env.api("POST", "/render", json={"ref": "sentiment", "variables": {}}), 404)
 
