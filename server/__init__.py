@@ -82,7 +82,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         WTF_CSRF_TIME_LIMIT=None,  # the token lives as long as the session
         JSON_SORT_KEYS=False,
     )
-    app.extensions["promptrev"] = ServerState(settings)
+    state = ServerState(settings)
+    app.extensions["promptrev"] = state
+    app.teardown_appcontext(state.release)
     login_manager.init_app(app)
     csrf.init_app(app)
     csrf.exempt(api.bp)  # the API takes bearer tokens only, never cookies

@@ -1,8 +1,11 @@
-"""What one server process holds: its settings, the accounts, a registry per thread.
+"""What one server process holds: its settings, the accounts, a pool of registries.
 
-A :class:`promptrev.Registry` belongs to one thread; gunicorn's sync workers have one
-thread each, Flask's development server several. Every worker shares the same Git
-repository and index safely (the core's writes are compare-and-swap under a lock).
+A :class:`promptrev.Registry` must not be used by two threads at once. Each request
+borrows one from the pool (opening one when none is idle) and gives it back when the
+request ends: gunicorn's sync workers reuse a single registry for ever, and Flask's
+threaded development server, which starts a thread per request, never leaks one. Every
+worker shares the same Git repository and index safely (the core's writes are
+compare-and-swap under a lock).
 """
 
 from __future__ import annotations
@@ -11,12 +14,25 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any
+
+from flask import g
 
 from promptrev.accounts import Accounts
 from promptrev.registry import Registry
 
 from .settings import Settings
+
+MAX_IDLE = 8
+
+
+@dataclass
+class Lease:
+    """A registry with the response cache built on it."""
+
+    registry: Registry
+    bodies: BodyCache = field(default_factory=lambda: BodyCache())
 
 
 class ServerState:
@@ -26,35 +42,48 @@ class ServerState:
         self.settings = settings
         self.accounts = Accounts(settings.accounts_url)
         self.protected_labels = frozenset(settings.protected_labels)
-        self._local = threading.local()
-        self._all: list[Registry] = []
+        self._idle: list[Lease] = []
         self._lock = threading.Lock()
 
     @property
     def registry(self) -> Registry:
-        """This thread's registry (opened on first use)."""
-        reg = getattr(self._local, "registry", None)
-        if reg is None:
-            reg = Registry.open(self.settings.registry, index_url=self.settings.index_url,
-                                max_bytes=self.settings.max_bytes)
-            self._local.registry = reg
-            self._local.bodies = BodyCache()
-            with self._lock:
-                self._all.append(reg)
-        return reg
+        """The registry this request borrowed (borrowed on first use)."""
+        return self._lease().registry
 
     @property
     def bodies(self) -> BodyCache:
-        """This thread's cache of serialized read responses."""
-        self.registry  # noqa: B018 - opens the registry and its cache on first use
-        return self._local.bodies
+        """The response cache that goes with this request's registry."""
+        return self._lease().bodies
+
+    def _lease(self) -> Lease:
+        lease = g.get("_promptrev_lease")
+        if lease is None:
+            with self._lock:
+                lease = self._idle.pop() if self._idle else None
+            if lease is None:
+                lease = Lease(Registry.open(self.settings.registry,
+                                            index_url=self.settings.index_url,
+                                            max_bytes=self.settings.max_bytes))
+            g._promptrev_lease = lease
+        return lease
+
+    def release(self, _exc: BaseException | None = None) -> None:
+        """Give this request's registry back to the pool (Flask teardown)."""
+        lease = g.pop("_promptrev_lease", None)
+        if lease is None:
+            return
+        with self._lock:
+            if len(self._idle) < MAX_IDLE:
+                self._idle.append(lease)
+                return
+        lease.registry.close()
 
     def close(self) -> None:
-        """Close every registry and the accounts database."""
+        """Close idle registries and the accounts database."""
         with self._lock:
-            for reg in self._all:
-                reg.close()
-            self._all.clear()
+            for lease in self._idle:
+                lease.registry.close()
+            self._idle.clear()
         self.accounts.close()
 
 
@@ -65,15 +94,18 @@ class BodyCache:
     per commit keeps a label GET near the cost of a hello-world response.
     """
 
-    def __init__(self, size: int = 4096):
+    def __init__(self, size: int = 4096, max_bytes: int = 64 * 1024 * 1024):
         self.head: str | None = None
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.items: OrderedDict[Any, tuple[bytes, str]] = OrderedDict()
 
     def get(self, head: str | None, key: Any) -> tuple[bytes, str] | None:
         """A cached (body, etag) made at ``head``, or None."""
         if head != self.head:
             self.items.clear()
+            self.bytes = 0
             self.head = head
             return None
         return self.items.get(key)
@@ -82,10 +114,12 @@ class BodyCache:
         """Serialize ``payload``, remember it for ``head`` and return (body, etag)."""
         body = json_bytes(payload)
         entry = (body, etag_of(body))
-        if head == self.head:
-            if len(self.items) >= self.size:
-                self.items.popitem(last=False)
+        if head == self.head and key not in self.items and len(body) <= self.max_bytes // 16:
+            while self.items and (len(self.items) >= self.size
+                                  or self.bytes + len(body) > self.max_bytes):
+                self.bytes -= len(self.items.popitem(last=False)[1][0])
             self.items[key] = entry
+            self.bytes += len(body)
         return entry
 
 
