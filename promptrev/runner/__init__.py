@@ -1,0 +1,18 @@
+"""The runner: execute a prompt version (optionally on an adapter) with a backend.
+
+Backends are registered by name (``@backend("hf")``, ``@backend("openai")``) and imported
+lazily, so nothing here loads torch, transformers or openai until a backend is used.
+"""
+
+from .base import (
+    AdapterSource,
+    Backend,
+    Generation,
+    GenerationRequest,
+    ModelSpec,
+    backend,
+    get_backend,
+)
+
+__all__ = ["AdapterSource", "Backend", "Generation", "GenerationRequest", "ModelSpec",
+           "backend", "get_backend"]

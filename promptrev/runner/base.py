@@ -1,0 +1,113 @@
+"""What every backend speaks: requests in, generations out; backends registered by name."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..errors import InvalidRequest
+
+
+@dataclass(frozen=True)
+class AdapterSource:
+    """A PEFT adapter folder on local disk, identified by the hash of its content.
+
+    ``key`` is stable for identical adapter content (the registry uses the adapter card's
+    blob id), so backends cache loaded adapters by it.
+    """
+
+    key: str
+    path: str
+    peft_type: str = "LORA"
+    ref: str | None = None  # e.g. "support/tone@3", for messages and usage records
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to run: a backend name plus that backend's settings.
+
+    ``name`` is a local model folder for ``hf``, a model id for ``openai``.
+    """
+
+    backend: str
+    name: str
+    revision: str | None = None
+    base_url: str | None = None
+    api_key: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class GenerationRequest:
+    """One chat completion to produce."""
+
+    messages: list[dict[str, str]]  # [{"role", "content"}], already rendered
+    max_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: list[str] | None = None
+    seed: int | None = None
+    adapter: AdapterSource | None = None
+
+
+@dataclass
+class Generation:
+    """One answer, with what it cost."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+    latency_s: float
+    model: str
+    adapter: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"text": self.text, "prompt_tokens": self.prompt_tokens,
+                "completion_tokens": self.completion_tokens,
+                "finish_reason": self.finish_reason, "latency_s": self.latency_s,
+                "model": self.model, "adapter": self.adapter}
+
+
+class Backend(Protocol):
+    """A way to run a model."""
+
+    name: str
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        """Answer every request (in order); batches where the backend can."""
+
+    def stream(self, request: GenerationRequest) -> Iterator[str]:
+        """Yield the answer's text in pieces as it is produced."""
+
+
+_BACKENDS: dict[str, Callable[[ModelSpec], Backend]] = {}
+# Built-in backends, imported on first use (they import torch / openai).
+_LAZY = {"hf": "promptrev.runner.hf", "openai": "promptrev.runner.openai_backend"}
+# Prompty's `model.configuration.type` values and what runs them.
+ALIASES = {"huggingface": "hf", "transformers": "hf", "local": "hf",
+           "azure_openai": "openai", "azure": "openai", "vllm": "openai", "ollama": "openai"}
+
+
+def backend(name: str):
+    """Register a backend factory under ``name`` (a class taking a :class:`ModelSpec`)."""
+
+    def register(factory: Callable[[ModelSpec], Backend]):
+        _BACKENDS[name] = factory
+        return factory
+
+    return register
+
+
+def get_backend(spec: ModelSpec) -> Backend:
+    """A backend instance for ``spec`` (its module imported on first use)."""
+    name = ALIASES.get(spec.backend, spec.backend)
+    if name not in _BACKENDS and name in _LAZY:
+        importlib.import_module(_LAZY[name])
+    if name not in _BACKENDS:
+        known = sorted(set(_BACKENDS) | set(_LAZY))
+        raise InvalidRequest(f"unknown backend {spec.backend!r} (backends: {', '.join(known)})")
+    return _BACKENDS[name](spec)
