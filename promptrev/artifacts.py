@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+from .adapters import CARD, SIDECARS, validate_card
 from .datasets import parse_dataset
 from .prompty import Problem, parse_prompt
 
@@ -23,10 +24,16 @@ class Kind:
     folder: str
     suffix: str
     validate: Callable[[str, str], list[Problem]]
+    sidecars: tuple[str, ...] = ()  # files stored next to the artifact's own (adapters)
 
     def path(self, artifact: str) -> str:
         """Repository path of the artifact's file."""
         return f"{self.folder}/{artifact}{self.suffix}"
+
+    def sidecar_paths(self, artifact: str) -> list[str]:
+        """Repository paths of the files that belong to the artifact besides its own."""
+        folder = self.path(artifact).rsplit("/", 1)[0]
+        return [f"{folder}/{name}" for name in self.sidecars]
 
     def label_path(self, artifact: str) -> str:
         """Repository path of the artifact's label map."""
@@ -68,6 +75,7 @@ def _validate_dataset(text: str, filename: str) -> list[Problem]:
 
 register_kind(Kind("prompt", "prompts", ".prompty", _validate_prompt))
 register_kind(Kind("dataset", "datasets", ".jsonl", _validate_dataset))
+register_kind(Kind("adapter", "adapters", "/" + CARD, validate_card, SIDECARS))
 
 
 def kind_of_path(path: str) -> tuple[Kind, str] | None:

@@ -90,6 +90,7 @@ class Diff:
     fields: list[FieldChange] = field(default_factory=list)
     rendered: RenderedDiff | None = None
     cases: list[dict[str, Any]] = field(default_factory=list)
+    weights: list[dict[str, Any]] = field(default_factory=list)  # adapters: per-module change
 
     @property
     def contract_changes(self) -> list[FieldChange]:

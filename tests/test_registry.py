@@ -450,7 +450,7 @@ def _object_files(path):
 
 def test_git_maintenance_consolidates_packs_and_loose_objects(registry, prompt_text,
                                                                 monkeypatch):
-    import promptrev.registry as registry_module
+    import promptrev.transactions as registry_module
     from promptrev.storage.gitstore import FAST_IMPORT_MIN_BLOBS
 
     for key, value in (("gc.autoPackLimit", "4"), ("gc.auto", "20"), ("gc.autoDetach", "false")):

@@ -62,12 +62,31 @@ def _invalid_artifacts(store: GitStore) -> list[str]:
             if name is None:
                 continue
             try:
-                kind.validate(store.blob(blob).decode("utf-8"), path)
+                text = store.blob(blob).decode("utf-8")
+                kind.validate(text, path)
+                if kind.sidecars:
+                    _check_sidecars(store, head, path.rsplit("/", 1)[0], text)
             except UnicodeDecodeError:
                 out.append(f"{path}: not UTF-8")
             except PromptrevError as exc:
                 out.append(exc.message)
     return out
+
+
+def _check_sidecars(store: GitStore, head: str, folder: str, card_text: str) -> None:
+    """An adapter's config and weights must be the ones its card pins, and intact."""
+    from ..adapters import CONFIG, WEIGHTS, check_sidecars, parse_card
+    from .objects import ObjectStore
+
+    blobs = {}
+    for name in (CONFIG, WEIGHTS):
+        blob = store.blob_at(head, f"{folder}/{name}")
+        if blob is None:
+            raise PromptrevError(f"{folder}/{name} is missing")
+        blobs[name] = store.blob(blob)
+    pointer = check_sidecars(parse_card(card_text), blobs[CONFIG],
+                             blobs[WEIGHTS].decode("utf-8", "replace"), folder)
+    ObjectStore(os.path.join(store.path, "lfs", "objects")).verify(pointer)
 
 
 def _walk(store: GitStore, entry, prefix: str):

@@ -1,0 +1,179 @@
+"""The content-addressed object store for large binaries (adapter weights).
+
+Git holds a standard Git LFS pointer; the bytes live once, named by their sha256, at
+``<registry>/lfs/objects/aa/bb/<oid>`` (Git LFS's own layout, so ``git lfs`` tooling can
+read it). Writes are atomic (temporary file, fsync, rename); every read checks the
+sha256, so a corrupted object is an error, never a silently wrong model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from ..errors import NotFound, StorageError, ValidationFailed
+
+LFS_VERSION = "https://git-lfs.github.com/spec/v1"
+_POINTER = re.compile(r"\Aversion (\S+)\noid sha256:([0-9a-f]{64})\nsize (\d+)\n\Z")
+_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """A Git LFS pointer: which object, and how big."""
+
+    oid: str
+    size: int
+
+    def text(self) -> str:
+        """The pointer file, exactly as Git LFS writes it."""
+        return f"version {LFS_VERSION}\noid sha256:{self.oid}\nsize {self.size}\n"
+
+    @classmethod
+    def parse(cls, text: str, where: str = "pointer") -> Pointer:
+        """Read a pointer file; anything else is a clear error."""
+        match = _POINTER.match(text)
+        if not match or match.group(1) != LFS_VERSION:
+            raise ValidationFailed(f"{where}: not a Git LFS pointer (expected 'version "
+                                   f"{LFS_VERSION}', 'oid sha256:<64 hex>', 'size <bytes>')")
+        return cls(match.group(2), int(match.group(3)))
+
+
+class CorruptObject(StorageError):
+    """Stored bytes whose sha256 no longer matches their name."""
+
+    code = "corrupt_object"
+
+
+class ObjectStore:
+    """sha256-addressed files under ``root`` (``<registry>/lfs/objects``)."""
+
+    def __init__(self, root: str):
+        self.root = root
+
+    def path(self, oid: str) -> str:
+        """Where an object lives."""
+        if not re.fullmatch(r"[0-9a-f]{64}", oid):
+            raise ValidationFailed(f"invalid object id {oid!r}")
+        return os.path.join(self.root, oid[:2], oid[2:4], oid)
+
+    def exists(self, oid: str) -> bool:
+        """Whether the object is stored (not verified)."""
+        return os.path.exists(self.path(oid))
+
+    def put_file(self, source: str) -> Pointer:
+        """Store a file's bytes (streamed); identical content is stored once."""
+        with open(source, "rb") as fh:
+            return self.put_stream(fh)
+
+    def put_bytes(self, data: bytes) -> Pointer:
+        """Store bytes; identical content is stored once."""
+        oid = hashlib.sha256(data).hexdigest()
+        if not self.exists(oid):
+            self._write(oid, lambda out: out.write(data))
+        return Pointer(oid, len(data))
+
+    def put_stream(self, stream: BinaryIO) -> Pointer:
+        """Store a stream: hashed while copied to a temporary file, then renamed."""
+        os.makedirs(self.root, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while chunk := stream.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            oid = digest.hexdigest()
+            if self.exists(oid):
+                os.unlink(tmp)
+            else:
+                os.makedirs(os.path.dirname(self.path(oid)), exist_ok=True)
+                os.replace(tmp, self.path(oid))
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+        return Pointer(oid, size)
+
+    def read(self, pointer: Pointer) -> bytes:
+        """The object's bytes, verified against its sha256 and size."""
+        try:
+            with open(self.path(pointer.oid), "rb") as fh:
+                data = fh.read()
+        except FileNotFoundError:
+            raise NotFound(f"object {pointer.oid[:12]}… is missing from the object store "
+                           f"{self.root}") from None
+        self._verify(pointer, hashlib.sha256(data).hexdigest(), len(data))
+        return data
+
+    def copy_to(self, pointer: Pointer, dest: str) -> None:
+        """Write the object to ``dest`` (atomically), verifying it on the way."""
+        source = self.path(pointer.oid)
+        if not os.path.exists(source):
+            raise NotFound(f"object {pointer.oid[:12]}… is missing from the object store "
+                           f"{self.root}")
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(prefix=".partial-", dir=os.path.dirname(dest) or ".")
+        try:
+            with open(source, "rb") as src, os.fdopen(fd, "wb") as out:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+            self._verify(pointer, digest.hexdigest(), size)
+            os.replace(tmp, dest)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def verify(self, pointer: Pointer) -> None:
+        """Raise unless the stored object matches its pointer."""
+        if not self.exists(pointer.oid):
+            raise NotFound(f"object {pointer.oid[:12]}… is missing from the object store "
+                           f"{self.root}")
+        self.verify_file(self.path(pointer.oid), pointer)
+
+    @staticmethod
+    def verify_file(path: str, pointer: Pointer) -> None:
+        """Raise unless the file at ``path`` is exactly the pointer's object."""
+        digest, size = hashlib.sha256(), 0
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_CHUNK):
+                    digest.update(chunk)
+                    size += len(chunk)
+        except FileNotFoundError:
+            raise NotFound(f"{path} is missing") from None
+        if digest.hexdigest() != pointer.oid or size != pointer.size:
+            raise CorruptObject(f"{path} is corrupt: its sha256 is {digest.hexdigest()[:12]}…,"
+                                f" expected {pointer.oid[:12]}… (delete it to fetch again)")
+
+    def _write(self, oid: str, write) -> None:
+        target = self.path(oid)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def _verify(self, pointer: Pointer, oid: str, size: int) -> None:
+        if oid != pointer.oid or size != pointer.size:
+            raise CorruptObject(f"object {pointer.oid[:12]}… is corrupt: its content hashes "
+                                f"to {oid[:12]}… ({size} bytes, expected {pointer.size}); "
+                                "restore it from a backup or push the adapter again")
+

@@ -1,0 +1,300 @@
+"""Transactions: many saves, deletions and label moves as one commit, or nothing.
+
+A transaction stages changes in memory, then commits them under the writer lock with a
+compare-and-swap on ``main`` (retrying when another writer got there first); a stale
+``base`` is a :class:`Conflict` that says what changed since.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from .artifacts import KINDS, LabelEvent, Version
+from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
+from .labels import dump_label_map, parse_label_map
+from .names import validate_label, validate_name
+from .storage.gitstore import Change, GitStore, RefMoved, Signature
+from .storage.indexer import KnownCommit, catch_up
+from .validation import check_content, check_many
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+MAINTAIN_EVERY_COMMITS = 500  # how often a writer asks Git whether to pack (git gc --auto)
+
+
+class Transaction:
+    """Changes to commit together; built by :meth:`Registry.transaction`."""
+
+    # Long enough to outlast a stale ref lock left by a killed writer (removed after
+    # STALE_LOCK_SECONDS), short enough that a caller is told rather than left hanging.
+    RETRY_SECONDS = 30.0
+
+    def __init__(self, registry: Registry, message: str, author: str):
+        if not message or not message.strip():
+            raise ValidationFailed("a commit message is required")
+        self.registry = registry
+        self.message = message
+        self.author = Signature.parse(author)
+        self._saves: dict[tuple[str, str], tuple[str | None, int | None]] = {}
+        self._labels: list[tuple[str, str, str, int | None]] = []
+        self._blobs: dict[str, bytes] = {}
+        self._sidecars: dict[tuple[str, str], dict[str, str]] = {}
+        self.commit_sha: str | None = None
+        self.versions: list[Version] = []
+        self.label_event: LabelEvent | None = None
+        self.warnings: list = []
+
+    def save(self, name: str, text: str | bytes, *, base: int | None = None,
+             kind: str = "prompt") -> None:
+        """Stage new content for ``name`` (validated now, written at commit)."""
+        _check_kind(kind)
+        validate_name(name)
+        if KINDS[kind].sidecars:
+            raise ValidationFailed(f"a {kind} is more than one file: use push_adapter (or "
+                                   "Transaction.save_adapter), not save")
+        decoded, warnings = check_content(kind, name, text, self.registry.max_bytes)
+        self.warnings += warnings
+        self._stage_content(kind, name, decoded.encode("utf-8"), base)
+
+    def save_many(self, items: Iterable[tuple[str, str | bytes]], *,
+                  kind: str = "prompt") -> None:
+        """Stage many ``(name, content)`` pairs; large batches are validated on every core.
+
+        All-or-nothing like :meth:`save`: if any item is invalid, nothing is staged and
+        :class:`ValidationFailed` lists the problems of every invalid item.
+        """
+        _check_kind(kind)
+        items = list(items)
+        for name, _ in items:
+            validate_name(name)
+        results = check_many(kind, items, self.registry.max_bytes)
+        problems: list[dict] = []
+        for (name, _), (_, error) in zip(items, results, strict=True):
+            if error is not None:
+                problems += error.details.get("problems") or [
+                    {"file": KINDS[kind].path(name), "message": error.message}]
+        if problems:
+            raise ValidationFailed(f"{len(problems)} problem(s) in {len(items)} {kind}s; "
+                                   f"first: {problems[0].get('message')}", problems)
+        for (name, content), (warnings, _) in zip(items, results, strict=True):
+            self.warnings += warnings
+            data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
+            self._stage_content(kind, name, data, None)
+
+    def save_adapter(self, name: str, files, *, base: int | None = None) -> None:
+        """Stage an adapter version: its card plus config and weights pointer files."""
+        from .adapters import CONFIG, WEIGHTS, dump_card
+
+        validate_name(name)
+        card_text, _ = check_content("adapter", name, dump_card(files.card),
+                                     self.registry.max_bytes)
+        folder = KINDS["adapter"].path(name).rsplit("/", 1)[0]
+        sidecars = {}
+        for filename, data in ((CONFIG, files.config_bytes),
+                               (WEIGHTS, files.weights.text().encode())):
+            blob = GitStore.blob_id(data)
+            self._blobs[blob] = data
+            sidecars[f"{folder}/{filename}"] = blob
+        self._stage_content("adapter", name, card_text.encode("utf-8"), base)
+        self._sidecars[("adapter", name)] = sidecars
+
+    def _stage_content(self, kind: str, name: str, data: bytes, base: int | None) -> None:
+        blob = GitStore.blob_id(data)
+        self._blobs[blob] = data
+        self._stage(kind, name, blob, base)
+
+    def delete(self, name: str, *, base: int | None = None, kind: str = "prompt") -> None:
+        """Stage the deletion of ``name``."""
+        _check_kind(kind)
+        validate_name(name)
+        self._stage(kind, name, None, base)
+
+    def set_label(self, name: str, label: str, version: int, *, kind: str = "prompt") -> None:
+        """Stage a label move."""
+        _check_kind(kind)
+        validate_name(name)
+        validate_label(label)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValidationFailed(f"version must be a positive integer, not {version!r}")
+        self._labels.append((kind, name, label, version))
+
+    def remove_label(self, name: str, label: str, *, kind: str = "prompt") -> None:
+        """Stage a label removal."""
+        _check_kind(kind)
+        validate_name(name)
+        validate_label(label)
+        self._labels.append((kind, name, label, None))
+
+    def _stage(self, kind: str, name: str, blob: str | None, base: int | None) -> None:
+        if (kind, name) in self._saves:
+            raise ValidationFailed(f"{kind} '{name}' appears twice in one transaction")
+        if base is not None and (not isinstance(base, int) or base < 0):
+            raise ValidationFailed(f"base must be a version number, not {base!r}")
+        self._saves[(kind, name)] = (blob, base)
+
+    def result_for(self, kind: str, name: str) -> Version:
+        """The version of ``name`` this transaction made, or the unchanged current one."""
+        for version in self.versions:
+            if version.kind == kind and version.name == name:
+                return version
+        return self.registry.resolve(name, kind)
+
+    def commit(self) -> str | None:
+        """Write everything as one commit; retry on a lost ref race, never overwrite."""
+        if not self._saves and not self._labels:
+            return None
+        reg = self.registry
+        store = reg.store
+        store.write_blobs(self._blobs)  # before taking the lock: unreachable until committed
+        delay = 0.001
+        deadline = time.monotonic() + self.RETRY_SECONDS
+        while time.monotonic() < deadline:
+            with store.writer_lock(timeout=self.RETRY_SECONDS):
+                head = store.head()
+                if head != reg._cache_head:
+                    reg.sync()
+                changes, known = self._changes(head)
+                if not changes:
+                    return None
+                sha = store.commit(head, changes, self.message, self.author)
+                if sha is None:
+                    return None
+                try:
+                    store.move_main(head, sha, f"promptrev: {self.message.splitlines()[0]}")
+                except RefMoved:
+                    pass
+                else:
+                    reg.commits_since_maintenance += 1
+                    if reg.commits_since_maintenance >= MAINTAIN_EVERY_COMMITS:
+                        reg.commits_since_maintenance = 0
+                        store.maintain()
+                    created: dict[str, list[dict]] = {}
+                    known.sha = sha
+                    catch_up(store, reg.engine, behind=True, created=created, known=known)
+                    reg._caches_at(sha)
+                    self.commit_sha = sha
+                    self.versions = self._made_versions(sha, created.get(sha, []))
+                    self._record_label_event(sha)
+                    return sha
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.1)
+        raise Busy(f"main kept moving (or stayed locked) for {self.RETRY_SECONDS:.0f}s while "
+                   "committing; try again")
+
+    def _made_versions(self, sha: str, rows: list[dict]) -> list[Version]:
+        info = self.registry.store.commit_info(sha)
+        return [Version(r["kind"], r["name"], r["number"], sha, r["blob"], r["blob"] is None,
+                        info.author, info.email, info.message, info.timestamp)
+                for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
+
+    def _changes(self, head: str) -> tuple[dict[str, str | None], KnownCommit]:
+        """Path → blob changes against ``head``, and what the indexer may reuse of them."""
+        reg = self.registry
+        changes: dict[str, str | None] = {}
+        before: dict[str, str | None] = {}
+        keys = list(self._saves) + [(k, n) for k, n, _, _ in self._labels]
+        current = reg.index.artifacts(keys)
+        for (kind, name), (blob, base) in self._saves.items():
+            art = current.get((kind, name))
+            latest = art.latest if art is not None else 0
+            if base is not None and base != latest:
+                raise self._conflict(kind, name, base, art)
+            live_blob = None if art is None or art.deleted else art.blob
+            if blob is None and live_blob is None:
+                raise NotFound(f"{kind} '{name}' does not exist" if art is None else
+                               f"{kind} '{name}' is already deleted")
+            if blob != live_blob:
+                changes[KINDS[kind].path(name)] = blob
+                before[KINDS[kind].path(name)] = live_blob
+                self._sidecar_changes(head, kind, name, blob, changes, before)
+        for (kind, name), entries in _group_labels(self._labels).items():
+            path = KINDS[kind].label_path(name)
+            old_blob = reg.store.blob_at(head, path)
+            labels = parse_label_map(reg.store.blob(old_blob).decode(), path) if old_blob else {}
+            art = current.get((kind, name))
+            for label, version in entries:
+                if version is None:
+                    if label not in labels:
+                        raise NotFound(f"{kind} '{name}' has no label '{label}' "
+                                       f"(labels: {', '.join(sorted(labels)) or 'none'})")
+                    del labels[label]
+                    continue
+                self._check_label_target(kind, name, art, version)
+                labels[label] = version
+            new = reg.store.write_blob(dump_label_map(labels).encode()) if labels else None
+            if new != old_blob:
+                changes[path] = new
+                before[path] = old_blob
+        # In the order a tree walk finds them, so new artifacts get the ids a rebuild gives.
+        listed = sorted((Change(p, before[p], b) for p, b in changes.items()),
+                        key=lambda c: c.path.split("/"))
+        known = KnownCommit("", head, listed, {key: current.get(key) for key in keys})
+        return changes, known
+
+    def _sidecar_changes(self, head: str, kind: str, name: str, blob: str | None,
+                         changes: dict, before: dict) -> None:
+        """The files that travel with an artifact's own (an adapter's config and weights)."""
+        if not KINDS[kind].sidecars:
+            return
+        wanted = self._sidecars.get((kind, name), {}) if blob is not None else {}
+        for path in KINDS[kind].sidecar_paths(name):
+            old = self.registry.store.blob_at(head, path)
+            new = wanted.get(path)
+            if old != new:
+                changes[path] = new
+                before[path] = old
+
+    def _check_label_target(self, kind, name, art, version) -> None:
+        if art is None:
+            raise NotFound(f"no {kind} named '{name}'")
+        row = self.registry.index.version(art.id, version)
+        if row is None:
+            raise NotFound(f"{kind} '{name}' has no version {version} "
+                           f"(versions 1..{art.latest})")
+        if row.deleted:
+            raise ValidationFailed(f"{kind} '{name}' version {version} is a deletion; "
+                                   "a label must point at a version with content")
+
+    def _conflict(self, kind: str, name: str, base: int, art) -> Conflict:
+        reg = self.registry
+        if art is None:
+            return Conflict(f"{kind} '{name}' does not exist, so it cannot be based on "
+                            f"version {base}", details={"base": base, "current": 0})
+        since = [v for v in reg.history(name, kind) if v.number > base]
+        details: dict[str, Any] = {"base": base, "current": art.latest,
+                                   "changes": [v.to_dict() for v in since]}
+        if 0 < base <= art.latest:
+            details["diff"] = reg.diff(f"{name}@{base}", f"{name}@{art.latest}",
+                                       kind=kind).text.unified
+        who = "; ".join(f"v{v.number} by {v.author}: {v.message}" for v in since[-3:])
+        if base > art.latest:
+            text = f"{kind} '{name}' has no version {base} yet (latest is {art.latest})"
+        else:
+            text = (f"{kind} '{name}' changed since version {base}: it is now at version "
+                    f"{art.latest} ({who}). Merge their change and save again with base "
+                    f"{art.latest}")
+        return Conflict(text, details=details)
+
+    def _record_label_event(self, sha: str) -> None:
+        if not self._labels:
+            return
+        events = [e for e in self.registry.label_history(limit=len(self._labels) + 10)
+                  if e.commit == sha]
+        self.label_event = events[0] if events else None
+
+
+def _group_labels(entries: list[tuple[str, str, str, int | None]]
+                  ) -> dict[tuple[str, str], list[tuple[str, int | None]]]:
+    out: dict[tuple[str, str], list[tuple[str, int | None]]] = {}
+    for kind, name, label, version in entries:
+        out.setdefault((kind, name), []).append((label, version))
+    return out
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise InvalidName(f"unknown artifact kind {kind!r} (kinds: {', '.join(KINDS)})")
