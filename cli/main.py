@@ -265,6 +265,12 @@ def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: 
         _print_unified(result.rendered.unified or "  (same messages)")
     for case in result.cases:
         click.echo(f"  case {case['id']}: {case['change']}")
+    if result.weights:
+        click.secho("weights (norm of the change of each module's update):", bold=True)
+        for w in result.weights:
+            norm = "-" if w["delta_norm"] is None else f"{w['delta_norm']:.4g}"
+            rel = f" ({w['relative']:.1%})" if w.get("relative") is not None else ""
+            click.echo(f"  {w['module']}: {w['change']} {norm}{rel}")
 
 
 def _print_unified(text: str) -> None:
@@ -420,4 +426,5 @@ def fsck(ctx: Context, as_json: bool) -> None:
         sys.exit(1)
 
 
-from . import server_commands  # noqa: E402,F401  (registers serve, user, token, audit)
+# Command groups in their own modules register themselves on ``main`` when imported.
+from . import adapter_commands, server_commands  # noqa: E402,F401

@@ -189,3 +189,36 @@ def test_card_edited_by_plain_git_must_match_its_files(registry, tmp_path):
     store.move_main(head, sha, "test")
     problems = registry.fsck()["problems"]
     assert any("adapter_config.json" in p for p in problems)
+
+
+def test_adapter_cli(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("init")
+    out = run("adapter", "push", make_adapter(tmp_path / "a1", seed=1), "--name", "tone",
+              "--lineage", '{"dataset": "dataset:sentiment@1"}', "-m", "first")
+    assert "tone@1  LORA  base tiny-llama" in out
+    run("adapter", "push", make_adapter(tmp_path / "a2", seed=2), "--name", "tone", "--base", 1)
+    card = json.loads(run("adapter", "show", "tone@1", "--json"))
+    assert card["card"]["lineage"] == {"dataset": "dataset:sentiment@1"}
+    assert card["config"]["r"] == 4 and card["weights"]["size"] > 0
+    diff = run("diff", "adapter:tone@1", "adapter:tone@2")
+    assert "files.adapter_model.safetensors.sha256" in diff
+    assert "layers.0.self_attn.q_proj: changed" in diff
+    run("adapter", "pull", "tone@1", tmp_path / "out")
+    assert (tmp_path / "out" / "adapter_model.safetensors").read_bytes() == (
+        tmp_path / "a1" / "adapter_model.safetensors").read_bytes()
+    assert "tone" in run("list")
+    assert "error" in run("adapter", "push", tmp_path / "out", "--name", "tone", "--base", 1,
+                          code=2)

@@ -1,0 +1,78 @@
+"""``promptrev adapter``: version PEFT adapters (LoRA, soft prompts) in the registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import click
+
+from .main import Context, emit_json, main, pass_ctx, reports_errors
+
+
+@main.group()
+def adapter() -> None:
+    """Push, show and pull PEFT adapters (weights kept once, sha256-verified)."""
+
+
+@adapter.command("push")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--name", required=True, help="Artifact name, e.g. support/tone.")
+@click.option("-m", "--message", help="Commit message.")
+@click.option("--base", type=int, help="Version this push replaces (stale → conflict).")
+@click.option("--description", default=None)
+@click.option("--lineage", "lineage_json", default=None,
+              help='JSON object recorded in the card, e.g. \'{"dataset": "sentiment@2"}\'.')
+@pass_ctx
+@reports_errors
+def adapter_push(ctx: Context, folder: str, name: str, message: str | None, base: int | None,
+                 description: str | None, lineage_json: str | None) -> None:
+    """Version the PEFT adapter in FOLDER (adapter_config.json + safetensors weights)."""
+    lineage = json.loads(lineage_json) if lineage_json else None
+    with ctx.open() as reg:
+        version = reg.push_adapter(name, folder, message=message, author=ctx.author, base=base,
+                                   lineage=lineage, description=description)
+        card = reg.adapter(version.ref).card
+    size = card["files"]["adapter_model.safetensors"]["size"]
+    click.echo(f"{version.ref}  {card['peft_type']}  base {card['base_model']['name']}  "
+               f"weights {size:,} bytes")
+
+
+@adapter.command("show")
+@click.argument("ref")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def adapter_show(ctx: Context, ref: str, as_json: bool) -> None:
+    """Print an adapter version's card."""
+    with ctx.open() as reg:
+        found = reg.adapter(ref)
+    if as_json:
+        emit_json(found.to_dict())
+        return
+    click.secho(f"{found.version.ref}  ({found.version.author}, {found.version.time:%Y-%m-%d})",
+                bold=True)
+    click.echo(reg_text(found.card))
+
+
+def reg_text(card: dict) -> str:
+    """The card as YAML text."""
+    from promptrev.adapters import dump_card
+
+    return dump_card(card).rstrip()
+
+
+@adapter.command("pull")
+@click.argument("ref")
+@click.argument("dest", type=click.Path(file_okay=False))
+@pass_ctx
+@reports_errors
+def adapter_pull(ctx: Context, ref: str, dest: str) -> None:
+    """Write an adapter version to DEST as a folder PEFT can load (weights verified)."""
+    with ctx.open() as reg:
+        source = reg.adapter_source(ref)
+    os.makedirs(dest, exist_ok=True)
+    for name in os.listdir(source.path):
+        shutil.copyfile(os.path.join(source.path, name), os.path.join(dest, name))
+    click.echo(f"{source.ref} -> {dest}")
