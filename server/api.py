@@ -65,8 +65,19 @@ def _int(value: Any, name: str, lo: int = 0, hi: int = 1_000_000) -> int:
     return number
 
 
+def _bool_arg(name: str) -> bool:
+    value = _arg(name, "false")
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise InvalidRequest(f"query parameter '{name}' must be true or false, not "
+                             f"{value[:40]!r}")
+    return value in ("true", "1", "yes")
+
+
 def _kind(default: str | None = None) -> str | None:
-    kind = request.args.get("kind") or default
+    return _valid_kind(request.args.get("kind") or default)
+
+
+def _valid_kind(kind: str | None) -> str | None:
     if kind is not None and kind not in KINDS:
         raise InvalidRequest(f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})")
     return kind
@@ -91,6 +102,8 @@ def _field(data: dict[str, Any], name: str, kind: type, default: Any = ...) -> A
         return default
     value = data[name]
     if kind is int:
+        if isinstance(value, str):  # a JSON number, as documented; "3" only in a query
+            raise InvalidRequest(f"field '{name}' must be an integer")
         return _int(value, name)
     if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
         raise InvalidRequest(f"field '{name}' must be a {kind.__name__}")
@@ -143,7 +156,7 @@ def me() -> Response:
 def list_artifacts() -> Response:
     """List or search artifacts."""
     prefix, query, kind = _arg("prefix", None), _arg("q", None, max_len=255), _kind()
-    deleted = _arg("deleted", "false") in ("1", "true", "yes")
+    deleted = _bool_arg("deleted")
     limit, offset = _int_arg("limit", 200, 1, 5000), _int_arg("offset", 0)
 
     def build(reg):
@@ -267,7 +280,7 @@ def restore() -> Response:
     """Restore a deleted artifact (or any old version) as a new version."""
     g.user.require("write", "restoring")
     data = _body()
-    name, kind = _field(data, "name", str), _kind(_field(data, "kind", str, None))
+    name, kind = _field(data, "name", str), _valid_kind(_field(data, "kind", str, None))
     reg = _reg()
     to = _field(data, "version", int, None)
     if to is None:
@@ -309,7 +322,7 @@ def rollback() -> Response:
     data = _body()
     name, to = _field(data, "name", str), _field(data, "to", int)
     label = _field(data, "label", str, None)
-    kind = _kind(_field(data, "kind", str, None))
+    kind = _valid_kind(_field(data, "kind", str, None))
     if label is None:
         g.user.require("write", "rolling back")
     else:

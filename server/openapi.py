@@ -15,27 +15,47 @@ from promptrev import __version__
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _NULL_INT = {"type": "integer", "nullable": True}
+_NONEMPTY = {"type": "string", "minLength": 1}
+_KINDS = {"type": "string", "enum": ["prompt", "dataset"]}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
+def _nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    schema = {**schema, "nullable": True}
+    if "enum" in schema:  # OpenAPI 3.0: an enum admits null only when it lists it
+        schema["enum"] = [*schema["enum"], None]
+    return schema
+
+
+def _input(required: list[str], **props: Any) -> dict[str, Any]:
+    """A request body: the server reads an optional field sent as ``null`` as absent."""
+    return _obj(required, **{name: schema if name in required else _nullable(schema)
+                             for name, schema in props.items()})
+
+
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def _q(name: str, description: str, required: bool = False, schema: dict | None = None
-       ) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": required, "description": description,
-            "schema": schema or {"type": "string", "minLength": 1}}
+def _q(name: str, description: str, required: bool = False, schema: dict | None = None,
+       example: str | None = None) -> dict[str, Any]:
+    param = {"name": name, "in": "query", "required": required, "description": description,
+             "schema": schema or {"type": "string", "minLength": 1}}
+    if not required:  # the server reads an empty optional parameter (`?kind=`) as absent
+        param["allowEmptyValue"] = True
+    if example is not None:  # names from the starter library that `prepare` seeds
+        param["example"] = example
+    return param
 
 
-_NAME = _q("name", "artifact name, e.g. `support/reply`", True)
-_KIND = _q("kind", "artifact kind", schema={"type": "string", "enum": ["prompt", "dataset"]})
+_NAME = _q("name", "artifact name, e.g. `support/reply`", True, example="summarize")
+_KIND = _q("kind", "artifact kind", schema=_KINDS)
 _IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
              "description": 'the version the change is based on, e.g. `"3"`',
-             "schema": {"type": "string", "pattern": '^"?[0-9]{1,9}"?$'}}
+             "schema": {"type": "string", "pattern": '^"?[0-9]{1,9}"?$'}, "example": '"1"'}
 _IF_NONE_MATCH = {"name": "If-None-Match", "in": "header", "required": False,
                   "description": "an ETag from an earlier answer: 304 when unchanged",
                   "schema": _STR}
@@ -71,12 +91,14 @@ def _read(summary: str, params: list, schema: dict, etag: bool = True) -> dict[s
 
 
 def _write(method: str, summary: str, params: list, body: dict | None, schema: dict,
-           extra: dict | None = None) -> dict[str, Any]:
+           extra: dict | None = None, example: dict | None = None) -> dict[str, Any]:
     op: dict[str, Any] = {"summary": summary, "parameters": params,
                           "responses": {"200": _ok(schema), **(extra or {}), **_WRITE_ERRORS}}
     if body is not None:
-        op["requestBody"] = {"required": True,
-                             "content": {"application/json": {"schema": body}}}
+        media: dict[str, Any] = {"schema": body}
+        if example is not None:
+            media["example"] = example
+        op["requestBody"] = {"required": True, "content": {"application/json": media}}
     return {method: op}
 
 
@@ -113,7 +135,7 @@ _SCHEMAS: dict[str, Any] = {
 @functools.lru_cache(maxsize=1)
 def openapi_document() -> dict[str, Any]:
     """The OpenAPI document (built once)."""
-    label_q = _q("label", "label name, e.g. `production`", True)
+    label_q = _q("label", "label name, e.g. `production`", True, example="staging")
     labels_schema = _obj(["name", "labels"], name=_STR, labels={
         "type": "object", "additionalProperties": _INT}, protected={"type": "array"})
     label_result = _obj(["name", "label"], name=_STR, label=_STR, version=_INT,
@@ -127,7 +149,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/artifacts": _read("List or search artifacts", [
             _q("q", "part of the name, any case"), _q("prefix", "folder prefix"), _KIND,
             _q("deleted", "include deleted artifacts", schema={
-                "type": "string", "enum": ["true", "false"]}),
+                "type": "string", "enum": ["true", "false", "1", "0", "yes", "no"]}),
             _q("limit", "page size", schema={"type": "integer", "minimum": 1,
                                              "maximum": 5000}),
             _q("offset", "skip this many", schema={"type": "integer", "minimum": 0})],
@@ -135,38 +157,45 @@ def openapi_document() -> dict[str, Any]:
                  artifacts={"type": "array", "items": _ref("Summary")})),
         "/api/v1/artifact": {
             **_read("Get a version by reference", [
-                _q("ref", "`name`, `name@4`, `name@production` or `name@<commit>`", True),
+                _q("ref", "`name`, `name@4`, `name@production` or `name@<commit>`", True,
+                   example="summarize@1"),
                 _KIND], _ref("Snapshot")),
             **_write("put", "Create (no If-Match) or update (If-Match: base version)",
-                     [_NAME, _KIND, _IF_MATCH], _obj(["text"], text=_STR, message=_STR,
-                                                     base={"type": "integer", "minimum": 0}),
-                     _ref("Version"), {"201": _ok(_ref("Version"), "created")}),
+                     [_NAME, _KIND, _IF_MATCH], _input(["text"], text=_STR, message=_STR,
+                                                       base={"type": "integer", "minimum": 0}),
+                     _ref("Version"), {"201": _ok(_ref("Version"), "created")},
+                     {"text": "---\nname: summarize\n---\nuser:\nSummarize in at most "
+                              "{{max_words}} words: {{text}}\n", "message": "shorter prompt"}),
             **_write("delete", "Delete (a new version; restorable)", [
                 _NAME, _KIND, _IF_MATCH, _q("message", "commit message")], None,
                 _ref("Version")),
         },
         "/api/v1/restore": _write("post", "Restore a deleted or old version as a new version",
-                                  [], _obj(["name"], name=_STR, kind=_STR, version=_INT,
-                                           message=_STR), _ref("Version")),
+                                  [], _input(["name"], name=_NONEMPTY, kind=_KINDS,
+                                             version=_INT, message=_STR), _ref("Version"),
+                                  example={"name": "summarize", "version": 1}),
         "/api/v1/versions": _read("History of an artifact, newest first", [_NAME, _KIND],
                                   _obj(["name", "versions", "labels"], name=_STR,
                                        versions={"type": "array", "items": _ref("Version")},
                                        labels={"type": "object"})),
         "/api/v1/diff": _read("Diff two references: text, fields, rendered", [
-            _q("a", "left reference", True), _q("b", "right reference", True), _KIND,
-            _q("variables", "JSON object of variables for the rendered diff")],
+            _q("a", "left reference", True, example="summarize@1"),
+            _q("b", "right reference", True, example="summarize"), _KIND,
+            _q("variables", "JSON object of variables for the rendered diff",
+               example='{"text": "A long story.", "max_words": 5}')],
             _ref("Diff")),
         "/api/v1/labels": {
             **_read("Labels of an artifact", [_NAME, _KIND], labels_schema),
             **_write("put", "Set or move a label", [_NAME, label_q, _KIND],
-                     _obj(["version"], version={"type": "integer", "minimum": 1},
-                          message=_STR), label_result),
+                     _input(["version"], version={"type": "integer", "minimum": 1},
+                            message=_STR), label_result,
+                     example={"version": 1, "message": "promote"}),
             **_write("delete", "Remove a label", [_NAME, label_q, _KIND,
                                                    _q("message", "commit message")],
                      None, label_result),
         },
         "/api/v1/label-events": _read("Label moves, newest first", [
-            _q("name", "one artifact (default: all)"), _KIND,
+            _q("name", "one artifact (default: all)", example="summarize"), _KIND,
             _q("limit", "at most", schema={"type": "integer", "minimum": 1, "maximum": 5000})],
             _obj(["events"], events={"type": "array", "items": _ref("LabelEvent")})),
         "/api/v1/audit": _read("Every write on main, newest first", [
@@ -174,17 +203,20 @@ def openapi_document() -> dict[str, Any]:
             _q("before", "older than this seq", schema={"type": "integer", "minimum": 0})],
             _obj(["entries"], entries={"type": "array", "items": _ref("AuditEntry")})),
         "/api/v1/rollback": _write("post", "Roll back by label move or content restore", [],
-                                   _obj(["name", "to"], name=_STR, to={"type": "integer",
-                                                                       "minimum": 1},
-                                        label=_STR, kind=_STR, message=_STR),
+                                   _input(["name", "to"], name=_NONEMPTY, to={
+                                       "type": "integer", "minimum": 1}, label=_NONEMPTY,
+                                          kind=_KINDS, message=_STR),
                                    _obj(["name", "to"], name=_STR, to=_INT,
                                         label={"type": "string", "nullable": True},
-                                        result={"type": "object", "nullable": True})),
+                                        result={"type": "object", "nullable": True}),
+                                   example={"name": "summarize", "to": 1, "label": "staging"}),
         "/api/v1/render": _write("post", "Render a prompt version to chat messages", [],
-                                 _obj(["ref"], ref=_STR, variables={"type": "object"}),
+                                 _input(["ref"], ref=_NONEMPTY, variables={"type": "object"}),
                                  _obj(["ref", "version", "messages"], ref=_STR, version=_INT,
                                       messages={"type": "array", "items": _obj(
-                                          ["role", "content"], role=_STR, content=_STR)})),
+                                          ["role", "content"], role=_STR, content=_STR)}),
+                                 example={"ref": "summarize@1", "variables": {
+                                     "text": "A long story.", "max_words": 5}}),
     }
     return {
         "openapi": "3.0.3",

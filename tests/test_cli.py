@@ -129,4 +129,26 @@ def test_core_never_imports_transport_or_heavy_libraries():
         anywhere = set(_imports(ast.walk(tree)))
         assert not anywhere & {"flask", "click"}, f"{path} imports a transport library"
         top_level = set(_imports(tree.body))  # heavy libraries may be imported lazily only
+        if path.parent.name == "runner" and path.stem in ("hf", "openai_backend"):
+            continue  # backend modules are themselves imported only when used
         assert not top_level & {"torch", "transformers", "peft", "openai"}, path
+
+
+def test_cli_server_and_reads_never_load_heavy_libraries(tmp_path):
+    code = (
+        "import sys, promptrev, promptrev.runner, promptrev.runner.execute, cli.main\n"
+        "from server import Settings, create_app, prepare\n"
+        f"s = Settings(registry={str(tmp_path / 'r')!r}, seed_from={str(ROOT / 'prompts')!r})\n"
+        "prepare(s, admin_password='pw')\n"
+        "app = create_app(s)\n"
+        "token = app.extensions['promptrev'].accounts.create_token('admin')[0]\n"
+        "c = app.test_client()\n"
+        "h = {'Authorization': 'Bearer ' + token}\n"
+        "assert c.get('/api/v1/artifact?ref=summarize', headers=h).status_code == 200\n"
+        "assert c.get('/v1/models', headers=h).status_code == 200\n"
+        "heavy = {'torch', 'transformers', 'peft', 'openai'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
