@@ -66,7 +66,7 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
-    from . import api, errors, web
+    from . import api, errors, openai_api, web
     from .auth import login_manager
     from .state import ServerState
 
@@ -87,8 +87,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.teardown_appcontext(state.release)
     login_manager.init_app(app)
     csrf.init_app(app)
-    csrf.exempt(api.bp)  # the API takes bearer tokens only, never cookies
+    csrf.exempt(api.bp)  # the APIs take bearer tokens only, never cookies
+    csrf.exempt(openai_api.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(openai_api.bp)
     app.register_blueprint(web.bp)
     errors.install(app)
     web.install_filters(app)

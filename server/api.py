@@ -21,7 +21,7 @@ from .openapi import openapi_document
 from .state import json_bytes
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
-KINDS = ("prompt", "dataset")
+KINDS = ("prompt", "dataset", "adapter")
 
 
 @bp.before_request

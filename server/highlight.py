@@ -27,6 +27,8 @@ def highlight_artifact(text: str, kind: str) -> Markup:
         return Markup(escape(text))
     if kind == "dataset":
         return Markup(highlight(text, JsonLexer(), _FORMATTER))
+    if kind == "adapter":  # the card
+        return Markup(highlight(text, YamlLexer(), _FORMATTER))
     match = _FRONT.match(text)
     front_html = ""
     body = text

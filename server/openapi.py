@@ -16,7 +16,7 @@ _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _NULL_INT = {"type": "integer", "nullable": True}
 _NONEMPTY = {"type": "string", "minLength": 1}
-_KINDS = {"type": "string", "enum": ["prompt", "dataset"]}
+_KINDS = {"type": "string", "enum": ["prompt", "dataset", "adapter"]}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import secrets
 from dataclasses import dataclass, field, replace
 
 from promptrev.registry import DEFAULT_MAX_BYTES
+from promptrev.runner.base import read_models_file
 
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"
 SECRET_FILE = "promptrev-server-secret"
@@ -25,7 +26,8 @@ class Settings:
     max_bytes: int = DEFAULT_MAX_BYTES
     seed_from: str | None = "prompts"
     cookie_secure: bool = False
-    extra: dict = field(default_factory=dict)
+    models: dict = field(default_factory=dict)  # name -> {backend, name, base_url, ...}
+    env: dict = field(default_factory=dict)  # for ${env:NAME} in prompts' configuration
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -43,6 +45,8 @@ class Settings:
             "max_bytes": int(env.get("PROMPTREV_MAX_BYTES", DEFAULT_MAX_BYTES)),
             "seed_from": env.get("PROMPTREV_SEED", "prompts") or None,
             "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "") in ("1", "true", "yes"),
+            "models": read_models_file(env.get("PROMPTREV_MODELS")),
+            "env": dict(env),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -21,6 +21,7 @@ from flask import g
 
 from promptrev.accounts import Accounts
 from promptrev.registry import Registry
+from promptrev.runner.base import model_specs
 
 from .settings import Settings
 
@@ -42,6 +43,8 @@ class ServerState:
         self.settings = settings
         self.accounts = Accounts(settings.accounts_url)
         self.protected_labels = frozenset(settings.protected_labels)
+        self.models = model_specs(settings.models, settings.env)
+        self.backends: dict = {}  # loaded models, shared by every request of this process
         self._idle: list[Lease] = []
         self._lock = threading.Lock()
 

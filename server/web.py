@@ -33,7 +33,7 @@ from .auth import SessionUser, state, web_user
 from .highlight import highlight_artifact, stylesheet
 
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
-KINDS = ("prompt", "dataset")
+KINDS = ("prompt", "dataset", "adapter")
 
 
 def reader(view):

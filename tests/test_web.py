@@ -209,3 +209,23 @@ def test_error_pages_are_html_for_people(server_env):
         as_text=True)
     r = client.get("/a/summarize?v=abc")
     assert r.status_code == 400 and "version number" in r.get_data(as_text=True)
+
+
+def test_adapter_pages(server_env, tmp_path):
+    from promptrev import Registry
+
+    from .test_adapters import make_adapter
+
+    with Registry.open(server_env.settings.registry) as reg:
+        reg.push_adapter("tone", str(make_adapter(tmp_path / "a", seed=1)))
+        reg.push_adapter("tone", str(make_adapter(tmp_path / "b", seed=2)), base=1)
+    client = server_env.login("viewer")
+    page = _text(client.get("/?kind=adapter"))
+    assert "/a/tone?kind=adapter" in page
+    page = _text(client.get("/a/tone?kind=adapter"))
+    assert "peft_type" in page and "LORA" in page and 'data-version="2"' in page
+    page = _text(client.get("/diff?name=tone&kind=adapter&a=1&b=2"))
+    weights = page[page.index('id="weights"'):]
+    assert "layers.0.self_attn.q_proj" in weights and "changed" in weights
+    r = server_env.api("GET", "/artifact?ref=tone@1&kind=adapter")
+    assert r.status_code == 200 and "adapter_model.safetensors" in r.get_json()["text"]
