@@ -107,3 +107,28 @@ def server_env(tmp_path: Path):
     env = make_server_env(tmp_path)
     yield env
     env.app.extensions["promptrev"].close()
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny random Llama, its tokenizer and PEFT adapters, built locally (no downloads)."""
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    from .tiny_models import tiny_models
+
+    # 64-wide matrices gain nothing from threads, and a second torch thread waiting for a
+    # core busy with other work made these tests 2-3x slower on the 2-core machines.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tiny_models(tmp_path_factory)
+    torch.set_num_threads(threads)
+
+
+def hf_prompt(model_dir, body: str = "user:\nSay something about {{ topic }}.\n",
+              max_tokens: int = 8, extra: str = "") -> str:
+    """A prompt whose front matter runs it on a local transformers model."""
+    return (f"---\nname: tiny\nmodel:\n  api: chat\n  configuration:\n    type: hf\n"
+            f"    name: {model_dir}\n  parameters:\n    max_tokens: {max_tokens}\n"
+            f"    temperature: 0\ninputs:\n  topic:\n    type: string\n{extra}"
+            f"sample:\n  topic: prompts\n---\n{body}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -37,6 +38,12 @@ class ModelSpec:
     base_url: str | None = None
     api_key: str | None = None
     options: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple:
+        """A hashable identity (``options`` is a dict), for caches of loaded backends."""
+        return (self.backend, self.name, self.revision, self.base_url, self.api_key,
+                json.dumps(self.options, sort_keys=True, default=str))
 
 
 @dataclass
@@ -89,7 +96,8 @@ _BACKENDS: dict[str, Callable[[ModelSpec], Backend]] = {}
 _LAZY = {"hf": "promptrev.runner.hf", "openai": "promptrev.runner.openai_backend"}
 # Prompty's `model.configuration.type` values and what runs them.
 ALIASES = {"huggingface": "hf", "transformers": "hf", "local": "hf",
-           "azure_openai": "openai", "azure": "openai", "vllm": "openai", "ollama": "openai"}
+           "azure_openai": "openai", "azure": "openai", "vllm": "openai", "ollama": "openai",
+           "serverless": "openai", "lmstudio": "openai"}
 
 
 def backend(name: str):
@@ -111,3 +119,37 @@ def get_backend(spec: ModelSpec) -> Backend:
         known = sorted(set(_BACKENDS) | set(_LAZY))
         raise InvalidRequest(f"unknown backend {spec.backend!r} (backends: {', '.join(known)})")
     return _BACKENDS[name](spec)
+
+
+def read_models_file(path: str | None) -> dict:
+    """Configured models from a YAML/JSON file: ``name: {backend, name, base_url, ...}``."""
+    if not path:
+        return {}
+    import yaml
+
+    with open(path, encoding="utf-8") as fh:
+        data = yaml.safe_load(fh) or {}
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"{path}: expected a mapping of model names to settings")
+    return data
+
+
+def model_specs(models: dict, env: dict) -> dict:
+    """``ModelSpec`` per configured name (``${env:NAME}`` values filled from ``env``)."""
+    def fill(value):
+        if isinstance(value, str) and value.startswith("${env:") and value.endswith("}"):
+            name, _, default = value[6:-1].partition(":")
+            return env.get(name, default or None)
+        return value
+
+    specs = {}
+    for name, conf in models.items():
+        if not isinstance(conf, dict) or not conf.get("backend"):
+            raise InvalidRequest(f"model {name!r}: needs at least 'backend' (hf or openai)")
+        conf = {k: fill(v) for k, v in conf.items()}
+        known = ("backend", "name", "path", "revision", "base_url", "api_key")
+        specs[name] = ModelSpec(ALIASES.get(conf["backend"], conf["backend"]),
+                                str(conf.get("path") or conf.get("name") or name),
+                                conf.get("revision"), conf.get("base_url"), conf.get("api_key"),
+                                {k: v for k, v in conf.items() if k not in known})
+    return specs

@@ -1,0 +1,258 @@
+"""Run prompt versions: render, pick the backend from the front matter, validate output.
+
+Everything that affects a call lives in the prompt version (Prompty's ``model`` section:
+``configuration`` says which backend and model, ``parameters`` the sampling), so running
+``summarize@production`` is reproducible from the version alone. ``${env:NAME:default}``
+values in ``configuration`` are filled from the ``env`` mapping the edge passes in (the
+core never reads the environment itself).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..errors import InvalidRequest, ValidationFailed
+from ..prompty import Prompt
+from .base import ALIASES, AdapterSource, Generation, GenerationRequest, ModelSpec, get_backend
+
+_ENV = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?\}$")
+_FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n```\s*$", re.S)
+_JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
+_SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed")
+_LOCK = threading.Lock()  # guards backend creation (backends may be shared by runners)
+
+
+@dataclass
+class RunResult:
+    """A run of one prompt version on one input: the answer and what it took."""
+
+    ref: str
+    text: str
+    generation: Generation
+    messages: list[dict[str, str]]
+    parsed: Any = None  # the validated JSON answer when the prompt declares outputs
+    attempts: int = 1
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"ref": self.ref, "text": self.text, "parsed": self.parsed,
+                "attempts": self.attempts, "usage": self.usage,
+                "generation": self.generation.to_dict()}
+
+
+class Runner:
+    """Runs prompt versions from a registry; backends are created once and reused."""
+
+    def __init__(self, registry, *, env: Mapping[str, str] | None = None,
+                 models: Mapping[str, ModelSpec] | None = None, output_retries: int = 2,
+                 backends: dict[tuple, Any] | None = None):
+        self.registry = registry
+        self.env = dict(env or {})
+        self.models = dict(models or {})
+        self.output_retries = output_retries
+        # Pass a shared dict to share loaded backends (models) between runners.
+        self._backends: dict[tuple, Any] = {} if backends is None else backends
+        self._lock = _LOCK
+
+    # ---- what to run -----------------------------------------------------------------
+    def model_spec(self, prompt: Prompt, override: str | None = None) -> ModelSpec:
+        """The backend and model a prompt asks for (or ``override``, a configured name)."""
+        if override:
+            return self.named_model(override)
+        conf = prompt.model.get("configuration")
+        conf = {k: self._env(v) for k, v in conf.items()} if isinstance(conf, dict) else {}
+        name = conf.get("name") or conf.get("model") or conf.get("azure_deployment")
+        if name and name in self.models and not conf.get("type"):
+            return self.models[name]
+        kind = str(conf.get("type") or "").lower()
+        if not kind:
+            raise InvalidRequest("the prompt's model.configuration has no 'type' (e.g. 'hf' "
+                                 "or 'openai'); set one or pick a configured model")
+        if not name:
+            raise InvalidRequest("the prompt's model.configuration names no model "
+                                 "('name', 'model' or 'azure_deployment')")
+        if name in self.models and ALIASES.get(kind, kind) == self.models[name].backend:
+            return self.models[name]
+        base_url = conf.get("base_url") or conf.get("endpoint") or conf.get("azure_endpoint")
+        api_key = conf.get("api_key") or conf.get("key")
+        options = {k: v for k, v in conf.items() if k not in (
+            "type", "name", "model", "base_url", "endpoint", "api_key", "key")}
+        return ModelSpec(ALIASES.get(kind, kind), str(name), conf.get("revision"), base_url,
+                         api_key, options)
+
+    def named_model(self, name: str) -> ModelSpec:
+        """A model configured by name on this server or CLI."""
+        if name not in self.models:
+            known = ", ".join(sorted(self.models)) or "none configured"
+            raise InvalidRequest(f"unknown model {name!r} (models: {known})")
+        return self.models[name]
+
+    def backend(self, spec: ModelSpec):
+        """The backend for a spec, created once per runner."""
+        with self._lock:
+            if spec.key not in self._backends:
+                self._backends[spec.key] = get_backend(spec)
+            return self._backends[spec.key]
+
+    # ---- running ---------------------------------------------------------------------
+    def prepare(self, ref: str, variables: dict[str, Any] | None = None, *,
+                extra_messages: list[dict[str, str]] | None = None,
+                adapter: str | AdapterSource | None = None,
+                params: dict[str, Any] | None = None) -> tuple[Prompt, GenerationRequest, str]:
+        """Render ``ref`` and build the request its front matter describes."""
+        version = self.registry.resolve(ref, "prompt")
+        prompt = self.registry.prompt(version.ref)
+        values = {**prompt.defaults(), **(variables or {})}
+        messages = [m.to_dict() for m in prompt.render(values)]
+        messages += list(extra_messages or [])
+        request = build_request(messages, prompt.parameters, params)
+        if adapter is not None:
+            request.adapter = adapter if isinstance(adapter, AdapterSource) else \
+                self.registry.adapter_source(adapter)
+        return prompt, request, version.ref
+
+    def run(self, ref: str, variables: dict[str, Any] | None = None, **kwargs) -> RunResult:
+        """Run one prompt version once (with output validation and bounded retries)."""
+        return self.run_many(ref, [variables or {}], **kwargs)[0]
+
+    def run_many(self, ref: str, inputs: list[dict[str, Any]], *,
+                 adapter: str | AdapterSource | None = None, model: str | None = None,
+                 params: dict[str, Any] | None = None) -> list[RunResult]:
+        """Run one prompt version on many inputs, batched by the backend."""
+        if isinstance(adapter, str):
+            adapter = self.registry.adapter_source(adapter)
+        prepared = [self.prepare(ref, values, adapter=adapter, params=params)
+                    for values in inputs]
+        if not prepared:
+            return []
+        prompt, _, resolved = prepared[0]
+        backend = self.backend(self.model_spec(prompt, model))
+        requests = [request for _, request, _ in prepared]
+        schema = output_schema(prompt)
+        results = [RunResult(resolved, g.text, g, r.messages)
+                   for g, r in zip(backend.generate(requests), requests, strict=True)]
+        for result, request in zip(results, requests, strict=True):
+            _count(result, result.generation)
+            if schema is not None:
+                self._validate(backend, request, result, schema)
+        return results
+
+    def complete(self, request: GenerationRequest, spec: ModelSpec, ref: str,
+                 prompt: Prompt | None = None) -> RunResult:
+        """Run one prepared request (validating the output when the prompt declares it)."""
+        backend = self.backend(spec)
+        generation = backend.generate([request])[0]
+        result = RunResult(ref, generation.text, generation, request.messages)
+        _count(result, generation)
+        schema = output_schema(prompt) if prompt is not None else None
+        if schema is not None:
+            self._validate(backend, request, result, schema)
+        return result
+
+    def stream(self, request: GenerationRequest, spec: ModelSpec) -> Iterator[str]:
+        """Stream one request's answer; the generator returns the final Generation."""
+        return self.backend(spec).stream(request)
+
+    def _validate(self, backend, request: GenerationRequest, result: RunResult,
+                  schema: dict) -> None:
+        """Check the answer; feed the error back to the model a bounded number of times."""
+        messages = list(request.messages)
+        for attempt in range(self.output_retries + 1):
+            error, parsed = check_output(result.text, schema)
+            if error is None:
+                result.parsed = parsed
+                return
+            if attempt == self.output_retries:
+                raise ValidationFailed(
+                    f"{result.ref}: the answer did not match the prompt's outputs after "
+                    f"{attempt + 1} attempts: {error}",
+                    [{"file": result.ref, "line": None, "message": error,
+                      "answer": result.text[:2000]}])
+            messages += [{"role": "assistant", "content": result.text},
+                         {"role": "user", "content": retry_message(error, schema)}]
+            retry = replace(request, messages=list(messages))
+            generation = backend.generate([retry])[0]
+            result.text, result.generation = generation.text, generation
+            result.attempts += 1
+            _count(result, generation)
+
+    def _env(self, value: Any) -> Any:
+        if isinstance(value, str):
+            match = _ENV.match(value.strip())
+            if match:
+                return self.env.get(match.group(1), match.group(2))
+        return value
+
+
+def build_request(messages: list[dict[str, str]], parameters: dict[str, Any],
+                  overrides: dict[str, Any] | None = None) -> GenerationRequest:
+    """A request from the prompt's parameters, with per-call overrides on top."""
+    merged = {**{k: v for k, v in parameters.items() if k in _SAMPLING},
+              **{k: v for k, v in (overrides or {}).items() if k in _SAMPLING and v is not None}}
+    stop = merged.get("stop")
+    if isinstance(stop, str):
+        stop = [stop]
+    try:
+        return GenerationRequest(
+            messages, max_tokens=int(merged.get("max_tokens", 256)),
+            temperature=float(merged.get("temperature", 0.0)),
+            top_p=float(merged.get("top_p", 1.0)), stop=stop,
+            seed=int(merged["seed"]) if merged.get("seed") is not None else None)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequest(f"invalid model parameter: {exc}") from None
+
+
+def output_schema(prompt: Prompt) -> dict[str, Any] | None:
+    """A JSON schema from the prompt's ``outputs`` (Prompty style or a full schema)."""
+    outputs = prompt.front.get("outputs")
+    if not isinstance(outputs, dict) or not outputs:
+        return None
+    if outputs.get("type") == "object" and isinstance(outputs.get("properties"), dict):
+        return outputs
+    properties = {}
+    for name, spec in outputs.items():
+        spec = spec if isinstance(spec, dict) else {}
+        kind = spec.get("type")
+        properties[name] = {k: v for k, v in spec.items() if k != "sample"} if (
+            kind in _JSON_TYPES) else {}
+    return {"type": "object", "properties": properties, "required": sorted(properties)}
+
+
+def check_output(text: str, schema: dict[str, Any]) -> tuple[str | None, Any]:
+    """(None, parsed JSON) when ``text`` satisfies ``schema``, else (error, None)."""
+    import jsonschema
+
+    body = text.strip()
+    fenced = _FENCE.match(body)
+    if fenced:
+        body = fenced.group(1)
+    try:
+        parsed = json.loads(body)
+    except ValueError as exc:
+        return f"the answer is not JSON ({exc.msg} at position {exc.pos})", None
+    try:
+        jsonschema.validate(parsed, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the answer"
+        return f"{where}: {exc.message}", None
+    return None, parsed
+
+
+def retry_message(error: str, schema: dict[str, Any]) -> str:
+    """What the model is told when its answer did not validate."""
+    return (f"Your answer was not valid: {error}. Reply again with only a JSON object that "
+            f"matches this schema, and nothing else:\n{json.dumps(schema)}")
+
+
+def _count(result: RunResult, generation: Generation) -> None:
+    usage = result.usage
+    usage["prompt_tokens"] = usage.get("prompt_tokens", 0) + generation.prompt_tokens
+    usage["completion_tokens"] = usage.get("completion_tokens", 0) + \
+        generation.completion_tokens
+    usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]

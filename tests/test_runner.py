@@ -1,0 +1,136 @@
+"""Running prompt versions: front matter picks the backend, adapters from the registry,
+output validation with bounded retries, fine-tuning into new adapter versions."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from promptrev.errors import InvalidRequest, ValidationFailed
+from promptrev.runner.execute import Runner, check_output, output_schema
+from promptrev.runner.finetune import FinetuneConfig, finetune
+
+from .conftest import hf_prompt
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def test_run_uses_the_model_named_in_the_front_matter(registry, tiny):
+    registry.save("tiny", hf_prompt(tiny.model))
+    runner = Runner(registry)
+    result = runner.run("tiny", {"topic": "git"})
+    assert result.ref == "tiny@1" and result.text
+    backend = runner.backend(runner.model_spec(registry.prompt("tiny")))
+    prompt_ids = backend.prompt_ids(runner.prepare("tiny", {"topic": "git"})[1])
+    assert result.usage["prompt_tokens"] == len(prompt_ids)
+    assert 0 < result.usage["completion_tokens"] <= 8
+    batch = runner.run_many("tiny", [{"topic": t} for t in ("git", "sql", "flask", "git")])
+    assert batch[0].text == result.text and batch[3].text == result.text
+    alone = [runner.run("tiny", {"topic": t}).text for t in ("sql", "flask")]
+    assert [b.text for b in batch[1:3]] == alone
+
+
+def test_run_on_an_adapter_version(registry, tiny):
+    registry.save("tiny", hf_prompt(tiny.model, max_tokens=6))
+    registry.push_adapter("tone", str(tiny.lora[0]))
+    registry.push_adapter("tone", str(tiny.lora[1]), base=1)
+    registry.set_label("tone", "production", 1)
+    runner = Runner(registry)
+    base = runner.run("tiny", {"topic": "x"}).text
+    one = runner.run("tiny", {"topic": "x"}, adapter="tone@production")
+    two = runner.run("tiny", {"topic": "x"}, adapter="tone@2")
+    assert one.generation.adapter == "tone@1" and two.generation.adapter == "tone@2"
+    assert len({base, one.text, two.text}) == 3
+    registry.set_label("tone", "production", 2)  # a label move changes what runs
+    assert runner.run("tiny", {"topic": "x"}, adapter="tone@production").text == two.text
+
+
+def test_env_and_unknown_backends(registry, tiny):
+    text = hf_prompt("${env:TINY_MODEL}")
+    registry.save("envy", text)
+    runner = Runner(registry, env={"TINY_MODEL": str(tiny.model)})
+    assert runner.model_spec(registry.prompt("envy")).name == str(tiny.model)
+    registry.save("odd", hf_prompt(tiny.model).replace("type: hf", "type: teleport"))
+    with pytest.raises(InvalidRequest, match="unknown backend 'teleport'"):
+        Runner(registry).run("odd", {"topic": "x"})
+    registry.save("bare", "user:\nhi\n")
+    with pytest.raises(InvalidRequest, match="no 'type'"):
+        Runner(registry).run("bare")
+    with pytest.raises(InvalidRequest, match="unknown model 'nope'"):
+        Runner(registry).run("bare", model="nope")
+
+
+def test_output_schema_and_checks():
+    from promptrev.prompty import parse_prompt
+
+    prompt = parse_prompt("---\noutputs:\n  score:\n    type: number\n  why:\n    type: string\n"
+                          "---\nuser:\nrate\n")
+    schema = output_schema(prompt)
+    assert schema["required"] == ["score", "why"]
+    assert check_output('{"score": 3, "why": "ok"}', schema) == (None, {"score": 3, "why": "ok"})
+    assert check_output('```json\n{"score": 1, "why": ""}\n```', schema)[0] is None
+    assert "not JSON" in check_output("three", schema)[0]
+    assert "score" in check_output('{"score": "high", "why": "x"}', schema)[0]
+    assert "'why' is a required property" in check_output('{"score": 1}', schema)[0]
+    assert output_schema(parse_prompt("user:\nhi\n")) is None
+
+
+def test_invalid_output_is_retried_then_reported(registry, tiny):
+    extra = "outputs:\n  answer:\n    type: string\n"
+    registry.save("json", hf_prompt(tiny.model, max_tokens=4, extra=extra))
+    runner = Runner(registry, output_retries=2)
+    backend = runner.backend(runner.model_spec(registry.prompt("json")))
+    calls = []
+    original = backend.generate
+    backend.generate = lambda requests: calls.append(requests) or original(requests)
+    with pytest.raises(ValidationFailed, match="after 3 attempts") as err:
+        runner.run("json", {"topic": "x"})
+    assert len(calls) == 3  # the answer, then two retries
+    retry = calls[1][0].messages
+    assert retry[-2]["role"] == "assistant" and "not valid" in retry[-1]["content"]
+    assert len(calls[2][0].messages) == len(retry) + 2  # each retry sees the last error
+    assert err.value.problems[0]["answer"] is not None
+
+
+@pytest.mark.slow
+def test_finetune_lora_into_a_new_adapter_version_that_answers_valid_json(registry, tiny):
+    answer = json.dumps({"answer": "yes"})
+    cases = "".join(json.dumps({"id": f"c{i}", "vars": {"topic": f"t{i}"},
+                                "expected": answer}) + "\n" for i in range(12))
+    registry.save("yes-data", cases, kind="dataset")
+    extra = "outputs:\n  answer:\n    type: string\n"
+    registry.save("json", hf_prompt(tiny.model, max_tokens=24, extra=extra))
+    config = FinetuneConfig(method="lora", rank=8, alpha=16, max_steps=60, learning_rate=5e-3,
+                            batch_size=4, validation_split=0.25, seed=0,
+                            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+    version = finetune(registry, dataset="yes-data", model_path=str(tiny.model),
+                       name="yes-lora", config=config, prompt="json", progress=False)
+    card = registry.adapter(version.ref).card
+    assert card["lineage"]["dataset"] == "yes-data@1" and card["lineage"]["prompt"] == "json@1"
+    training = card["training"]
+    assert training["train_cases"] == 9 and training["validation_cases"] == 3
+    assert training["steps"] == 60 and len(training["loss_curve"]) == 60
+    assert training["loss_curve"][-1]["loss"] < training["loss_curve"][0]["loss"]
+    assert training["validation_loss"] is not None and training["hyperparameters"]["rank"] == 8
+    # An unseen case of the same form (a random tiny model does not generalise further).
+    result = Runner(registry).run("json", {"topic": "t42"}, adapter=version.ref)
+    assert result.parsed == {"answer": "yes"} and result.attempts == 1
+
+
+@pytest.mark.slow
+def test_finetune_prompt_tuning(registry, tiny):
+    cases = "".join(json.dumps({"id": f"c{i}", "vars": {"topic": f"t{i}"},
+                                "expected": "yes"}) + "\n" for i in range(6))
+    registry.save("d", cases, kind="dataset")
+    version = finetune(registry, dataset="d", model_path=str(tiny.model), name="soft",
+                       config=FinetuneConfig(method="prompt_tuning", num_virtual_tokens=4,
+                                             max_steps=5, batch_size=2), progress=False)
+    card = registry.adapter(version.ref).card
+    assert card["peft_type"] == "PROMPT_TUNING" and card["num_virtual_tokens"] == 4
+    registry.save("tiny", hf_prompt(tiny.model, max_tokens=4))
+    assert Runner(registry).run("tiny", {"topic": "x"}, adapter="soft").text is not None
+    with pytest.raises(ValidationFailed, match="at least 2"):
+        registry.save("empty", '{"id": "a", "vars": {}}\n', kind="dataset")
+        finetune(registry, dataset="empty", model_path=str(tiny.model), name="x",
+                 progress=False)
