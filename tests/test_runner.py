@@ -174,3 +174,25 @@ def test_run_and_finetune_from_the_cli(tmp_path, monkeypatch, tiny):
     tuned = json.loads(run("run", "tiny", "--var", "topic=git", "--adapter", "cli-lora",
                            "--json"))
     assert tuned["generation"]["adapter"] == "cli-lora@1"
+
+
+def test_registry_adapters_mixed_in_one_batch(registry, tiny, tmp_path):
+    """Real PEFT adapters pushed, pulled (sha256-verified) and run mixed in one pass."""
+    registry.save("tiny", hf_prompt(tiny.model, max_tokens=6))
+    registry.push_adapter("a", str(tiny.lora[0]))
+    registry.push_adapter("b", str(tiny.lora[1]))
+    registry.push_adapter("soft", str(tiny.prompt_tuning))
+    runner = Runner(registry)
+    sources = [None, registry.adapter_source("a"), registry.adapter_source("b"),
+               registry.adapter_source("soft"), registry.adapter_source("a@1")]
+    assert sources[1].path == sources[4].path  # same version, same cached folder
+    requests = []
+    for source in sources:
+        _, request, _ = runner.prepare("tiny", {"topic": "git"}, adapter=source)
+        requests.append(request)
+    backend = runner.backend(runner.model_spec(registry.prompt("tiny")))
+    mixed = backend.generate(requests)
+    alone = [backend.generate([r])[0] for r in requests]
+    assert [g.text for g in mixed] == [g.text for g in alone]
+    assert [g.adapter for g in mixed] == [None, "a@1", "b@1", "soft@1", "a@1"]
+    assert len({g.text for g in mixed[:4]}) >= 3  # the adapters really change the answer
