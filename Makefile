@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[hf,test]'
+	$(PY) -m pip install --quiet -e '.[hf,eval,test]'
 	touch $@
 
 # The main job: the server on a local registry (bare Git repository + SQLite index),

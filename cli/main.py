@@ -427,4 +427,9 @@ def fsck(ctx: Context, as_json: bool) -> None:
 
 
 # Command groups in their own modules register themselves on ``main`` when imported.
-from . import adapter_commands, runner_commands, server_commands  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    adapter_commands,
+    eval_commands,
+    runner_commands,
+    server_commands,
+)

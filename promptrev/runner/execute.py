@@ -38,11 +38,12 @@ class RunResult:
     parsed: Any = None  # the validated JSON answer when the prompt declares outputs
     attempts: int = 1
     usage: dict[str, int] = field(default_factory=dict)
+    error: str | None = None  # an answer that never validated (with on_invalid="record")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"ref": self.ref, "text": self.text, "parsed": self.parsed,
-                "attempts": self.attempts, "usage": self.usage,
+                "attempts": self.attempts, "usage": self.usage, "error": self.error,
                 "generation": self.generation.to_dict()}
 
 
@@ -123,8 +124,14 @@ class Runner:
 
     def run_many(self, ref: str, inputs: list[dict[str, Any]], *,
                  adapter: str | AdapterSource | None = None, model: str | None = None,
-                 params: dict[str, Any] | None = None) -> list[RunResult]:
-        """Run one prompt version on many inputs, batched by the backend."""
+                 params: dict[str, Any] | None = None,
+                 on_invalid: str = "raise") -> list[RunResult]:
+        """Run one prompt version on many inputs, batched by the backend.
+
+        An answer that still fails the prompt's ``outputs`` after the retries raises
+        :class:`ValidationFailed`, or with ``on_invalid="record"`` is kept with ``error``
+        set (evaluations score every case rather than stop at the first bad answer).
+        """
         if isinstance(adapter, str):
             adapter = self.registry.adapter_source(adapter)
         prepared = [self.prepare(ref, values, adapter=adapter, params=params)
@@ -140,7 +147,12 @@ class Runner:
         for result, request in zip(results, requests, strict=True):
             _count(result, result.generation)
             if schema is not None:
-                self._validate(backend, request, result, schema)
+                try:
+                    self._validate(backend, request, result, schema)
+                except ValidationFailed as exc:
+                    if on_invalid != "record":
+                        raise
+                    result.error = exc.message
         return results
 
     def complete(self, request: GenerationRequest, spec: ModelSpec, ref: str,

@@ -1,0 +1,142 @@
+"""``promptrev eval``: A/B evaluations from a terminal."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .main import Context, emit_json, main, pass_ctx, reports_errors
+
+
+def _evaluator(reg):
+    from promptrev.evaluation.runs import Evaluator
+
+    from .runner_commands import _runner
+
+    runner = _runner(reg)
+    return Evaluator(reg, runner, env=runner.env)
+
+
+@main.group("eval")
+def eval_() -> None:
+    """Compare prompt versions and adapters on a dataset version, with statistics."""
+
+
+@eval_.command("run")
+@click.argument("spec_file", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@pass_ctx
+@reports_errors
+def eval_run(ctx: Context, spec_file: str, as_json: bool) -> None:
+    """Run the variants of SPEC_FILE (ab.yaml) over its dataset and print the verdict."""
+    from promptrev.evaluation.runs import load_spec
+
+    with open(spec_file, encoding="utf-8") as fh:
+        spec = load_spec(fh.read(), spec_file)
+    with ctx.open() as reg:
+        evaluator = _evaluator(reg)
+        run_id = evaluator.start(spec, author=ctx.author)
+        click.echo(f"evaluation run {run_id} (resume with: promptrev eval resume {run_id})",
+                   err=True)
+        report = _execute(evaluator, run_id)
+    _print(report, as_json)
+
+
+@eval_.command("resume")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def eval_resume(ctx: Context, run_id: int, as_json: bool) -> None:
+    """Finish an interrupted run: only cases without a result are run."""
+    with ctx.open() as reg:
+        report = _execute(_evaluator(reg), run_id)
+    _print(report, as_json)
+
+
+@eval_.command("show")
+@click.argument("run_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--cases", is_flag=True, help="Also print every case where variants disagree.")
+@pass_ctx
+@reports_errors
+def eval_show(ctx: Context, run_id: int, as_json: bool, cases: bool) -> None:
+    """Print a run's report (recomputed from its stored results)."""
+    with ctx.open() as reg:
+        evaluator = _evaluator(reg)
+        run = evaluator.store.run(run_id)
+        report = run["report"] or evaluator.report(run_id)
+        results = evaluator.store.results(run_id) if cases else []
+    if as_json:
+        emit_json({**report, "status": run["status"], **(
+            {"results": results} if cases else {})})
+        return
+    click.echo(f"run {run_id}: {run['name']}  ({run['status']})")
+    _print(report, False)
+    if cases:
+        _print_disagreements(report, results)
+
+
+@eval_.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def eval_list(ctx: Context, as_json: bool) -> None:
+    """Recent evaluation runs."""
+    from promptrev.evaluation.store import EvalStore
+
+    with ctx.open() as reg:
+        runs = EvalStore(reg.engine).runs()
+    if as_json:
+        emit_json(runs)
+        return
+    for r in runs:
+        click.echo(f"{r['id']:>5}  {r['status']:<8} {r['dataset']:<24} {r['cases']:>6} cases  "
+                   f"{r['name']}")
+
+
+def _execute(evaluator, run_id: int) -> dict:
+    run = evaluator.store.run(run_id)
+    total = run["cases"] * len(run["spec"]["variants"])
+    with click.progressbar(length=total, label="evaluating", file=sys.stderr,
+                           show_pos=True) as bar:
+        return evaluator.execute(run_id, progress=bar.update)
+
+
+def _print(report: dict, as_json: bool) -> None:
+    if as_json:
+        emit_json(report)
+        return
+    click.secho(f"dataset {report['dataset']}, {report['cases']} cases", bold=True)
+    for metric in report["metrics"]:
+        click.secho(f"\n{metric['metric']}", bold=True)
+        for name, iv in metric["variants"].items():
+            click.echo(f"  {name:<20} {iv['mean']:.3f}  [{iv['low']:.3f}, {iv['high']:.3f}]"
+                       f"  n={iv['n']}")
+        if metric.get("correction"):
+            click.echo(f"  comparisons: {metric['correction']}")
+    ops = report["operations"]
+    click.secho("\ncost and speed (mean per request)", bold=True)
+    for name in report["scored"]:
+        lat = ops["latency_s"]["variants"][name]["mean"]
+        tin = ops["prompt_tokens"]["variants"][name]["mean"]
+        tout = ops["completion_tokens"]["variants"][name]["mean"]
+        per_1k = report["costs"]["per_1k"].get(name)
+        money = f"  {per_1k:.4g} per 1k requests" if per_1k is not None else ""
+        click.echo(f"  {name:<20} {lat:.3f}s  {tin:.0f} in / {tout:.0f} out tokens{money}")
+    click.secho("\nverdict", bold=True)
+    for line in report["verdict"]:
+        click.echo(f"  {line}")
+
+
+def _print_disagreements(report: dict, results: list[dict]) -> None:
+    by_case: dict[str, dict[str, dict]] = {}
+    for r in results:
+        by_case.setdefault(r["case_id"], {})[r["variant"]] = r
+    click.secho("\ncases where the variants disagree", bold=True)
+    for case_id, rows in by_case.items():
+        outputs = {name: row["output"].strip() for name, row in rows.items()}
+        if len(set(outputs.values())) > 1:
+            click.echo(f"  {case_id}: " + "  |  ".join(f"{n}: {o[:40]!r}"
+                                                      for n, o in outputs.items()))

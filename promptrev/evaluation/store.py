@@ -1,0 +1,139 @@
+"""Where evaluation runs and their per-case results live: SQL tables next to the index.
+
+They are not derived from Git, so ``reindex`` never touches them. A result row is written
+as soon as its case is scored, under a unique (run, variant, case) key: an interrupted
+run resumes with the cases that have no row yet, and no case is ever scored twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Optional
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Field, SQLModel
+
+from ..errors import NotFound
+
+
+class EvalRunRow(SQLModel, table=True):
+    """One evaluation run: its resolved spec, state and (when finished) its report."""
+
+    __tablename__ = "eval_run"
+    id: int = Field(primary_key=True)
+    name: str = Field(max_length=200)
+    author: str = Field(max_length=255)
+    created: int
+    updated: int
+    status: str = Field(max_length=16)  # running, done, failed
+    dataset: str = Field(max_length=300)  # name@N, resolved at start
+    cases: int
+    spec: str  # JSON: variants with exact versions, scorers, prices
+    report: Optional[str] = None  # JSON, written when the run finishes
+    error: Optional[str] = None
+
+
+class EvalResultRow(SQLModel, table=True):
+    """One case of one variant: the output, its scores and what it cost."""
+
+    __tablename__ = "eval_result"
+    __table_args__ = (sa.UniqueConstraint("run_id", "variant", "case_id"),)
+    id: int = Field(primary_key=True)
+    run_id: int = Field(foreign_key="eval_run.id", index=True)
+    variant: str = Field(max_length=100)
+    case_id: str = Field(max_length=200)
+    case_index: int
+    output: str
+    scores: str  # JSON {scorer: value or null}
+    details: str  # JSON {scorer: detail}
+    prompt: str = Field(max_length=300)  # exact prompt version, name@N
+    adapter: Optional[str] = Field(default=None, max_length=300)
+    backend: str = Field(max_length=50)
+    model: str = Field(max_length=500)
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+    cost: Optional[float] = None
+    error: Optional[str] = None
+    created: int
+
+
+T_RUN = EvalRunRow.__table__
+T_RESULT = EvalResultRow.__table__
+
+
+class EvalStore:
+    """Runs and results in the registry's SQL database."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        SQLModel.metadata.create_all(engine, tables=[T_RUN, T_RESULT])
+
+    def create(self, *, name: str, author: str, dataset: str, cases: int,
+               spec: dict[str, Any]) -> int:
+        """Record a new run; return its id."""
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            result = conn.execute(T_RUN.insert().values(
+                name=name, author=author, created=now, updated=now, status="running",
+                dataset=dataset, cases=cases, spec=json.dumps(spec)))
+            return int(result.inserted_primary_key[0])
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        """A run as a dict (spec and report parsed)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T_RUN).where(T_RUN.c.id == run_id)).first()
+        if row is None:
+            raise NotFound(f"no evaluation run {run_id} (see 'promptrev eval list')")
+        return _run(row)
+
+    def runs(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Recent runs, newest first, without their reports."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T_RUN).order_by(T_RUN.c.id.desc()).limit(limit))
+            return [{k: v for k, v in _run(r).items() if k not in ("report", "spec")}
+                    for r in rows]
+
+    def set_status(self, run_id: int, status: str, *, report: dict | None = None,
+                   error: str | None = None) -> None:
+        """Mark a run running, done or failed (with its report or error)."""
+        values: dict[str, Any] = {"status": status, "updated": int(time.time()),
+                                  "error": error}
+        if report is not None:
+            values["report"] = json.dumps(report)
+        with self.engine.begin() as conn:
+            conn.execute(T_RUN.update().where(T_RUN.c.id == run_id).values(**values))
+
+    def done_cases(self, run_id: int, variant: str) -> set[str]:
+        """Case ids of ``variant`` that already have a result."""
+        with self.engine.connect() as conn:
+            return {r[0] for r in conn.execute(sa.select(T_RESULT.c.case_id).where(
+                T_RESULT.c.run_id == run_id, T_RESULT.c.variant == variant))}
+
+    def add_results(self, rows: list[dict[str, Any]]) -> None:
+        """Store scored cases (one transaction; a duplicate case is an error, never a 2nd row)."""
+        if not rows:
+            return
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            conn.execute(T_RESULT.insert(), [{**r, "created": now,
+                                              "scores": json.dumps(r["scores"]),
+                                              "details": json.dumps(r["details"])}
+                                             for r in rows])
+
+    def results(self, run_id: int) -> list[dict[str, Any]]:
+        """Every result of a run, in variant then case order."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T_RESULT).where(T_RESULT.c.run_id == run_id)
+                                .order_by(T_RESULT.c.variant, T_RESULT.c.case_index))
+            return [{**r._asdict(), "scores": json.loads(r.scores),
+                     "details": json.loads(r.details)} for r in rows]
+
+
+def _run(row) -> dict[str, Any]:
+    out = row._asdict()
+    out["spec"] = json.loads(out["spec"])
+    out["report"] = json.loads(out["report"]) if out["report"] else None
+    return out
