@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from .main import Context, emit_json, main, pass_ctx, reports_errors
+from .main import Context, emit_json, label, main, pass_ctx, reports_errors
 
 
 def _evaluator(reg):
@@ -140,3 +140,59 @@ def _print_disagreements(report: dict, results: list[dict]) -> None:
         if len(set(outputs.values())) > 1:
             click.echo(f"  {case_id}: " + "  |  ".join(f"{n}: {o[:40]!r}"
                                                       for n, o in outputs.items()))
+
+
+@label.command("split")
+@click.argument("name")
+@click.argument("label_name", metavar="LABEL")
+@click.argument("arms", nargs=-1)
+@click.option("--end", is_flag=True, help="End the split: everyone gets the label again.")
+@click.option("-m", "--message")
+@pass_ctx
+@reports_errors
+def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...], end: bool,
+                message: str | None) -> None:
+    """Split LABEL's traffic over versions: `label split summarize production 4=90 5=10`."""
+    weights: dict[int, int] = {}
+    if not end:
+        for arm in arms:
+            version, sep, weight = arm.partition("=")
+            if not sep or not version.isdigit() or not weight.isdigit():
+                raise click.BadParameter(f"{arm!r} is not VERSION=WEIGHT", param_hint="ARMS")
+            weights[int(version)] = int(weight)
+        if not weights:
+            raise click.UsageError("give VERSION=WEIGHT arms, or --end")
+    with ctx.open() as reg:
+        reg.set_split(name, label_name, weights, message=message, author=ctx.author)
+    click.echo(f"{name}@{label_name}: " + (", ".join(f"v{v} {w}" for v, w in sorted(
+        weights.items())) if weights else "split ended"))
+
+
+@main.group("ab")
+def ab() -> None:
+    """Online A/B on split labels: live statistics from the outcomes applications post."""
+
+
+@ab.command("stats")
+@click.argument("name")
+@click.argument("label_name", metavar="LABEL")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+@reports_errors
+def ab_stats(ctx: Context, name: str, label_name: str, as_json: bool) -> None:
+    """Per-arm results of LABEL's split, with intervals and tests."""
+    from promptrev.evaluation.online import Outcomes
+
+    with ctx.open() as reg:
+        report = Outcomes(reg.engine).report(reg, name, label_name)
+    if as_json:
+        emit_json(report)
+        return
+    click.secho(f"{name}@{label_name}: split {report['split'] or 'none'}", bold=True)
+    for metric in report["metrics"]:
+        click.secho(metric["metric"], bold=True)
+        for arm, iv in metric["arms"].items():
+            click.echo(f"  {arm:<6} {iv['mean']:.3f}  [{iv['low']:.3f}, {iv['high']:.3f}]  "
+                       f"n={iv['n']}")
+    for line in report["verdict"]:
+        click.echo(line)

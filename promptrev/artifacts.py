@@ -185,6 +185,8 @@ class AuditEntry:
         """What kind of write this was: create, save, delete, label, rollback, import…"""
         if self.message.startswith("rollback"):
             return "rollback"
+        if self.message.startswith("split "):
+            return "split"
         if self.label_moves and not self.versions:
             return "label"
         if len(self.versions) > 1:

@@ -94,9 +94,16 @@ class Client:
         self.close()
 
     # ---- public API ------------------------------------------------------------------
-    def get(self, ref: str, *, fallback: str | None = None) -> RemoteVersion:
-        """The version ``ref`` names (``name``, ``name@production``, ``name@4``)."""
+    def get(self, ref: str, *, fallback: str | None = None,
+            caller: str | None = None) -> RemoteVersion:
+        """The version ``ref`` names (``name``, ``name@production``, ``name@4``).
+
+        ``caller`` (a user or session id) takes part in a label's traffic split: the same
+        caller always gets the same version while the split stands.
+        """
         key = str(parse_reference(ref, "prompt"))
+        if caller:
+            key = f"{key}\x00{caller}"
         now = time.monotonic()
         with self._lock:
             entry = self._cache.get(key)
@@ -115,18 +122,18 @@ class Client:
             if text is None:
                 raise ServerUnavailable(f"promptrev server unreachable and no cached or "
                                         f"fallback version of '{key}': {exc}") from None
-            name = parse_reference(key, "prompt").name
+            name = parse_reference(key.split("\x00")[0], "prompt").name
             return RemoteVersion(name, None, text, source="fallback")
 
-    def resolve(self, ref: str) -> int | None:
+    def resolve(self, ref: str, caller: str | None = None) -> int | None:
         """The version number ``ref`` points at (None when serving a fallback)."""
-        return self.get(ref).version
+        return self.get(ref, caller=caller).version
 
     def render(self, ref: str, variables: dict[str, Any] | None = None, *,
-               fallback: str | None = None) -> list[Message]:
+               fallback: str | None = None, caller: str | None = None) -> list[Message]:
         """Render ``ref`` locally (sandboxed, like the server) into chat messages."""
-        value = self.get(ref, fallback=fallback)
-        key = str(parse_reference(ref, "prompt"))
+        value = self.get(ref, fallback=fallback, caller=caller)
+        key = str(parse_reference(ref, "prompt")) + (f"\x00{caller}" if caller else "")
         with self._lock:
             entry = self._cache.get(key)
         if entry is not None and entry.value.text == value.text:
@@ -167,8 +174,9 @@ class Client:
 
     def _fetch(self, key: str, entry: _Entry | None) -> _Entry:
         headers = {"If-None-Match": entry.etag} if entry and entry.etag else {}
-        response = self._http.get("/api/v1/artifact", params={"ref": key, "kind": "prompt"},
-                                  headers=headers)
+        ref, _, caller = key.partition("\x00")
+        params = {"ref": ref, "kind": "prompt", **({"key": caller} if caller else {})}
+        response = self._http.get("/api/v1/artifact", params=params, headers=headers)
         now = time.monotonic()
         if response.status_code == 304 and entry is not None:
             with self._lock:
@@ -199,6 +207,7 @@ def _json(response: httpx.Response) -> dict[str, Any]:
 
 def _checked(key: str, data: dict[str, Any]) -> RemoteVersion:
     """Accept an answer only if it is the artifact, label or version that was asked for."""
+    key, _, caller = key.partition("\x00")
     ref = parse_reference(key, "prompt")
     try:
         value = RemoteVersion(data["name"], int(data["version"]), data["text"],
@@ -207,7 +216,9 @@ def _checked(key: str, data: dict[str, Any]) -> RemoteVersion:
         raise ServerUnavailable("server answer is missing name, version or text") from None
     ok = value.name == ref.name and data.get("kind", "prompt") == "prompt"
     sel = ref.selector
-    if ok and sel is not None:
+    if ok and caller and data.get("assigned"):  # a split assigned this caller a version
+        ok = data["assigned"] == f"{value.name}@{value.version}"
+    elif ok and sel is not None:
         ok = (value.version == ref.number
               or (ref.may_be_label and sel in value.labels)
               or (ref.may_be_commit and (value.commit or "").startswith(sel.lower())))

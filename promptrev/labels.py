@@ -28,3 +28,50 @@ def parse_label_map(text: str, filename: str) -> dict[str, int]:
 def dump_label_map(labels: dict[str, int]) -> str:
     """Serialise a label map deterministically (sorted, one label per line)."""
     return "".join(f"{label}: {labels[label]}\n" for label in sorted(labels))
+
+
+def split_path(folder: str, name: str) -> str:
+    """Where an artifact's traffic splits live: ``splits/<folder>/<name>.yaml``."""
+    return f"splits/{folder}/{name}.yaml"
+
+
+def parse_splits(text: str, filename: str) -> dict[str, dict[int, int]]:
+    """``label: {version: weight, ...}`` lines; weights are positive integers."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{filename}: bad YAML: {exc}") from None
+    ok = isinstance(data, dict) and all(
+        isinstance(label, str) and isinstance(arms, dict) and arms and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 and
+            isinstance(w, int) and not isinstance(w, bool) and w >= 1 for v, w in arms.items())
+        for label, arms in data.items())
+    if not ok:
+        raise ValidationFailed(f"{filename}: a split file holds 'label: {{version: weight}}' "
+                               "entries with positive integers")
+    return data
+
+
+def dump_splits(splits: dict[str, dict[int, int]]) -> str:
+    """Serialise splits deterministically."""
+    return "".join(f"{label}: {{{', '.join(f'{v}: {w}' for v, w in sorted(arms.items()))}}}\n"
+                   for label, arms in sorted(splits.items()))
+
+
+def assign(kind: str, name: str, label: str, key: str, arms: dict[int, int]) -> int:
+    """The version a caller ``key`` gets under a split: stable for the key, by weight.
+
+    SHA-256 of (kind, name, label, key) picks a point in the total weight, so the same key
+    always lands on the same arm while the split is unchanged, and keys spread over the
+    arms in proportion to their weights.
+    """
+    import hashlib
+
+    total = sum(arms.values())
+    digest = hashlib.sha256(f"{kind}\x00{name}\x00{label}\x00{key}".encode()).digest()
+    point = int.from_bytes(digest[:8], "big") % total
+    for version, weight in sorted(arms.items()):
+        if point < weight:
+            return version
+        point -= weight
+    raise AssertionError("unreachable: the point lies within the total weight")

@@ -25,6 +25,7 @@ from .errors import (
     StorageError,
     ValidationFailed,
 )
+from .labels import assign, parse_splits, split_path
 from .prompty import Message, Prompt, parse_prompt
 from .references import Reference, parse_reference
 from .storage import maintenance
@@ -333,6 +334,40 @@ class Registry:
                               author=author) as tx:
             tx.remove_label(name, label, kind=kind)
         return tx.label_event
+
+    def set_split(self, name: str, label: str, arms: dict[int, int], *,
+                  message: str | None = None, author: str = DEFAULT_AUTHOR,
+                  kind: str | None = None) -> str | None:
+        """Split the traffic of ``label`` over versions by weight (``{}`` ends the split).
+
+        Callers that pass a key to :meth:`resolve_for` get a version stable for that key;
+        everyone else keeps getting the version the label points at.
+        """
+        kind = kind or self._artifact(parse_reference(name)).kind
+        what = ", ".join(f"v{v}: {w}" for v, w in sorted(arms.items())) or "ended"
+        with self.transaction(message=message or f"split {name}@{label} ({what})",
+                              author=author) as tx:
+            tx.set_split(name, label, arms, kind=kind)
+        return tx.commit_sha
+
+    def splits(self, name: str, kind: str | None = None) -> dict[str, dict[int, int]]:
+        """label → {version: weight} of an artifact's traffic splits."""
+        head = self.sync()
+        art = self._artifact(parse_reference(name, kind))
+        path = split_path(KINDS[art.kind].folder, art.name)
+        blob = self.store.blob_at(head, path) if head else None
+        return parse_splits(self._text(blob), path) if blob else {}
+
+    def resolve_for(self, ref: str | Reference, key: str, kind: str | None = None) -> Version:
+        """Resolve ``ref`` for a caller: a split label gives the key's (sticky) version."""
+        parsed = ref if isinstance(ref, Reference) else parse_reference(ref, kind)
+        if parsed.selector is not None and parsed.may_be_label and key:
+            arms = self.splits(parsed.name, parsed.kind or kind).get(parsed.selector)
+            if arms:
+                art = self._artifact(parsed)
+                version = assign(art.kind, art.name, parsed.selector, key, arms)
+                return self.resolve(f"{art.name}@{version}", art.kind)
+        return self.resolve(parsed, kind)
 
     def rollback(self, name: str, to: int, *, label: str | None = None,
                  message: str | None = None, author: str = DEFAULT_AUTHOR,

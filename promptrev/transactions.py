@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .artifacts import KINDS, LabelEvent, Version
 from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
-from .labels import dump_label_map, parse_label_map
+from .labels import dump_label_map, dump_splits, parse_label_map, parse_splits, split_path
 from .names import validate_label, validate_name
 from .storage.gitstore import Change, GitStore, RefMoved, Signature
 from .storage.indexer import KnownCommit, catch_up
@@ -41,6 +41,7 @@ class Transaction:
         self.author = Signature.parse(author)
         self._saves: dict[tuple[str, str], tuple[str | None, int | None]] = {}
         self._labels: list[tuple[str, str, str, int | None]] = []
+        self._splits: list[tuple[str, str, str, dict[int, int]]] = []
         self._blobs: dict[str, bytes] = {}
         self._sidecars: dict[tuple[str, str], dict[str, str]] = {}
         self.commit_sha: str | None = None
@@ -129,6 +130,21 @@ class Transaction:
         validate_label(label)
         self._labels.append((kind, name, label, None))
 
+    def set_split(self, name: str, label: str, arms: dict[int, int], *,
+                  kind: str = "prompt") -> None:
+        """Stage a traffic split of ``label`` over versions (``{4: 90, 5: 10}``); ``{}`` ends it."""
+        _check_kind(kind)
+        validate_name(name)
+        validate_label(label)
+        if not isinstance(arms, dict) or not all(
+                isinstance(v, int) and isinstance(w, int) and not isinstance(w, bool)
+                and v >= 1 and w >= 1 for v, w in arms.items()):
+            raise ValidationFailed("a split maps version numbers to positive integer weights, "
+                                   "e.g. {4: 90, 5: 10}")
+        if len(arms) == 1:
+            raise ValidationFailed("a split needs at least two versions (or none, to end it)")
+        self._splits.append((kind, name, label, dict(arms)))
+
     def _stage(self, kind: str, name: str, blob: str | None, base: int | None) -> None:
         if (kind, name) in self._saves:
             raise ValidationFailed(f"{kind} '{name}' appears twice in one transaction")
@@ -145,7 +161,7 @@ class Transaction:
 
     def commit(self) -> str | None:
         """Write everything as one commit; retry on a lost ref race, never overwrite."""
-        if not self._saves and not self._labels:
+        if not self._saves and not self._labels and not self._splits:
             return None
         reg = self.registry
         store = reg.store
@@ -196,7 +212,8 @@ class Transaction:
         reg = self.registry
         changes: dict[str, str | None] = {}
         before: dict[str, str | None] = {}
-        keys = list(self._saves) + [(k, n) for k, n, _, _ in self._labels]
+        keys = list(self._saves) + [(k, n) for k, n, _, _ in self._labels] + [
+            (k, n) for k, n, _, _ in self._splits]
         current = reg.index.artifacts(keys)
         for (kind, name), (blob, base) in self._saves.items():
             art = current.get((kind, name))
@@ -229,6 +246,20 @@ class Transaction:
             if new != old_blob:
                 changes[path] = new
                 before[path] = old_blob
+        for kind, name, label, arms in self._splits:
+            path = split_path(KINDS[kind].folder, name)
+            old_blob = changes.get(path, reg.store.blob_at(head, path))
+            splits = parse_splits(reg.store.blob(old_blob).decode(), path) if old_blob else {}
+            for version in arms:
+                self._check_label_target(kind, name, current.get((kind, name)), version)
+            if arms:
+                splits[label] = arms
+            elif splits.pop(label, None) is None:
+                raise NotFound(f"{kind} '{name}' has no split on label '{label}'")
+            new = reg.store.write_blob(dump_splits(splits).encode()) if splits else None
+            if new != old_blob:
+                before.setdefault(path, reg.store.blob_at(head, path))
+                changes[path] = new
         # In the order a tree walk finds them, so new artifacts get the ids a rebuild gives.
         listed = sorted((Change(p, before[p], b) for p, b in changes.items()),
                         key=lambda c: c.path.split("/"))

@@ -169,9 +169,86 @@ def list_artifacts() -> Response:
 
 @bp.get("/artifact")
 def get_artifact() -> Response:
-    """One version with its text, by reference (``name@production``)."""
-    ref, kind = _arg("ref"), _kind()
-    return _cached_read(("get", ref, kind), lambda reg: reg.get(ref, kind).to_dict())
+    """One version with its text, by reference (``name@production``).
+
+    With ``key`` (a caller id), a label with a traffic split answers the version that
+    key is assigned to, the same one every time while the split stands.
+    """
+    ref, kind, key = _arg("ref"), _kind(), _arg("key", None, max_len=200)
+    if key is None:
+        return _cached_read(("get", ref, kind), lambda reg: reg.get(ref, kind).to_dict())
+
+    def assigned(reg):
+        version = reg.resolve_for(ref, key, kind)
+        return {**reg.get(version.ref, version.kind).to_dict(), "assigned": version.ref}
+
+    return _cached_read(("get-for", ref, kind, key), assigned)
+
+
+@bp.get("/splits")
+def splits() -> Response:
+    """Traffic splits of an artifact's labels: label → {version: weight}."""
+    name, kind = _arg("name"), _kind()
+    return _cached_read(("splits", name, kind), lambda reg: {
+        "name": name, "splits": {label: {str(v): w for v, w in sorted(arms.items())}
+                                 for label, arms in reg.splits(name, kind).items()}})
+
+
+@bp.put("/splits")
+def set_split() -> Response:
+    """Split a label's traffic over versions by weight (sticky per caller key)."""
+    name, label, kind = _arg("name"), _arg("label"), _kind()
+    check_label_move(g.user, label, state().protected_labels)
+    data = _body()
+    raw = _field(data, "arms", dict)
+    try:
+        arms = {int(v): w for v, w in raw.items()}
+    except ValueError:
+        raise InvalidRequest("'arms' maps version numbers to weights, e.g. "
+                             '{"4": 90, "5": 10}') from None
+    if any(isinstance(w, bool) or not isinstance(w, int) for w in arms.values()):
+        raise InvalidRequest("split weights must be positive integers")
+    _reg().set_split(name, label, arms, message=_field(data, "message", str, None),
+                     author=g.user.author, kind=kind)
+    return _json({"name": name, "label": label,
+                  "arms": {str(v): w for v, w in sorted(arms.items())}})
+
+
+@bp.delete("/splits")
+def end_split() -> Response:
+    """End a label's traffic split (everyone gets the labelled version again)."""
+    name, label, kind = _arg("name"), _arg("label"), _kind()
+    check_label_move(g.user, label, state().protected_labels)
+    _reg().set_split(name, label, {}, author=g.user.author, kind=kind)
+    return _json({"name": name, "label": label, "arms": {}})
+
+
+@bp.post("/outcomes")
+def post_outcome() -> Response:
+    """Record an application's outcome for a caller key under a split label."""
+    from promptrev.evaluation.online import Outcomes
+
+    data = _body()
+    ref, key = _field(data, "ref", str), _field(data, "key", str)
+    if "value" not in data:
+        raise InvalidRequest("field 'value' is required (a number, or true/false)")
+    metric = _field(data, "metric", str, "success")
+    reg = _reg()
+    recorded = Outcomes(reg.engine).record(reg, ref, key, data["value"], metric,
+                                           _valid_kind(_field(data, "kind", str, None))
+                                           or "prompt")
+    return _json(recorded, 201)
+
+
+@bp.get("/experiments")
+def experiment() -> Response:
+    """Live statistics per arm of a split label, from the outcomes posted back."""
+    from promptrev.evaluation.online import Outcomes
+
+    name, label, kind = _arg("name"), _arg("label"), _kind("prompt")
+    reg = _reg()
+    reg.resolve(name, kind)  # a clear 404 for an unknown artifact
+    return _json(Outcomes(reg.engine).report(reg, name, label, kind))
 
 
 @bp.get("/versions")

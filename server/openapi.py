@@ -156,7 +156,9 @@ def openapi_document() -> dict[str, Any]:
             _obj(["total", "artifacts"], total=_INT, offset=_INT,
                  artifacts={"type": "array", "items": _ref("Summary")})),
         "/api/v1/artifact": {
-            **_read("Get a version by reference", [
+            **_read("Get a version by reference (with `key`: the version a split assigns)", [
+                _q("key", "caller id: a label with a traffic split answers this caller's "
+                   "version"),
                 _q("ref", "`name`, `name@4`, `name@production` or `name@<commit>`", True,
                    example="summarize@1"),
                 _KIND], _ref("Snapshot")),
@@ -202,6 +204,38 @@ def openapi_document() -> dict[str, Any]:
             _q("limit", "at most", schema={"type": "integer", "minimum": 1, "maximum": 1000}),
             _q("before", "older than this seq", schema={"type": "integer", "minimum": 0})],
             _obj(["entries"], entries={"type": "array", "items": _ref("AuditEntry")})),
+        "/api/v1/splits": {
+            **_read("Traffic splits of an artifact's labels", [_NAME, _KIND],
+                    _obj(["name", "splits"], name=_STR, splits={"type": "object"})),
+            **_write("put", "Split a label's traffic over versions (sticky per caller key)",
+                     [_NAME, _q("label", "label name", True, example="staging"), _KIND],
+                     _input(["arms"], arms={"type": "object", "additionalProperties": {
+                         "type": "integer", "minimum": 1}}, message=_STR),
+                     _obj(["name", "label", "arms"], name=_STR, label=_STR,
+                          arms={"type": "object"}),
+                     example={"arms": {"1": 60, "2": 40}}),
+            **_write("delete", "End a label's traffic split",
+                     [_NAME, _q("label", "label name", True, example="staging"), _KIND],
+                     None, _obj(["name", "label", "arms"], name=_STR, label=_STR,
+                                arms={"type": "object"})),
+        },
+        "/api/v1/outcomes": _write(
+            "post", "Record an outcome for a caller key under a split label", [],
+            _input(["ref", "key", "value"], ref=_NONEMPTY, key=_NONEMPTY,
+                   value={"oneOf": [{"type": "number"}, {"type": "boolean"}]},
+                   metric=_NONEMPTY, kind=_KINDS),
+            _obj(["name", "label", "version", "metric", "value"], name=_STR, label=_STR,
+                 version=_INT, metric=_STR, value={"type": "number"}),
+            example={"ref": "summarize@staging", "key": "user-1", "value": True},
+            extra={"201": _ok(_obj(["name", "label", "version", "metric", "value"], name=_STR,
+                             label=_STR, version=_INT, metric=_STR,
+                             value={"type": "number"}), "recorded")}),
+        "/api/v1/experiments": _read(
+            "Live statistics per arm of a split label", [
+                _NAME, _q("label", "label name", True, example="staging"), _KIND],
+            _obj(["name", "label", "split", "metrics", "verdict"], name=_STR, label=_STR,
+                 kind=_STR, split={"type": "object"}, metrics={"type": "array"},
+                 verdict={"type": "array", "items": _STR}), etag=False),
         "/api/v1/rollback": _write("post", "Roll back by label move or content restore", [],
                                    _input(["name", "to"], name=_NONEMPTY, to={
                                        "type": "integer", "minimum": 1}, label=_NONEMPTY,

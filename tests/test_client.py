@@ -177,3 +177,18 @@ def test_server_down_keeps_last_known_version_or_fallback(tmp_path):
             client.get("summarize@staging")
     with Client(server.url, "t", fallbacks={"summarize@production": fallback}) as cold:
         assert cold.get("summarize@production").source == "fallback"
+
+
+def test_caller_keys_follow_a_label_split(live, admin, token):
+    _save(admin, "c/split", PROMPT)
+    _save(admin, "c/split", variant(PROMPT, 1), base=1)
+    _label(admin, "c/split", "production", 1)
+    r = admin.put("/splits", params={"name": "c/split", "label": "production"},
+                  json={"arms": {"1": 50, "2": 50}})
+    assert r.status_code == 200, r.text
+    with Client(live.url, token, ttl=60) as client:
+        got = {f"u{i}": client.resolve("c/split@production", caller=f"u{i}") for i in range(30)}
+        assert set(got.values()) == {1, 2}
+        assert all(client.get("c/split@production", caller=k).version == v
+                   for k, v in got.items())  # sticky, and from the cache
+        assert client.get("c/split@production").version == 1  # no caller: the label

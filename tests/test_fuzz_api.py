@@ -30,6 +30,13 @@ STATUSES: dict[str, set[int]] = {}  # operation -> status codes seen
 @pytest.fixture(scope="module")
 def fuzz_env(tmp_path_factory):
     env = make_server_env(tmp_path_factory.mktemp("fuzz"))
+    # A second version and a split on `staging`, so the split and outcome handlers (whose
+    # examples use them) can answer 2xx as well as refuse.
+    summarize = env.api("GET", "/artifact?ref=summarize").get_json()["text"]
+    env.api("PUT", "/artifact?name=summarize", headers={"If-Match": "1"},
+            json={"text": summarize + "\n"})
+    env.api("PUT", "/labels?name=summarize&label=staging", json={"version": 1})
+    env.api("PUT", "/splits?name=summarize&label=staging", json={"arms": {"1": 50, "2": 50}})
     yield env
     env.app.extensions["promptrev"].close()
 

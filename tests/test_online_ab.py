@@ -1,0 +1,159 @@
+"""Online A/B: label splits with sticky assignment, outcomes posted back, live statistics."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from promptrev.errors import InvalidRequest, NotFound, ValidationFailed
+from promptrev.evaluation.online import Outcomes, independent_test
+from promptrev.labels import assign
+
+from .conftest import PROMPT, variant
+
+
+@pytest.fixture
+def split_registry(registry):
+    registry.save("g", PROMPT)
+    registry.save("g", variant(PROMPT, 1), base=1)
+    registry.save("g", variant(PROMPT, 2), base=2)
+    registry.set_label("g", "production", 1)
+    registry.set_split("g", "production", {1: 90, 2: 10})
+    return registry
+
+
+def test_assignment_is_sticky_and_follows_the_weights(split_registry):
+    reg = split_registry
+    assert reg.splits("g") == {"production": {1: 90, 2: 10}}
+    got = Counter(reg.resolve_for("g@production", f"user-{i}").number for i in range(5000))
+    assert set(got) == {1, 2} and 0.08 < got[2] / 5000 < 0.12
+    for key in ("alice", "bob", "user-17"):
+        first = reg.resolve_for("g@production", key).number
+        assert all(reg.resolve_for("g@production", key).number == first for _ in range(5))
+    assert reg.resolve("g@production").number == 1  # callers without a key: the label
+    assert reg.resolve_for("g@3", "alice").number == 3  # not a split label: as written
+    # A 50/50 split keeps 90/10's version-2 users on version 2 only by chance; the hash is
+    # a function of the key and the split arms only.
+    assert assign("prompt", "g", "production", "alice", {1: 90, 2: 10}) == \
+        reg.resolve_for("g@production", "alice").number
+
+
+def test_splits_are_commits_validated_and_can_end(split_registry):
+    reg = split_registry
+    assert [e.action for e in reg.audit(1)] == ["split"]
+    with pytest.raises(NotFound, match="no version 9"):
+        reg.set_split("g", "production", {1: 50, 9: 50})
+    with pytest.raises(ValidationFailed, match="at least two versions"):
+        reg.set_split("g", "production", {1: 100})
+    with pytest.raises(ValidationFailed, match="positive integer"):
+        reg.set_split("g", "production", {1: 0, 2: 5})
+    reg.set_split("g", "production", {})
+    assert reg.splits("g") == {}
+    assert {reg.resolve_for("g@production", f"k{i}").number for i in range(200)} == {1}
+    with pytest.raises(NotFound, match="no split"):
+        reg.set_split("g", "production", {})
+    assert reg.fsck()["ok"]
+
+
+def test_outcomes_and_live_statistics(split_registry):
+    reg = split_registry
+    reg.set_split("g", "production", {1: 50, 2: 50})
+    outcomes = Outcomes(reg.engine)
+    rng = random.Random(0)
+    for i in range(600):
+        key = f"user-{i}"
+        arm = reg.resolve_for("g@production", key).number
+        rate = 0.3 if arm == 1 else 0.6  # version 2 converts twice as often
+        outcomes.record(reg, "g@production", key, rng.random() < rate, "converted")
+        outcomes.record(reg, "g@production", key, rng.gauss(1.0, 0.2), "latency")
+    report = outcomes.report(reg, "g", "production")
+    assert report["split"] == {"1": 50, "2": 50}
+    metrics = {m["metric"]: m for m in report["metrics"]}
+    converted = metrics["converted"]["comparisons"][0]
+    assert converted["significant"] and converted["test"] == "fisher-exact"
+    assert converted["low"] < 0.3 < converted["high"]  # the true difference
+    latency = metrics["latency"]["comparisons"][0]
+    assert not latency["significant"] and latency["test"] == "welch-t"
+    assert any("no significant difference" in line for line in report["verdict"])
+    with pytest.raises(InvalidRequest, match="traffic split"):
+        outcomes.record(reg, "g@3", "k", 1)
+    with pytest.raises(InvalidRequest, match="number"):
+        outcomes.record(reg, "g@production", "k", "yes")
+
+
+def test_false_positive_rate_of_the_online_test_is_near_nominal():
+    rng = random.Random(1)
+    rejections = 0
+    for _ in range(300):
+        a = [float(rng.random() < 0.4) for _ in range(120)]
+        b = [float(rng.random() < 0.4) for _ in range(130)]
+        rejections += independent_test(a, b)["p_value"] < 0.05
+    assert rejections / 300 <= 0.07
+
+
+def test_split_api_and_outcomes_endpoint(server_env):
+    api = server_env.api
+    api("PUT", "/artifact?name=summarize", headers={"If-Match": "1"},
+        json={"text": PROMPT, "message": "v2"})
+    api("PUT", "/labels?name=summarize&label=staging", json={"version": 1})
+    r = api("PUT", "/splits?name=summarize&label=staging", role="editor",
+            json={"arms": {"1": 50, "2": 50}})
+    assert r.status_code == 200 and r.get_json()["arms"] == {"1": 50, "2": 50}
+    assert api("PUT", "/splits?name=summarize&label=production", role="editor",
+               json={"arms": {"1": 50, "2": 50}}).status_code == 403  # protected label
+    assert api("GET", "/splits?name=summarize").get_json()["splits"] == {
+        "staging": {"1": 50, "2": 50}}
+    seen = {}
+    for i in range(40):
+        got = api("GET", f"/artifact?ref=summarize@staging&key=user-{i}", role="viewer")
+        assert got.status_code == 200
+        seen[f"user-{i}"] = got.get_json()["version"]
+        again = api("GET", f"/artifact?ref=summarize@staging&key=user-{i}", role="viewer")
+        assert again.get_json()["version"] == seen[f"user-{i}"]
+    assert set(seen.values()) == {1, 2}
+    for key, version in seen.items():
+        r = api("POST", "/outcomes", role="viewer",
+                json={"ref": "summarize@staging", "key": key, "value": version == 2})
+        assert r.status_code == 201 and r.get_json()["version"] == version
+    stats = api("GET", "/experiments?name=summarize&label=staging").get_json()
+    arms = stats["metrics"][0]["arms"]
+    assert arms["v1"]["mean"] == 0 and arms["v2"]["mean"] == 1
+    assert api("POST", "/outcomes", json={"ref": "summarize@staging", "key": "k"}
+               ).status_code == 400
+    assert api("DELETE", "/splits?name=summarize&label=staging").status_code == 200
+    assert api("GET", "/splits?name=summarize").get_json()["splits"] == {}
+
+
+def test_split_and_stats_from_the_cli(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from cli.main import main
+    from promptrev import Registry
+
+    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    runner = CliRunner()
+
+    def run(*args, code=0):
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("init")
+    reg = Registry.open(tmp_path / "reg")
+    reg.save("g", PROMPT)
+    reg.save("g", variant(PROMPT, 1), base=1)
+    reg.set_label("g", "production", 1)
+    assert "g@production: v1 80, v2 20" in run("label", "split", "g", "production", "1=80",
+                                                "2=20")
+    for i in range(50):
+        Outcomes(reg.engine).record(reg, "g@production", f"k{i}", i % 3 == 0)
+    report = json.loads(run("ab", "stats", "g", "production", "--json"))
+    assert report["split"] == {"1": 80, "2": 20} and report["metrics"][0]["metric"] == "success"
+    assert "v1" in run("ab", "stats", "g", "production")
+    assert "not VERSION=WEIGHT" in run("label", "split", "g", "production", "x", code=2)
+    assert "split ended" in run("label", "split", "g", "production", "--end")
+    reg.close()
