@@ -5,7 +5,8 @@ Applications keep the official ``openai`` client and point ``base_url`` at promp
 - ``model="prompt:support/reply@production"`` renders that prompt version with
   ``extra_body={"variables": {...}}`` (request messages are appended after the rendered
   ones) and runs it with the model its front matter names; moving the label changes what
-  the application gets, with no deploy;
+  the application gets, with no deploy; with ``user=...`` a label with a traffic split
+  gives that user their (sticky) version;
 - ``model="adapter:support/tone@2"`` runs the adapter's base model (a configured model
   named in the card) with that adapter; a configured base-model name runs it plain, or
   with ``extra_body={"adapter": "support/tone@2"}``.
@@ -81,7 +82,11 @@ def chat_completions() -> Response:
         variables = body.get("variables") or {}
         if not isinstance(variables, dict):
             raise InvalidRequest("'variables' must be an object")
-        prompt, req, ref = runner.prepare(model[len("prompt:"):], variables,
+        ref = model[len("prompt:"):]
+        caller = body.get("user")  # OpenAI's end-user id: the key of a label's traffic split
+        if isinstance(caller, str) and caller:
+            ref = runner.registry.resolve_for(ref, caller, "prompt").ref
+        prompt, req, ref = runner.prepare(ref, variables,
                                           extra_messages=messages, adapter=adapter,
                                           params=params)
         spec = runner.model_spec(prompt, body.get("base_model"))

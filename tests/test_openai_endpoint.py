@@ -150,3 +150,22 @@ def test_openai_backend_runs_prompts_through_an_openai_compatible_server(served,
     many = Runner(reg, env={"PROMPTREV_TOKEN": token}).run_many("remote", [{}] * 4)
     assert {r.text for r in many} == {result.text}
     reg.close()
+
+
+def test_user_field_follows_a_label_split(served):
+    _, client, api, _ = served
+    api.put("/labels", params={"name": "greet", "label": "canary"},
+            json={"version": 1}).raise_for_status()
+    api.put("/splits", params={"name": "greet", "label": "canary"},
+            json={"arms": {"1": 50, "2": 50}}).raise_for_status()
+    seen = {}
+    for user in ("ann", "bo", "cy", "di", "ed", "flo", "gus", "hal"):
+        first = client.chat.completions.create(model="prompt:greet@canary", messages=[],
+                                               user=user, max_tokens=2,
+                                               extra_body={"variables": {"topic": "x"}})
+        again = client.chat.completions.create(model="prompt:greet@canary", messages=[],
+                                               user=user, max_tokens=2,
+                                               extra_body={"variables": {"topic": "x"}})
+        assert first.model == again.model  # sticky per user
+        seen[user] = first.model
+    assert set(seen.values()) == {"prompt:greet@1", "prompt:greet@2"}
