@@ -22,7 +22,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPTS = {"writes": "bench_writes.py", "reads": "bench_reads.py",
-           "server": "bench_server.py"}
+           "server": "bench_server.py", "eval": "bench_eval.py"}
 SKIPPED = 77  # exit status of a script that cannot run on this machine
 sys.path.insert(0, HERE)
 

@@ -49,10 +49,18 @@ class AdapterFiles:
     weights: Pointer
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~15x faster on cards
+
+
 def validate_card(text: str, filename: str) -> list[Problem]:
     """Check an adapter card; raise :class:`ValidationFailed` naming file, line, problem."""
+    _load_card(text, filename)
+    return []
+
+
+def _load_card(text: str, filename: str) -> dict[str, Any]:
     try:
-        card = yaml.safe_load(text)
+        card = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else None
@@ -65,7 +73,7 @@ def validate_card(text: str, filename: str) -> list[Problem]:
         raise ValidationFailed(f"{filename}: {problems[0]}",
                                [{"file": filename, "line": None, "message": p}
                                 for p in problems])
-    return []
+    return card
 
 
 def _card_problems(card: Any) -> list[str]:
@@ -158,8 +166,7 @@ def dump_card(card: dict[str, Any]) -> str:
 
 def parse_card(text: str) -> dict[str, Any]:
     """A card's YAML as a dict (validated)."""
-    validate_card(text, CARD)
-    return yaml.safe_load(text)
+    return _load_card(text, CARD)
 
 
 def check_sidecars(card: dict[str, Any], config_bytes: bytes, pointer_text: str,

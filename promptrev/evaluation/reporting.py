@@ -32,8 +32,8 @@ def build_report(registry, run: dict[str, Any], results: list[dict[str, Any]],
     operations = {}
     for key, label in _OPERATIONS:
         operations[key] = {"label": label, "variants": {
-            v: stats.mean_ci([r[key] for r in rows[v] if r is not None and r[key] is not None]
-                             ).to_dict() for v in names}}
+            v: stats.mean_ci([r[key] for r in rows[v] if r is not None and r[key] is not None],
+                             n_boot=2000).to_dict() for v in names}}
     costs = _costs(registry, spec, rows, names)
     verdict = [line for m in metrics for line in m["verdict"]]
     verdict += [c["text"] for c in costs["break_even"]]

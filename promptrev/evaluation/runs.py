@@ -129,13 +129,15 @@ class Evaluator:
             batch = int(spec.get("batch_size") or DEFAULT_BATCH)
             for raw in spec["variants"]:
                 variant = Variant(**raw)
+                source = (self.registry.adapter_source(variant.adapter)  # once per variant
+                          if variant.adapter else None)
                 done = self.store.done_cases(run_id, variant.name)
                 todo = [(i, c) for i, c in enumerate(cases) if c.id not in done]
                 if progress and len(done):
                     progress(len(done))
                 for start in range(0, len(todo), batch):
                     chunk = todo[start:start + batch]
-                    rows = self._run_chunk(run_id, variant, chunk, scorers, prices,
+                    rows = self._run_chunk(run_id, variant, source, chunk, scorers, prices,
                                            ScoreInput, cost)
                     self.store.add_results(rows)  # stored as soon as scored
                     if progress:
@@ -147,10 +149,10 @@ class Evaluator:
         self.store.set_status(run_id, "done", report=report)
         return report
 
-    def _run_chunk(self, run_id, variant: Variant, chunk, scorers, prices, score_input,
-                   cost) -> list[dict[str, Any]]:
+    def _run_chunk(self, run_id, variant: Variant, source, chunk, scorers, prices,
+                   score_input, cost) -> list[dict[str, Any]]:
         results = self.runner.run_many(variant.prompt, [c.vars for _, c in chunk],
-                                       adapter=variant.adapter, model=variant.model,
+                                       adapter=source, model=variant.model,
                                        params=variant.params, on_invalid="record")
         inputs = [score_input(c, r.text, r.generation) for (_, c), r in zip(
             chunk, results, strict=True)]
