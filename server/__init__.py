@@ -68,7 +68,7 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
-    from . import api, errors, openai_api, web
+    from . import api, errors, eval_pages, openai_api, web
     from .auth import login_manager
     from .state import ServerState
 
@@ -94,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(web.bp)
+    app.register_blueprint(eval_pages.bp)
     errors.install(app)
     web.install_filters(app)
     app.session_interface = _NoSessionForApis()
