@@ -140,7 +140,18 @@ def artifact(user: User, name: str) -> str:
         "artifact.html", user=user, name=name, kind=kind, version=version, history=history,
         text=text, highlighted=highlight_artifact(text, kind) if text is not None else None,
         prompt=prompt, labels=labels, protected=state().protected_labels,
-        latest=history[0].number)
+        latest=history[0].number, experiments=_experiments(reg, name, kind))
+
+
+def _experiments(reg, name: str, kind: str) -> list[dict]:
+    """Live online-A/B statistics of every label of the artifact that splits traffic."""
+    splits = reg.splits(name, kind)
+    if not splits:
+        return []
+    from promptrev.evaluation.online import Outcomes
+
+    outcomes = Outcomes(reg.engine)
+    return [outcomes.report(reg, name, label, kind) for label in sorted(splits)]
 
 
 @bp.get("/diff")

@@ -157,3 +157,20 @@ def test_split_and_stats_from_the_cli(tmp_path, monkeypatch):
     assert "not VERSION=WEIGHT" in run("label", "split", "g", "production", "x", code=2)
     assert "split ended" in run("label", "split", "g", "production", "--end")
     reg.close()
+
+
+def test_live_statistics_on_the_artifact_page(server_env):
+    api = server_env.api
+    api("PUT", "/artifact?name=summarize", headers={"If-Match": "1"},
+        json={"text": PROMPT, "message": "v2"})
+    api("PUT", "/labels?name=summarize&label=staging", json={"version": 1})
+    api("PUT", "/splits?name=summarize&label=staging", json={"arms": {"1": 70, "2": 30}})
+    page = server_env.login("viewer").get("/a/summarize").get_data(as_text=True)
+    assert 'id="experiments"' in page and "v1 70 / v2 30" in page
+    assert "No outcomes posted yet" in page
+    for i in range(30):
+        api("POST", "/outcomes", json={"ref": "summarize@staging", "key": f"u{i}",
+                                       "value": i % 2 == 0})
+    page = server_env.login("viewer").get("/a/summarize").get_data(as_text=True)
+    section = page[page.index('id="experiments"'):page.index("<h2>History")]
+    assert "success" in section and "v1" in section and "Outcomes" in section
