@@ -128,13 +128,13 @@ def _json(payload: Any, status: int = 200, headers: dict[str, str] | None = None
 
 def _cached_read(key: tuple, build) -> Response:
     """Answer a read from bytes cached per commit of ``main``, with ETag and 304."""
-    reg = _reg()
+    lease = state().lease()  # one lookup for the registry and its cache: this is hot
+    reg, cache = lease.registry, lease.bodies
     head = reg.sync()
-    cache = state().bodies
     entry = cache.get(head, key) or cache.put(head, key, build(reg))
     body, etag = entry
-    if request.if_none_match.contains(etag[1:-1]):  # the header's ETags are unquoted
-        return Response(status=304, headers={"ETag": etag})
+    if "If-None-Match" in request.headers and request.if_none_match.contains(etag[1:-1]):
+        return Response(status=304, headers={"ETag": etag})  # the header's tags are unquoted
     return Response(body, 200, {"ETag": etag, "Cache-Control": "no-cache"},
                     mimetype="application/json")
 

@@ -51,14 +51,15 @@ class ServerState:
     @property
     def registry(self) -> Registry:
         """The registry this request borrowed (borrowed on first use)."""
-        return self._lease().registry
+        return self.lease().registry
 
     @property
     def bodies(self) -> BodyCache:
         """The response cache that goes with this request's registry."""
-        return self._lease().bodies
+        return self.lease().bodies
 
-    def _lease(self) -> Lease:
+    def lease(self) -> Lease:
+        """This request's registry and its response cache (borrowed on first use)."""
         lease = g.get("_promptrev_lease")
         if lease is None:
             with self._lock:
