@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
     from . import api, errors, eval_pages, openai_api, web
     from .auth import login_manager
+    from .fastpath import FastReads
     from .state import ServerState
 
     settings = (settings or Settings.from_env()).resolved()
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.install(app)
     web.install_filters(app)
     app.session_interface = _NoSessionForApis()
+    app.wsgi_app = FastReads(app.wsgi_app, state)  # cached label reads below Flask
     # Everything built so far lives as long as the worker: keep the collector from
     # walking it again (a full collection over it stalled queued requests for ~100 ms).
     gc.freeze()

@@ -62,20 +62,25 @@ class ServerState:
         """This request's registry and its response cache (borrowed on first use)."""
         lease = g.get("_promptrev_lease")
         if lease is None:
-            with self._lock:
-                lease = self._idle.pop() if self._idle else None
-            if lease is None:
-                lease = Lease(Registry.open(self.settings.registry,
-                                            index_url=self.settings.index_url,
-                                            max_bytes=self.settings.max_bytes))
-            g._promptrev_lease = lease
+            lease = g._promptrev_lease = self.take()
         return lease
 
     def release(self, _exc: BaseException | None = None) -> None:
         """Give this request's registry back to the pool (Flask teardown)."""
         lease = g.pop("_promptrev_lease", None)
-        if lease is None:
-            return
+        if lease is not None:
+            self.give(lease)
+
+    def take(self) -> Lease:
+        """Borrow an idle registry (with its cache), or open one."""
+        with self._lock:
+            if self._idle:
+                return self._idle.pop()
+        return Lease(Registry.open(self.settings.registry, index_url=self.settings.index_url,
+                                   max_bytes=self.settings.max_bytes))
+
+    def give(self, lease: Lease) -> None:
+        """Return a borrowed registry; beyond ``MAX_IDLE`` idle ones it is closed."""
         with self._lock:
             if len(self._idle) < MAX_IDLE:
                 self._idle.append(lease)
