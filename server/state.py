@@ -53,11 +53,6 @@ class ServerState:
         """The registry this request borrowed (borrowed on first use)."""
         return self.lease().registry
 
-    @property
-    def bodies(self) -> BodyCache:
-        """The response cache that goes with this request's registry."""
-        return self.lease().bodies
-
     def lease(self) -> Lease:
         """This request's registry and its response cache (borrowed on first use)."""
         lease = g.get("_promptrev_lease")

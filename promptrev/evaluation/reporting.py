@@ -49,22 +49,17 @@ def build_report(registry, run: dict[str, Any], results: list[dict[str, Any]],
 def _costs(registry, spec: dict[str, Any], rows: dict[str, list], names: list[str]
            ) -> dict[str, Any]:
     """Cost per 1,000 requests, training cost of adapters, break-even against prompts."""
-    from .costs import break_even, per_thousand, training_cost
+    from .costs import break_even_table, per_thousand, training_cost
 
     per_1k = {v: per_thousand([r["cost"] for r in rows[v] if r is not None]) for v in names}
-    variants = {v["name"]: v for v in spec["variants"]}
-    training, lines = {}, []
-    for name in names:
-        adapter = variants[name].get("adapter")
-        if not adapter:
-            continue
-        card = registry.adapter(adapter).card
-        training[name] = training_cost(card, spec.get("training_prices") or {})
-        for other in names:
-            if variants[other].get("adapter") or per_1k[name] is None or \
-                    per_1k[other] is None or training[name] is None:
+    training = {v["name"]: training_cost(registry.adapter(v["adapter"]).card,
+                                         spec.get("training_prices") or {})
+                for v in spec["variants"] if v.get("adapter")}
+    lines = []
+    for name, row in break_even_table(per_1k, training).items():
+        for other, count in row.items():
+            if None in (per_1k[name], per_1k[other], training[name]):
                 continue
-            count = break_even(per_1k[name], per_1k[other], training[name])
             lines.append({"adapter_variant": name, "prompt_variant": other,
                           "requests": count, "text": _break_even_text(
                               name, other, count, per_1k, training[name])})

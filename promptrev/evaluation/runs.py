@@ -16,6 +16,9 @@ import yaml
 
 from ..datasets import Case, parse_dataset
 from ..errors import InvalidRequest, ValidationFailed
+from .costs import cost, price_table
+from .reporting import build_report
+from .scorers import ScoreInput, ScorerContext, build_scorers
 from .store import EvalStore
 
 DEFAULT_BATCH = 16
@@ -88,9 +91,6 @@ class Evaluator:
     # ---- starting ----------------------------------------------------------------------
     def start(self, spec: dict[str, Any], *, author: str) -> int:
         """Resolve every reference to an exact version and record the run; return its id."""
-        from .costs import price_table
-        from .scorers import ScorerContext, build_scorers
-
         context = ScorerContext(self.runner, self.env, price_table(spec.get("prices") or {}))
         scorers = build_scorers(spec["scorers"], context)  # fail early on a bad spec
         reg = self.registry
@@ -115,9 +115,6 @@ class Evaluator:
     def execute(self, run_id: int, progress: Callable[[int], None] | None = None
                 ) -> dict[str, Any]:
         """Run every case not yet scored (so this also resumes), then write the report."""
-        from .costs import cost, price_table
-        from .scorers import ScoreInput, ScorerContext, build_scorers
-
         run = self.store.run(run_id)
         spec = run["spec"]
         self.store.set_status(run_id, "running")
@@ -137,8 +134,7 @@ class Evaluator:
                     progress(len(done))
                 for start in range(0, len(todo), batch):
                     chunk = todo[start:start + batch]
-                    rows = self._run_chunk(run_id, variant, source, chunk, scorers, prices,
-                                           ScoreInput, cost)
+                    rows = self._run_chunk(run_id, variant, source, chunk, scorers, prices)
                     self.store.add_results(rows)  # stored as soon as scored
                     if progress:
                         progress(len(chunk))
@@ -149,12 +145,12 @@ class Evaluator:
         self.store.set_status(run_id, "done", report=report)
         return report
 
-    def _run_chunk(self, run_id, variant: Variant, source, chunk, scorers, prices,
-                   score_input, cost) -> list[dict[str, Any]]:
+    def _run_chunk(self, run_id, variant: Variant, source, chunk, scorers, prices
+                   ) -> list[dict[str, Any]]:
         results = self.runner.run_many(variant.prompt, [c.vars for _, c in chunk],
                                        adapter=source, model=variant.model,
                                        params=variant.params, on_invalid="record")
-        inputs = [score_input(c, r.text, r.generation) for (_, c), r in zip(
+        inputs = [ScoreInput(c, r.text, r.generation) for (_, c), r in zip(
             chunk, results, strict=True)]
         scored = {s.name: s.score(inputs) for s in scorers}
         prompt = self.registry.prompt(variant.prompt)
@@ -179,10 +175,6 @@ class Evaluator:
     # ---- reporting ---------------------------------------------------------------------
     def report(self, run_id: int) -> dict[str, Any]:
         """Per-variant intervals, paired comparisons, verdicts, cost and break-even."""
-        from .costs import price_table
-        from .reporting import build_report
-        from .scorers import ScorerContext, build_scorers
-
         run = self.store.run(run_id)
         prices = price_table(run["spec"].get("prices") or {})
         scorers = build_scorers(run["spec"]["scorers"],
@@ -207,11 +199,4 @@ def _pinned(raw: Any, built) -> Any:
     if ref and isinstance(raw, dict) and isinstance(raw.get("judge"), dict):
         return {"judge": {**raw["judge"], "prompt": ref}}
     return raw
-
-
-def run_spec(evaluator: Evaluator, spec: dict[str, Any], *, author: str,
-             progress: Callable[[int], None] | None = None) -> tuple[int, dict[str, Any]]:
-    """Start and execute a run; return (run id, report)."""
-    run_id = evaluator.start(spec, author=author)
-    return run_id, evaluator.execute(run_id, progress)
 
