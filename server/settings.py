@@ -6,6 +6,7 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 
+from promptrev.policy import Policy
 from promptrev.registry import DEFAULT_MAX_BYTES
 from promptrev.runner.base import read_models_file
 
@@ -23,6 +24,8 @@ class Settings:
     secret_key: str | None = None
     anonymous_read: bool = False
     protected_labels: tuple[str, ...] = ("production",)
+    merge_role: str = "editor"  # who may change main directly: save, merge, push
+    required_approvals: int = 1  # approvals (not by the author) a change request needs
     max_bytes: int = DEFAULT_MAX_BYTES
     seed_from: str | None = "prompts"
     cookie_secure: bool = False
@@ -42,6 +45,8 @@ class Settings:
             "protected_labels": tuple(
                 x.strip() for x in env.get("PROMPTREV_PROTECTED_LABELS", "production").split(",")
                 if x.strip()),
+            "merge_role": env.get("PROMPTREV_MERGE_ROLE", "editor"),
+            "required_approvals": int(env.get("PROMPTREV_REQUIRED_APPROVALS", "1")),
             "max_bytes": int(env.get("PROMPTREV_MAX_BYTES", DEFAULT_MAX_BYTES)),
             "seed_from": env.get("PROMPTREV_SEED", "prompts") or None,
             "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "") in ("1", "true", "yes"),
@@ -57,6 +62,12 @@ class Settings:
             os.path.join(self.registry, ACCOUNTS_FILE))
         return replace(self, accounts_url=accounts,
                        secret_key=self.secret_key or _secret(self.registry))
+
+    @property
+    def policy(self) -> Policy:
+        """The review rules these settings describe."""
+        return Policy(frozenset(self.protected_labels), self.merge_role,
+                      self.required_approvals)
 
     @property
     def max_request_bytes(self) -> int:

@@ -43,6 +43,7 @@ class ServerState:
         self.settings = settings
         self.accounts = Accounts(settings.accounts_url)
         self.protected_labels = frozenset(settings.protected_labels)
+        self.policy = settings.policy
         self.models = model_specs(settings.models, settings.env)
         self.backends: dict = {}  # loaded models, shared by every request of this process
         self._idle: list[Lease] = []

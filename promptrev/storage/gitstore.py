@@ -157,6 +157,21 @@ class GitStore:
         self._diff_trees(old, commit.tree, "", out)
         return out
 
+    def diff(self, old: str | None, new: str) -> list[Change]:
+        """Paths that differ between two commits' trees (``old`` None: the empty tree)."""
+        out: list[Change] = []
+        self._diff_trees(self.repo[old].tree if old else None, self.repo[new].tree, "", out)
+        return out
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        """The best common ancestor of two commits, or None."""
+        base = self.repo.merge_base(a, b)
+        return str(base) if base is not None else None
+
+    def is_ancestor(self, ancestor: str, commit: str) -> bool:
+        """Whether ``ancestor`` is reachable from ``commit`` (or is it)."""
+        return ancestor == commit or self.repo.descendant_of(commit, ancestor)
+
     def _diff_trees(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
                     out: list[Change]) -> None:
         before = {e.name: e for e in old} if old is not None else {}
@@ -243,6 +258,15 @@ class GitStore:
         parents = [base] if base else []
         return str(self.repo.create_commit(None, sig, sig, message, tree, parents))
 
+    def commit_tree(self, tree: str, parents: list[str], message: str, author: Signature,
+                    committer: Signature | None = None) -> str:
+        """Create a commit of an existing tree (a merge has two parents); moves no ref."""
+        now = int(time.time())
+        sig = pygit2.Signature(author.name, author.email, now, 0)
+        by = pygit2.Signature(committer.name, committer.email, now, 0) if committer else sig
+        return str(self.repo.create_commit(None, sig, by, message, pygit2.Oid(hex=tree),
+                                           [pygit2.Oid(hex=p) for p in parents]))
+
     def _write_tree(self, tree: pygit2.Tree | None,
                     changes: dict[tuple[str, ...], str | None]) -> pygit2.Oid | None:
         builder = self.repo.TreeBuilder(tree) if tree is not None else self.repo.TreeBuilder()
@@ -271,28 +295,47 @@ class GitStore:
 
     def move_main(self, expected: str | None, new: str, reason: str) -> None:
         """Point ``main`` at ``new`` if it still points at ``expected``; else RefMoved."""
+        self.move_ref(MAIN, expected, new, reason)
+
+    def move_ref(self, name: str, expected: str | None, new: str | None, reason: str) -> None:
+        """Compare-and-swap a ref: ``expected`` None creates it, ``new`` None deletes it."""
         for _ in range(2):
             try:
+                ref = self.repo.references.get(name)
                 if expected is None:
-                    self.repo.create_reference_direct(MAIN, new, False, message=reason)
+                    if ref is not None:
+                        raise RefMoved()
+                    self.repo.create_reference_direct(name, new, False, message=reason)
                     return
-                ref = self.repo.references.get(MAIN)
                 if ref is None or str(ref.target) != expected:
                     raise RefMoved()
-                ref.set_target(new, reason)
+                if new is None:
+                    ref.delete()
+                else:
+                    ref.set_target(new, reason)
                 return
             except (pygit2.GitError, pygit2.AlreadyExistsError, ValueError) as exc:
                 text = str(exc).lower()
-                if "lock" in text and self._remove_stale_ref_lock():
+                if "lock" in text and self._remove_stale_ref_lock(name):
                     continue
                 if "does not match" in text or "exists" in text or "lock" in text:
                     raise RefMoved() from None
-                raise StorageError(f"could not move main: {exc}") from None
+                raise StorageError(f"could not move {name}: {exc}") from None
         raise RefMoved()
 
-    def _remove_stale_ref_lock(self) -> bool:
-        """Remove a ``main.lock`` left by a killed writer (only when old)."""
-        lock = os.path.join(self.path, MAIN + ".lock")
+    def ref(self, name: str) -> str | None:
+        """The commit a ref points at, or None."""
+        ref = self.repo.references.get(name)
+        return str(ref.target) if ref is not None else None
+
+    def refs(self, prefix: str) -> dict[str, str]:
+        """Refs under ``prefix`` (``refs/heads/review/``) and their commits."""
+        return {name: str(self.repo.references[name].target)
+                for name in self.repo.references if name.startswith(prefix)}
+
+    def _remove_stale_ref_lock(self, ref: str = MAIN) -> bool:
+        """Remove a ``<ref>.lock`` left by a killed writer (only when old)."""
+        lock = os.path.join(self.path, ref + ".lock")
         try:
             age = time.time() - os.stat(lock).st_mtime
         except FileNotFoundError:

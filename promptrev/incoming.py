@@ -1,0 +1,290 @@
+"""Checking history that arrives from outside: a ``git push``, a pull from a remote, a merge.
+
+Everything promptrev writes itself is validated before it is committed; commits made by
+plain Git are checked here before ``main`` (or a review branch) may point at them, so a
+registry only ever holds artifacts the server would have accepted. Each problem names the
+file, and the commit it came in, so the person pushing knows what to fix.
+
+Two shapes of check:
+
+* :func:`check_history` for ``main`` moving from ``old`` to ``new``: ``old`` must stay on
+  ``new``'s first-parent chain (versions are numbered along that chain, so anything else
+  would renumber history), and every new first-parent commit becomes versions, so each
+  one is checked, with label targets counted as the index will count them.
+* :func:`check_changes` for a proposal (a review branch): only the end result against
+  the base it starts from matters, because merging it makes one commit on ``main``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from .adapters import CONFIG, WEIGHTS, check_sidecars, parse_card
+from .artifacts import KINDS, kind_of_path
+from .errors import PromptrevError, ValidationFailed
+from .labels import parse_label_map, parse_splits
+from .names import validate_name
+from .storage.gitstore import Change
+from .validation import check_content
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+_FOLDERS = {kind.folder for kind in KINDS.values()}
+
+
+@dataclass(frozen=True)
+class LabelMove:
+    """A label (or a traffic split on it) that a commit changes."""
+
+    kind: str
+    name: str
+    label: str
+    old: Any
+    new: Any
+    split: bool = False
+
+    def describe(self) -> str:
+        """``summarize: production 3 → 4`` (or the split's arms)."""
+        what = "split on " if self.split else ""
+        return f"{self.name}: {what}{self.label} {self.old or '-'} → {self.new or '-'}"
+
+
+@dataclass
+class Incoming:
+    """What arriving history would do to the registry, and what is wrong with it."""
+
+    commits: list[str] = field(default_factory=list)
+    versions: list[tuple[str, str, str]] = field(default_factory=list)  # kind, name, commit
+    label_moves: list[LabelMove] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def problem(self, file: str, commit: str | None, message: str) -> None:
+        """Record a problem with ``file`` as it is in ``commit``."""
+        entry = {"file": file, "message": message}
+        if commit:
+            entry["commit"] = commit
+        self.problems.append(entry)
+
+    def raise_for_problems(self, what: str = "the pushed history") -> None:
+        """Raise :class:`ValidationFailed` listing every problem, the first in the message."""
+        if not self.problems:
+            return
+        lines = [_line(p) for p in self.problems[:20]]
+        more = len(self.problems) - len(lines)
+        text = f"{what} has {len(self.problems)} problem(s):\n  " + "\n  ".join(lines)
+        if more > 0:
+            text += f"\n  ... and {more} more"
+        raise ValidationFailed(text, {"problems": self.problems})
+
+
+def _line(problem: dict[str, str]) -> str:
+    where = f" (commit {problem['commit'][:10]})" if problem.get("commit") else ""
+    message = problem["message"]
+    if not message.startswith(problem["file"]):
+        message = f"{problem['file']}: {message}"
+    return message + where
+
+
+def check_history(registry: Registry, old: str | None, new: str) -> Incoming:
+    """Check ``main`` moving from ``old`` to ``new`` commit by commit (oldest first).
+
+    The index must be at ``old`` (call ``registry.sync()`` first): label targets are
+    counted from it.
+    """
+    store = registry.store
+    out = Incoming()
+    try:
+        store.repo[new].peel(None)
+    except (KeyError, ValueError):
+        out.problem("-", new, f"commit {new} is not in the repository")
+        return out
+    chain = store.first_parent_chain(new, old)
+    if chain is None:
+        out.problem("-", new, "main's current commit is not on the first-parent history of "
+                    "the new one (versions are numbered along it). Rebase onto main "
+                    "('git pull --rebase') instead of merging main into your work, and push "
+                    "again")
+        return out
+    out.commits = chain
+    counter = _Counter(registry)
+    for sha in chain:
+        _check_commit(registry, sha, store.changes(sha), counter, out)
+    return out
+
+
+def check_changes(registry: Registry, base: str, new: str) -> Incoming:
+    """Check the net change from ``base`` to ``new`` (a proposal), as one commit would be."""
+    store = registry.store
+    out = Incoming()
+    out.commits = [new]
+    changes = store.diff(base, new)
+    _check_commit(registry, new, changes, _Counter(registry), out)
+    return out
+
+
+class _Counter:
+    """Version counts as the index will have them after each checked commit."""
+
+    def __init__(self, registry: Registry):
+        self.index = registry.index
+        self.latest: dict[tuple[str, str], int] = {}
+        self.deleted: dict[tuple[str, str], set[int]] = {}
+        self.rows: dict[tuple[str, str], Any] = {}
+
+    def _row(self, key: tuple[str, str]):
+        if key not in self.rows:
+            self.rows[key] = self.index.artifact(*key)
+        return self.rows[key]
+
+    def count(self, key: tuple[str, str]) -> int:
+        if key in self.latest:
+            return self.latest[key]
+        row = self._row(key)
+        return row.latest if row is not None else 0
+
+    def add(self, key: tuple[str, str], deleted: bool) -> None:
+        number = self.count(key) + 1
+        self.latest[key] = number
+        if deleted:
+            self.deleted.setdefault(key, set()).add(number)
+
+    def is_deletion(self, key: tuple[str, str], number: int) -> bool:
+        if number in self.deleted.get(key, ()):
+            return True
+        row = self._row(key)
+        if row is None or number > row.latest:
+            return False
+        version = self.index.version(row.id, number)
+        return version is not None and version.deleted
+
+
+def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: _Counter,
+                  out: Incoming) -> None:
+    store = registry.store
+    adapter_folders: set[str] = set()
+    label_files: list[tuple[str, str, Change, bool]] = []
+    for change in changes:
+        path = change.path
+        top = path.split("/", 1)[0]
+        found = kind_of_path(path)
+        if found is not None:
+            kind, name = found
+            try:
+                validate_name(name)
+            except PromptrevError as exc:
+                out.problem(path, sha, exc.message)
+                continue
+            if change.new is not None:
+                _check_content(registry, kind.name, name, path, change.new, sha, out)
+            counter.add((kind.name, name), change.new is None)
+            out.versions.append((kind.name, name, sha))
+            if kind.sidecars:
+                adapter_folders.add(path.rsplit("/", 1)[0])
+            continue
+        if top in ("labels", "splits"):
+            label = _labelled(path, top)
+            if label is None:
+                out.problem(path, sha, f"not a {top[:-1]} file: {top} files live at "
+                            f"{top}/<kind folder>/<artifact name>.yaml")
+            else:
+                label_files.append((label[0], label[1], change, top == "splits"))
+            continue
+        if top == "adapters" and path.rsplit("/", 1)[-1] in (CONFIG, WEIGHTS):
+            adapter_folders.add(path.rsplit("/", 1)[0])
+            continue
+        if top in _FOLDERS and change.new is not None:
+            kinds = {k.folder: k for k in KINDS.values()}
+            kind = kinds[top]
+            out.problem(path, sha, f"not a {kind.name} file: {kind.name}s are stored as "
+                        f"{kind.path('<name>')}")
+    for folder in sorted(adapter_folders):
+        _check_adapter_folder(registry, sha, folder, out)
+    for kind, name, change, split in label_files:
+        _check_labels(store, sha, kind, name, change, split, counter, out)
+
+
+def _labelled(path: str, top: str) -> tuple[str, str] | None:
+    for kind in KINDS.values():
+        prefix = f"{top}/{kind.folder}/"
+        if path.startswith(prefix) and path.endswith(".yaml") and len(path) > len(prefix) + 5:
+            name = path[len(prefix):-5]
+            try:
+                validate_name(name)
+            except PromptrevError:
+                return None
+            return kind.name, name
+    return None
+
+
+def _check_content(registry: Registry, kind: str, name: str, path: str, blob: str, sha: str,
+                   out: Incoming) -> None:
+    data = registry.store.blob(blob)
+    try:
+        check_content(kind, name, data, registry.max_bytes)
+    except PromptrevError as exc:
+        details = exc.details.get("problems") if isinstance(exc.details, dict) else None
+        if details:
+            for problem in details:
+                out.problem(problem.get("file", path), sha, problem.get("message", exc.message))
+        else:
+            out.problem(path, sha, exc.message)
+
+
+def _check_adapter_folder(registry: Registry, sha: str, folder: str, out: Incoming) -> None:
+    store = registry.store
+    card_path = f"{folder}/adapter.yaml"
+    card_blob = store.blob_at(sha, card_path)
+    blobs = {name: store.blob_at(sha, f"{folder}/{name}") for name in (CONFIG, WEIGHTS)}
+    if card_blob is None:
+        for name, blob in blobs.items():
+            if blob is not None:
+                out.problem(f"{folder}/{name}", sha, f"{folder}/{name} has no adapter card "
+                            f"next to it ({card_path})")
+        return
+    for name, blob in blobs.items():
+        if blob is None:
+            out.problem(f"{folder}/{name}", sha, f"{folder}/{name} is missing (an adapter is "
+                        "its card, config and weights pointer together)")
+            return
+    try:
+        card = parse_card(store.blob(card_blob).decode("utf-8", "replace"))
+        pointer = check_sidecars(card, store.blob(blobs[CONFIG]),
+                                 store.blob(blobs[WEIGHTS]).decode("utf-8", "replace"), folder)
+    except PromptrevError as exc:
+        out.problem(card_path, sha, exc.message)
+        return
+    if not registry.objects.exists(pointer.oid):
+        out.problem(f"{folder}/{WEIGHTS}", sha, f"the weights {pointer.oid[:12]}… are not in "
+                    "this registry's object store: push adapters with 'promptrev adapter "
+                    "push', which uploads the weights before the pointer")
+
+
+def _check_labels(store, sha: str, kind: str, name: str, change: Change, split: bool,
+                  counter: _Counter, out: Incoming) -> None:
+    parse = parse_splits if split else parse_label_map
+    path = change.path
+    try:
+        old = parse(store.blob(change.old).decode("utf-8", "replace"), path) \
+            if change.old else {}
+        new = parse(store.blob(change.new).decode("utf-8", "replace"), path) \
+            if change.new else {}
+    except PromptrevError as exc:
+        out.problem(path, sha, exc.message)
+        return
+    key = (kind, name)
+    latest = counter.count(key)
+    for label in sorted(set(old) | set(new)):
+        if old.get(label) == new.get(label):
+            continue
+        target = new.get(label)
+        numbers = list(target) if split and target else [target] if target else []
+        for number in numbers:
+            if number > latest:
+                out.problem(path, sha, f"{path}: label '{label}' points at version {number} "
+                            f"of {kind} '{name}', which has {latest} version(s)")
+            elif counter.is_deletion(key, number):
+                out.problem(path, sha, f"{path}: label '{label}' points at version {number} "
+                            f"of {kind} '{name}', which is a deletion")
+        out.label_moves.append(LabelMove(kind, name, label, old.get(label), target, split))

@@ -1,0 +1,55 @@
+"""Who may change ``main`` and its protected labels, and how much review a change needs.
+
+One object, built at the edge from settings, asked by every path that writes: the API,
+change-request merges, and ``git push``. Editors may always propose and approve changes;
+writing to ``main`` directly (saving, merging, pushing to ``main``) takes ``merge_role``;
+moving a protected label (or splitting its traffic) takes the admin role.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .accounts import ROLES, User
+from .errors import Forbidden, InvalidName
+from .incoming import Incoming
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Review rules of one registry."""
+
+    protected_labels: frozenset[str] = frozenset({"production"})
+    merge_role: str = "editor"
+    required_approvals: int = 1
+
+    def __post_init__(self) -> None:
+        if self.merge_role not in ROLES or self.merge_role == "viewer":
+            raise InvalidName(f"merge role must be editor or admin, not {self.merge_role!r}")
+        if not isinstance(self.required_approvals, int) or self.required_approvals < 0:
+            raise InvalidName("required approvals must be a whole number ≥ 0")
+        object.__setattr__(self, "protected_labels", frozenset(self.protected_labels))
+
+    def may_write_main(self, user: User) -> bool:
+        """Whether ``user`` may change ``main`` directly (save, merge, push)."""
+        return ROLES.index(user.role) >= ROLES.index(self.merge_role)
+
+    def require_write_main(self, user: User, what: str = "changing main") -> None:
+        """Raise :class:`Forbidden` unless ``user`` may change ``main`` directly."""
+        user.require("write", what)
+        if not self.may_write_main(user):
+            raise Forbidden(f"user '{user.name}' is a {user.role}; {what} needs the "
+                            f"{self.merge_role} role on this server: open a change request "
+                            "instead", details={"role": user.role, "needs": self.merge_role})
+
+    def require_labels(self, user: User, labels: Iterable[str], what: str = "moving") -> None:
+        """Raise :class:`Forbidden` if any of ``labels`` is protected and ``user`` no admin."""
+        user.require("write", f"{what} labels")
+        for label in sorted(set(labels)):
+            if label in self.protected_labels:
+                user.require("move_protected_label", f"{what} protected label '{label}'")
+
+    def require_incoming(self, user: User, incoming: Incoming, what: str) -> None:
+        """Check the label moves that arriving history makes."""
+        self.require_labels(user, (m.label for m in incoming.label_moves), what)
