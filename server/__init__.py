@@ -1,6 +1,7 @@
 """The promptrev server: ``create_app(settings)`` builds a Flask app on a registry.
 
-Blueprints: ``api`` (JSON under ``/api/v1``) and ``web`` (pages). ``prepare`` makes a
+Blueprints: ``api`` (JSON under ``/api/v1``), ``web`` (pages) and ``git_http`` (Git's
+smart HTTP protocol under ``/git/registry.git``). ``prepare`` makes a
 fresh machine ready before any worker starts: registry, seed prompts, session key and a
 first admin account, so the server never runs open to writes by accident.
 """
@@ -68,7 +69,7 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
-    from . import api, errors, eval_pages, openai_api, web
+    from . import api, errors, eval_pages, git_http, openai_api, web
     from .auth import login_manager
     from .fastpath import FastReads
     from .state import ServerState
@@ -92,10 +93,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     csrf.exempt(api.bp)  # the APIs take bearer tokens only, never cookies
     csrf.exempt(openai_api.bp)
+    csrf.exempt(git_http.bp)  # Git sends tokens (HTTP Basic), never cookies
     app.register_blueprint(api.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(eval_pages.bp)
+    app.register_blueprint(git_http.bp)
     errors.install(app)
     web.install_filters(app)
     app.session_interface = _NoSessionForApis()
@@ -107,10 +110,10 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 class _NoSessionForApis(SecureCookieSessionInterface):
-    """The APIs take bearer tokens only: no session cookie is read or written for them."""
+    """The APIs and Git take tokens only: no session cookie is read or written for them."""
 
     def open_session(self, app, request):
-        """No session under ``/api/`` and ``/v1/``; the signed cookie session elsewhere."""
-        if request.path.startswith(("/api/", "/v1/")):
+        """No session under ``/api/``, ``/v1/``, ``/git/``; the cookie session elsewhere."""
+        if request.path.startswith(("/api/", "/v1/", "/git/")):
             return self.null_session_class()
         return super().open_session(app, request)

@@ -10,6 +10,7 @@ from promptrev.policy import Policy
 from promptrev.registry import DEFAULT_MAX_BYTES
 from promptrev.runner.base import read_models_file
 
+GIT_MAX_REQUEST_BYTES = 1024 ** 3
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"
 SECRET_FILE = "promptrev-server-secret"
 
@@ -27,6 +28,7 @@ class Settings:
     merge_role: str = "editor"  # who may change main directly: save, merge, push
     required_approvals: int = 1  # approvals (not by the author) a change request needs
     max_bytes: int = DEFAULT_MAX_BYTES
+    git_max_request_bytes: int = GIT_MAX_REQUEST_BYTES  # one request of git push/fetch
     seed_from: str | None = "prompts"
     cookie_secure: bool = False
     models: dict = field(default_factory=dict)  # name -> {backend, name, base_url, ...}
@@ -48,6 +50,8 @@ class Settings:
             "merge_role": env.get("PROMPTREV_MERGE_ROLE", "editor"),
             "required_approvals": int(env.get("PROMPTREV_REQUIRED_APPROVALS", "1")),
             "max_bytes": int(env.get("PROMPTREV_MAX_BYTES", DEFAULT_MAX_BYTES)),
+            "git_max_request_bytes": int(env.get("PROMPTREV_GIT_MAX_REQUEST_BYTES",
+                                                 GIT_MAX_REQUEST_BYTES)),
             "seed_from": env.get("PROMPTREV_SEED", "prompts") or None,
             "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "") in ("1", "true", "yes"),
             "models": read_models_file(env.get("PROMPTREV_MODELS")),

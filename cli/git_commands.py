@@ -1,0 +1,84 @@
+"""``promptrev hook``: the receive hooks that ``git http-backend`` runs on a push.
+
+Hidden: the server's Git endpoint (``server/git_http.py``) starts these through the
+scripts in ``server/githooks/``, with the pusher, the policy and the registry in
+``PROMPTREV_*`` variables. Git shows whatever they print as ``remote: ...``; a refusal
+exits 1, which makes Git refuse every ref of the push.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from promptrev.accounts import User
+from promptrev.errors import PromptrevError
+from promptrev.policy import Policy
+from promptrev.receive import after_push, check_push, parse_updates, read_pushed_objects
+
+from .main import Context, main, pass_ctx
+
+
+@main.group(hidden=True)
+def hook() -> None:
+    """Git receive hooks of the server's Git endpoint (run by git, not by people)."""
+
+
+def _pusher() -> User:
+    env = os.environ
+    name = env.get("PROMPTREV_PUSHER")
+    if not name:
+        raise click.ClickException("PROMPTREV_PUSHER is not set: these hooks run under "
+                                   "the server's Git endpoint only")
+    return User(int(env.get("PROMPTREV_PUSHER_ID", "0")), name,
+                env.get("PROMPTREV_PUSHER_EMAIL", f"{name}@localhost"),
+                env.get("PROMPTREV_PUSHER_ROLE", "viewer"))
+
+
+def _policy() -> Policy:
+    env = os.environ
+    labels = env.get("PROMPTREV_PROTECTED_LABELS", "production").split(",")
+    return Policy(frozenset(x.strip() for x in labels if x.strip()),
+                  env.get("PROMPTREV_MERGE_ROLE", "editor"),
+                  int(env.get("PROMPTREV_REQUIRED_APPROVALS", "1")))
+
+
+def _quarantine() -> list[str]:
+    env = os.environ
+    folders = [env.get("GIT_QUARANTINE_PATH", ""), env.get("GIT_OBJECT_DIRECTORY", "")]
+    return [f for f in dict.fromkeys(folders) if f]
+
+
+def _fail(exc: PromptrevError) -> None:
+    click.echo(f"error: {exc.message}", err=True)
+    sys.exit(1)
+
+
+@hook.command("pre-receive")
+@pass_ctx
+def pre_receive(ctx: Context) -> None:
+    """Refuse the push (exit 1) unless every ref update is allowed and valid."""
+    updates = parse_updates(sys.stdin)
+    try:
+        with ctx.open() as reg:
+            read_pushed_objects(reg, _quarantine())
+            check_push(reg, _policy(), _pusher(), updates)
+    except PromptrevError as exc:
+        _fail(exc)
+
+
+@hook.command("post-receive")
+@pass_ctx
+def post_receive(ctx: Context) -> None:
+    """Update the index and change requests after the refs moved."""
+    updates = parse_updates(sys.stdin)
+    try:
+        with ctx.open() as reg:
+            lines = after_push(reg, _policy(), _pusher(), updates,
+                               os.environ.get("PROMPTREV_BASE_URL", ""))
+    except PromptrevError as exc:
+        _fail(exc)  # the refs moved already; the message still reaches the pusher
+    for line in lines:
+        click.echo(line)

@@ -1,0 +1,257 @@
+"""Git over HTTP: ``git clone``, ``fetch`` and ``push`` at ``/git/registry.git``.
+
+Git's own ``git http-backend`` (a CGI program) speaks the smart HTTP protocol; this
+blueprint authenticates the caller, hands it the request with the body streamed in, and
+streams its answer back. Callers give an API token as the HTTP Basic password (any user
+name) or as a bearer token; reading needs the viewer role (nothing with anonymous reads),
+pushing the editor role. Every push goes through the receive hooks in ``githooks/``,
+which run ``promptrev hook pre-receive|post-receive`` (:mod:`promptrev.receive`): the
+pushed artifacts are checked before any ref moves, and the index, labels and change
+requests follow the push before ``git push`` returns.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from typing import IO
+
+from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wsgi import get_input_stream
+
+import promptrev
+from promptrev.accounts import User
+from promptrev.errors import PromptrevError, Unauthorized
+
+from .auth import ANONYMOUS, state
+
+bp = Blueprint("git", __name__, url_prefix="/git")
+HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "githooks")
+HOOK_NAMES = ("pre-receive", "post-receive")
+CHALLENGE = 'Basic realm="promptrev"'
+CHUNK = 64 * 1024
+# The folder holding the ``promptrev`` (and ``cli``) packages, for the hooks' Python.
+PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(promptrev.__file__)))
+
+
+@bp.route("/registry.git/<path:path>", methods=["GET", "POST"])
+@bp.route("/registry/<path:path>", methods=["GET", "POST"])
+def backend(path: str) -> Response:
+    """Run ``git http-backend`` for one request of Git's smart (or dumb) HTTP protocol."""
+    push = _service(path) == "git-receive-pack"
+    settings = state().settings
+    try:
+        user = _caller(push)
+        user.require("write" if push else "read", "pushing" if push else "reading")
+        body = get_input_stream(request.environ, safe_fallback=False,
+                                max_content_length=settings.git_max_request_bytes) \
+            if request.method == "POST" else None
+    except PromptrevError as exc:
+        return _refusal(exc.status, exc.message)
+    except RequestEntityTooLarge:
+        return _too_large(settings.git_max_request_bytes)
+    return _run(path, user, body)
+
+
+def _service(path: str) -> str:
+    """``git-upload-pack`` (fetch), ``git-receive-pack`` (push) or ``""`` (dumb reads)."""
+    if path == "info/refs":
+        return request.args.get("service", "")
+    return path if request.method == "POST" else ""
+
+
+def _caller(push: bool) -> User:
+    """The user whose API token the request carries, or anonymous reads when enabled."""
+    token = _token(request.headers.get("Authorization", ""))
+    if token:
+        return state().accounts.authenticate(token)
+    if not push and state().settings.anonymous_read:
+        return ANONYMOUS
+    raise Unauthorized("this registry needs an API token: give it as the password (any "
+                       "user name), e.g. in git's credential helper (create one with "
+                       "'promptrev token create USER')")
+
+
+def _token(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer":
+        return value.strip() or None
+    if scheme.lower() == "basic":
+        try:
+            name, _, password = base64.b64decode(value.strip(), validate=True).decode(
+                "utf-8").partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            raise Unauthorized("malformed HTTP Basic credentials") from None
+        return password or name or None  # a token given as the user name works too
+    if header:
+        raise Unauthorized("unsupported Authorization header: use HTTP Basic with an API "
+                           "token as the password, or 'Bearer <token>'")
+    return None
+
+
+def _refusal(status: int, message: str) -> Response:
+    """A plain-text answer: Git prints it to the user as ``remote: <message>``."""
+    headers = {"WWW-Authenticate": CHALLENGE} if status == 401 else {}
+    return Response(message.rstrip() + "\n", status, headers, mimetype="text/plain")
+
+
+def _too_large(limit: int) -> Response:
+    return _refusal(413, f"the request is larger than this server's limit for Git of "
+                         f"{limit} bytes (PROMPTREV_GIT_MAX_REQUEST_BYTES)")
+
+
+# ---- the CGI program ----------------------------------------------------------------------
+def _run(path: str, user: User, body: IO[bytes] | None) -> Response:
+    settings = state().settings
+    process = subprocess.Popen(
+        ["git", "-c", f"core.hooksPath={hooks_dir(settings.registry)}", "http-backend"],
+        stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE, env=_environ(path, user), cwd=settings.registry)
+    feed = _Feed(body, process) if body is not None else None
+    try:
+        status, headers = _read_headers(process.stdout)
+        # Hold the answer until the backend writes its body: it reads the whole request
+        # first, so a request cut off for its size still gets a clean 413.
+        first = process.stdout.read1(CHUNK) if status is not None else b""
+    except BaseException:
+        _stop(process, feed)
+        raise
+    if feed is not None and not first and feed.too_large:  # set before it stops the backend
+        _stop(process, feed)
+        return _too_large(settings.git_max_request_bytes)
+    if status is None:
+        _stop(process, feed)
+        return _refusal(502, "git http-backend ended without an answer (see the server log)")
+    return Response(_stream(process, feed, first), status, headers, direct_passthrough=True)
+
+
+def _environ(path: str, user: User) -> dict[str, str]:
+    """The CGI variables of ``git http-backend``, and what the receive hooks need."""
+    settings = state().settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PROMPTREV_"))}
+    policy = settings.policy
+    env.update({
+        "GIT_PROJECT_ROOT": os.path.abspath(settings.registry),
+        "GIT_HTTP_EXPORT_ALL": "1",
+        "PATH_INFO": "/" + path,
+        "REQUEST_METHOD": request.method,
+        "QUERY_STRING": request.query_string.decode("latin-1"),
+        "CONTENT_TYPE": request.headers.get("Content-Type", ""),
+        "REMOTE_ADDR": request.remote_addr or "",
+        "PROMPTREV_PYTHON": sys.executable,
+        "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, env.get("PYTHONPATH")])),
+        "PROMPTREV_REGISTRY": os.path.abspath(settings.registry),
+        "PROMPTREV_MAX_BYTES": str(settings.max_bytes),
+        "PROMPTREV_PROTECTED_LABELS": ",".join(sorted(policy.protected_labels)),
+        "PROMPTREV_MERGE_ROLE": policy.merge_role,
+        "PROMPTREV_REQUIRED_APPROVALS": str(policy.required_approvals),
+        "PROMPTREV_BASE_URL": request.url_root.rstrip("/"),
+    })
+    if settings.index_url:
+        env["PROMPTREV_INDEX_URL"] = settings.index_url
+    if user is not ANONYMOUS:  # REMOTE_USER is what lets http-backend accept a push
+        env.update({"REMOTE_USER": user.name, "PROMPTREV_PUSHER": user.name,
+                    "PROMPTREV_PUSHER_ID": str(user.id), "PROMPTREV_PUSHER_EMAIL": user.email,
+                    "PROMPTREV_PUSHER_ROLE": user.role})
+    for header, variable in (("Content-Length", "CONTENT_LENGTH"),
+                             ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
+                             ("Git-Protocol", "HTTP_GIT_PROTOCOL")):
+        if request.headers.get(header):
+            env[variable] = request.headers[header]
+    return env
+
+
+def hooks_dir(registry: str) -> str:
+    """The receive hooks' folder: the package's, or executable copies in the registry.
+
+    An installation that lost the scripts' executable bit (some packaging tools drop it)
+    still works: Git runs only executable hooks, so copies are made where we may chmod.
+    """
+    if all(os.access(os.path.join(HOOKS, name), os.X_OK) for name in HOOK_NAMES):
+        return HOOKS
+    target = os.path.join(os.path.abspath(registry), "promptrev-hooks")
+    os.makedirs(target, exist_ok=True)
+    for name in HOOK_NAMES:
+        copy = os.path.join(target, name)
+        shutil.copyfile(os.path.join(HOOKS, name), copy + ".tmp")
+        os.chmod(copy + ".tmp", 0o755)
+        os.replace(copy + ".tmp", copy)
+    return target
+
+
+def _read_headers(stdout: IO[bytes]) -> tuple[int | None, list[tuple[str, str]]]:
+    """Parse the CGI header block; a missing ``Status:`` means 200, EOF means None."""
+    status, headers = 200, []
+    while True:
+        line = stdout.readline()
+        if not line:
+            return None, headers
+        line = line.rstrip(b"\r\n")
+        if not line:
+            return status, headers
+        name, _, value = line.decode("latin-1").partition(":")
+        if name.strip().lower() == "status":
+            status = int(value.strip().split()[0])
+        else:
+            headers.append((name.strip(), value.strip()))
+
+
+class _Feed(threading.Thread):
+    """Copy the request body into the backend, stopping it when the size limit is hit."""
+
+    def __init__(self, body: IO[bytes], process: subprocess.Popen):
+        super().__init__(daemon=True)
+        self.body, self.process = body, process
+        self.too_large = False
+        self.start()
+
+    def run(self) -> None:
+        sink = self.process.stdin
+        try:
+            while chunk := self.body.read(CHUNK):
+                sink.write(chunk)
+        except RequestEntityTooLarge:
+            self.too_large = True
+            self.process.kill()
+        except HTTPException:  # the client went away mid-request
+            self.process.kill()
+        except OSError:
+            pass  # the backend stopped reading; its answer says why
+        finally:
+            try:
+                sink.close()
+            except OSError:
+                pass
+
+
+def _stream(process: subprocess.Popen, feed: _Feed | None, first: bytes) -> Iterator[bytes]:
+    finished = False
+    try:
+        chunk = first
+        while chunk:
+            yield chunk
+            chunk = process.stdout.read1(CHUNK)
+        finished = True
+    finally:
+        _stop(process, feed, kill=not finished)
+
+
+def _stop(process: subprocess.Popen, feed: _Feed | None, kill: bool = True) -> None:
+    """End the backend (killed unless it finished its answer) and reap it."""
+    if kill and process.poll() is None:
+        process.kill()
+    process.stdout.close()
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    if feed is not None:
+        feed.join(timeout=5)
