@@ -16,6 +16,7 @@ import base64
 import binascii
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -113,7 +114,8 @@ def _run(path: str, user: User, body: IO[bytes] | None) -> Response:
     process = subprocess.Popen(
         ["git", "-c", f"core.hooksPath={hooks_dir(settings.registry)}", "http-backend"],
         stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, env=_environ(path, user), cwd=settings.registry)
+        stdout=subprocess.PIPE, env=_environ(path, user), cwd=settings.registry,
+        start_new_session=True)  # its own process group: stopping it stops receive-pack too
     feed = _Feed(body, process) if body is not None else None
     try:
         status, headers = _read_headers(process.stdout)
@@ -129,7 +131,8 @@ def _run(path: str, user: User, body: IO[bytes] | None) -> Response:
     if status is None:
         _stop(process, feed)
         return _refusal(502, "git http-backend ended without an answer (see the server log)")
-    return Response(_stream(process, feed, first), status, headers, direct_passthrough=True)
+    return Response(_stream(process, feed, first, push=path == "git-receive-pack"), status,
+                    headers, direct_passthrough=True)
 
 
 def _environ(path: str, user: User) -> dict[str, str]:
@@ -219,9 +222,9 @@ class _Feed(threading.Thread):
                 sink.write(chunk)
         except RequestEntityTooLarge:
             self.too_large = True
-            self.process.kill()
+            _kill(self.process)
         except HTTPException:  # the client went away mid-request
-            self.process.kill()
+            _kill(self.process)
         except OSError:
             pass  # the backend stopped reading; its answer says why
         finally:
@@ -231,7 +234,8 @@ class _Feed(threading.Thread):
                 pass
 
 
-def _stream(process: subprocess.Popen, feed: _Feed | None, first: bytes) -> Iterator[bytes]:
+def _stream(process: subprocess.Popen, feed: _Feed | None, first: bytes, *, push: bool
+            ) -> Iterator[bytes]:
     finished = False
     try:
         chunk = first
@@ -240,18 +244,33 @@ def _stream(process: subprocess.Popen, feed: _Feed | None, first: bytes) -> Iter
             chunk = process.stdout.read1(CHUNK)
         finished = True
     finally:
+        if not finished and push and feed is not None and not feed.is_alive() \
+                and not feed.too_large:
+            # The pusher went away after sending everything: let the push and its hooks
+            # finish (the index and change requests must follow the refs), unread.
+            while process.stdout.read1(CHUNK):
+                pass
+            finished = True
         _stop(process, feed, kill=not finished)
 
 
 def _stop(process: subprocess.Popen, feed: _Feed | None, kill: bool = True) -> None:
     """End the backend (killed unless it finished its answer) and reap it."""
-    if kill and process.poll() is None:
-        process.kill()
+    if kill:
+        _kill(process)
     process.stdout.close()
     try:
         process.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        process.kill()
+        _kill(process)
         process.wait()
     if feed is not None:
         feed.join(timeout=5)
+
+
+def _kill(process: subprocess.Popen) -> None:
+    """Kill the backend and what it started (receive-pack, upload-pack, hooks)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
