@@ -341,3 +341,48 @@ def test_gzipped_fetch_and_anonymous_reads(tmp_path):
         assert "Set-Cookie" not in push.headers
     finally:
         env.app.extensions["promptrev"].close()
+
+
+# ---- the rules, without HTTP ---------------------------------------------------------------
+def test_push_rules_in_the_core(registry, prompt_text):
+    from promptrev.accounts import User
+    from promptrev.errors import Conflict, Forbidden
+    from promptrev.policy import Policy
+    from promptrev.receive import RefUpdate, check_push
+    from promptrev.storage.gitstore import Signature
+
+    registry.save("greet", prompt_text)
+    head = registry.store.head()
+    blob = registry.store.write_blob(variant(prompt_text, 2).encode())
+    new = registry.store.commit(head, {"prompts/greet.prompty": blob}, "edit",
+                                Signature.parse("Ed <ed@x.org>"))
+    editor = User(2, "ed", "ed@x.org", "editor")
+    to_main = RefUpdate(head, new, "refs/heads/main")
+    check_push(registry, Policy(), editor, [to_main])  # allowed: nothing raised
+    with pytest.raises(Forbidden, match="needs the admin role.*change request"):
+        check_push(registry, Policy(merge_role="admin"), editor, [to_main])
+    check_push(registry, Policy(merge_role="admin"), editor,
+               [RefUpdate("0" * 40, new, "refs/heads/review/greet")])
+    with pytest.raises(Conflict, match="main moved"):
+        check_push(registry, Policy(), editor, [RefUpdate(new, new, "refs/heads/main")])
+    with pytest.raises(Forbidden, match="viewer"):
+        check_push(registry, Policy(), User(3, "v", "v@x.org", "viewer"),
+                   [RefUpdate("0" * 40, new, "refs/heads/review/greet")])
+
+
+def test_hooks_are_copied_where_they_can_run_when_installed_without_exec_bits(
+        tmp_path, monkeypatch):
+    from server import git_http
+
+    assert git_http.hooks_dir(str(tmp_path / "unused")) == git_http.HOOKS  # shipped runnable
+    plain = tmp_path / "hooks"
+    plain.mkdir()
+    for name in git_http.HOOK_NAMES:
+        (plain / name).write_text((Path(git_http.HOOKS) / name).read_text())
+        (plain / name).chmod(0o644)
+    monkeypatch.setattr(git_http, "HOOKS", str(plain))
+    folder = Path(git_http.hooks_dir(str(tmp_path / "reg")))
+    assert folder == tmp_path / "reg" / "promptrev-hooks"
+    for name in git_http.HOOK_NAMES:
+        assert os.access(folder / name, os.X_OK)
+        assert f"hook {name}" in (folder / name).read_text()
