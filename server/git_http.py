@@ -46,6 +46,8 @@ PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(promptrev.__file_
 @bp.route("/registry/<path:path>", methods=["GET", "POST"])
 def backend(path: str) -> Response:
     """Run ``git http-backend`` for one request of Git's smart (or dumb) HTTP protocol."""
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return _refusal(404, f"no such file in the registry's repository: {path}")
     push = _service(path) == "git-receive-pack"
     settings = state().settings
     try:

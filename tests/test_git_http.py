@@ -335,6 +335,10 @@ def test_gzipped_fetch_and_anonymous_reads(tmp_path):
                             headers={"Content-Encoding": "gzip",
                                      "Content-Type": "application/x-git-upload-pack-request"})
         assert r.status_code == 200 and b"PACK" in r.data
+        # Only Git's own files are served: never the accounts, the index or the secret key.
+        for name in ("promptrev-accounts.sqlite", "promptrev-server-secret",
+                     "promptrev-index.sqlite", "config", "../reg/config", "%2e%2e/x"):
+            assert env.client.get(f"{GIT_PATH}/{name}").status_code in (403, 404), name
         # Anonymous reads never extend to pushes.
         push = env.client.get(GIT_PATH + "/info/refs?service=git-receive-pack")
         assert push.status_code == 401
