@@ -68,7 +68,7 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
-    from . import api, errors, eval_pages, openai_api, web
+    from . import api, errors, eval_pages, openai_api, review_api, review_pages, web
     from .auth import login_manager
     from .fastpath import FastReads
     from .state import ServerState
@@ -92,7 +92,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     csrf.exempt(api.bp)  # the APIs take bearer tokens only, never cookies
     csrf.exempt(openai_api.bp)
+    csrf.exempt(review_api.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(review_api.bp)
+    app.register_blueprint(review_pages.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(eval_pages.bp)

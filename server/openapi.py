@@ -51,6 +51,12 @@ def _q(name: str, description: str, required: bool = False, schema: dict | None 
     return param
 
 
+def _number(example: int) -> dict[str, Any]:
+    return {"name": "number", "in": "path", "required": True,
+            "description": "change request number", "example": example,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 999999999}}
+
+
 _NAME = _q("name", "artifact name, e.g. `support/reply`", True, example="summarize")
 _KIND = _q("kind", "artifact kind", schema=_KINDS)
 _IF_MATCH = {"name": "If-Match", "in": "header", "required": False,
@@ -125,6 +131,23 @@ _SCHEMAS: dict[str, Any] = {
                                        rows={"type": "array"}, added=_INT, removed=_INT),
                  fields={"type": "array"}, contract_changes={"type": "array"},
                  rendered={"type": "object", "nullable": True}, cases={"type": "array"}),
+    "Review": _obj(["number", "title", "description", "author", "branch", "head", "status",
+                    "created", "updated", "approvals", "required_approvals", "approved",
+                    "comments"],
+                   number=_INT, title=_STR, description=_STR, author=_STR, branch=_STR,
+                   head=_STR, status={"type": "string", "enum": [
+                       "open", "merged", "rejected", "closed"]}, created=_INT, updated=_INT,
+                   closed_by={"type": "string", "nullable": True},
+                   reason={"type": "string", "nullable": True},
+                   merge_commit={"type": "string", "nullable": True},
+                   approvals={"type": "array", "items": {"type": "object"}},
+                   required_approvals=_INT, approved={"type": "boolean"},
+                   comments={"type": "array", "items": {"type": "object"}},
+                   versions={"type": "array", "items": _STR}),
+    "Comment": _obj(["id", "author", "body", "path", "line", "head", "created", "outdated"],
+                    id=_INT, author=_STR, body=_STR,
+                    path={"type": "string", "nullable": True}, line=_NULL_INT, head=_STR,
+                    created=_INT, outdated={"type": "boolean"}),
     "AuditEntry": _obj(["seq", "commit", "author", "message", "time", "action", "versions",
                         "label_moves"], seq=_INT, commit=_STR, author=_STR, email=_STR,
                        message=_STR, time=_STR, action=_STR, versions={"type": "array"},
@@ -251,6 +274,7 @@ def openapi_document() -> dict[str, Any]:
                                           ["role", "content"], role=_STR, content=_STR)}),
                                  example={"ref": "summarize@1", "variables": {
                                      "text": "A long story.", "max_words": 5}}),
+        **_review_paths(),
     }
     return {
         "openapi": "3.0.3",
@@ -260,4 +284,57 @@ def openapi_document() -> dict[str, Any]:
             "token": {"type": "http", "scheme": "bearer"}}},
         "security": [{"token": []}],
         "paths": paths,
+    }
+
+
+def _review_paths() -> dict[str, Any]:
+    edits = {"type": "array", "minItems": 1, "items": _obj(
+        ["name", "text"], name=_NONEMPTY, text={"type": "string", "nullable": True},
+        kind=_nullable({"type": "string", "enum": ["prompt", "dataset"]}))}
+    edit_example = [{"name": "summarize", "text": "---\nname: summarize\n---\nuser:\n"
+                     "Summarize in {{max_words}} words: {{text}}\n"}]
+    detail = {"allOf": [_ref("Review"), _obj(
+        ["changes"], changes={"type": "array", "items": _obj(
+            ["kind", "name", "path", "change", "main_moved", "diff"], kind=_STR, name=_STR,
+            path=_STR, change=_STR, main_moved={"type": "boolean"}, diff=_ref("Diff"))},
+        conflicts={"type": "array"}, label_moves={"type": "array", "items": _STR},
+        problems={"type": "array"})]}
+    created = {"201": _ok(_ref("Review"), "opened")}
+    reject = _write("post", "Close a request without merging", [_number(3)],
+                    _input([], reason=_STR), _ref("Review"), example={"reason": "not needed"})
+    reject["post"]["requestBody"]["required"] = False  # the reason is optional
+    return {
+        "/api/v1/reviews": {
+            **_read("Change requests, newest first", [
+                _q("status", "only these", schema={"type": "string", "enum": [
+                    "open", "merged", "rejected", "closed"]}),
+                _q("limit", "at most", schema={"type": "integer", "minimum": 1,
+                                               "maximum": 1000})],
+                _obj(["reviews"], reviews={"type": "array", "items": _ref("Review")}),
+                etag=False),
+            **_write("post", "Open a change request from edits (main does not change)", [],
+                     _input(["title", "edits"], title=_NONEMPTY, description=_STR,
+                            edits=edits), _ref("Review"), created,
+                     example={"title": "Shorter summaries", "edits": edit_example}),
+        },
+        "/api/v1/reviews/{number}": _read(
+            "A change request with its diff against main, conflicts and problems",
+            [_number(1)], detail, etag=False),
+        "/api/v1/reviews/{number}/edits": _write(
+            "post", "Add edits to an open request (merges main in when it moved; approvals "
+            "reset)", [_number(4)], _input(["edits"], message=_STR, edits=edits),
+            _ref("Review"), example={"message": "answer review", "edits": edit_example}),
+        "/api/v1/reviews/{number}/comments": _write(
+            "post", "Comment on a request, or on a line of one of its files", [_number(1)],
+            _input(["body"], body=_NONEMPTY, path=_NONEMPTY,
+                   line={"type": "integer", "minimum": 1}),
+            _ref("Comment"), {"201": _ok(_ref("Comment"), "created")},
+            example={"body": "Looks good", "path": "prompts/summarize.prompty", "line": 2}),
+        "/api/v1/reviews/{number}/approve": _write(
+            "post", "Approve a request at its current commit", [_number(1)], None,
+            _ref("Review")),
+        "/api/v1/reviews/{number}/merge": _write(
+            "post", "Merge a request into main (409: conflict or not approved)", [_number(2)],
+            None, _ref("Review")),
+        "/api/v1/reviews/{number}/reject": reject,
     }

@@ -37,6 +37,15 @@ def fuzz_env(tmp_path_factory):
             json={"text": summarize + "\n"})
     env.api("PUT", "/labels?name=summarize&label=staging", json={"version": 1})
     env.api("PUT", "/splits?name=summarize&label=staging", json={"arms": {"1": 50, "2": 50}})
+    # Change requests #1-#4 by the editor, for the examples of the review operations (the
+    # fuzz calls them as admin): #1 to read, comment and approve, #2 approved to merge, #3
+    # to reject, #4 to update.
+    for i in range(1, 5):
+        opened = env.api("POST", "/reviews", role="editor", json={
+            "title": f"request {i}", "edits": [{"name": "summarize",
+                                                "text": summarize + "\n" * (i + 1)}]})
+        assert opened.get_json()["number"] == i, opened.get_json()
+    env.api("POST", "/reviews/2/approve")
     yield env
     env.app.extensions["promptrev"].close()
 
