@@ -373,10 +373,11 @@ def push(registry: Registry, name: str = DEFAULT_REMOTE, *,
                            "lacks", f"Nothing was pushed. Pull first ('promptrev pull "
                            f"{remote.name}', with --merge if both sides changed), then push")
     if outcome.rejected:
+        said = [line[len("remote:"):].strip() for line in outcome.stderr.splitlines()
+                if line.startswith("remote:") and line[len("remote:"):].strip()]
         raise RemoteFailed(f"{remote.where} refused the push: {outcome.summary}"
-                           + (f" ({outcome.stderr.splitlines()[-1]})" if outcome.stderr
-                              else ""), details={"remote": remote.where,
-                                                 "git": outcome.stderr})
+                           + ("".join(f"\n  {line}" for line in said[-10:])),
+                           details={"remote": remote.where, "git": outcome.stderr})
     if outcome.flag == "=":
         return PushResult(remote, "up to date", ours, ours)
     shas = store.commits_only_in(ours, outcome.old)

@@ -286,6 +286,20 @@ def test_reindex_after_pulls_equals_the_incremental_index(origin, teammate, bare
     incremental = origin.index.dump()
     origin.reindex()
     assert origin.index.dump() == incremental
+    assert origin.fsck()["ok"]
+
+
+def test_a_push_refused_by_the_remote_says_why(origin, bare):
+    hook = bare / "hooks" / "pre-receive"
+    hook.write_text("#!/bin/sh\necho 'prompts/greet.prompty: needs review first' >&2\nexit 1\n")
+    hook.chmod(0o755)
+    before = head_of(bare)
+    origin.save("greet", variant(PROMPT, 2))
+    with pytest.raises(RemoteFailed) as caught:
+        remotes.push(origin, "origin")
+    assert "origin/main refused the push" in caught.value.message
+    assert "prompts/greet.prompty: needs review first" in caught.value.message
+    assert head_of(bare) == before
 
 
 # ---- configuration and credentials ------------------------------------------------------
