@@ -430,6 +430,7 @@ def fsck(ctx: Context, as_json: bool) -> None:
 from . import (  # noqa: E402,F401
     adapter_commands,
     eval_commands,
+    remote_commands,
     runner_commands,
     server_commands,
 )

@@ -186,6 +186,27 @@ class GitStore:
         """Whether ``ancestor`` is reachable from ``commit`` (or is it)."""
         return ancestor == commit or self.repo.descendant_of(commit, ancestor)
 
+    def commits_only_in(self, head: str, other: str | None) -> list[str]:
+        """Commits reachable from ``head`` but not from ``other``, newest first."""
+        walker = self.repo.walk(head, pygit2.enums.SortMode.TOPOLOGICAL
+                                | pygit2.enums.SortMode.TIME)
+        if other is not None:
+            walker.hide(other)
+        return [str(commit.id) for commit in walker]
+
+    def merge_trees(self, ours: str, theirs: str) -> tuple[str | None, list[str]]:
+        """Three-way merge of two commits in memory (no work tree, no index file).
+
+        Returns the merged tree id and no paths, or None and the paths edited on both
+        sides in ways that overlap.
+        """
+        merged = self.repo.merge_commits(ours, theirs)
+        if merged.conflicts is not None:
+            paths = sorted({entry.path for sides in merged.conflicts
+                            for entry in sides if entry is not None})
+            return None, paths
+        return str(merged.write_tree(self.repo)), []
+
     def _diff_trees(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
                     out: list[Change]) -> None:
         before = {e.name: e for e in old} if old is not None else {}
