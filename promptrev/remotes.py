@@ -293,7 +293,8 @@ def _fresh(registry: Registry, head: str) -> bool:
 def _merge(registry: Registry, remote: Remote, ours: str, theirs: str, author: Signature,
            committer: Signature) -> PullResult:
     store = registry.store
-    tree, conflicts = store.merge_trees(ours, theirs)
+    tree, conflicted = store.merge(ours, theirs)
+    conflicts = [c.path for c in conflicted]
     if tree is None:
         raise MergeConflict(
             f"main and {remote.where} both changed {', '.join(conflicts)}; nothing was "

@@ -194,19 +194,6 @@ class GitStore:
             walker.hide(other)
         return [str(commit.id) for commit in walker]
 
-    def merge_trees(self, ours: str, theirs: str) -> tuple[str | None, list[str]]:
-        """Three-way merge of two commits in memory (no work tree, no index file).
-
-        Returns the merged tree id and no paths, or None and the paths edited on both
-        sides in ways that overlap.
-        """
-        merged = self.repo.merge_commits(ours, theirs)
-        if merged.conflicts is not None:
-            paths = sorted({entry.path for sides in merged.conflicts
-                            for entry in sides if entry is not None})
-            return None, paths
-        return str(merged.write_tree(self.repo)), []
-
     def _diff_trees(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
                     out: list[Change]) -> None:
         before = {e.name: e for e in old} if old is not None else {}
