@@ -431,6 +431,7 @@ from . import (  # noqa: E402,F401
     adapter_commands,
     eval_commands,
     remote_commands,
+    review_commands,
     runner_commands,
     server_commands,
 )

@@ -6,6 +6,7 @@ registry each (as server workers do), against the same repository.
 
 from __future__ import annotations
 
+import json
 import threading
 
 import pygit2
@@ -374,3 +375,41 @@ def test_merge_commit_is_a_real_git_merge(reg):
     repo = pygit2.Repository(reg.path)
     assert repo.descendant_of(merged.merge_commit, cr.head)
     assert str(repo.references["refs/heads/main"].target) == merged.merge_commit
+
+
+def test_cli_review_open_show_approve_merge(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    runner = CliRunner()
+
+    def run(*args, author="Ann <ann@example.com>", code=0):
+        result = runner.invoke(main, ["--author", author, *map(str, args)])
+        assert result.exit_code == code, result.output
+        return result.output
+
+    run("init")
+    path = tmp_path / "greet.prompty"
+    path.write_text(GREET)
+    run("save", path, "-m", "first")
+    path.write_text(GREET.replace("Be kind.", "Be brief."))
+    assert "opened change request #1 on review/1" in run(
+        "review", "open", path, "--title", "Brief", "-d", "shorter")
+    assert "#1    open     0/1 approvals  Ann" in run("review", "list")
+    shown = run("review", "show", "1")
+    assert "-Be kind.\n+Be brief." in shown and "shorter" in shown
+    run("review", "comment", "1", "why brief?", "--path", "prompts/greet.prompty", "--line", "6",
+        author="Bo <bo@example.com>")
+    assert "Bo on prompts/greet.prompty:6: why brief?" in run("review", "show", "1")
+    refused = run("review", "merge", "1", code=2)
+    assert "0 of the 1 approval" in refused
+    assert "cannot approve" in run("review", "approve", "1", code=1)
+    assert "approved #1 (1/1)" in run("review", "approve", "1", author="Bo <bo@example.com>")
+    merged = run("review", "merge", "1", author="Bo <bo@example.com>")
+    assert "merged #1 into main" in merged and "greet@2" in merged
+    assert run("show", "greet").startswith(GREET.replace("Be kind.", "Be brief.")[:30])
+    assert json.loads(run("log", "greet", "--json"))[0]["author"] == "Ann"
+    assert json.loads(run("review", "list", "--status", "merged", "--json"))[0]["number"] == 1
+    assert "is merged" in run("review", "reject", "1", code=2)
