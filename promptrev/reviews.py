@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -104,7 +105,7 @@ class ReviewApprovalRow(SQLModel, table=True):
 
 T_REQ, T_COMMENT, T_APPROVAL = (ReviewRow.__table__, ReviewCommentRow.__table__,
                                 ReviewApprovalRow.__table__)
-_READY: set[int] = set()
+_READY: weakref.WeakSet = weakref.WeakSet()  # engines whose review tables exist
 
 
 class NotApproved(PromptrevError):
@@ -188,9 +189,9 @@ class Reviews:
         self.store = registry.store
         self.engine = registry.engine
         self.policy = policy or Policy()
-        if id(self.engine) not in _READY:
+        if self.engine not in _READY:
             SQLModel.metadata.create_all(self.engine, tables=[T_REQ, T_COMMENT, T_APPROVAL])
-            _READY.add(id(self.engine))
+            _READY.add(self.engine)
 
     # ---- reading -------------------------------------------------------------------
     def get(self, number: int) -> ChangeRequest:
