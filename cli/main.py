@@ -432,4 +432,5 @@ from . import (  # noqa: E402,F401
     eval_commands,
     runner_commands,
     server_commands,
+    webhook_commands,
 )

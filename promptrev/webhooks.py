@@ -338,6 +338,12 @@ def valid_url(url: Any) -> str:
     return url
 
 
+def event_patterns() -> list[str]:
+    """What a hook may subscribe to: ``*``, each event, and each family (``label.*``)."""
+    families = sorted({e.split(".", 1)[0] + ".*" for e in EVENTS if "." in e})
+    return ["*", *EVENTS, *families]
+
+
 def valid_events(events: Any) -> list[str]:
     """Event patterns as stored: a list of known names, ``prefix.*`` or ``*`` (default)."""
     if events is None or events == [] or events == "*":
@@ -345,8 +351,8 @@ def valid_events(events: Any) -> list[str]:
     if isinstance(events, str) or not isinstance(events, (list, tuple)) or not all(
             isinstance(e, str) for e in events):
         raise InvalidRequest("webhook events must be a list of event names")
-    families = {e.split(".", 1)[0] + ".*" for e in EVENTS if "." in e}
-    unknown = [e for e in events if e != "*" and e not in EVENTS and e not in families]
+    known = event_patterns()
+    unknown = [e for e in events if e not in known]
     if unknown:
         raise InvalidRequest(f"unknown webhook event {unknown[0][:64]!r} (events: "
                              f"{', '.join(EVENTS)}; or '*', or a family like "
