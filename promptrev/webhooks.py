@@ -53,6 +53,8 @@ import logging
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Optional
@@ -156,7 +158,7 @@ def emit(target: Engine | Connection, event: str, payload: dict[str, Any]) -> in
     only if it commits); given an engine, they are committed here.
     """
     if isinstance(target, Engine):
-        with target.begin() as conn:
+        with writing(target) as conn:
             count = emit(conn, event, payload)
         if count:
             notify()
@@ -184,6 +186,16 @@ def enqueue(conn: Connection, hooks: list[tuple[int, list[str]]],
     if rows:
         conn.execute(T_DELIVERY.insert(), rows)
     return len(rows)
+
+
+@contextmanager
+def writing(engine: Engine) -> Iterator[Connection]:
+    """A transaction that reads then writes: on SQLite it takes the write lock up front
+    (``BEGIN IMMEDIATE``), so a concurrent writer makes it wait rather than fail."""
+    with engine.connect() as conn:
+        conn.execution_options(write_lock=True)
+        with conn.begin():
+            yield conn
 
 
 def notify() -> None:
@@ -307,7 +319,7 @@ class Webhooks:
 
     def redeliver(self, delivery_id: int) -> dict[str, Any]:
         """Send a delivery's body again, as a new delivery; return the new one."""
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             row = conn.execute(sa.select(T_DELIVERY).where(
                 T_DELIVERY.c.id == delivery_id)).first()
             if row is None:

@@ -33,6 +33,8 @@ from promptrev.webhooks import (
 
 from .conftest import PROMPT, variant
 from .live import ROOT, free_port, start_server
+from .test_postgres import URL as PG_URL
+from .test_postgres import pg_url  # noqa: F401 (a fixture)
 
 FAST = RetryPolicy(base=0.05, factor=2, cap=0.2, max_attempts=3)
 
@@ -159,7 +161,8 @@ def test_hook_validation_names_the_problem(registry):
         hooks.redeliver(42)
 
 
-def test_commits_enqueue_saves_label_moves_and_rollbacks(registry):
+def test_commits_enqueue_saves_label_moves_and_rollbacks(tmp_path, index_url):
+    registry = Registry.init(tmp_path / "reg.git", index_url=index_url)
     hooks = Webhooks(registry.engine)
     v1 = registry.save("greet", PROMPT, author="Ada <ada@example.org>")
     assert pending_count(registry) == 0  # no hooks: nothing enqueued
@@ -189,6 +192,7 @@ def test_commits_enqueue_saves_label_moves_and_rollbacks(registry):
                                          "deleted": False}]
     assert events[6][1]["deleted"] is True
     assert all(d["webhook_id"] == hook["id"] for d in hooks.deliveries())
+    registry.close()
 
 
 def test_plain_git_push_is_announced_and_reindex_is_not(registry, tmp_path):
@@ -295,11 +299,22 @@ def test_backoff_doubles_up_to_the_cap():
     assert [policy.delay(n) for n in (1, 2, 3, 9, 20)] == [10, 20, 40, 2560, 3600]
 
 
-def test_racing_deliverers_never_send_a_delivery_twice(tmp_path):
+@pytest.fixture(params=["sqlite", "postgresql"])
+def index_url(request):
+    """The registry's default SQLite index, and PostgreSQL when a server is configured."""
+    if request.param == "sqlite":
+        return None
+    if not PG_URL:
+        pytest.skip("PROMPTREV_TEST_POSTGRES_URL not set")
+    return request.getfixturevalue("pg_url")
+
+
+def test_racing_deliverers_never_send_a_delivery_twice(tmp_path, index_url):
     slow = Receiver(delay=0.01)
     try:
-        Registry.init(tmp_path / "reg.git").close()
-        regs = [Registry.open(tmp_path / "reg.git") for _ in range(3)]  # own engines
+        Registry.init(tmp_path / "reg.git", index_url=index_url).close()
+        regs = [Registry.open(tmp_path / "reg.git", index_url=index_url)
+                for _ in range(3)]  # an engine each, as in separate processes
         hooks = Webhooks(regs[0].engine)
         hooks.add(slow.url + "/ok")
         hooks.add(slow.url + "/ok")
