@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from promptrev.webhooks import Deliverer, RetryPolicy, Webhooks, event_patterns
+from promptrev.webhooks import Deliverer, Webhooks, event_patterns
 
 from .main import Context, emit_json, main, pass_ctx, reports_errors
 
@@ -147,14 +146,13 @@ def webhook_deliver(ctx: Context, once: bool, poll: float | None) -> None:
 
     Retries follow PROMPTREV_WEBHOOK_RETRY_BASE, _RETRY_CAP, _MAX_ATTEMPTS and _TIMEOUT.
     """
-    env = os.environ
-    retry = RetryPolicy(base=float(env.get("PROMPTREV_WEBHOOK_RETRY_BASE", "10")),
-                        cap=float(env.get("PROMPTREV_WEBHOOK_RETRY_CAP", "3600")),
-                        max_attempts=int(env.get("PROMPTREV_WEBHOOK_MAX_ATTEMPTS", "8")))
-    poll = poll if poll is not None else float(env.get("PROMPTREV_WEBHOOK_POLL", "2"))
+    from server.settings import Settings  # the server's settings, read like 'serve' does
+
+    settings = Settings.from_env(registry=ctx.path, index_url=ctx.index_url)
+    poll = poll if poll is not None else settings.webhook_poll
     with ctx.open() as reg:
-        deliverer = Deliverer(reg.engine, retry=retry,
-                              timeout=float(env.get("PROMPTREV_WEBHOOK_TIMEOUT", "10")))
+        deliverer = Deliverer(reg.engine, retry=settings.webhook_retry,
+                              timeout=settings.webhook_timeout)
         if once:
             total = 0
             while True:  # every batch that is due now, not only the first

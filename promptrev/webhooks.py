@@ -532,8 +532,13 @@ class Deliverer:
                    "X-Promptrev-Event": event, "X-Promptrev-Delivery": str(delivery_id),
                    "X-Promptrev-Hook": str(hook_id), SIGNATURE_HEADER: signature(secret, body)}
         start = time.monotonic()
+        kept = b""
         try:
-            response = self._client.post(url, content=body, headers=headers)
+            with self._client.stream("POST", url, content=body, headers=headers) as response:
+                for chunk in response.iter_bytes():  # the start of the answer is enough
+                    kept += chunk
+                    if len(kept) >= RESPONSE_KEPT:
+                        break
         except httpx.TimeoutException:
             return Outcome(None, f"timed out after {self.timeout:g} s", None,
                            (time.monotonic() - start) * 1000)
@@ -543,7 +548,7 @@ class Deliverer:
         elapsed = (time.monotonic() - start) * 1000
         status = response.status_code
         error = None if 200 <= status < 300 else f"HTTP {status}"
-        return Outcome(status, error, response.text[:RESPONSE_KEPT], elapsed)
+        return Outcome(status, error, kept[:RESPONSE_KEPT].decode("utf-8", "replace"), elapsed)
 
     def _record(self, delivery_id: int, number: int, started: float, outcome: Outcome) -> None:
         now = time.time()

@@ -68,7 +68,13 @@ class Receiver:
             def log_message(self, *args):
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                pass  # a client that gave up (a timeout test) is expected here
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -268,6 +274,7 @@ def test_retry_after_500_then_delivered_with_a_log_of_both_attempts(registry, re
     assert [(a["number"], a["status_code"]) for a in delivery["attempt_log"]] == [
         (1, 500), (2, 200)]
     assert delivery["attempt_log"][0]["error"] == "HTTP 500"
+    assert delivery["attempt_log"][1]["response"] == "ok"  # the start of the answer
     assert json.loads(second["body"]) == delivery["body"]
 
     again = hooks.redeliver(delivery["id"])
@@ -292,6 +299,22 @@ def test_gives_up_after_max_attempts(registry, receiver):
     assert nobody["webhook_id"] == refused["id"] and nobody["last_status"] is None
     assert all("Connect" in a["error"] for a in nobody["attempt_log"])
     deliverer.close()
+
+
+def test_a_receiver_slower_than_the_timeout_is_retried(registry):
+    slow = Receiver(delay=1.0)
+    try:
+        hooks = Webhooks(registry.engine)
+        hooks.add(slow.url + "/ok")
+        emit(registry.engine, "rollback", {})
+        deliverer = Deliverer(registry.engine, retry=FAST, timeout=0.2)
+        deliver_all(deliverer, hooks)
+        (delivery,) = hooks.deliveries()
+        assert delivery["status"] == "failed" and delivery["attempts"] == 3
+        assert {a["error"] for a in delivery["attempt_log"]} == {"timed out after 0.2 s"}
+        deliverer.close()
+    finally:
+        slow.close()
 
 
 def test_backoff_doubles_up_to_the_cap():
