@@ -34,6 +34,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
     def worker_exit(_server, _worker) -> None:
         for app in apps:
             stop_delivery(app)
+
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):
