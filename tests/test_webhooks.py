@@ -394,7 +394,7 @@ def test_api_is_for_admins_and_never_shows_a_secret_twice(server_env):
     assert server_env.api("GET", "/webhook-deliveries").get_json()["deliveries"] == []
 
 
-def test_delivery_thread_starts_on_request_and_stops_cleanly(server_env, receiver):
+def test_delivery_thread_starts_when_asked_and_stops_cleanly(server_env, receiver):
     from server.webhook_delivery import start_delivery, stop_delivery
 
     server_env.api("POST", "/webhooks", json={"url": receiver.url + "/ok"})
