@@ -434,4 +434,5 @@ from . import (  # noqa: E402,F401
     review_commands,
     runner_commands,
     server_commands,
+    webhook_commands,
 )

@@ -46,6 +46,7 @@ from .policy import Policy
 from .storage.gitstore import RefMoved, Signature
 from .storage.indexer import catch_up
 from .validation import check_content
+from .webhooks import emit
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -305,6 +306,7 @@ class Reviews:
             self.store.move_ref("refs/heads/" + branch, None, commit, "promptrev: review")
         with self.engine.begin() as conn:
             conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(branch=branch))
+            _event(conn, "change_request.opened", number)
         return self.get(number)
 
     def update(self, number: int, user: User, edits: list[Edit], message: str
@@ -372,6 +374,7 @@ class Reviews:
                 title=title.strip()[:MAX_TITLE] or branch, description=rest.strip()[:MAX_TEXT],
                 author=user.name, author_line=f"{info.author} <{info.email}>", branch=branch,
                 head=new, status="open", created=now, updated=now)).inserted_primary_key[0]
+            _event(conn, "change_request.opened", number)
         return self.get(number)
 
     # ---- reviewing -----------------------------------------------------------------
@@ -536,6 +539,8 @@ class Reviews:
             done = conn.execute(T_REQ.update().where(*where).values(
                 status=status, closed_by=by, reason=reason, merge_commit=merge_commit,
                 updated=int(time.time()))).rowcount
+            if done == 1 and status in ("merged", "rejected"):
+                _event(conn, f"change_request.{status}", number)
         if done != 1:
             raise Conflict(f"change request #{number} is no longer open")
 
@@ -551,6 +556,15 @@ class Reviews:
     def _conflict_dict(self, conflict) -> dict[str, Any]:
         return {"path": conflict.path, "base": self._text(conflict.base),
                 "main": self._text(conflict.ours), "request": self._text(conflict.theirs)}
+
+
+def _event(conn, event: str, number: int) -> None:
+    """Enqueue a webhook event for a request, in the transaction that records the change."""
+    row = conn.execute(sa.select(T_REQ).where(T_REQ.c.id == number)).first()
+    emit(conn, event, {
+        "number": row.id, "title": row.title, "author": row.author, "branch": row.branch,
+        "head": row.head, "status": row.status, "closed_by": row.closed_by,
+        "reason": row.reason, "merge_commit": row.merge_commit})
 
 
 def _comment(row, head: str) -> dict[str, Any]:

@@ -68,7 +68,16 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
-    from . import api, errors, eval_pages, openai_api, review_api, review_pages, web
+    from . import (
+        api,
+        errors,
+        eval_pages,
+        openai_api,
+        review_api,
+        review_pages,
+        web,
+        webhook_api,  # noqa: F401 - adds its routes to api.bp
+    )
     from .auth import login_manager
     from .fastpath import FastReads
     from .state import ServerState

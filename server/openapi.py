@@ -11,12 +11,15 @@ import functools
 from typing import Any
 
 from promptrev import __version__
+from promptrev.webhooks import STATUSES, event_patterns
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _NULL_INT = {"type": "integer", "nullable": True}
 _NONEMPTY = {"type": "string", "minLength": 1}
 _KINDS = {"type": "string", "enum": ["prompt", "dataset", "adapter"]}
+_NULL_STR = {"type": "string", "nullable": True}
+_ID = {"type": "integer", "minimum": 1, "maximum": 2 ** 31 - 1}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -148,6 +151,20 @@ _SCHEMAS: dict[str, Any] = {
                     id=_INT, author=_STR, body=_STR,
                     path={"type": "string", "nullable": True}, line=_NULL_INT, head=_STR,
                     created=_INT, outdated={"type": "boolean"}),
+    "Webhook": _obj(["id", "url", "events", "active", "created", "created_by"], id=_INT,
+                    url=_STR, events={"type": "array", "items": _STR},
+                    active={"type": "boolean"}, created=_STR, created_by=_STR),
+    "WebhookAttempt": _obj(["number", "started", "duration_ms", "status_code", "error"],
+                           number=_INT, started=_STR, duration_ms={"type": "number"},
+                           status_code=_NULL_INT, error=_NULL_STR, response=_NULL_STR),
+    "WebhookDelivery": _obj(
+        ["id", "webhook_id", "event", "status", "attempts", "created", "body"], id=_INT,
+        webhook_id=_INT, event=_STR, status={"type": "string", "enum": list(STATUSES)},
+        attempts=_INT, next_attempt=_NULL_STR, last_status=_NULL_INT, last_error=_NULL_STR,
+        created=_STR, delivered=_NULL_STR, redelivery_of=_NULL_INT,
+        body=_obj(["event", "time", "payload"], event=_STR, time=_STR,
+                  payload={"type": "object"}),
+        attempt_log={"type": "array", "items": _ref("WebhookAttempt")}),
     "AuditEntry": _obj(["seq", "commit", "author", "message", "time", "action", "versions",
                         "label_moves"], seq=_INT, commit=_STR, author=_STR, email=_STR,
                        message=_STR, time=_STR, action=_STR, versions={"type": "array"},
@@ -276,6 +293,7 @@ def openapi_document() -> dict[str, Any]:
                                      "text": "A long story.", "max_words": 5}}),
         **_review_paths(),
     }
+    paths.update(_webhook_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "promptrev", "version": __version__,
@@ -337,4 +355,45 @@ def _review_paths() -> dict[str, Any]:
             "post", "Merge a request into main (409: conflict or not approved)", [_number(2)],
             None, _ref("Review")),
         "/api/v1/reviews/{number}/reject": reject,
+    }
+
+
+def _webhook_paths() -> dict[str, Any]:
+    """Webhooks and their deliveries (admins only)."""
+    hook_id = _q("id", "webhook id", True, schema=_ID, example=1)
+    events = {"type": "array", "items": {"type": "string", "enum": event_patterns()}}
+    created = {"allOf": [_ref("Webhook"), _obj(["secret"], secret=_STR)]}
+    return {
+        "/api/v1/webhooks": {
+            **_write("get", "List webhooks (admin)", [], None,
+                     _obj(["webhooks"], webhooks={"type": "array", "items": _ref("Webhook")})),
+            **_write("post", "Add a webhook (admin); the answer shows its secret once", [],
+                     _input(["url"], url={"type": "string", "minLength": 1, "maxLength": 2000},
+                            events=events, active={"type": "boolean"},
+                            secret={"type": "string", "minLength": 1, "maxLength": 200}),
+                     created, {"201": _ok(created, "created")},
+                     {"url": "http://127.0.0.1:9/hooks/promptrev",
+                      "events": ["version.saved", "label.moved"]}),
+            **_write("patch", "Enable or disable a webhook (admin)", [hook_id],
+                     _input(["active"], active={"type": "boolean"}), _ref("Webhook"),
+                     example={"active": True}),
+            **_write("delete", "Remove a webhook and its delivery log (admin)",
+                     [_q("id", "webhook id", True, schema=_ID, example=2)], None,
+                     _obj(["id", "removed"], id=_INT, removed={"type": "boolean"})),
+        },
+        "/api/v1/webhook-deliveries": _write(
+            "get", "Webhook deliveries, newest first, with their attempts (admin)", [
+                _q("webhook", "one webhook's deliveries", schema=_ID),
+                _q("status", "only deliveries in this state",
+                   schema={"type": "string", "enum": list(STATUSES)}),
+                _q("event", "only this event", schema={"type": "string", "minLength": 1,
+                                                         "maxLength": 64}),
+                _q("limit", "at most", schema={"type": "integer", "minimum": 1,
+                                                "maximum": 1000})], None,
+            _obj(["deliveries"], deliveries={"type": "array",
+                                             "items": _ref("WebhookDelivery")})),
+        "/api/v1/webhook-deliveries/redeliver": _write(
+            "post", "Send a delivery again, as a new delivery (admin)", [],
+            _input(["id"], id=_ID), _ref("WebhookDelivery"),
+            {"201": _ok(_ref("WebhookDelivery"), "queued")}, {"id": 1}),
     }

@@ -30,6 +30,10 @@ STATUSES: dict[str, set[int]] = {}  # operation -> status codes seen
 @pytest.fixture(scope="module")
 def fuzz_env(tmp_path_factory):
     env = make_server_env(tmp_path_factory.mktemp("fuzz"))
+    # Webhooks 1 and 2 (the examples disable 1, remove 2 and redeliver delivery 1, which
+    # the next save enqueues for hook 1); nothing delivers in this process.
+    for n in (1, 2):
+        env.api("POST", "/webhooks", json={"url": f"http://127.0.0.1:9/hook{n}"})
     # A second version and a split on `staging`, so the split and outcome handlers (whose
     # examples use them) can answer 2xx as well as refuse.
     summarize = env.api("GET", "/artifact?ref=summarize").get_json()["text"]

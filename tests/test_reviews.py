@@ -413,3 +413,25 @@ def test_cli_review_open_show_approve_merge(tmp_path, monkeypatch):
     assert json.loads(run("log", "greet", "--json"))[0]["author"] == "Ann"
     assert json.loads(run("review", "list", "--status", "merged", "--json"))[0]["number"] == 1
     assert "is merged" in run("review", "reject", "1", code=2)
+
+
+def test_change_request_events_reach_webhooks(reg):
+    from promptrev.webhooks import Webhooks
+
+    hooks = Webhooks(reg.engine)
+    hooks.add("http://127.0.0.1:9/hook", events=["change_request.*", "version.saved"])
+    rv = Reviews(reg)
+    cr = rv.open(ALICE, "hooked", [Edit("greet", GREET.replace("Be kind.", "Be loud."))])
+    other = rv.open(BOB, "dropped", [Edit("greet", GREET.replace("Be kind.", "Be quiet."))])
+    _approve_merge(rv, cr.number)
+    rv.reject(other.number, BOB, "superseded")
+    sent = [(d["event"], d["body"]["payload"]) for d in reversed(hooks.deliveries())]
+    events = [e for e, _ in sent]
+    assert events == ["change_request.opened", "change_request.opened", "version.saved",
+                      "change_request.merged", "change_request.rejected"]
+    merged = sent[3][1]
+    assert (merged["number"], merged["status"], merged["closed_by"]) == (cr.number, "merged",
+                                                                         "bob")
+    assert merged["merge_commit"] == reg.resolve("greet@2").commit
+    assert sent[2][1]["ref"] == "greet@2" and sent[2][1]["author"] == "alice"
+    assert sent[4][1]["reason"] == "superseded"
