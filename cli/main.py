@@ -431,6 +431,9 @@ from . import (  # noqa: E402,F401
     adapter_commands,
     eval_commands,
     git_commands,
+    remote_commands,
+    review_commands,
     runner_commands,
     server_commands,
+    webhook_commands,
 )

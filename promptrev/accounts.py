@@ -38,6 +38,7 @@ PERMISSIONS = {
     "write": "editor",  # save, delete, restore, rollback by content, unprotected labels
     "move_protected_label": "admin",
     "manage_accounts": "admin",
+    "manage_webhooks": "admin",
 }
 
 

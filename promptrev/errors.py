@@ -121,6 +121,29 @@ class Conflict(PromptrevError):
     code = "conflict"
 
 
+class Diverged(Conflict):
+    """Two histories that both have commits the other lacks; nothing was overwritten.
+
+    ``details`` holds ``local`` and ``remote``: the count and the first commits (short sha,
+    author, message) on each side.
+    """
+
+    code = "diverged"
+
+
+class MergeConflict(Conflict):
+    """A merge whose two sides edited the same lines; ``details['paths']`` lists the files."""
+
+    code = "merge_conflict"
+
+
+class RemoteFailed(PromptrevError):
+    """A Git remote that could not be reached, refused us, or rejected a push."""
+
+    status = 502
+    code = "remote_failed"
+
+
 class Busy(PromptrevError):
     """The registry stayed locked by other writers for longer than we are willing to wait."""
 

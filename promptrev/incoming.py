@@ -76,7 +76,7 @@ class Incoming:
         text = f"{what} has {len(self.problems)} problem(s):\n  " + "\n  ".join(lines)
         if more > 0:
             text += f"\n  ... and {more} more"
-        raise ValidationFailed(text, {"problems": self.problems})
+        raise ValidationFailed(text, self.problems)
 
 
 def _line(problem: dict[str, str]) -> str:

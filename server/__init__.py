@@ -1,9 +1,10 @@
 """The promptrev server: ``create_app(settings)`` builds a Flask app on a registry.
 
-Blueprints: ``api`` (JSON under ``/api/v1``), ``web`` (pages) and ``git_http`` (Git's
-smart HTTP protocol under ``/git/registry.git``). ``prepare`` makes a
-fresh machine ready before any worker starts: registry, seed prompts, session key and a
-first admin account, so the server never runs open to writes by accident.
+Blueprints: ``api`` (JSON under ``/api/v1``), ``review_api`` and ``review_pages`` (change
+requests), ``web`` (pages) and ``git_http`` (Git's smart HTTP protocol under
+``/git/registry.git``). ``prepare`` makes a fresh machine ready before any worker starts:
+registry, seed prompts, session key and a first admin account, so the server never runs
+open to writes by accident.
 """
 
 from __future__ import annotations
@@ -69,7 +70,17 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
 
 def create_app(settings: Settings | None = None) -> Flask:
     """Build the app on an existing registry (see :func:`prepare`)."""
-    from . import api, errors, eval_pages, git_http, openai_api, web
+    from . import (
+        api,
+        errors,
+        eval_pages,
+        git_http,
+        openai_api,
+        review_api,
+        review_pages,
+        web,
+        webhook_api,  # noqa: F401 - adds its routes to api.bp
+    )
     from .auth import login_manager
     from .fastpath import FastReads
     from .state import ServerState
@@ -93,8 +104,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.init_app(app)
     csrf.exempt(api.bp)  # the APIs take bearer tokens only, never cookies
     csrf.exempt(openai_api.bp)
+    csrf.exempt(review_api.bp)
     csrf.exempt(git_http.bp)  # Git sends tokens (HTTP Basic), never cookies
     app.register_blueprint(api.bp)
+    app.register_blueprint(review_api.bp)
+    app.register_blueprint(review_pages.bp)
     app.register_blueprint(openai_api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(eval_pages.bp)

@@ -319,7 +319,7 @@ def render() -> Response:
 @bp.put("/artifact")
 def put_artifact() -> Response:
     """Create (no If-Match) or update (If-Match: the base version) an artifact."""
-    g.user.require("write", "saving")
+    state().policy.require_write_main(g.user, "saving to main")
     name, kind = validate_name(_arg("name")), _kind("prompt")
     data = _body()
     text = _field(data, "text", str)
@@ -344,7 +344,7 @@ def put_artifact() -> Response:
 @bp.delete("/artifact")
 def delete_artifact() -> Response:
     """Delete an artifact (a new version; history stays and it can be restored)."""
-    g.user.require("write", "deleting")
+    state().policy.require_write_main(g.user, "deleting on main")
     name, kind = _arg("name"), _kind()
     message = _arg("message", None)
     version = _reg().delete(name, message=message, author=g.user.author, base=_if_match(),
@@ -355,7 +355,7 @@ def delete_artifact() -> Response:
 @bp.post("/restore")
 def restore() -> Response:
     """Restore a deleted artifact (or any old version) as a new version."""
-    g.user.require("write", "restoring")
+    state().policy.require_write_main(g.user, "restoring on main")
     data = _body()
     name, kind = _field(data, "name", str), _valid_kind(_field(data, "kind", str, None))
     reg = _reg()
@@ -401,7 +401,7 @@ def rollback() -> Response:
     label = _field(data, "label", str, None)
     kind = _valid_kind(_field(data, "kind", str, None))
     if label is None:
-        g.user.require("write", "rolling back")
+        state().policy.require_write_main(g.user, "rolling back on main")
     else:
         check_label_move(g.user, label, state().protected_labels)
     result = _reg().rollback(name, to, label=label, message=_field(data, "message", str, None),

@@ -11,12 +11,15 @@ import functools
 from typing import Any
 
 from promptrev import __version__
+from promptrev.webhooks import STATUSES, event_patterns
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _NULL_INT = {"type": "integer", "nullable": True}
 _NONEMPTY = {"type": "string", "minLength": 1}
 _KINDS = {"type": "string", "enum": ["prompt", "dataset", "adapter"]}
+_NULL_STR = {"type": "string", "nullable": True}
+_ID = {"type": "integer", "minimum": 1, "maximum": 2 ** 31 - 1}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -49,6 +52,12 @@ def _q(name: str, description: str, required: bool = False, schema: dict | None 
     if example is not None:  # names from the starter library that `prepare` seeds
         param["example"] = example
     return param
+
+
+def _number(example: int) -> dict[str, Any]:
+    return {"name": "number", "in": "path", "required": True,
+            "description": "change request number", "example": example,
+            "schema": {"type": "integer", "minimum": 1, "maximum": 999999999}}
 
 
 _NAME = _q("name", "artifact name, e.g. `support/reply`", True, example="summarize")
@@ -125,6 +134,37 @@ _SCHEMAS: dict[str, Any] = {
                                        rows={"type": "array"}, added=_INT, removed=_INT),
                  fields={"type": "array"}, contract_changes={"type": "array"},
                  rendered={"type": "object", "nullable": True}, cases={"type": "array"}),
+    "Review": _obj(["number", "title", "description", "author", "branch", "head", "status",
+                    "created", "updated", "approvals", "required_approvals", "approved",
+                    "comments"],
+                   number=_INT, title=_STR, description=_STR, author=_STR, branch=_STR,
+                   head=_STR, status={"type": "string", "enum": [
+                       "open", "merged", "rejected", "closed"]}, created=_INT, updated=_INT,
+                   closed_by={"type": "string", "nullable": True},
+                   reason={"type": "string", "nullable": True},
+                   merge_commit={"type": "string", "nullable": True},
+                   approvals={"type": "array", "items": {"type": "object"}},
+                   required_approvals=_INT, approved={"type": "boolean"},
+                   comments={"type": "array", "items": {"type": "object"}},
+                   versions={"type": "array", "items": _STR}),
+    "Comment": _obj(["id", "author", "body", "path", "line", "head", "created", "outdated"],
+                    id=_INT, author=_STR, body=_STR,
+                    path={"type": "string", "nullable": True}, line=_NULL_INT, head=_STR,
+                    created=_INT, outdated={"type": "boolean"}),
+    "Webhook": _obj(["id", "url", "events", "active", "created", "created_by"], id=_INT,
+                    url=_STR, events={"type": "array", "items": _STR},
+                    active={"type": "boolean"}, created=_STR, created_by=_STR),
+    "WebhookAttempt": _obj(["number", "started", "duration_ms", "status_code", "error"],
+                           number=_INT, started=_STR, duration_ms={"type": "number"},
+                           status_code=_NULL_INT, error=_NULL_STR, response=_NULL_STR),
+    "WebhookDelivery": _obj(
+        ["id", "webhook_id", "event", "status", "attempts", "created", "body"], id=_INT,
+        webhook_id=_INT, event=_STR, status={"type": "string", "enum": list(STATUSES)},
+        attempts=_INT, next_attempt=_NULL_STR, last_status=_NULL_INT, last_error=_NULL_STR,
+        created=_STR, delivered=_NULL_STR, redelivery_of=_NULL_INT,
+        body=_obj(["event", "time", "payload"], event=_STR, time=_STR,
+                  payload={"type": "object"}),
+        attempt_log={"type": "array", "items": _ref("WebhookAttempt")}),
     "AuditEntry": _obj(["seq", "commit", "author", "message", "time", "action", "versions",
                         "label_moves"], seq=_INT, commit=_STR, author=_STR, email=_STR,
                        message=_STR, time=_STR, action=_STR, versions={"type": "array"},
@@ -251,7 +291,9 @@ def openapi_document() -> dict[str, Any]:
                                           ["role", "content"], role=_STR, content=_STR)}),
                                  example={"ref": "summarize@1", "variables": {
                                      "text": "A long story.", "max_words": 5}}),
+        **_review_paths(),
     }
+    paths.update(_webhook_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "promptrev", "version": __version__,
@@ -260,4 +302,98 @@ def openapi_document() -> dict[str, Any]:
             "token": {"type": "http", "scheme": "bearer"}}},
         "security": [{"token": []}],
         "paths": paths,
+    }
+
+
+def _review_paths() -> dict[str, Any]:
+    edits = {"type": "array", "minItems": 1, "items": _obj(
+        ["name", "text"], name=_NONEMPTY, text={"type": "string", "nullable": True},
+        kind=_nullable({"type": "string", "enum": ["prompt", "dataset"]}))}
+    edit_example = [{"name": "summarize", "text": "---\nname: summarize\n---\nuser:\n"
+                     "Summarize in {{max_words}} words: {{text}}\n"}]
+    detail = {"allOf": [_ref("Review"), _obj(
+        ["changes"], changes={"type": "array", "items": _obj(
+            ["kind", "name", "path", "change", "main_moved", "diff"], kind=_STR, name=_STR,
+            path=_STR, change=_STR, main_moved={"type": "boolean"}, diff=_ref("Diff"))},
+        conflicts={"type": "array"}, label_moves={"type": "array", "items": _STR},
+        problems={"type": "array"})]}
+    created = {"201": _ok(_ref("Review"), "opened")}
+    reject = _write("post", "Close a request without merging", [_number(3)],
+                    _input([], reason=_STR), _ref("Review"), example={"reason": "not needed"})
+    reject["post"]["requestBody"]["required"] = False  # the reason is optional
+    return {
+        "/api/v1/reviews": {
+            **_read("Change requests, newest first", [
+                _q("status", "only these", schema={"type": "string", "enum": [
+                    "open", "merged", "rejected", "closed"]}),
+                _q("limit", "at most", schema={"type": "integer", "minimum": 1,
+                                               "maximum": 1000})],
+                _obj(["reviews"], reviews={"type": "array", "items": _ref("Review")}),
+                etag=False),
+            **_write("post", "Open a change request from edits (main does not change)", [],
+                     _input(["title", "edits"], title=_NONEMPTY, description=_STR,
+                            edits=edits), _ref("Review"), created,
+                     example={"title": "Shorter summaries", "edits": edit_example}),
+        },
+        "/api/v1/reviews/{number}": _read(
+            "A change request with its diff against main, conflicts and problems",
+            [_number(1)], detail, etag=False),
+        "/api/v1/reviews/{number}/edits": _write(
+            "post", "Add edits to an open request (merges main in when it moved; approvals "
+            "reset)", [_number(4)], _input(["edits"], message=_STR, edits=edits),
+            _ref("Review"), example={"message": "answer review", "edits": edit_example}),
+        "/api/v1/reviews/{number}/comments": _write(
+            "post", "Comment on a request, or on a line of one of its files", [_number(1)],
+            _input(["body"], body=_NONEMPTY, path=_NONEMPTY,
+                   line={"type": "integer", "minimum": 1}),
+            _ref("Comment"), {"201": _ok(_ref("Comment"), "created")},
+            example={"body": "Looks good", "path": "prompts/summarize.prompty", "line": 2}),
+        "/api/v1/reviews/{number}/approve": _write(
+            "post", "Approve a request at its current commit", [_number(1)], None,
+            _ref("Review")),
+        "/api/v1/reviews/{number}/merge": _write(
+            "post", "Merge a request into main (409: conflict or not approved)", [_number(2)],
+            None, _ref("Review")),
+        "/api/v1/reviews/{number}/reject": reject,
+    }
+
+
+def _webhook_paths() -> dict[str, Any]:
+    """Webhooks and their deliveries (admins only)."""
+    hook_id = _q("id", "webhook id", True, schema=_ID, example=1)
+    events = {"type": "array", "items": {"type": "string", "enum": event_patterns()}}
+    created = {"allOf": [_ref("Webhook"), _obj(["secret"], secret=_STR)]}
+    return {
+        "/api/v1/webhooks": {
+            **_write("get", "List webhooks (admin)", [], None,
+                     _obj(["webhooks"], webhooks={"type": "array", "items": _ref("Webhook")})),
+            **_write("post", "Add a webhook (admin); the answer shows its secret once", [],
+                     _input(["url"], url={"type": "string", "minLength": 1, "maxLength": 2000},
+                            events=events, active={"type": "boolean"},
+                            secret={"type": "string", "minLength": 1, "maxLength": 200}),
+                     created, {"201": _ok(created, "created")},
+                     {"url": "http://127.0.0.1:9/hooks/promptrev",
+                      "events": ["version.saved", "label.moved"]}),
+            **_write("patch", "Enable or disable a webhook (admin)", [hook_id],
+                     _input(["active"], active={"type": "boolean"}), _ref("Webhook"),
+                     example={"active": True}),
+            **_write("delete", "Remove a webhook and its delivery log (admin)",
+                     [_q("id", "webhook id", True, schema=_ID, example=2)], None,
+                     _obj(["id", "removed"], id=_INT, removed={"type": "boolean"})),
+        },
+        "/api/v1/webhook-deliveries": _write(
+            "get", "Webhook deliveries, newest first, with their attempts (admin)", [
+                _q("webhook", "one webhook's deliveries", schema=_ID),
+                _q("status", "only deliveries in this state",
+                   schema={"type": "string", "enum": list(STATUSES)}),
+                _q("event", "only this event", schema={"type": "string", "minLength": 1,
+                                                         "maxLength": 64}),
+                _q("limit", "at most", schema={"type": "integer", "minimum": 1,
+                                                "maximum": 1000})], None,
+            _obj(["deliveries"], deliveries={"type": "array",
+                                             "items": _ref("WebhookDelivery")})),
+        "/api/v1/webhook-deliveries/redeliver": _write(
+            "post", "Send a delivery again, as a new delivery (admin)", [],
+            _input(["id"], id=_ID), _ref("WebhookDelivery"),
+            {"201": _ok(_ref("WebhookDelivery"), "queued")}, {"id": 1}),
     }

@@ -1,7 +1,8 @@
 """Run the server: gunicorn with several sync workers, or Flask's reloader with ``--dev``.
 
 Each gunicorn worker builds its own app after the fork (no preloading), so no database
-connection or Git handle is ever shared between processes.
+connection or Git handle is ever shared between processes; each then starts its webhook
+deliverer thread, and stops it when the worker exits.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from . import create_app
 from .settings import Settings
+from .webhook_delivery import start_delivery, stop_delivery
 
 
 def default_workers() -> int:
@@ -22,9 +24,17 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         workers: int | None = None, dev: bool = False, access_log: bool = False) -> None:
     """Serve until interrupted."""
     if dev:
-        create_app(settings).run(host=host, port=port, debug=True, use_reloader=True,
-                                 threaded=True)
+        app = create_app(settings)
+        if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's serving child
+            start_delivery(app)
+        app.run(host=host, port=port, debug=True, use_reloader=True, threaded=True)
         return
+    apps: list = []  # this worker's app, once built (after the fork)
+
+    def worker_exit(_server, _worker) -> None:
+        for app in apps:
+            stop_delivery(app)
+
     from gunicorn.app.base import BaseApplication
 
     class _Gunicorn(BaseApplication):
@@ -41,12 +51,16 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                 # gunicorn >= 25 opens a control socket shared by every server of the
                 # user; several registries on one machine must not collide there.
                 "control_socket_disable": True,
+                "worker_exit": worker_exit,
             }
             for key, value in options.items():
                 if key in self.cfg.settings:
                     self.cfg.set(key, value)
 
         def load(self):
-            return create_app(settings)
+            app = create_app(settings)
+            apps.append(app)
+            start_delivery(app)
+            return app
 
     _Gunicorn().run()

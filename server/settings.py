@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from promptrev.policy import Policy
 from promptrev.registry import DEFAULT_MAX_BYTES
 from promptrev.runner.base import read_models_file
+from promptrev.webhooks import RetryPolicy
 
 GIT_MAX_REQUEST_BYTES = 1024 ** 3
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"
@@ -33,6 +34,12 @@ class Settings:
     cookie_secure: bool = False
     models: dict = field(default_factory=dict)  # name -> {backend, name, base_url, ...}
     env: dict = field(default_factory=dict)  # for ${env:NAME} in prompts' configuration
+    webhook_deliverer: bool = True  # a delivery thread in each worker process
+    webhook_retry_base: float = 10.0  # seconds before the 2nd attempt; doubles each time
+    webhook_retry_cap: float = 3600.0  # longest wait between two attempts
+    webhook_max_attempts: int = 8  # then the delivery is 'failed'
+    webhook_poll: float = 2.0  # seconds between looks for due deliveries
+    webhook_timeout: float = 10.0  # seconds a receiver has to answer
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
@@ -56,6 +63,13 @@ class Settings:
             "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "") in ("1", "true", "yes"),
             "models": read_models_file(env.get("PROMPTREV_MODELS")),
             "env": dict(env),
+            "webhook_deliverer": env.get("PROMPTREV_WEBHOOK_DELIVERER", "1").lower() not in (
+                "0", "false", "no", "off"),
+            "webhook_retry_base": float(env.get("PROMPTREV_WEBHOOK_RETRY_BASE", "10")),
+            "webhook_retry_cap": float(env.get("PROMPTREV_WEBHOOK_RETRY_CAP", "3600")),
+            "webhook_max_attempts": int(env.get("PROMPTREV_WEBHOOK_MAX_ATTEMPTS", "8")),
+            "webhook_poll": float(env.get("PROMPTREV_WEBHOOK_POLL", "2")),
+            "webhook_timeout": float(env.get("PROMPTREV_WEBHOOK_TIMEOUT", "10")),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -72,6 +86,12 @@ class Settings:
         """The review rules these settings describe."""
         return Policy(frozenset(self.protected_labels), self.merge_role,
                       self.required_approvals)
+
+    @property
+    def webhook_retry(self) -> RetryPolicy:
+        """When failed webhook deliveries are tried again."""
+        return RetryPolicy(base=self.webhook_retry_base, cap=self.webhook_retry_cap,
+                           max_attempts=self.webhook_max_attempts)
 
     @property
     def max_request_bytes(self) -> int:

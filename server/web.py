@@ -28,6 +28,7 @@ from promptrev.accounts import User, check_label_move
 from promptrev.errors import Conflict, InvalidRequest, NotFound, Unauthorized
 from promptrev.names import validate_label, validate_name
 from promptrev.prompty import parse_prompt
+from promptrev.reviews import Edit, Reviews
 
 from .auth import SessionUser, state, web_user
 from .highlight import highlight_artifact, stylesheet
@@ -196,11 +197,16 @@ def edit(user: User) -> str | Response:
     name = request.values.get("name", "").strip()
     conflict = None
     if request.method == "POST":
-        user.require("write", "saving")
         name = validate_name(_need("name"))
         text = request.form.get("text", "").replace("\r\n", "\n")
         base = _int("base", 0)
         message = request.form.get("message", "").strip() or f"save {name}"
+        if request.form.get("propose"):
+            proposed = Reviews(reg, state().policy).open(user, message,
+                                                         [Edit(name, text, kind)])
+            flash(f"opened change request #{proposed.number}")
+            return redirect(url_for("reviews.review", number=proposed.number))
+        state().policy.require_write_main(user, "saving to main")
         try:
             version = reg.save(name, text, message=message, author=user.author, base=base,
                                kind=kind)
@@ -224,7 +230,8 @@ def edit(user: User) -> str | Response:
                          f"{name}@{conflict.details['current']}", kind=kind)
     return render_template("edit.html", user=user, name=name, kind=kind, text=text, base=base,
                            message=request.form.get("message", ""), creating=creating,
-                           conflict=conflict, other=other)
+                           conflict=conflict, other=other,
+                           may_save=state().policy.may_write_main(user))
 
 
 _NEW_PROMPT = """---
@@ -285,7 +292,7 @@ def rollback(user: User) -> str | Response:
     if label_name:
         check_label_move(user, label_name, state().protected_labels)
     else:
-        user.require("write", "rolling back")
+        state().policy.require_write_main(user, "rolling back on main")
     latest = reg.resolve(name, kind)
     current = reg.labels(name, kind).get(label_name) if label_name else latest.number
     if request.method == "POST":

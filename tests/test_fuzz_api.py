@@ -30,6 +30,10 @@ STATUSES: dict[str, set[int]] = {}  # operation -> status codes seen
 @pytest.fixture(scope="module")
 def fuzz_env(tmp_path_factory):
     env = make_server_env(tmp_path_factory.mktemp("fuzz"))
+    # Webhooks 1 and 2 (the examples disable 1, remove 2 and redeliver delivery 1, which
+    # the next save enqueues for hook 1); nothing delivers in this process.
+    for n in (1, 2):
+        env.api("POST", "/webhooks", json={"url": f"http://127.0.0.1:9/hook{n}"})
     # A second version and a split on `staging`, so the split and outcome handlers (whose
     # examples use them) can answer 2xx as well as refuse.
     summarize = env.api("GET", "/artifact?ref=summarize").get_json()["text"]
@@ -37,6 +41,15 @@ def fuzz_env(tmp_path_factory):
             json={"text": summarize + "\n"})
     env.api("PUT", "/labels?name=summarize&label=staging", json={"version": 1})
     env.api("PUT", "/splits?name=summarize&label=staging", json={"arms": {"1": 50, "2": 50}})
+    # Change requests #1-#4 by the editor, for the examples of the review operations (the
+    # fuzz calls them as admin): #1 to read, comment and approve, #2 approved to merge, #3
+    # to reject, #4 to update.
+    for i in range(1, 5):
+        opened = env.api("POST", "/reviews", role="editor", json={
+            "title": f"request {i}", "edits": [{"name": "summarize",
+                                                "text": summarize + "\n" * (i + 1)}]})
+        assert opened.get_json()["number"] == i, opened.get_json()
+    env.api("POST", "/reviews/2/approve")
     yield env
     env.app.extensions["promptrev"].close()
 

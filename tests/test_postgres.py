@@ -72,3 +72,23 @@ def test_concurrent_writers_share_a_postgres_index(tmp_path, pg_url):
         tokens = [v.message for n in ("a", "b") for v in reg.history(n)[:-1]]
         assert sorted(tokens) == sorted(r["token"] for r in accepted)
         assert reg.fsck()["ok"]
+
+
+def test_change_requests_on_postgres(tmp_path, pg_url, prompt_text):
+    from promptrev.accounts import User
+    from promptrev.reviews import Edit, Reviews
+
+    alice, bob = User(1, "alice", "a@x", "editor"), User(2, "bob", "b@x", "editor")
+    with Registry.init(tmp_path / "reg", index_url=pg_url) as reg:
+        reg.save("greet", prompt_text)
+        rv = Reviews(reg)
+        cr = rv.open(alice, "v2", [Edit("greet", variant(prompt_text, 2))])
+        rv.comment(cr.number, bob, "ok", path="prompts/greet.prompty", line=1)
+        rv.approve(cr.number, bob)
+        assert rv.list("open")[0].approvals == [{}]
+        merged = rv.merge(cr.number, bob)
+        assert merged.versions == ["greet@2"] and reg.resolve("greet@2").author == "alice"
+        incremental = reg.index.dump()
+        reg.reindex()
+        assert reg.index.dump() == incremental
+        assert rv.get(cr.number).comments[0]["body"] == "ok"  # reindex keeps reviews

@@ -81,6 +81,20 @@ class Change:
     new: str | None
 
 
+@dataclass(frozen=True)
+class Conflicted:
+    """A path both sides of a merge changed incompatibly (blob ids; None: absent)."""
+
+    path: str
+    base: str | None
+    ours: str | None
+    theirs: str | None
+
+
+def _entry_id(entry) -> str | None:
+    return str(entry.id) if entry is not None else None
+
+
 class GitStore:
     """A bare Git repository holding the registry's artifacts."""
 
@@ -172,6 +186,14 @@ class GitStore:
         """Whether ``ancestor`` is reachable from ``commit`` (or is it)."""
         return ancestor == commit or self.repo.descendant_of(commit, ancestor)
 
+    def commits_only_in(self, head: str, other: str | None) -> list[str]:
+        """Commits reachable from ``head`` but not from ``other``, newest first."""
+        walker = self.repo.walk(head, pygit2.enums.SortMode.TOPOLOGICAL
+                                | pygit2.enums.SortMode.TIME)
+        if other is not None:
+            walker.hide(other)
+        return [str(commit.id) for commit in walker]
+
     def _diff_trees(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,
                     out: list[Change]) -> None:
         before = {e.name: e for e in old} if old is not None else {}
@@ -244,19 +266,22 @@ class GitStore:
             pass  # maintenance is best effort; fsck reports real damage
 
     def commit(self, base: str | None, changes: dict[str, str | None], message: str,
-               author: Signature) -> str | None:
+               author: Signature, *, tree: str | None = None,
+               parents: list[str] | None = None) -> str | None:
         """Create a commit on ``base`` applying path → blob changes (None deletes).
 
+        ``tree`` and ``parents`` override the starting tree and the parents (a merge).
         Returns None when the changes leave the tree as it was.
         """
-        base_tree = self.repo[base].tree if base else None
+        base_tree = self.repo[tree] if tree else self.repo[base].tree if base else None
         split = {tuple(path.split("/")): blob for path, blob in changes.items()}
-        tree = self._write_tree(base_tree, split) or self._empty().id
-        if base_tree is not None and tree == base_tree.id:
+        new_tree = self._write_tree(base_tree, split) or self._empty().id
+        if base_tree is not None and new_tree == base_tree.id and not parents:
             return None
         sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
-        parents = [base] if base else []
-        return str(self.repo.create_commit(None, sig, sig, message, tree, parents))
+        if parents is None:
+            parents = [base] if base else []
+        return str(self.repo.create_commit(None, sig, sig, message, new_tree, parents))
 
     def commit_tree(self, tree: str, parents: list[str], message: str, author: Signature,
                     committer: Signature | None = None) -> str:
@@ -266,6 +291,25 @@ class GitStore:
         by = pygit2.Signature(committer.name, committer.email, now, 0) if committer else sig
         return str(self.repo.create_commit(None, sig, by, message, pygit2.Oid(hex=tree),
                                            [pygit2.Oid(hex=p) for p in parents]))
+
+    def merge(self, ours: str, theirs: str, *, favor_ours: bool = False
+              ) -> tuple[str | None, list[Conflicted]]:
+        """Three-way merge of two commits in memory (no work tree, no index file).
+
+        Returns (tree id, []) when the edits combine cleanly, else (None, the conflicts);
+        ``favor_ours`` settles conflicting hunks with ours (for a caller that then replaces
+        those files with a resolution).
+        """
+        favor = pygit2.enums.MergeFavor.OURS if favor_ours else pygit2.enums.MergeFavor.NORMAL
+        index = self.repo.merge_commits(ours, theirs, favor=favor)
+        if index.conflicts is not None:
+            found = []
+            for ancestor, mine, other in index.conflicts:
+                entry = ancestor or mine or other
+                found.append(Conflicted(entry.path, _entry_id(ancestor), _entry_id(mine),
+                                        _entry_id(other)))
+            return None, sorted(found, key=lambda c: c.path)
+        return str(index.write_tree(self.repo)), []
 
     def _write_tree(self, tree: pygit2.Tree | None,
                     changes: dict[tuple[str, ...], str | None]) -> pygit2.Oid | None:

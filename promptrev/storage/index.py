@@ -14,6 +14,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
+from .. import webhooks
+
 SCHEMA_VERSION = 1
 
 
@@ -168,7 +170,9 @@ def create_index_engine(url: str) -> Engine:
         _configure_sqlite(engine)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine, tables=[T_STATE, *(m.__table__ for m in DERIVED)])
+    # Webhook tables too: the indexer enqueues deliveries in its own transaction.
+    SQLModel.metadata.create_all(engine, tables=[T_STATE, *(m.__table__ for m in DERIVED),
+                                                 *webhooks.TABLES])
     with engine.begin() as conn:
         if conn.execute(sa.select(T_STATE.c.id)).first() is None:
             conn.execute(T_STATE.insert().values(id=1, head=None,

@@ -5,17 +5,22 @@ or a plain ``git push`` moved ``main``) and ``reindex``: walk ``main``'s first-p
 chain from the last indexed commit, and for each commit record the artifact versions and
 label moves it made. Rebuilding is the same walk from the root, so a rebuilt index
 equals an incrementally maintained one by construction (a test checks it anyway).
+
+The incremental walk also enqueues the webhook events of each commit (:mod:`..webhooks`)
+in the same transaction as its rows; a rebuild enqueues nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..artifacts import KINDS, kind_of_path
+from .. import webhooks
+from ..artifacts import KINDS, AuditEntry, kind_of_path
 from ..errors import ValidationFailed
 from ..labels import parse_label_map
 from .gitstore import Change, GitStore
@@ -45,11 +50,13 @@ _INSERT_EVENT = T_EVENT.insert()
 _DELETE_LABEL = T_LABEL.delete().where(sa.and_(T_LABEL.c.artifact_id == sa.bindparam("_a"),
                                                T_LABEL.c.name == sa.bindparam("_n")))
 _INSERT_LABEL = T_LABEL.insert()
-# The indexed head plus the highest ids, read under the write lock in one round trip.
+# The indexed head, the highest ids and whether any webhook is active, read under the
+# write lock in one round trip (so a registry without webhooks pays nothing more for them).
 _LOCK_STATE = sa.select(T_STATE.c.head, *(
     sa.select(sa.func.max(column)).scalar_subquery()
     for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)
-)).with_for_update(of=T_STATE)
+), sa.select(sa.func.count()).select_from(webhooks.T_WEBHOOK).where(
+    webhooks.T_WEBHOOK.c.active.is_(True)).scalar_subquery()).with_for_update(of=T_STATE)
 
 
 @dataclass
@@ -84,7 +91,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
     with engine.connect() as conn:
         conn.execution_options(write_lock=True)
         with conn.begin():
-            indexed, *maxima = prepared(conn, _LOCK_STATE).run(conn)[0]
+            indexed, *maxima, hooked = prepared(conn, _LOCK_STATE).run(conn)[0]
             head = store.head()
             if indexed == head and not rebuild:
                 return head
@@ -94,12 +101,17 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
                     conn.execute(table.__table__.delete())
                 maxima = [0, 0, 0, 0]
                 chain = store.first_parent_chain(head, None) if head else []
-            applier = _Applier(conn, store, maxima, created)
+                hooked = 0  # a rebuild re-records old history: nothing new to announce
+            hooks = webhooks.active_hooks(conn) if hooked else []
+            applier = _Applier(conn, store, maxima, created, announce=bool(hooks))
             if known is not None and known.base == indexed and chain and chain[0] == known.sha:
                 applier.prime(known)
             applier.apply(chain)
             prepared(conn, _SET_HEAD).run(conn, {"head": head})
-            return head
+            enqueued = webhooks.enqueue(conn, hooks, applier.outbox) if hooks else 0
+    if enqueued:
+        webhooks.notify()
+    return head
 
 
 @dataclass
@@ -118,10 +130,14 @@ class _Applier:
     """Accumulates rows for a chain of commits and writes them in batches."""
 
     def __init__(self, conn: Connection, store: GitStore, maxima: list[int | None],
-                 created: dict[str, list[dict]] | None = None):
+                 created: dict[str, list[dict]] | None = None, announce: bool = False):
         self.conn = conn
         self.store = store
         self.created = created
+        self.announce = announce  # collect webhook events into ``outbox``
+        self.outbox: list[tuple[str, dict[str, Any]]] = []
+        self.made: list[dict[str, Any]] = []
+        self.moved: list[dict[str, Any]] = []
         self.seq = maxima[0] or 0
         self.next_artifact, self.next_version, self.next_event = (
             (m or 0) + 1 for m in maxima[1:])
@@ -175,6 +191,26 @@ class _Applier:
             art = self.arts.get((kind, name))
             if art is not None:
                 self._move_labels(art, change, f"labels/{KINDS[kind].folder}/{name}.yaml")
+        if self.announce:
+            self._announce(info)
+
+    def _announce(self, info) -> None:
+        """Queue this commit's webhook events: versions, label moves, a rollback."""
+        when = datetime.fromtimestamp(info.timestamp, timezone.utc)
+        who = {"commit": self.sha, "author": info.author, "message": info.message,
+               "time": when.isoformat()}
+        for v in self.made:
+            self.outbox.append(("version.saved", {
+                **v, "ref": f"{v['name']}@{v['version']}", **who, "email": info.email}))
+        for m in self.moved:
+            self.outbox.append(("label.moved", {**m, **who}))
+        entry = AuditEntry(self.seq, self.sha, info.author, info.email, info.message,
+                           when, tuple(self.made), tuple(self.moved))
+        if entry.action == "rollback":
+            self.outbox.append(("rollback", {
+                **who, "email": info.email, "versions": list(self.made),
+                "label_moves": list(self.moved)}))
+        self.made, self.moved = [], []
 
     def _add_version(self, kind: str, name: str, blob: str | None) -> None:
         art = self.arts.get((kind, name))
@@ -195,6 +231,9 @@ class _Applier:
         if self.created is not None:
             self.created.setdefault(self.sha, []).append(
                 {"kind": kind, "name": name, "number": art.latest, "blob": blob})
+        if self.announce:
+            self.made.append({"kind": kind, "name": name, "version": art.latest,
+                              "deleted": blob is None})
         self.next_version += 1
 
     def _move_labels(self, art: _Art, change, path: str) -> None:
@@ -207,6 +246,9 @@ class _Applier:
                                 "commit_seq": self.seq})
             self.next_event += 1
             self.labels[(art.id, label)] = new.get(label)
+            if self.announce:
+                self.moved.append({"kind": art.key[0], "name": art.key[1], "label": label,
+                                   "from": old.get(label), "to": new.get(label)})
 
     def _label_map(self, blob: str | None, path: str) -> dict[str, int]:
         if blob is None:

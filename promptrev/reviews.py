@@ -1,0 +1,609 @@
+"""Change requests: proposed edits on their own branch, reviewed, then merged into ``main``.
+
+A request is a Git branch ``refs/heads/review/<name>`` holding one or more commits on top
+of ``main`` (made here from edits, or pushed with plain ``git push``), plus what is not
+Git: its title, comments (on the request or on a line of a file) and approvals, kept in
+SQL tables next to the index (``reindex`` never touches them).
+
+Merging makes one merge commit on ``main`` whose first parent is ``main`` and whose
+second is the branch, so the request's edits become one new version per artifact (the
+index numbers versions along ``main``'s first parents) authored by the request's author.
+When ``main`` moved on meanwhile the merge is three-way, in memory: edits that do not
+overlap combine; overlapping ones are a :class:`Conflict` that shows each side and
+changes nothing. Merges run under the registry's writer lock, so two requests merged at
+the same moment are merged one after the other against the real ``main``.
+
+Approvals count for the commit they were given on: pushing new commits to a request asks
+for review again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+import pygit2
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from .accounts import User
+from .artifacts import KINDS, kind_of_path
+from .diffing import Diff, dataset_diff, prompt_diff, text_diff
+from .errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PromptrevError,
+    ValidationFailed,
+)
+from .incoming import check_changes, check_history
+from .names import validate_name
+from .policy import Policy
+from .storage.gitstore import RefMoved, Signature
+from .storage.indexer import catch_up
+from .validation import check_content
+from .webhooks import emit
+
+if TYPE_CHECKING:
+    from .registry import Registry
+
+ZERO = "0" * 40
+PREFIX = "review/"
+STATUSES = ("open", "merged", "rejected", "closed")
+MAX_TITLE = 200
+MAX_TEXT = 20_000
+MAX_EDITS = 200
+
+
+class ReviewRow(SQLModel, table=True):
+    """A change request."""
+
+    __tablename__ = "review_request"
+    id: int = Field(primary_key=True)
+    title: str = Field(max_length=MAX_TITLE)
+    description: str = ""
+    author: str = Field(max_length=64)  # the account that opened it
+    author_line: str = Field(max_length=400)  # Git author of its merge: "Name <email>"
+    branch: str = Field(index=True, max_length=300)
+    head: str = Field(max_length=64)
+    status: str = Field(default="open", max_length=16)
+    created: int
+    updated: int
+    closed_by: Optional[str] = None
+    reason: Optional[str] = None
+    merge_commit: Optional[str] = None
+
+
+class ReviewCommentRow(SQLModel, table=True):
+    """A comment on a request, or on one line of one file of it."""
+
+    __tablename__ = "review_comment"
+    id: int = Field(primary_key=True)
+    request_id: int = Field(index=True)
+    author: str = Field(max_length=64)
+    body: str
+    path: Optional[str] = None
+    line: Optional[int] = None
+    head: str = Field(max_length=64)
+    created: int
+
+
+class ReviewApprovalRow(SQLModel, table=True):
+    """An approval of a request at one commit of its branch."""
+
+    __tablename__ = "review_approval"
+    __table_args__ = (sa.UniqueConstraint("request_id", "user", "head"),)
+    id: int = Field(primary_key=True)
+    request_id: int = Field(index=True)
+    user: str = Field(max_length=64)
+    head: str = Field(max_length=64)
+    created: int
+
+
+T_REQ, T_COMMENT, T_APPROVAL = (ReviewRow.__table__, ReviewCommentRow.__table__,
+                                ReviewApprovalRow.__table__)
+_READY: weakref.WeakSet = weakref.WeakSet()  # engines whose review tables exist
+
+
+class NotApproved(PromptrevError):
+    """A request lacks the approvals the registry requires."""
+
+    status = 409
+    code = "not_approved"
+
+
+@dataclass(frozen=True)
+class Edit:
+    """One proposed change: new content for an artifact, or (``text`` None) its deletion."""
+
+    name: str
+    text: str | None
+    kind: str = "prompt"
+
+
+@dataclass
+class ChangeRequest:
+    """A request as readers see it."""
+
+    number: int
+    title: str
+    description: str
+    author: str
+    author_line: str
+    branch: str
+    head: str
+    status: str
+    created: int
+    updated: int
+    closed_by: str | None = None
+    reason: str | None = None
+    merge_commit: str | None = None
+    approvals: list[dict[str, Any]] = field(default_factory=list)
+    required_approvals: int = 0
+    comments: list[dict[str, Any]] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)  # made by its merge (set by merge())
+
+    @property
+    def approved(self) -> bool:
+        """Whether it has the approvals it needs."""
+        return len(self.approvals) >= self.required_approvals
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        out = {k: getattr(self, k) for k in (
+            "number", "title", "description", "author", "branch", "head", "status",
+            "created", "updated", "closed_by", "reason", "merge_commit", "approvals",
+            "required_approvals", "comments")}
+        out["approved"] = self.approved
+        if self.versions:
+            out["versions"] = self.versions
+        return out
+
+
+@dataclass
+class ArtifactChange:
+    """One artifact a request changes, with its diff against ``main``."""
+
+    kind: str
+    name: str
+    path: str
+    change: str  # added, modified, deleted
+    diff: Diff
+    main_moved: bool  # main has changed this artifact since the request's base
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {"kind": self.kind, "name": self.name, "path": self.path,
+                "change": self.change, "main_moved": self.main_moved,
+                "diff": self.diff.to_dict()}
+
+
+class Reviews:
+    """Change requests of one registry."""
+
+    def __init__(self, registry: Registry, policy: Policy | None = None):
+        self.registry = registry
+        self.store = registry.store
+        self.engine = registry.engine
+        self.policy = policy or Policy()
+        if self.engine not in _READY:
+            SQLModel.metadata.create_all(self.engine, tables=[T_REQ, T_COMMENT, T_APPROVAL])
+            _READY.add(self.engine)
+
+    # ---- reading -------------------------------------------------------------------
+    def get(self, number: int) -> ChangeRequest:
+        """One request with its approvals (at its current head) and comments."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T_REQ).where(T_REQ.c.id == number)).first()
+            if row is None:
+                raise NotFound(f"no change request #{number}")
+            approvals = conn.execute(sa.select(T_APPROVAL).where(
+                T_APPROVAL.c.request_id == number, T_APPROVAL.c.head == row.head
+            ).order_by(T_APPROVAL.c.id)).all()
+            comments = conn.execute(sa.select(T_COMMENT).where(
+                T_COMMENT.c.request_id == number).order_by(T_COMMENT.c.id)).all()
+        request = self._request(row)
+        request.approvals = [{"user": a.user, "created": a.created} for a in approvals
+                             if a.user != row.author]
+        request.comments = [_comment(c, row.head) for c in comments]
+        return request
+
+    def list(self, status: str | None = None, limit: int = 200) -> list[ChangeRequest]:
+        """Requests, newest first (``status`` filters: open, merged, rejected, closed)."""
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest(f"unknown status {status!r} (statuses: {', '.join(STATUSES)})")
+        query = sa.select(T_REQ).order_by(T_REQ.c.id.desc()).limit(limit)
+        if status is not None:
+            query = query.where(T_REQ.c.status == status)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+            counts = dict(conn.execute(
+                sa.select(T_APPROVAL.c.request_id, sa.func.count()).select_from(
+                    T_APPROVAL.join(T_REQ, T_REQ.c.id == T_APPROVAL.c.request_id)).where(
+                    T_APPROVAL.c.head == T_REQ.c.head, T_APPROVAL.c.user != T_REQ.c.author
+                ).group_by(T_APPROVAL.c.request_id)).all())
+        out = []
+        for row in rows:
+            request = self._request(row)
+            request.approvals = [{}] * counts.get(row.id, 0)
+            out.append(request)
+        return out
+
+    def base(self, request: ChangeRequest) -> str:
+        """The commit of ``main`` the request's edits start from (merge base)."""
+        main = self.store.head()
+        return self.store.merge_base(main, request.head) or main
+
+    def changes(self, number: int, variables: dict[str, Any] | None = None
+                ) -> list[ArtifactChange]:
+        """Each artifact the request changes, diffed against the version it started from."""
+        request = self.get(number)
+        base = self.base(request)
+        main = self.store.head()
+        out = []
+        for change in self.store.diff(base, request.head):
+            found = kind_of_path(change.path)
+            if found is None:
+                continue
+            kind, name = found
+            old = self._text(change.old)
+            new = self._text(change.new)
+            left, right = f"{name}@main", f"{name}@#{number}"
+            if kind.name == "prompt":
+                diff = prompt_diff(old, new, left, right, variables)
+            elif kind.name == "dataset":
+                diff = dataset_diff(old, new, left, right)
+            else:
+                diff = Diff(left, right, text_diff(old, new, left, right))
+            what = "added" if change.old is None else "deleted" if change.new is None \
+                else "modified"
+            moved = self.store.blob_at(main, change.path) != change.old
+            out.append(ArtifactChange(kind.name, name, change.path, what, diff, moved))
+        return out
+
+    def label_moves(self, number: int) -> list[str]:
+        """The label moves (and traffic splits) the request makes, described."""
+        request = self.get(number)
+        incoming = check_changes(self.registry, self.base(request), request.head)
+        return [m.describe() for m in incoming.label_moves]
+
+    def conflicts(self, number: int) -> list[dict[str, Any]]:
+        """What a merge into ``main`` now would conflict on (empty: it merges cleanly)."""
+        request = self.get(number)
+        _tree, conflicts = self.store.merge(self.store.head(), request.head)
+        return [self._conflict_dict(c) for c in conflicts]
+
+    def problems(self, number: int) -> list[dict[str, str]]:
+        """What is invalid in the request's edits (as a push would be checked)."""
+        request = self.get(number)
+        self.registry.sync()
+        return check_changes(self.registry, self.base(request), request.head).problems
+
+    # ---- proposing -----------------------------------------------------------------
+    def open(self, user: User, title: str, edits: list[Edit], *, description: str = ""
+             ) -> ChangeRequest:
+        """Propose ``edits`` on a new branch off ``main``; nothing on ``main`` changes."""
+        user.require("write", "opening a change request")
+        title, description = _title(title), _text_field(description, "description")
+        self.registry.sync()
+        main = self.store.head()
+        commit = self._commit_edits(main, edits, title, description, user)
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            number = conn.execute(T_REQ.insert().values(
+                title=title, description=description, author=user.name,
+                author_line=user.author, branch="", head=commit, status="open",
+                created=now, updated=now)).inserted_primary_key[0]
+        branch = f"{PREFIX}{number}"
+        try:
+            self.store.move_ref("refs/heads/" + branch, None, commit, "promptrev: review")
+        except RefMoved:  # someone pushed a branch of that name with git
+            branch = f"{PREFIX}{number}-{secrets.token_hex(3)}"
+            self.store.move_ref("refs/heads/" + branch, None, commit, "promptrev: review")
+        with self.engine.begin() as conn:
+            conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(branch=branch))
+            _event(conn, "change_request.opened", number)
+        return self.get(number)
+
+    def update(self, number: int, user: User, edits: list[Edit], message: str
+               ) -> ChangeRequest:
+        """Add a commit of ``edits`` to an open request (answering review).
+
+        When ``main`` has moved on, the commit also merges ``main`` into the request, and
+        the edits must resolve every file where the two conflict (their full new text).
+        Approvals given before count no more.
+        """
+        user.require("write", "changing a change request")
+        request = self._open_request(number)
+        if user.name != request.author and not self.policy.may_write_main(user):
+            raise Forbidden(f"only {request.author} (who opened #{number}) or a user who may "
+                            "merge can change it")
+        message = _title(message)
+        main = self.registry.sync()
+        if self.store.is_ancestor(main, request.head):
+            commit = self._commit_edits(request.head, edits, message, "", user)
+        else:
+            _tree, conflicts = self.store.merge(request.head, main)
+            resolved = {KINDS[e.kind].path(e.name) for e in edits if e.kind in KINDS}
+            unresolved = [c.path for c in conflicts if c.path not in resolved]
+            if unresolved:
+                raise Conflict(f"main changed {', '.join(unresolved)} since change request "
+                               f"#{number} started: include the resolved text of "
+                               f"{'it' if len(unresolved) == 1 else 'them'} in this update",
+                               details={"conflicts": [self._conflict_dict(c) for c in conflicts
+                                                      if c.path in unresolved]})
+            tree, _ = self.store.merge(request.head, main, favor_ours=True)
+            commit = self._commit_edits(request.head, edits, message, "", user, tree=tree,
+                                        parents=[request.head, main])
+        try:
+            self.store.move_ref("refs/heads/" + request.branch, request.head, commit,
+                                "promptrev: review update")
+        except RefMoved:
+            raise Conflict(f"change request #{number} moved while you were editing it: "
+                           "reload it and try again") from None
+        self._set(number, head=commit)
+        return self.get(number)
+
+    def on_push(self, branch: str, old: str, new: str, user: User) -> ChangeRequest | None:
+        """Keep requests in step with a ``git push`` to ``review/...``.
+
+        A new branch opens a request (titled by its last commit's message); new commits
+        update the open request of the branch; deleting the branch closes it.
+        """
+        if not branch.startswith(PREFIX):
+            return None
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T_REQ).where(
+                T_REQ.c.branch == branch, T_REQ.c.status == "open")).first()
+        if new == ZERO:
+            if row is not None:
+                self._close(row.id, "closed", user.name, "its branch was deleted")
+            return None if row is None else self.get(row.id)
+        if row is not None:
+            self._set(row.id, head=new)
+            return self.get(row.id)
+        info = self.store.commit_info(new)
+        title, _, rest = info.message.partition("\n")
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            number = conn.execute(T_REQ.insert().values(
+                title=title.strip()[:MAX_TITLE] or branch, description=rest.strip()[:MAX_TEXT],
+                author=user.name, author_line=f"{info.author} <{info.email}>", branch=branch,
+                head=new, status="open", created=now, updated=now)).inserted_primary_key[0]
+            _event(conn, "change_request.opened", number)
+        return self.get(number)
+
+    # ---- reviewing -----------------------------------------------------------------
+    def comment(self, number: int, user: User, body: str, *, path: str | None = None,
+                line: int | None = None) -> dict[str, Any]:
+        """Comment on a request, or on ``line`` of ``path`` in its changed files."""
+        if user.id == 0:
+            raise Forbidden("anonymous users cannot comment: log in")
+        body = _text_field(body, "comment")
+        if not body:
+            raise ValidationFailed("a comment needs text")
+        request = self.get(number)
+        if path is not None:
+            changed = {c.path for c in self.store.diff(self.base(request), request.head)}
+            if path not in changed:
+                raise ValidationFailed(f"{path} is not changed by change request #{number} "
+                                       f"(changed: {', '.join(sorted(changed)) or 'nothing'})")
+            if line is not None and (not isinstance(line, int) or line < 1):
+                raise ValidationFailed("line must be a positive line number")
+        elif line is not None:
+            raise ValidationFailed("a line comment needs the file's path")
+        now = int(time.time())
+        with self.engine.begin() as conn:
+            cid = conn.execute(T_COMMENT.insert().values(
+                request_id=number, author=user.name, body=body, path=path, line=line,
+                head=request.head, created=now)).inserted_primary_key[0]
+            conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(updated=now))
+        return {"id": cid, "author": user.name, "body": body, "path": path, "line": line,
+                "head": request.head, "created": now, "outdated": False}
+
+    def approve(self, number: int, user: User) -> ChangeRequest:
+        """Approve the request as its branch stands now."""
+        user.require("write", "approving a change request")
+        request = self._open_request(number)
+        if user.name == request.author:
+            raise Forbidden(f"{user.name} opened change request #{number} and cannot approve "
+                            "it: another reviewer must")
+        with self.engine.begin() as conn:
+            exists = conn.execute(sa.select(T_APPROVAL.c.id).where(
+                T_APPROVAL.c.request_id == number, T_APPROVAL.c.user == user.name,
+                T_APPROVAL.c.head == request.head)).first()
+            if exists is None:
+                conn.execute(T_APPROVAL.insert().values(
+                    request_id=number, user=user.name, head=request.head,
+                    created=int(time.time())))
+        return self.get(number)
+
+    def reject(self, number: int, user: User, reason: str = "") -> ChangeRequest:
+        """Close the request without merging it (its branch stays, for the record)."""
+        user.require("write", "rejecting a change request")
+        request = self._open_request(number)
+        if user.name != request.author and not self.policy.may_write_main(user):
+            raise Forbidden(f"rejecting #{number} needs the {self.policy.merge_role} role "
+                            f"(or being its author, {request.author})")
+        self._close(number, "rejected", user.name, _text_field(reason, "reason") or None)
+        return self.get(number)
+
+    def merge(self, number: int, user: User, *, retries: int = 5) -> ChangeRequest:
+        """Merge the request into ``main`` (three-way when ``main`` moved on)."""
+        self.policy.require_write_main(user, f"merging change request #{number}")
+        for _ in range(retries):
+            with self.store.writer_lock():
+                request = self._open_request(number)
+                head = self.store.ref("refs/heads/" + request.branch)
+                if head is None:
+                    raise NotFound(f"the branch {request.branch} of change request #{number} "
+                                   "is gone")
+                if head != request.head:  # pushed to since it was read: review again
+                    self._set(number, head=head)
+                    request = self.get(number)
+                if not request.approved:
+                    raise NotApproved(
+                        f"change request #{number} has {len(request.approvals)} of the "
+                        f"{request.required_approvals} approval(s) it needs (approvals count "
+                        "for its latest commit, and not the author's own)",
+                        details={"approvals": len(request.approvals),
+                                 "required": request.required_approvals})
+                main = self.registry.sync()
+                if self.store.is_ancestor(head, main):
+                    self._close(number, "merged", user.name, "already in main")
+                    return self.get(number)
+                tree, conflicts = self.store.merge(main, head)
+                if conflicts:
+                    found = [self._conflict_dict(c) for c in conflicts]
+                    raise Conflict(
+                        f"change request #{number} conflicts with main in "
+                        f"{', '.join(c['path'] for c in found)}: main changed the same lines "
+                        "since the request started. Update the request on top of main and "
+                        "merge again", details={"conflicts": found})
+                commit = self.store.commit_tree(
+                    tree, [main, head], _merge_message(request),
+                    Signature.parse(request.author_line), Signature.parse(user.author))
+                incoming = check_history(self.registry, main, commit)
+                incoming.raise_for_problems(f"merging change request #{number}")
+                self.policy.require_incoming(user, incoming, "merging")
+                try:
+                    self.store.move_main(main, commit, f"promptrev: merge #{number}")
+                except RefMoved:  # a plain git push got there first (it takes no lock)
+                    continue
+                created: dict[str, list[dict]] = {}
+                catch_up(self.store, self.engine, behind=True, created=created)
+                self.registry._caches_at(commit)
+                self._close(number, "merged", user.name, None, merge_commit=commit,
+                            only_open=False)  # main has it: that is the truth now
+            merged = self.get(number)
+            merged.versions = [f"{r['name']}@{r['number']}" for r in created.get(commit, [])]
+            return merged
+        raise Conflict(f"main kept moving while merging change request #{number}; try again")
+
+    # ---- internals -----------------------------------------------------------------
+    def _commit_edits(self, parent: str, edits: list[Edit], title: str, description: str,
+                      user: User, *, tree: str | None = None,
+                      parents: list[str] | None = None) -> str:
+        if not edits:
+            raise ValidationFailed("a change request needs at least one edit")
+        if len(edits) > MAX_EDITS:
+            raise ValidationFailed(f"{len(edits)} edits in one request; the limit is "
+                                   f"{MAX_EDITS}")
+        changes: dict[str, str | None] = {}
+        for edit in edits:
+            if edit.kind not in KINDS or KINDS[edit.kind].sidecars:
+                raise ValidationFailed(f"change requests edit prompts and datasets, not "
+                                       f"{edit.kind!r} (push adapters with 'promptrev adapter "
+                                       "push')")
+            validate_name(edit.name)
+            path = KINDS[edit.kind].path(edit.name)
+            if path in changes:
+                raise ValidationFailed(f"{edit.kind} '{edit.name}' is edited twice")
+            if edit.text is None:
+                if tree is None and self.store.blob_at(parent, path) is None:
+                    raise NotFound(f"{edit.kind} '{edit.name}' does not exist, so it cannot "
+                                   "be deleted")
+                changes[path] = None
+                continue
+            text, _warnings = check_content(edit.kind, edit.name, edit.text,
+                                            self.registry.max_bytes)
+            changes[path] = self.store.write_blob(text.encode("utf-8"))
+        message = title + (f"\n\n{description}" if description else "")
+        commit = self.store.commit(parent, changes, message, Signature.parse(user.author),
+                                   tree=tree, parents=parents)
+        if commit is None:
+            raise ValidationFailed("the edits change nothing: every file is as it is already")
+        return commit
+
+    def _open_request(self, number: int) -> ChangeRequest:
+        request = self.get(number)
+        if request.status != "open":
+            raise Conflict(f"change request #{number} is {request.status}"
+                           + (f" (by {request.closed_by})" if request.closed_by else ""),
+                           details={"status": request.status})
+        return request
+
+    def _set(self, number: int, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(
+                updated=int(time.time()), **values))
+
+    def _close(self, number: int, status: str, by: str, reason: str | None, *,
+               merge_commit: str | None = None, only_open: bool = True) -> None:
+        where = [T_REQ.c.id == number] + ([T_REQ.c.status == "open"] if only_open else [])
+        with self.engine.begin() as conn:
+            done = conn.execute(T_REQ.update().where(*where).values(
+                status=status, closed_by=by, reason=reason, merge_commit=merge_commit,
+                updated=int(time.time()))).rowcount
+            if done == 1 and status in ("merged", "rejected"):
+                _event(conn, f"change_request.{status}", number)
+        if done != 1:
+            raise Conflict(f"change request #{number} is no longer open")
+
+    def _request(self, row) -> ChangeRequest:
+        return ChangeRequest(row.id, row.title, row.description, row.author, row.author_line,
+                             row.branch, row.head, row.status, row.created, row.updated,
+                             row.closed_by, row.reason, row.merge_commit,
+                             required_approvals=self.policy.required_approvals)
+
+    def _text(self, blob: str | None) -> str:
+        return "" if blob is None else self.store.blob(blob).decode("utf-8", "replace")
+
+    def _conflict_dict(self, conflict) -> dict[str, Any]:
+        return {"path": conflict.path, "base": self._text(conflict.base),
+                "main": self._text(conflict.ours), "request": self._text(conflict.theirs)}
+
+
+def _event(conn, event: str, number: int) -> None:
+    """Enqueue a webhook event for a request, in the transaction that records the change."""
+    row = conn.execute(sa.select(T_REQ).where(T_REQ.c.id == number)).first()
+    emit(conn, event, {
+        "number": row.id, "title": row.title, "author": row.author, "branch": row.branch,
+        "head": row.head, "status": row.status, "closed_by": row.closed_by,
+        "reason": row.reason, "merge_commit": row.merge_commit})
+
+
+def _comment(row, head: str) -> dict[str, Any]:
+    return {"id": row.id, "author": row.author, "body": row.body, "path": row.path,
+            "line": row.line, "head": row.head, "created": row.created,
+            "outdated": row.path is not None and row.head != head}
+
+
+def _merge_message(request: ChangeRequest) -> str:
+    approvers = ", ".join(a["user"] for a in request.approvals)
+    text = f"Merge change request #{request.number}: {request.title}"
+    if approvers:
+        text += f"\n\nApproved-by: {approvers}"
+    return text
+
+
+def _title(title: Any) -> str:
+    if not isinstance(title, str) or not title.strip():
+        raise ValidationFailed("a change request needs a title")
+    title = title.strip()
+    if len(title) > MAX_TITLE or "\n" in title:
+        raise ValidationFailed(f"a title is one line of at most {MAX_TITLE} characters")
+    return title
+
+
+def _text_field(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ValidationFailed(f"{what} must be text")
+    if len(value) > MAX_TEXT:
+        raise ValidationFailed(f"{what} is {len(value):,} characters; the limit is "
+                               f"{MAX_TEXT:,}")
+    return value.strip()
+
+
+def valid_branch(name: str) -> str:
+    """Return ``name`` if it is a usable review branch (``review/<something>``)."""
+    if not name.startswith(PREFIX) or not pygit2.reference_is_valid_name(
+            "refs/heads/" + name) or len(name) > 250:
+        raise ValidationFailed(f"{name!r} is not a review branch name (review/<name>)")
+    return name

@@ -1,0 +1,89 @@
+"""Change-request pages: the list, and a request with its diff, comments and actions.
+
+Reading works without JavaScript; commenting (on the request or on a line of a file),
+approving, merging and rejecting are POST forms with a CSRF token. A refused action (not
+approved yet, a conflict, a role that may not merge) comes back as a message on the
+request's page, which shows the conflicting text side by side.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
+
+from promptrev.accounts import User
+from promptrev.errors import InvalidRequest, PromptrevError
+from promptrev.reviews import STATUSES, Reviews
+
+from .auth import state
+from .web import reader, writer
+
+bp = Blueprint("reviews", __name__, url_prefix="/reviews")
+
+
+def _reviews() -> Reviews:
+    return Reviews(state().registry, state().policy)
+
+
+@bp.get("/")
+@reader
+def requests(user: User) -> str:
+    """Change requests, open ones first by default."""
+    status = request.args.get("status", "open")
+    if status not in (*STATUSES, "all"):
+        status = "open"
+    rows = _reviews().list(None if status == "all" else status)
+    return render_template("review_list.html", user=user, rows=rows, status=status,
+                           statuses=STATUSES)
+
+
+@bp.get("/<int(max=999999999):number>")
+@reader
+def review(user: User, number: int) -> str:
+    """One request: what it changes against main, conflicts, comments, actions."""
+    rv = _reviews()
+    req = rv.get(number)
+    changes = rv.changes(number)
+    open_ = req.status == "open"
+    line_comments: dict[tuple[str, int | None], list] = {}
+    for c in req.comments:
+        if c["path"] is not None:
+            line_comments.setdefault((c["path"], c["line"]), []).append(c)
+    return render_template(
+        "review.html", user=user, req=req, changes=changes,
+        conflicts=rv.conflicts(number) if open_ else [],
+        label_moves=rv.label_moves(number) if open_ else [],
+        problems=rv.problems(number) if open_ else [],
+        general=[c for c in req.comments if c["path"] is None], line_comments=line_comments,
+        policy=state().policy, may_merge=state().policy.may_write_main(user))
+
+
+@bp.post("/<int(max=999999999):number>/<action>")
+@writer
+def act(user: User, number: int, action: str) -> Response:
+    """Comment, approve, merge or reject; a refusal is shown on the request's page."""
+    rv = _reviews()
+    try:
+        if action == "comment":
+            line = request.form.get("line", "").strip()
+            if line and (not line.isdigit() or len(line) > 7):
+                raise InvalidRequest(f"line must be a line number, not {line[:20]!r}")
+            rv.comment(number, user, request.form.get("body", ""),
+                       path=request.form.get("path") or None, line=int(line) if line else None)
+            flash("comment added")
+        elif action == "approve":
+            rv.approve(number, user)
+            flash(f"approved #{number}")
+        elif action == "merge":
+            merged = rv.merge(number, user)
+            flash(f"merged #{number} into main"
+                  + (f": {', '.join(merged.versions)}" if merged.versions else ""))
+        elif action == "reject":
+            rv.reject(number, user, request.form.get("reason", ""))
+            flash(f"rejected #{number}")
+        else:
+            raise InvalidRequest(f"unknown action {action!r}")
+    except PromptrevError as exc:
+        if exc.status == 404:
+            raise
+        flash(f"{action} refused: {exc.message}")
+    return redirect(url_for("reviews.review", number=number))

@@ -1,0 +1,81 @@
+"""Webhook routes of the JSON API (admins only): hooks, their deliveries, redelivery.
+
+They hang on the ``api`` blueprint, so they share its token authentication, its request
+parsing and its one error shape; :mod:`server.openapi` documents them.
+"""
+
+from __future__ import annotations
+
+from flask import Response, g
+
+from promptrev.errors import InvalidRequest
+from promptrev.webhooks import Webhooks
+
+from .api import _arg, _body, _field, _int, _int_arg, _json, bp
+from .auth import state
+
+MAX_ID = 2 ** 31 - 1
+
+
+def _hooks() -> Webhooks:
+    g.user.require("manage_webhooks", "managing webhooks")
+    return Webhooks(state().registry.engine)
+
+
+def _id(name: str = "id") -> int:
+    return _int(_arg(name), name, 1, MAX_ID)
+
+
+@bp.get("/webhooks")
+def list_webhooks() -> Response:
+    """Every webhook (secrets are never shown again)."""
+    return _json({"webhooks": _hooks().list()})
+
+
+@bp.post("/webhooks")
+def add_webhook() -> Response:
+    """Add a webhook; the answer shows its secret this once."""
+    hooks = _hooks()
+    data = _body()
+    hook = hooks.add(_field(data, "url", str), events=_field(data, "events", list, None),
+                     secret=_field(data, "secret", str, None),
+                     active=_field(data, "active", bool, True), created_by=g.user.name)
+    return _json(hook, 201)
+
+
+@bp.patch("/webhooks")
+def update_webhook() -> Response:
+    """Enable or disable a webhook."""
+    hooks = _hooks()
+    hook_id = _id()
+    return _json(hooks.set_active(hook_id, _field(_body(), "active", bool)))
+
+
+@bp.delete("/webhooks")
+def remove_webhook() -> Response:
+    """Remove a webhook with its delivery log."""
+    hooks = _hooks()
+    hook_id = _id()
+    hooks.remove(hook_id)
+    return _json({"id": hook_id, "removed": True})
+
+
+@bp.get("/webhook-deliveries")
+def list_deliveries() -> Response:
+    """Deliveries, newest first, each with its attempts."""
+    hooks = _hooks()
+    return _json({"deliveries": hooks.deliveries(
+        webhook_id=_int_arg("webhook", None, 1, MAX_ID), status=_arg("status", None),
+        event=_arg("event", None, max_len=64), limit=_int_arg("limit", 50, 1, 1000))})
+
+
+@bp.post("/webhook-deliveries/redeliver")
+def redeliver() -> Response:
+    """Send a delivery again (as a new delivery)."""
+    hooks = _hooks()
+    value = _body().get("id")
+    if value is None:
+        raise InvalidRequest("field 'id' is required (the delivery to send again)")
+    if isinstance(value, str):  # a JSON number, as documented
+        raise InvalidRequest("field 'id' must be an integer")
+    return _json(hooks.redeliver(_int(value, "id", 1, MAX_ID)), 201)
