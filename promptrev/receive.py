@@ -24,9 +24,9 @@ from .errors import Conflict, Forbidden, InvalidRequest
 from .incoming import check_changes, check_history
 from .policy import Policy
 from .registry import Registry
+from .reviews import ZERO, Reviews, valid_branch
 from .storage.gitstore import MAIN
 
-ZERO = "0" * 40
 REVIEW_PREFIX = "refs/heads/review/"
 ACCEPTED_REFS = "refs/heads/main and refs/heads/review/<name>"
 
@@ -112,6 +112,7 @@ def _check_main(registry: Registry, policy: Policy, user: User, update: RefUpdat
 
 def _check_review(registry: Registry, user: User, update: RefUpdate) -> None:
     user.require("write", f"pushing {update.branch}")
+    valid_branch(update.branch)
     if update.deleted:
         return
     head = registry.store.head()
@@ -161,8 +162,6 @@ def _main_summary(registry: Registry, update: RefUpdate, base_url: str) -> list[
 
 def _open_review(registry: Registry, policy: Policy, user: User, update: RefUpdate,
                  base_url: str) -> list[str]:
-    from .reviews import Reviews  # lands with change requests
-
     change = Reviews(registry, policy).on_push(update.branch, update.old, update.new, user)
     if change is None:
         return []

@@ -263,7 +263,21 @@ def test_history_rewrites_and_deleting_main_are_refused(server, git_as):
 
 
 # ---- proposals -----------------------------------------------------------------------------
-def test_review_branch_is_checked_as_a_whole(server, git_as):
+def review_number(server: LiveServer, output: str) -> int:
+    match = re.search(r"remote: change request #(\d+): (\S+)", output)
+    assert match, output
+    assert match.group(2) == f"{server.url}/reviews/{match.group(1)}"
+    return int(match.group(1))
+
+
+def post(server: LiveServer, path: str, role: str) -> dict:
+    r = httpx.post(server.url + "/api/v1" + path, json={}, timeout=60,
+                   headers={"Authorization": f"Bearer {server.tokens[role]}"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_push_to_a_review_branch_opens_a_change_request_that_merges(server, git_as):
     git = git_as("editor")
     work = git.clone()
     git("switch", "-q", "-c", "review/tone", cwd=work)
@@ -274,11 +288,44 @@ def test_review_branch_is_checked_as_a_whole(server, git_as):
     out = git("push", "origin", "review/tone", cwd=work, check=False)
     assert out.returncode != 0 and "prompts/product-description.prompty" in out.stderr
     assert "review/tone" not in git("ls-remote", "origin", cwd=work).stdout
+
     # Fixed in a later commit: only the end result counts, so the branch is accepted.
     path.write_text(good.replace("system:", "system:\nWarm tone.", 1))
-    git.commit(work, "warmer")
-    git("push", "origin", "review/tone", cwd=work)
-    assert "review/tone" in git("ls-remote", "origin", cwd=work).stdout
+    first = git.commit(work, "Warmer product descriptions")
+    number = review_number(server, git("push", "-u", "origin", "review/tone", cwd=work).stderr)
+    request = api(server, f"/reviews/{number}")
+    assert (request["branch"], request["head"], request["status"]) == ("review/tone", first,
+                                                                        "open")
+    assert (request["author"], request["title"]) == ("erin", "Warmer product descriptions")
+    # More commits update the same request.
+    path.write_text(good.replace("system:", "system:\nWarm, short tone.", 1))
+    second = git.commit(work, "shorter")
+    assert review_number(server, git("push", cwd=work).stderr) == number
+    assert api(server, f"/reviews/{number}")["head"] == second
+    assert "Warm" not in api(server, "/artifact", ref="product-description")["text"]
+
+    post(server, f"/reviews/{number}/approve", "admin")
+    merged = post(server, f"/reviews/{number}/merge", "editor")
+    assert merged["status"] == "merged" and merged["merge_commit"] == remote_main(server)
+    git("switch", "-q", "main", cwd=work)
+    git("pull", "-q", "--ff-only", cwd=work)
+    parents = git("log", "-1", "--format=%P", cwd=work).stdout.split()
+    assert git("rev-parse", "HEAD", cwd=work).stdout.strip() == merged["merge_commit"]
+    assert len(parents) == 2 and parents[1] == second
+    assert "Warm, short tone." in (work / "prompts/product-description.prompty").read_text()
+    assert "Warm, short tone." in api(server, "/artifact", ref="product-description")["text"]
+
+
+def test_deleting_a_review_branch_closes_its_request(server, git_as):
+    git = git_as("editor")
+    work = git.clone()
+    git("switch", "-q", "-c", "review/drop-me", cwd=work)
+    (work / "prompts/drop-me.prompty").write_text(PROMPT)
+    git.commit(work, "An idea")
+    number = review_number(server, git("push", "origin", "review/drop-me", cwd=work).stderr)
+    git("push", "origin", ":review/drop-me", cwd=work)
+    assert api(server, f"/reviews/{number}")["status"] == "closed"
+    assert "review/drop-me" not in git("ls-remote", "origin", cwd=work).stdout
 
 
 # ---- the endpoint itself -------------------------------------------------------------------
