@@ -132,3 +132,24 @@ def hf_prompt(model_dir, body: str = "user:\nSay something about {{ topic }}.\n"
             f"    name: {model_dir}\n  parameters:\n    max_tokens: {max_tokens}\n"
             f"    temperature: 0\ninputs:\n  topic:\n    type: string\n{extra}"
             f"sample:\n  topic: prompts\n---\n{body}")
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch):
+    """``promptrev`` through click's runner on a fresh registry in ``tmp_path``."""
+    from click.testing import CliRunner
+
+    from cli.main import main
+
+    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")
+    runner = CliRunner()
+
+    def invoke(*args, ok=True):
+        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
+        if ok:
+            assert result.exit_code == 0, result.output
+        return result
+
+    invoke("init")
+    return invoke

@@ -6,30 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-from click.testing import CliRunner
-
-from cli.main import main
-
 from .conftest import PROMPT, variant
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
-    monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")
-    runner = CliRunner()
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    invoke("init")
-    return invoke
 
 
 def test_init_import_list_show(run):

@@ -7,9 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
-from cli.main import main
 from promptrev import Registry, remotes
 from promptrev.errors import (
     Conflict,
@@ -355,22 +353,6 @@ def test_an_empty_remote_pulls_as_up_to_date(registry, bare):
 
 
 # ---- the command line --------------------------------------------------------------------
-@pytest.fixture
-def run(tmp_path, monkeypatch):
-    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
-    monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")
-    runner = CliRunner()
-
-    def invoke(*args, ok=True):
-        result = runner.invoke(main, [str(a) for a in args], catch_exceptions=False)
-        if ok:
-            assert result.exit_code == 0, result.output
-        return result
-
-    invoke("init")
-    return invoke
-
-
 def test_cli_remote_pull_push_sync(run, tmp_path, bare):
     prompt = tmp_path / "greet.prompty"
     prompt.write_text(PROMPT)
