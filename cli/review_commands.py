@@ -105,15 +105,12 @@ def review_list(ctx: Context, status: str, as_json: bool) -> None:
 def review_show(ctx: Context, number: int, as_json: bool) -> None:
     """A request: its state, comments, conflicts and diff against main."""
     with ctx.open() as reg:
-        rv = _reviews(ctx, reg)
-        req = rv.get(number)
-        changes = rv.changes(number)
-        conflicts = rv.conflicts(number) if req.status == "open" else []
-        problems = rv.problems(number) if req.status == "open" else []
+        seen = _reviews(ctx, reg).overview(number)
     if as_json:
-        emit_json({**req.to_dict(), "changes": [c.to_dict() for c in changes],
-                   "conflicts": conflicts, "problems": problems})
+        emit_json(seen.to_dict())
         return
+    req, changes, conflicts, problems = (seen.request, seen.changes, seen.conflicts,
+                                         seen.problems)
     click.echo(f"#{req.number} {req.title}  [{req.status}]")
     click.echo(f"by {req.author} on {req.branch} ({req.head[:10]}); approvals "
                f"{len(req.approvals)}/{req.required_approvals}"

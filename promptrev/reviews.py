@@ -182,6 +182,23 @@ class ArtifactChange:
                 "diff": self.diff.to_dict()}
 
 
+@dataclass
+class Overview:
+    """A request with what it changes and, while open, what merging it would meet."""
+
+    request: ChangeRequest
+    changes: list[ArtifactChange]
+    conflicts: list[dict[str, Any]] = field(default_factory=list)
+    label_moves: list[str] = field(default_factory=list)
+    problems: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The request's dict plus ``changes`` and the merge outlook (empty once closed)."""
+        return {**self.request.to_dict(), "changes": [c.to_dict() for c in self.changes],
+                "conflicts": self.conflicts, "label_moves": self.label_moves,
+                "problems": self.problems}
+
+
 class Reviews:
     """Change requests of one registry."""
 
@@ -282,6 +299,22 @@ class Reviews:
         request = self.get(number)
         self.registry.sync()
         return check_changes(self.registry, self.base(request), request.head).problems
+
+    def overview(self, number: int) -> Overview:
+        """Everything a reviewer reads about a request, each part computed once.
+
+        Conflicts, label moves and problems concern what merging would do, so they are
+        left empty once the request is closed.
+        """
+        request = self.get(number)
+        out = Overview(request, self.changes(number))
+        if request.status == "open":
+            self.registry.sync()
+            checked = check_changes(self.registry, self.base(request), request.head)
+            out.conflicts = self.conflicts(number)
+            out.label_moves = [m.describe() for m in checked.label_moves]
+            out.problems = checked.problems
+        return out
 
     # ---- proposing -----------------------------------------------------------------
     def open(self, user: User, title: str, edits: list[Edit], *, description: str = ""

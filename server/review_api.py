@@ -50,18 +50,6 @@ def parse_edits(data: dict[str, Any]) -> list[Edit]:
     return out
 
 
-def _detail(number: int) -> dict[str, Any]:
-    rv = reviews()
-    request = rv.get(number)
-    out = request.to_dict()
-    out["changes"] = [c.to_dict() for c in rv.changes(number)]
-    if request.status == "open":
-        out["conflicts"] = rv.conflicts(number)
-        out["label_moves"] = rv.label_moves(number)
-        out["problems"] = rv.problems(number)
-    return out
-
-
 @bp.get("")
 def list_reviews() -> Response:
     """Change requests, newest first."""
@@ -84,7 +72,7 @@ def open_review() -> Response:
 @bp.get("/<int(max=999999999):number>")
 def get_review(number: int) -> Response:
     """One request with its changes diffed against main, conflicts and problems."""
-    return _json(_detail(number))
+    return _json(reviews().overview(number).to_dict())
 
 
 @bp.post("/<int(max=999999999):number>/edits")

@@ -40,19 +40,15 @@ def requests(user: User) -> str:
 @reader
 def review(user: User, number: int) -> str:
     """One request: what it changes against main, conflicts, comments, actions."""
-    rv = _reviews()
-    req = rv.get(number)
-    changes = rv.changes(number)
-    open_ = req.status == "open"
+    seen = _reviews().overview(number)
+    req = seen.request
     line_comments: dict[tuple[str, int | None], list] = {}
     for c in req.comments:
         if c["path"] is not None:
             line_comments.setdefault((c["path"], c["line"]), []).append(c)
     return render_template(
-        "review.html", user=user, req=req, changes=changes,
-        conflicts=rv.conflicts(number) if open_ else [],
-        label_moves=rv.label_moves(number) if open_ else [],
-        problems=rv.problems(number) if open_ else [],
+        "review.html", user=user, req=req, changes=seen.changes, conflicts=seen.conflicts,
+        label_moves=seen.label_moves, problems=seen.problems,
         general=[c for c in req.comments if c["path"] is None], line_comments=line_comments,
         policy=state().policy, may_merge=state().policy.may_write_main(user))
 
