@@ -24,6 +24,9 @@ from common import (  # noqa: E402
     base_parser,
     build_registry,
     bulk_save,
+    describe_filesystem,
+    file_create_us,
+    filesystem_info,
     percentile,
     print_header,
     prompt_name,
@@ -150,6 +153,8 @@ def main(argv=None) -> int:
         rep.note("clone_s", round(time.perf_counter() - t0, 2),
                  "git clone (non-bare work tree for GitPython), s")
         order = [(k * STRIDE) % n for k in range(n)]
+        fs = filesystem_info(tmp)
+        fs["create_us_before"] = round(file_create_us(bare), 1)
         single_lat: list[float] = []
         gp_lat: list[float] = []
         per_round = max(1, args.single // args.rounds)
@@ -175,6 +180,17 @@ def main(argv=None) -> int:
                 start = time.perf_counter()
                 gitpython_commit(repo, os.path.join(tmp, "work"), i, gpy_rev)
                 gp_lat.append(time.perf_counter() - start)
+        fs["create_us_after"] = round(file_create_us(bare), 1)
+        rep.note("filesystem", fs,
+                 f"{describe_filesystem(fs)}; creating a small file in the registry folder, "
+                 "median µs of 200, before and after the single writes (a save creates ~7 "
+                 "files)")
+        if fs.get("journal") is False and max(fs["create_us_before"],
+                                              fs["create_us_after"]) > 50:
+            print("  [note] slow file creation on ext4 without a journal: inodes freed in "
+                  "the last minutes are skipped one by one (a test run, or the previous "
+                  "benchmark's clean-up, frees thousands); see docs/performance.md, "
+                  "'Single writes and the file system'", flush=True)
         single_rate = len(single_lat) / sum(single_lat)
         gp_rate = len(gp_lat) / sum(gp_lat)
         ratio = single_rate / gp_rate
