@@ -28,9 +28,9 @@ __all__ = ["Settings", "create_app", "prepare"]
 _HERE = os.path.dirname(os.path.abspath(__file__))
 # An installed wheel carries the web UI's templates as server/templates (pyproject.toml);
 # in the source tree they are the top-level templates/ folder (DESIGN.md §3).
-TEMPLATES = next((p for p in (os.path.join(_HERE, "templates"),
-                              os.path.join(os.path.dirname(_HERE), "templates"))
-                  if os.path.isdir(p)), os.path.join(os.path.dirname(_HERE), "templates"))
+_INSTALLED_TEMPLATES = os.path.join(_HERE, "templates")
+TEMPLATES = (_INSTALLED_TEMPLATES if os.path.isdir(_INSTALLED_TEMPLATES)
+             else os.path.join(os.path.dirname(_HERE), "templates"))
 csrf = CSRFProtect()
 
 
