@@ -76,24 +76,48 @@ def mount_image(image: str, mountpoint: str, journal: bool, gib: int) -> None:
 
 
 def timed_saves(path: str, n_prompts: int, count: int, start: int, rev: int) -> float:
-    """Versions/s of ``count`` single saves into the registry at ``path``."""
+    """Versions/s of ``count`` single saves into the registry at ``path``.
+
+    Runs in a fresh interpreter, so each round starts alike and nothing keeps files open on
+    the file system that is unmounted afterwards.
+    """
+    result = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--child", path, str(n_prompts),
+         str(count), str(start), str(rev)], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"timed saves failed: {result.stderr.strip()[-2000:]}")
+    return float(result.stdout.split()[-1])
+
+
+def child(path: str, n_prompts: int, count: int, start: int, rev: int) -> None:
+    """The timed part of :func:`timed_saves`; prints versions/s."""
     from promptrev import Registry
 
-    reg = Registry.open(path)
-    try:
-        first = (start * STRIDE) % n_prompts
+    with Registry.open(path) as reg:
+        first = (start * STRIDE) % n_prompts  # warm-up: imports, caches
         reg.save(prompt_name(first), prompt_text(first, rev + 1000), author=BENCH_AUTHOR)
-        items = [((k * STRIDE) % n_prompts) for k in range(start + 1, start + 1 + count)]
+        items = [(k * STRIDE) % n_prompts for k in range(start + 1, start + 1 + count)]
         texts = [(prompt_name(i), prompt_text(i, rev)) for i in items]
         begin = time.perf_counter()
         for name, text in texts:
             reg.save(name, text, author=BENCH_AUTHOR)
-        return count / (time.perf_counter() - begin)
-    finally:
-        reg.close()
+        print(count / (time.perf_counter() - begin))
+
+
+def unmount(point: str) -> None:
+    """Unmount a loop-mounted image (``mount -o loop`` frees the loop device with it)."""
+    done = subprocess.run(["umount", point], capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"  [warn] umount {point}: {done.stderr.strip()}; unmounting lazily")
+        subprocess.run(["umount", "-l", point], capture_output=True)
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--child"]:
+        path, *numbers = argv[1:]
+        child(path, *(int(x) for x in numbers))
+        return 0
     args = parse_args(argv)
     if os.geteuid() != 0 or not shutil.which("mkfs.ext4"):
         print("bench_fs.py needs root and mkfs.ext4 (it loop-mounts two ext4 images)")
@@ -146,7 +170,7 @@ def main(argv=None) -> int:
     finally:
         for label, point in mounts.items():
             if label.startswith("ext4"):
-                subprocess.run(["umount", point], capture_output=True)
+                unmount(point)
             else:
                 shutil.rmtree(point, ignore_errors=True)
         if not args.keep:
