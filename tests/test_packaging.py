@@ -24,7 +24,8 @@ def test_package_list_matches_the_tree():
     """pyproject lists packages by hand (for the templates mapping): none may be missing."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = set(find_packages(str(ROOT), include=["promptrev*", "cli*", "server*"]))
-    assert set(config["packages"]) == found | {"server.templates"}
+    data_only = {"server.githooks", "server.static", "server.templates"}
+    assert set(config["packages"]) == found | data_only
     assert config["package-dir"] == {"server.templates": "templates"}
 
 
@@ -63,6 +64,8 @@ def test_installed_wheel_serves_pages(wheel, tmp_path):
                              "--target", str(target), str(wheel)],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    for hook in ("pre-receive", "post-receive"):  # Git runs only executable hooks
+        assert os.access(target / "server" / "githooks" / hook, os.X_OK), hook
     script = f"""
 import os, server
 assert server.__file__.startswith({str(target)!r}), server.__file__
