@@ -46,7 +46,7 @@ def component_timers() -> Iterator[dict[str, float]]:
     kind = KINDS["prompt"]
     wrap(kind, "validate", "validate: parse_prompt (YAML + Jinja compile)")
     wrap(GitStore, "write_blob", "git: write_blob")
-    wrap(GitStore, "commit", "git: build trees + commit")
+    wrap(GitStore, "write_commit", "git: build trees + commit")
     wrap(GitStore, "move_main", "git: move main (ref CAS)")
     wrap(GitStore, "changes", "index catch_up: GitStore.changes (tree diff)")
     wrap(indexer._Applier, "__init__", "index catch_up: _Applier init (SELECT max ids)")

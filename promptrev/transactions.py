@@ -16,7 +16,7 @@ from .artifacts import KINDS, LabelEvent, Version
 from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
 from .labels import dump_label_map, dump_splits, parse_label_map, parse_splits, split_path
 from .names import validate_label, validate_name
-from .storage.gitstore import Change, GitStore, RefMoved, Signature
+from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
 from .storage.indexer import KnownCommit, catch_up
 from .validation import check_content, check_many
 
@@ -176,9 +176,10 @@ class Transaction:
                 changes, known = self._changes(head)
                 if not changes:
                     return None
-                sha = store.commit(head, changes, self.message, self.author)
-                if sha is None:
+                made = store.write_commit(head, changes, self.message, self.author)
+                if made is None:
                     return None
+                sha = made.sha
                 try:
                     store.move_main(head, sha, f"promptrev: {self.message.splitlines()[0]}")
                 except RefMoved:
@@ -189,11 +190,11 @@ class Transaction:
                         reg.commits_since_maintenance = 0
                         store.maintain()
                     created: dict[str, list[dict]] = {}
-                    known.sha = sha
+                    known.sha, known.info = sha, made
                     catch_up(store, reg.engine, behind=True, created=created, known=known)
                     reg._caches_at(sha)
                     self.commit_sha = sha
-                    self.versions = self._made_versions(sha, created.get(sha, []))
+                    self.versions = self._made_versions(made, created.get(sha, []))
                     self._record_label_event(sha)
                     return sha
             time.sleep(delay * (1 + random.random()))
@@ -201,10 +202,10 @@ class Transaction:
         raise Busy(f"main kept moving (or stayed locked) for {self.RETRY_SECONDS:.0f}s while "
                    "committing; try again")
 
-    def _made_versions(self, sha: str, rows: list[dict]) -> list[Version]:
-        info = self.registry.store.commit_info(sha)
-        return [Version(r["kind"], r["name"], r["number"], sha, r["blob"], r["blob"] is None,
-                        info.author, info.email, info.message, info.timestamp)
+    def _made_versions(self, info: CommitInfo, rows: list[dict]) -> list[Version]:
+        return [Version(r["kind"], r["name"], r["number"], info.sha, r["blob"],
+                        r["blob"] is None, info.author, info.email, info.message,
+                        info.timestamp)
                 for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
 
     def _changes(self, head: str) -> tuple[dict[str, str | None], KnownCommit]:

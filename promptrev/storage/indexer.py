@@ -23,7 +23,7 @@ from .. import webhooks
 from ..artifacts import KINDS, AuditEntry, kind_of_path
 from ..errors import ValidationFailed
 from ..labels import parse_label_map
-from .gitstore import Change, GitStore
+from .gitstore import Change, CommitInfo, GitStore
 from .index import (
     DERIVED,
     T_ARTIFACT,
@@ -65,13 +65,16 @@ class KnownCommit:
 
     ``changes`` must be exactly the commit's changed paths (as :meth:`GitStore.changes`
     would find them) and ``artifacts`` the index rows at ``base`` of every artifact the
-    commit touches (None for new ones); the indexer then skips the tree diff and lookups.
+    commit touches (None for new ones); ``info``, when given, is what
+    :meth:`GitStore.commit_info` would return. The indexer then reads neither the commit
+    nor its trees.
     """
 
     sha: str
     base: str
     changes: list[Change]
     artifacts: dict[tuple[str, str], Any]
+    info: CommitInfo | None = None
 
 
 def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: bool = False,
@@ -95,7 +98,12 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
             head = store.head()
             if indexed == head and not rebuild:
                 return head
-            chain = None if rebuild or head is None else store.first_parent_chain(head, indexed)
+            if (known is not None and not rebuild and head == known.sha
+                    and indexed == known.base):
+                chain = [head]  # the writer's own commit, whose first parent is ``base``
+            else:
+                chain = None if rebuild or head is None else store.first_parent_chain(
+                    head, indexed)
             if chain is None:
                 for table in DERIVED:
                     conn.execute(table.__table__.delete())
@@ -143,11 +151,14 @@ class _Applier:
             (m or 0) + 1 for m in maxima[1:])
         self.arts: dict[tuple[str, str], _Art | None] = {}
         self.known: dict[str, list[Change]] = {}
+        self.infos: dict[str, CommitInfo] = {}
         self._reset_batch()
 
     def prime(self, known: KnownCommit) -> None:
-        """Use a writer's change list and artifact rows for its own commit."""
+        """Use a writer's change list, artifact rows and commit info for its own commit."""
         self.known[known.sha] = known.changes
+        if known.info is not None:
+            self.infos[known.sha] = known.info
         for key, row in known.artifacts.items():
             self.arts[key] = None if row is None else _Art(
                 row.id, row.latest, row.deleted, row.blob, row.updated_seq, key)
@@ -166,7 +177,7 @@ class _Applier:
         self._flush()
 
     def _apply_commit(self, sha: str) -> None:
-        info = self.store.commit_info(sha)
+        info = self.infos.pop(sha, None) or self.store.commit_info(sha)
         self.sha = sha
         self.seq += 1
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
