@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from .errors import Conflict, Forbidden, InvalidName, NotFound, Unauthorized
+from .storage.sql import create_engine
 
 ROLES = ("viewer", "editor", "admin")
 TOKEN_PREFIX = "prv_"
@@ -163,16 +164,8 @@ def token_digest(token: str) -> str:
 
 
 def create_accounts_engine(url: str) -> Engine:
-    """Engine for the account tables (created if missing)."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-        @sa.event.listens_for(engine, "connect")
-        def _wal(dbapi_conn, _record):
-            dbapi_conn.execute("PRAGMA journal_mode=WAL")
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    SQLModel.metadata.create_all(engine, tables=_TABLES)
+    """Engine for the account tables (created or migrated), with the state row."""
+    engine = create_engine(url, database="accounts")
     with engine.begin() as conn:
         if conn.execute(sa.select(T_STATE.c.id)).first() is None:
             conn.execute(T_STATE.insert().values(id=1, generation=0))

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import secrets
 import time
-import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -106,7 +105,6 @@ class ReviewApprovalRow(SQLModel, table=True):
 
 T_REQ, T_COMMENT, T_APPROVAL = (ReviewRow.__table__, ReviewCommentRow.__table__,
                                 ReviewApprovalRow.__table__)
-_READY: weakref.WeakSet = weakref.WeakSet()  # engines whose review tables exist
 
 
 class NotApproved(PromptrevError):
@@ -207,9 +205,6 @@ class Reviews:
         self.store = registry.store
         self.engine = registry.engine
         self.policy = policy or Policy()
-        if self.engine not in _READY:
-            SQLModel.metadata.create_all(self.engine, tables=[T_REQ, T_COMMENT, T_APPROVAL])
-            _READY.add(self.engine)
 
     # ---- reading -------------------------------------------------------------------
     def get(self, number: int) -> ChangeRequest:

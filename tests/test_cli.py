@@ -90,7 +90,11 @@ def test_installed_script_runs_without_heavy_imports(tmp_path):
             "heavy = {'torch', 'transformers', 'peft', 'openai', 'flask'} & set(sys.modules)\n"
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)
-    out = subprocess.run(["promptrev", "--help"], capture_output=True, text=True, check=True)
+    # The script pip installed beside this interpreter, not whatever PATH finds first.
+    script = Path(sys.executable).parent / "promptrev"
+    assert script.is_file(), f"no promptrev script in {script.parent}: run 'make install'"
+    out = subprocess.run([str(script), "--help"], capture_output=True, text=True, check=True,
+                         cwd=tmp_path)
     assert "Prompt registry" in out.stdout and "rollback" in out.stdout
 
 

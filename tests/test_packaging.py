@@ -24,7 +24,8 @@ def test_package_list_matches_the_tree():
     """pyproject lists packages by hand (for the templates mapping): none may be missing."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = set(find_packages(str(ROOT), include=["promptrev*", "cli*", "server*"]))
-    data_only = {"server.githooks", "server.static", "server.templates"}
+    data_only = {"server.githooks", "server.static", "server.templates",
+                 "promptrev.storage.migrations.versions"}
     assert set(config["packages"]) == found | data_only
     assert config["package-dir"] == {"server.templates": "templates"}
 
@@ -54,6 +55,10 @@ def test_wheel_holds_templates_static_and_hooks(wheel):
     assert {f"server/templates/{t}" for t in templates} <= names
     assert "server/static/app.css" in names
     assert {"server/githooks/pre-receive", "server/githooks/post-receive"} <= names
+    revisions = sorted(p.name for p in
+                       (ROOT / "promptrev/storage/migrations/versions").glob("*.py"))
+    assert {f"promptrev/storage/migrations/versions/{r}" for r in revisions} <= names
+    assert "promptrev/storage/migrations/script.py.mako" in names
     assert not any(n.startswith(("tests/", "bench/", "templates/")) for n in names)
 
 

@@ -76,14 +76,23 @@ def adapter(path, name: str, peft_type: str = "LORA") -> AdapterSource:
                          ref=f"{name}@1")
 
 
-def reference(hf, model, messages, max_tokens: int) -> tuple[str, int, str]:
-    """(text, completion tokens, finish reason) from ``model.generate`` on one row."""
+def reference(hf, model, messages, max_tokens: int, *,
+              use_cache: bool = True) -> tuple[str, int, str]:
+    """(text, completion tokens, finish reason) from ``model.generate`` on one row.
+
+    ``use_cache=False`` recomputes the whole sequence at every step. Prompt-tuning
+    references need it: PEFT 0.21's ``prepare_inputs_for_generation`` looks for the KV
+    cache under ``past_key_values``, a key transformers 5.24 renamed to ``cache``, so with
+    a cache PEFT believes every step is the first and puts the virtual tokens in front of
+    each new token again (the cache grows by 1 + virtual tokens per step). Without a cache
+    PEFT prepends them once to the full sequence at every step, which is exactly the model.
+    """
     tok = hf.tokenizer
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     ids = tok(text, add_special_tokens=False, return_tensors="pt").input_ids
     with torch.inference_mode():
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
-                             max_new_tokens=max_tokens, do_sample=False,
+                             max_new_tokens=max_tokens, do_sample=False, use_cache=use_cache,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
     new = out[0, ids.shape[1]:].tolist()
     if tok.eos_token_id in new:
@@ -245,7 +254,7 @@ def test_prompt_tuning_alone_matches_peft(hf, tiny, references):
     question = chat(QUESTIONS[0])
     [answer] = hf.generate([GenerationRequest(question, max_tokens=12, adapter=soft)])
     assert (answer.text, answer.completion_tokens) == reference(
-        hf, references["pt"], question, 12)[:2]
+        hf, references["pt"], question, 12, use_cache=False)[:2]
     assert answer.text != hf.generate([GenerationRequest(question, max_tokens=12)])[0].text
 
 

@@ -48,7 +48,6 @@ class Outcomes:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[T_OUTCOME])
 
     def record(self, registry, ref: str, key: str, value: Any, metric: str = "success",
                kind: str = "prompt") -> dict[str, Any]:

@@ -69,7 +69,6 @@ class EvalStore:
 
     def __init__(self, engine: Engine):
         self.engine = engine
-        SQLModel.metadata.create_all(engine, tables=[T_RUN, T_RESULT])
 
     def create(self, *, name: str, author: str, dataset: str, cases: int,
                spec: dict[str, Any]) -> int:

@@ -18,11 +18,14 @@ transformers and peft are imported here and nowhere else in promptrev.
 - Prompt-tuning (soft prompt) adapters: PEFT's ``adapter_names`` only mixes LoRA-like
   adapters, and PEFT's own prompt-tuning ``generate`` ignores position ids, so a
   left-padded batch would shift the positions of the shorter rows and answer differently
-  than one row alone. This backend therefore does not split such batches into per-adapter
-  passes: it puts each row's virtual tokens (the adapter's saved ``prompt_embeddings``)
-  in front of that row's input embeddings, left-pads the rows and lets transformers
-  derive positions from the attention mask. Every row sees exactly what PEFT would show
-  it alone, and a batch mixing base, LoRA and prompt-tuning rows still runs in one pass.
+  than one row alone. With transformers >= 5.24 (peft <= 0.21.2) it is wrong even for one
+  row: it looks for the KV cache under the old ``past_key_values`` key (now ``cache``),
+  so it puts the virtual tokens in front of every generated token again. This backend
+  therefore neither uses it nor splits such batches into per-adapter passes: it puts
+  each row's virtual tokens (the adapter's saved ``prompt_embeddings``) in front of that
+  row's input embeddings, left-pads the rows and lets transformers derive positions from
+  the attention mask. Every row sees exactly what PEFT's forward pass would show it
+  alone, and a batch mixing base, LoRA and prompt-tuning rows still runs in one pass.
   P-tuning adapters are run the same way; other adapter types are refused.
 """
 

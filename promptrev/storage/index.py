@@ -10,13 +10,10 @@ from __future__ import annotations
 from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from .. import webhooks
-
-SCHEMA_VERSION = 1
+from .sql import create_engine
 
 
 class IndexState(SQLModel, table=True):
@@ -25,7 +22,6 @@ class IndexState(SQLModel, table=True):
     __tablename__ = "index_state"
     id: int = Field(default=1, primary_key=True)
     head: Optional[str] = None
-    schema_version: int = SCHEMA_VERSION
     writes: int = 0
 
 
@@ -164,41 +160,12 @@ T_EVENT = LabelEventRow.__table__
 
 
 def create_index_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and real transactions."""
-    if url.startswith("sqlite"):
-        engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-        _configure_sqlite(engine)
-    else:
-        engine = sa.create_engine(url, pool_pre_ping=True)
-    # Webhook tables too: the indexer enqueues deliveries in its own transaction.
-    SQLModel.metadata.create_all(engine, tables=[T_STATE, *(m.__table__ for m in DERIVED),
-                                                 *webhooks.TABLES])
+    """Open (and create or migrate) the registry's database, with its one state row."""
+    engine = create_engine(url, database="registry")
     with engine.begin() as conn:
         if conn.execute(sa.select(T_STATE.c.id)).first() is None:
-            conn.execute(T_STATE.insert().values(id=1, head=None,
-                                                 schema_version=SCHEMA_VERSION, writes=0))
+            conn.execute(T_STATE.insert().values(id=1, head=None, writes=0))
     return engine
-
-
-def _configure_sqlite(engine: Engine) -> None:
-    # pysqlite's own transaction handling defers BEGIN until the first write, which
-    # breaks read-then-write isolation; take control as SQLAlchemy's docs recommend.
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA busy_timeout=60000")
-        cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn):
-        # On the driver itself: through exec_driver_sql this statement cost more than the
-        # index rows of a save (SQLAlchemy's per-execution work, ~60 µs here).
-        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write_lock") else "BEGIN"
-        conn.connection.driver_connection.execute(mode)
 
 
 # The first ten columns are in the field order of ``promptrev.artifacts.Version``, so
