@@ -429,6 +429,7 @@ def fsck(ctx: Context, as_json: bool) -> None:
 # Command groups in their own modules register themselves on ``main`` when imported.
 from . import (  # noqa: E402,F401
     adapter_commands,
+    backup_commands,
     eval_commands,
     git_commands,
     remote_commands,

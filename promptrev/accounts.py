@@ -43,6 +43,10 @@ PERMISSIONS = {
 }
 
 
+# Where the accounts database lives unless PROMPTREV_ACCOUNTS_URL says otherwise.
+ACCOUNTS_FILE = "promptrev-accounts.sqlite"
+
+
 class AccountState(SQLModel, table=True):
     """One row: bumped by every account change, so caches know when to drop."""
 

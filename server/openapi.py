@@ -203,8 +203,12 @@ def openapi_document() -> dict[str, Any]:
                    example="summarize@1"),
                 _KIND], _ref("Snapshot")),
             **_write("put", "Create (no If-Match) or update (If-Match: base version)",
-                     [_NAME, _KIND, _IF_MATCH], _input(["text"], text=_STR, message=_STR,
-                                                       base={"type": "integer", "minimum": 0}),
+                     # its own example name: the example's If-Match "1" is that artifact's
+                     # latest version, so the example updates it (summarize is at 2+)
+                     [_q("name", "artifact name, e.g. `support/reply`", True,
+                         example="drafts/summarize"), _KIND, _IF_MATCH],
+                     _input(["text"], text=_STR, message=_STR,
+                            base={"type": "integer", "minimum": 0}),
                      _ref("Version"), {"201": _ok(_ref("Version"), "created")},
                      {"text": "---\nname: summarize\n---\nuser:\nSummarize in at most "
                               "{{max_words}} words: {{text}}\n", "message": "shorter prompt"}),

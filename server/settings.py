@@ -6,13 +6,13 @@ import os
 import secrets
 from dataclasses import dataclass, field, replace
 
+from promptrev.accounts import ACCOUNTS_FILE
 from promptrev.policy import Policy
 from promptrev.registry import DEFAULT_MAX_BYTES
 from promptrev.runner.base import read_models_file
 from promptrev.webhooks import RetryPolicy
 
 GIT_MAX_REQUEST_BYTES = 1024 ** 3
-ACCOUNTS_FILE = "promptrev-accounts.sqlite"
 SECRET_FILE = "promptrev-server-secret"
 
 

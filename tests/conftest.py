@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -135,13 +136,14 @@ def hf_prompt(model_dir, body: str = "user:\nSay something about {{ topic }}.\n"
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch):
-    """``promptrev`` through click's runner on a fresh registry in ``tmp_path``."""
+def cli(monkeypatch):
+    """``promptrev`` through click's runner, with no registry or database from the env."""
     from click.testing import CliRunner
 
     from cli.main import main
 
-    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    for name in ("PROMPTREV_REGISTRY", "PROMPTREV_INDEX_URL", "PROMPTREV_ACCOUNTS_URL"):
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")
     runner = CliRunner()
 
@@ -151,5 +153,40 @@ def run(tmp_path, monkeypatch):
             assert result.exit_code == 0, result.output
         return result
 
-    invoke("init")
     return invoke
+
+
+@pytest.fixture
+def run(tmp_path, monkeypatch, cli):
+    """``promptrev`` through click's runner on a fresh registry in ``tmp_path``."""
+    monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
+    cli("init")
+    return cli
+
+
+PG_URL = os.environ.get("PROMPTREV_TEST_POSTGRES_URL")
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL whose search_path is a fresh schema (dropped afterwards).
+
+    Skips unless PROMPTREV_TEST_POSTGRES_URL names a server, e.g.
+    ``postgresql+psycopg://postgres@127.0.0.1:55432/promptrev_test`` (.ci/run starts one).
+    """
+    if not PG_URL:
+        pytest.skip("PROMPTREV_TEST_POSTGRES_URL not set")
+    import uuid
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+
+    schema = "t_" + uuid.uuid4().hex[:12]
+    admin = sa.create_engine(PG_URL)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
+    sep = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()

@@ -13,9 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import tarfile
-import uuid
 from pathlib import Path
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -33,7 +31,6 @@ from promptrev.webhooks import Webhooks
 from .conftest import PROMPT, ROOT
 
 FIXTURE = ROOT / "tests" / "data" / "release_0_1_0" / "registry.tar.gz"
-PG_URL = os.environ.get("PROMPTREV_TEST_POSTGRES_URL")
 
 
 def unpack_0_1_0(where: Path) -> Path:
@@ -161,24 +158,9 @@ def test_downgrade_then_upgrade_keeps_the_rows(tmp_path):
     assert raw_rows(db) == at_head
 
 
-@pytest.fixture
-def pg_schema_url():
-    if not PG_URL:
-        pytest.skip("PROMPTREV_TEST_POSTGRES_URL not set")
-    schema = "m_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(PG_URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in PG_URL else "?"
-    yield f"{PG_URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
-
-
-def test_postgres_migrates_both_databases_into_one_and_matches_the_models(pg_schema_url):
+def test_postgres_migrates_both_databases_into_one_and_matches_the_models(pg_url):
     for database in migrations.DATABASES:  # both share one PostgreSQL database here
-        engine = create_engine(pg_schema_url, database=database)
+        engine = create_engine(pg_url, database=database)
         with engine.connect() as conn:
             assert migrations.current(conn, database) == [migrations.DATABASES[database][1]]
             diff = migrations.compare(conn, database)
@@ -186,13 +168,13 @@ def test_postgres_migrates_both_databases_into_one_and_matches_the_models(pg_sch
         engine.dispose()
 
 
-def test_postgres_downgrade_and_upgrade_keep_rows(tmp_path, pg_schema_url):
-    reg = Registry.init(tmp_path / "reg", index_url=pg_schema_url)
+def test_postgres_downgrade_and_upgrade_keep_rows(tmp_path, pg_url):
+    reg = Registry.init(tmp_path / "reg", index_url=pg_url)
     reg.save("greet", PROMPT)
     Webhooks(reg.engine).add("http://127.0.0.1:9/x", secret="s")
     head = reg.store.head()
     reg.close()
-    engine = create_engine(pg_schema_url, migrate=False)
+    engine = create_engine(pg_url, migrate=False)
     migrations.downgrade(engine, "registry", "r0001")
     migrations.upgrade(engine, "registry")
     with engine.connect() as conn:

@@ -7,11 +7,8 @@ Each test gets its own schema.
 
 import json
 import os
-import uuid
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 
 from promptrev import Registry
 from promptrev.errors import Conflict
@@ -22,19 +19,6 @@ from .workers import text_for
 
 URL = os.environ.get("PROMPTREV_TEST_POSTGRES_URL")
 pytestmark = pytest.mark.skipif(not URL, reason="PROMPTREV_TEST_POSTGRES_URL not set")
-
-
-@pytest.fixture
-def pg_url():
-    schema = "t_" + uuid.uuid4().hex[:12]
-    admin = sa.create_engine(URL)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in URL else "?"
-    yield f"{URL}{sep}options={quote(f'-csearch_path={schema}')}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
 
 
 def test_registry_on_postgres(tmp_path, pg_url, prompt_text):

@@ -34,7 +34,6 @@ from promptrev.webhooks import (
 from .conftest import PROMPT, variant
 from .live import ROOT, free_port, start_server
 from .test_postgres import URL as PG_URL
-from .test_postgres import pg_url  # noqa: F401 (a fixture)
 
 FAST = RetryPolicy(base=0.05, factor=2, cap=0.2, max_attempts=3)
 

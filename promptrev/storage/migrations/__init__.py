@@ -74,7 +74,7 @@ def upgrade(engine: Engine, database: str, revision: str | None = None) -> None:
             found = current(conn, database)
             if found == [target]:
                 return  # another process migrated it while this one waited
-            known = _known()
+            known = known_revisions(database)
             unknown = [r for r in [*found, target] if r not in known]
             if unknown:
                 raise MigrationError(
@@ -109,10 +109,12 @@ def _run(conn: Connection, database: str, verb: str, target: str) -> None:
     getattr(command, verb)(config(connection=conn, database=database), target)
 
 
-def _known() -> set[str]:
+def known_revisions(database: str) -> set[str]:
+    """Every revision of ``database``'s branch that this release has."""
     from alembic.script import ScriptDirectory
 
-    return {s.revision for s in ScriptDirectory.from_config(config()).walk_revisions()}
+    scripts = ScriptDirectory.from_config(config())
+    return {s.revision for s in scripts.iterate_revisions(f"{database}@head", "base")}
 
 
 def _lock(conn: Connection) -> None:
