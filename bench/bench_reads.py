@@ -91,7 +91,7 @@ def us(stats: dict, key: str) -> float:
 def bench_render(args, rep: Reporter, reg, bare: str, n: int) -> None:
     import jinja2
 
-    from promptrev.prompty import split_front_matter
+    from promptrev.model.prompty import split_front_matter
     from promptrev.registry import Registry
 
     idx = min(n - 1, int(n * 0.4567))

@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parent.parent  # the checkout: prompts/ seeds th
 def source_root() -> Path:
     """Where ``cli``/``server``/``promptrev`` are imported from: the checkout, or an exported
     commit put first on PYTHONPATH (bench/README.md); ``python -m cli`` runs from there."""
-    import cli
+    import promptrev.cli as cli
 
     return Path(cli.__file__).resolve().parent.parent
 
@@ -84,7 +84,7 @@ def hello():
 def default_workers() -> int:
     """What `promptrev serve` uses without --workers (server/serve.py)."""
     try:
-        from server.serve import default_workers as serve_default
+        from promptrev.server.serve import default_workers as serve_default
     except ImportError:  # pragma: no cover - same rule, spelled out
         return min(8, 2 * (os.cpu_count() or 1) + 1)
     return serve_default()
@@ -175,7 +175,7 @@ def start_promptrev(tmp: Path, registry: Path, workers: int) -> Server:
     port = free_port()
     log = tmp / f"serve-w{workers}.log"
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--registry", str(registry), "serve",
+        [sys.executable, "-m", "promptrev.cli", "--registry", str(registry), "serve",
          "--port", str(port), "--workers", str(workers)],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=source_root(), env=serve_env(tmp),
         start_new_session=True)
@@ -203,7 +203,7 @@ def start_hello(tmp: Path, workers: int) -> Server:
 
 def cli(registry: Path, *args: str, env: dict[str, str] | None = None) -> str:
     """Run ``promptrev --registry REG ARGS``; return stdout (raise with stderr on failure)."""
-    out = subprocess.run([sys.executable, "-m", "cli", "--registry", str(registry),
+    out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry", str(registry),
                           "--author", BENCH_AUTHOR, *args], capture_output=True, text=True,
                          cwd=source_root(), env=env, timeout=600)
     if out.returncode != 0:

@@ -62,7 +62,7 @@ def probe_parse(texts: list[str]) -> None:
     import jinja2.meta
     import yaml
 
-    from promptrev import prompty
+    from promptrev.model import prompty
 
     loader = getattr(prompty, "_YAML_LOADER", yaml.SafeLoader)
     fms = [prompty.split_front_matter(t) for t in texts]

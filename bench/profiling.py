@@ -16,7 +16,7 @@ from collections.abc import Iterator
 def component_timers() -> Iterator[dict[str, float]]:
     """Yield a dict label -> total seconds, filled while the block runs."""
     import promptrev.registry as registry_mod
-    from promptrev.artifacts import KINDS
+    from promptrev.model.artifacts import KINDS
     from promptrev.storage import indexer
     from promptrev.storage.gitstore import GitStore
 

@@ -1,9 +1,10 @@
 """promptrev: a prompt registry and version-control server on Git."""
 
-from .artifacts import LabelEvent, Snapshot, Version
+from promptrev.model.artifacts import LabelEvent, Snapshot, Version
+from promptrev.model.prompty import Message, Prompt, parse_prompt
+from promptrev.model.references import Reference, parse_reference
+
 from .errors import PromptrevError
-from .prompty import Message, Prompt, parse_prompt
-from .references import Reference, parse_reference
 from .registry import ArtifactSummary, Registry, Transaction
 
 __all__ = [

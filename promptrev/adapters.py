@@ -23,13 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from promptrev.model.prompty import Problem
+
 from .errors import NotFound, ValidationFailed
-from .prompty import Problem
 from .storage.objects import ObjectStore, Pointer
 
 if TYPE_CHECKING:
-    from .artifacts import Version
-    from .diffing import Diff
+    from promptrev.model.artifacts import Version
+    from promptrev.model.diffing import Diff
+
     from .registry import Registry
     from .runner.base import AdapterSource
 
@@ -343,7 +345,7 @@ def source(registry: Registry, ref) -> AdapterSource:
 def adapter_diff(registry: Registry, a: Version, b: Version, text_a: str, text_b: str
                  ) -> Diff:
     """Card diff (text and fields) plus per-module norms of the weight change."""
-    from .diffing import Diff, field_diff, text_diff
+    from promptrev.model.diffing import Diff, field_diff, text_diff
 
     cards, weights = [], []
     for version, text in ((a, text_a), (b, text_b)):

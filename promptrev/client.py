@@ -26,9 +26,10 @@ from typing import Any
 
 import httpx
 
+from promptrev.model.prompty import Message, Prompt, parse_prompt
+from promptrev.model.references import parse_reference
+
 from .errors import PromptrevError, error_from_dict
-from .prompty import Message, Prompt, parse_prompt
-from .references import parse_reference
 
 _RETRY_AFTER_FAILURE = 1.0  # seconds before retrying a server that did not answer
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .artifacts import kind_of_file
+from promptrev.model.artifacts import kind_of_file
+
 from .errors import NotFound, PromptrevError, ValidationFailed
 from .registry import DEFAULT_AUTHOR, Registry
 

@@ -20,13 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from promptrev.model.artifacts import KINDS, kind_of_path
+from promptrev.model.labels import parse_label_map, parse_splits
+from promptrev.model.names import validate_name
+from promptrev.model.validation import check_content
+
 from .adapters import CONFIG, WEIGHTS, check_sidecars, parse_card
-from .artifacts import KINDS, kind_of_path
 from .errors import PromptrevError, ValidationFailed
-from .labels import parse_label_map, parse_splits
-from .names import validate_name
 from .storage.gitstore import Change
-from .validation import check_content
 
 if TYPE_CHECKING:
     from .registry import Registry

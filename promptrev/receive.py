@@ -18,8 +18,9 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from promptrev.model.artifacts import kind_of_path
+
 from .accounts import User
-from .artifacts import kind_of_path
 from .errors import Conflict, Forbidden, InvalidRequest
 from .incoming import check_changes, check_history
 from .policy import Policy

@@ -16,8 +16,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from .artifacts import KINDS, AuditEntry, LabelEvent, Snapshot, Version
-from .diffing import Diff, dataset_diff, prompt_diff, text_diff
+from promptrev.model.artifacts import KINDS, AuditEntry, LabelEvent, Snapshot, Version
+from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
+from promptrev.model.labels import assign, parse_splits, split_path
+from promptrev.model.prompty import Message, Prompt, parse_prompt
+from promptrev.model.references import Reference, parse_reference
+
 from .errors import (
     AmbiguousReference,
     ArtifactDeleted,
@@ -25,9 +29,6 @@ from .errors import (
     StorageError,
     ValidationFailed,
 )
-from .labels import assign, parse_splits, split_path
-from .prompty import Message, Prompt, parse_prompt
-from .references import Reference, parse_reference
 from .storage import maintenance
 from .storage.gitstore import GitStore, Signature
 from .storage.index import VERSION_FIELDS, IndexReader, create_index_engine

@@ -26,7 +26,8 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import Version
+from promptrev.model.artifacts import Version
+
 from .errors import (
     Busy,
     Conflict,

@@ -28,9 +28,12 @@ import pygit2
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
+from promptrev.model.artifacts import KINDS, kind_of_path
+from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
+from promptrev.model.names import validate_name
+from promptrev.model.validation import check_content
+
 from .accounts import User
-from .artifacts import KINDS, kind_of_path
-from .diffing import Diff, dataset_diff, prompt_diff, text_diff
 from .errors import (
     Conflict,
     Forbidden,
@@ -40,11 +43,9 @@ from .errors import (
     ValidationFailed,
 )
 from .incoming import check_changes, check_history
-from .names import validate_name
 from .policy import Policy
 from .storage.gitstore import RefMoved, Signature
 from .storage.indexer import catch_up
-from .validation import check_content
 from .webhooks import emit
 
 if TYPE_CHECKING:

@@ -12,13 +12,20 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from .artifacts import KINDS, LabelEvent, Version
+from promptrev.model.artifacts import KINDS, LabelEvent, Version
+from promptrev.model.labels import (
+    dump_label_map,
+    dump_splits,
+    parse_label_map,
+    parse_splits,
+    split_path,
+)
+from promptrev.model.names import validate_label, validate_name
+from promptrev.model.validation import check_content, check_many
+
 from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
-from .labels import dump_label_map, dump_splits, parse_label_map, parse_splits, split_path
-from .names import validate_label, validate_name
 from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
 from .storage.indexer import KnownCommit, catch_up
-from .validation import check_content, check_many
 
 if TYPE_CHECKING:
     from .registry import Registry

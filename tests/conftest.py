@@ -93,7 +93,7 @@ def csrf_token(page: str) -> str:
 
 
 def make_server_env(tmp_path: Path, **settings_kw) -> ServerEnv:
-    from server import Settings, create_app, prepare
+    from promptrev.server import Settings, create_app, prepare
 
     settings_kw.setdefault("seed_from", str(ROOT / "prompts"))
     settings = Settings(registry=str(tmp_path / "reg"), **settings_kw)
@@ -140,7 +140,7 @@ def cli(monkeypatch):
     """``promptrev`` through click's runner, with no registry or database from the env."""
     from click.testing import CliRunner
 
-    from cli.main import main
+    from promptrev.cli.main import main
 
     for name in ("PROMPTREV_REGISTRY", "PROMPTREV_INDEX_URL", "PROMPTREV_ACCOUNTS_URL"):
         monkeypatch.delenv(name, raising=False)

@@ -33,7 +33,7 @@ class LiveServer:
 
     def cli(self, *args: str) -> str:
         """Run a ``promptrev`` command on the same registry; return stdout."""
-        out = subprocess.run([sys.executable, "-m", "cli", "--registry",
+        out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
                               str(self.registry), *args], capture_output=True, text=True,
                              cwd=ROOT, timeout=60)
         assert out.returncode == 0, out.stderr
@@ -63,7 +63,7 @@ def start_server(tmp: Path, *, workers: int = 2, extra_args: tuple[str, ...] = (
     full_env = {**os.environ, "PROMPTREV_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "PROMPTREV_SEED": str(ROOT / "prompts"), **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "cli", "--registry", str(registry), "serve",
+        [sys.executable, "-m", "promptrev.cli", "--registry", str(registry), "serve",
          "--port", str(port), "--workers", str(workers), *extra_args],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=full_env,
         start_new_session=True)

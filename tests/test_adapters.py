@@ -194,7 +194,7 @@ def test_card_edited_by_plain_git_must_match_its_files(registry, tmp_path):
 def test_adapter_cli(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from promptrev.cli.main import main
 
     monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
     monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")

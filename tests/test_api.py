@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from server.openapi import openapi_document
+from promptrev.server.openapi import openapi_document
 
 from .conftest import PROMPT, variant
 

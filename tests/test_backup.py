@@ -546,7 +546,8 @@ def test_a_killed_backup_leaves_no_archive_and_the_next_one_cleans_up(tmp_path):
         oid = reg.objects.put_file(str(big)).oid
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMPTREV_AUTHOR": "T <t@example.org>"}
     env.pop("PROMPTREV_ACCOUNTS_URL", None)
-    proc = subprocess.Popen([sys.executable, "-m", "cli", "-r", str(path), "backup", str(out)],
+    proc = subprocess.Popen([sys.executable, "-m", "promptrev.cli", "-r", str(path), "backup",
+                             str(out)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -564,7 +565,8 @@ def test_a_killed_backup_leaves_no_archive_and_the_next_one_cleans_up(tmp_path):
     assert partial.startswith(".nightly.tgz.")  # clearly named, beside the target
 
     os.unlink(os.path.join(path, "lfs", "objects", oid[:2], oid[2:4], oid))  # quicker now
-    done = subprocess.run([sys.executable, "-m", "cli", "-r", str(path), "backup", str(out)],
+    done = subprocess.run([sys.executable, "-m", "promptrev.cli", "-r", str(path), "backup",
+                             str(out)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert out.exists() and leftovers(tmp_path) == []

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from cli.main import main
+from promptrev.cli.main import main
 
 from .live import ROOT
 
@@ -110,7 +110,7 @@ def test_kill_and_resume_gives_the_same_results_and_scores_no_case_twice(cli_env
     full = json.loads(run("eval", "run", spec, "--json"))
     db = os.path.join(env["PROMPTREV_REGISTRY"], "promptrev-index.sqlite")
     interrupted_id = full["run"] + 1
-    process = subprocess.Popen([sys.executable, "-m", "cli", "eval", "run", spec],
+    process = subprocess.Popen([sys.executable, "-m", "promptrev.cli", "eval", "run", spec],
                                cwd=ROOT, env={**os.environ, **env},
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120

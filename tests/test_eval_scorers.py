@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from promptrev.datasets import Case
 from promptrev.errors import InvalidRequest, NotFound
 from promptrev.evaluation import scorers as scoring
 from promptrev.evaluation.costs import (
@@ -29,6 +28,7 @@ from promptrev.evaluation.scorers import (
     scorer,
     scorer_names,
 )
+from promptrev.model.datasets import Case
 from promptrev.runner import base
 from promptrev.runner.base import Generation
 from promptrev.runner.execute import Runner

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import sys
 
-from server.fastpath import FastReads
+from promptrev.server.fastpath import FastReads
 
 from .conftest import PROMPT, make_server_env
 

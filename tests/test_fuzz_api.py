@@ -17,7 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from server.openapi import openapi_document
+from promptrev.server.openapi import openapi_document
 
 from .conftest import make_server_env
 

@@ -423,7 +423,7 @@ def test_push_rules_in_the_core(registry, prompt_text):
 
 def test_hooks_are_copied_where_they_can_run_when_installed_without_exec_bits(
         tmp_path, monkeypatch):
-    from server import git_http
+    from promptrev.server import git_http
 
     assert git_http.hooks_dir(str(tmp_path / "unused")) == git_http.HOOKS  # shipped runnable
     plain = tmp_path / "hooks"

@@ -1,8 +1,8 @@
 import pytest
 
 from promptrev.errors import InvalidName, InvalidReference
-from promptrev.names import validate_label, validate_name
-from promptrev.references import parse_reference
+from promptrev.model.names import validate_label, validate_name
+from promptrev.model.references import parse_reference
 
 
 @pytest.mark.parametrize("name", ["summarize", "support/reply", "act-as-a-linux-terminal",

@@ -9,7 +9,7 @@ import pytest
 
 from promptrev.errors import InvalidRequest, NotFound, ValidationFailed
 from promptrev.evaluation.online import Outcomes, independent_test
-from promptrev.labels import assign
+from promptrev.model.labels import assign
 
 from .conftest import PROMPT, variant
 
@@ -131,8 +131,8 @@ def test_split_and_stats_from_the_cli(tmp_path, monkeypatch):
 
     from click.testing import CliRunner
 
-    from cli.main import main
     from promptrev import Registry
+    from promptrev.cli.main import main
 
     monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
     runner = CliRunner()

@@ -21,13 +21,13 @@ except ModuleNotFoundError:  # Python 3.10
 
 
 def test_package_list_matches_the_tree():
-    """pyproject lists packages by hand (for the templates mapping): none may be missing."""
+    """pyproject lists packages by hand (data folders too): none may be missing."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    found = set(find_packages(str(ROOT), include=["promptrev*", "cli*", "server*"]))
-    data_only = {"server.githooks", "server.static", "server.templates",
-                 "promptrev.storage.migrations.versions"}
+    found = set(find_packages(str(ROOT), include=["promptrev*"]))
+    data_only = {"promptrev.server.githooks", "promptrev.server.static",
+                 "promptrev.server.templates", "promptrev.storage.migrations.versions"}
     assert set(config["packages"]) == found | data_only
-    assert config["package-dir"] == {"server.templates": "templates"}
+    assert "package-dir" not in config  # one import root, laid out as it is installed
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,7 @@ def wheel(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("promptrev", "cli", "server", "templates"):
-        shutil.copytree(ROOT / name, src / name, ignore=ignore)
+    shutil.copytree(ROOT / "promptrev", src / "promptrev", ignore=ignore)
     out = tmp_path_factory.mktemp("dist")
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps",
                              "--no-build-isolation", "-q", "-w", str(out), str(src)],
@@ -50,16 +49,19 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_wheel_holds_templates_static_and_hooks(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    templates = sorted(p.name for p in (ROOT / "templates").glob("*.html"))
+    server = "promptrev/server"
+    templates = sorted(p.name for p in (ROOT / server / "templates").glob("*.html"))
     assert templates, "no templates in the source tree"
-    assert {f"server/templates/{t}" for t in templates} <= names
-    assert "server/static/app.css" in names
-    assert {"server/githooks/pre-receive", "server/githooks/post-receive"} <= names
+    assert {f"{server}/templates/{t}" for t in templates} <= names
+    assert f"{server}/static/app.css" in names
+    assert {f"{server}/githooks/pre-receive", f"{server}/githooks/post-receive"} <= names
     revisions = sorted(p.name for p in
                        (ROOT / "promptrev/storage/migrations/versions").glob("*.py"))
     assert {f"promptrev/storage/migrations/versions/{r}" for r in revisions} <= names
     assert "promptrev/storage/migrations/script.py.mako" in names
-    assert not any(n.startswith(("tests/", "bench/", "templates/")) for n in names)
+    # exactly one top-level import name (plus the wheel's own metadata folder)
+    assert {n.split("/")[0] for n in names} - {n.split("/")[0] for n in names
+                                                if ".dist-info/" in n} == {"promptrev"}
 
 
 def test_installed_wheel_serves_pages(wheel, tmp_path):
@@ -70,12 +72,13 @@ def test_installed_wheel_serves_pages(wheel, tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     for hook in ("pre-receive", "post-receive"):  # Git runs only executable hooks
-        assert os.access(target / "server" / "githooks" / hook, os.X_OK), hook
+        assert os.access(target / "promptrev" / "server" / "githooks" / hook, os.X_OK), hook
     script = f"""
-import os, server
+import os
+import promptrev.server as server
 assert server.__file__.startswith({str(target)!r}), server.__file__
-assert server.TEMPLATES == os.path.join({str(target)!r}, "server", "templates"), server.TEMPLATES
-from server import Settings, create_app, prepare
+assert server.TEMPLATES == os.path.join({str(target)!r}, "promptrev", "server", "templates")
+from promptrev.server import Settings, create_app, prepare
 settings = Settings(registry={str(tmp_path / "reg")!r}, seed_from=None)
 prepare(settings, admin_password="pw")
 app = create_app(settings)

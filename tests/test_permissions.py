@@ -164,7 +164,7 @@ def test_accounts_validation(tmp_path):
 
 
 def test_fresh_server_never_runs_open(tmp_path):
-    from server import Settings, prepare
+    from promptrev.server import Settings, prepare
 
     done = prepare(Settings(registry=str(tmp_path / "r"), seed_from=None))
     assert done.created_registry and done.admin_password and len(done.admin_password) >= 12

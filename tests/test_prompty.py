@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 
 from promptrev.errors import RenderFailed, ValidationFailed
-from promptrev.prompty import parse_prompt
+from promptrev.model.prompty import parse_prompt
 
 from .conftest import PROMPT, ROOT
 

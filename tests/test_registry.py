@@ -416,7 +416,7 @@ def test_all_digit_commit_prefix_resolves_when_no_such_version(registry, prompt_
 
 @pytest.mark.parametrize("count", [5, 300])  # 300 takes the parallel path
 def test_save_many_validates_all_and_stages_all_or_nothing(registry, prompt_text, count):
-    from promptrev.validation import PARALLEL_MIN_ITEMS
+    from promptrev.model.validation import PARALLEL_MIN_ITEMS
 
     assert (count >= PARALLEL_MIN_ITEMS) == (count == 300)
     items = [(f"team/p{i:03d}", variant(prompt_text, i)) for i in range(count)]

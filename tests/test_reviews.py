@@ -380,7 +380,7 @@ def test_merge_commit_is_a_real_git_merge(reg):
 def test_cli_review_open_show_approve_merge(tmp_path, monkeypatch):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from promptrev.cli.main import main
 
     monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
     runner = CliRunner()

@@ -62,7 +62,7 @@ def test_env_and_unknown_backends(registry, tiny):
 
 
 def test_output_schema_and_checks():
-    from promptrev.prompty import parse_prompt
+    from promptrev.model.prompty import parse_prompt
 
     prompt = parse_prompt("---\noutputs:\n  score:\n    type: number\n  why:\n    type: string\n"
                           "---\nuser:\nrate\n")
@@ -139,7 +139,7 @@ def test_finetune_prompt_tuning(registry, tiny):
 def test_run_and_finetune_from_the_cli(tmp_path, monkeypatch, tiny):
     from click.testing import CliRunner
 
-    from cli.main import main
+    from promptrev.cli.main import main
 
     monkeypatch.setenv("PROMPTREV_REGISTRY", str(tmp_path / "reg"))
     monkeypatch.setenv("PROMPTREV_AUTHOR", "Tester <t@example.org>")

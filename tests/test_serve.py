@@ -87,7 +87,8 @@ def test_cli_users_and_tokens_across_workers(tmp_path):
         r = httpx.put(server.url + "/api/v1/artifact", params={"name": "x"},
                       headers={"Authorization": f"Bearer {token}"}, json={"text": PROMPT})
         assert r.status_code == 201 and r.json()["author"] == "dana"
-        audit = subprocess.run([sys.executable, "-m", "cli", "--registry", str(server.registry),
+        audit = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
+                                str(server.registry),
                                 "audit", "--limit", "1"], capture_output=True, text=True,
                                cwd=ROOT, timeout=60)
         assert "create" in audit.stdout and "dana" in audit.stdout

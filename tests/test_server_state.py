@@ -7,7 +7,7 @@ import threading
 import httpx
 from werkzeug.serving import make_server
 
-from server.state import BodyCache
+from promptrev.server.state import BodyCache
 
 
 def test_body_cache_is_bounded_and_follows_main():

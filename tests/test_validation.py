@@ -4,8 +4,8 @@ import sys
 
 import pytest
 
-from promptrev import validation
 from promptrev.errors import ValidationFailed
+from promptrev.model import validation
 
 from .conftest import PROMPT
 

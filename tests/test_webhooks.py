@@ -394,7 +394,7 @@ def test_api_is_for_admins_and_never_shows_a_secret_twice(server_env):
 
 
 def test_delivery_thread_starts_when_asked_and_stops_cleanly(server_env, receiver):
-    from server.webhook_delivery import start_delivery, stop_delivery
+    from promptrev.server.webhook_delivery import start_delivery, stop_delivery
 
     server_env.api("POST", "/webhooks", json={"url": receiver.url + "/ok"})
     delivery = start_delivery(server_env.app)
@@ -463,7 +463,8 @@ def test_cli_adds_lists_and_delivers_once(tmp_path, receiver):
     Registry.init(reg_path).close()
 
     def cli(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "cli", "--registry", str(reg_path), *args],
+        out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
+                              str(reg_path), *args],
                              capture_output=True, text=True, cwd=ROOT, timeout=60,
                              env={**os.environ,
                                   "PROMPTREV_WEBHOOK_RETRY_BASE": "0"})
@@ -486,7 +487,8 @@ def test_cli_adds_lists_and_delivers_once(tmp_path, receiver):
 def test_cli_refuses_a_bad_url(tmp_path):
     reg_path = tmp_path / "reg.git"
     Registry.init(reg_path).close()
-    out = subprocess.run([sys.executable, "-m", "cli", "--registry", str(reg_path), "webhook",
+    out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
+                          str(reg_path), "webhook",
                           "add", "localhost:8080"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 1 and "must be http:// or https://" in out.stderr
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from ..datasets import Case, parse_dataset
+from promptrev.model.datasets import Case, parse_dataset
+
 from ..errors import InvalidRequest, ValidationFailed
 from .costs import cost, price_table
 from .reporting import build_report

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..datasets import Case
+from promptrev.model.datasets import Case
+
 from ..errors import InvalidRequest
 from ..runner.base import Generation
 from ..runner.execute import check_output

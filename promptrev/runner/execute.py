@@ -16,8 +16,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from promptrev.model.prompty import Prompt
+
 from ..errors import InvalidRequest, ValidationFailed
-from ..prompty import Prompt
 from .base import ALIASES, AdapterSource, Generation, GenerationRequest, ModelSpec, get_backend
 
 _ENV = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?\}$")

@@ -18,7 +18,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..datasets import parse_dataset
+from promptrev.model.datasets import parse_dataset
+
 from ..errors import InvalidRequest, ValidationFailed
 
 METHODS = ("lora", "prompt_tuning")

@@ -31,7 +31,7 @@ FAST_IMPORT_MIN_BLOBS = 64
 _TREE = pygit2.enums.FileMode.TREE
 _BLOB = pygit2.enums.FileMode.BLOB
 
-# Keep hot trees in libgit2's cache so path lookups stay in microseconds (DESIGN.md §8).
+# Keep hot trees in libgit2's cache so path lookups stay in microseconds.
 pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, 64 * 1024)
 pygit2.settings.cache_max_size(256 * 1024 * 1024)
 # libgit2 re-reads every object a new tree or commit names, to check it exists (five file

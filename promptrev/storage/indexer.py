@@ -19,10 +19,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from promptrev.model.artifacts import KINDS, AuditEntry, kind_of_path
+from promptrev.model.labels import parse_label_map
+
 from .. import webhooks
-from ..artifacts import KINDS, AuditEntry, kind_of_path
 from ..errors import ValidationFailed
-from ..labels import parse_label_map
 from .gitstore import Change, CommitInfo, GitStore
 from .index import (
     DERIVED,

@@ -13,7 +13,8 @@ from typing import Any
 import git
 from sqlalchemy.engine import Engine
 
-from ..artifacts import KINDS
+from promptrev.model.artifacts import KINDS
+
 from ..errors import PromptrevError
 from .gitstore import GitStore
 from .index import IndexReader, create_index_engine

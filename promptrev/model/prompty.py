@@ -27,7 +27,7 @@ import yaml
 from jinja2 import nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from .errors import RenderFailed, ValidationFailed
+from promptrev.errors import RenderFailed, ValidationFailed
 
 ROLES = ("system", "user", "assistant", "developer", "function", "tool")
 _ROLE_LINE = re.compile(

@@ -26,8 +26,8 @@ from flask_login import current_user, login_user, logout_user
 
 from promptrev.accounts import User, check_label_move
 from promptrev.errors import Conflict, InvalidRequest, NotFound, Unauthorized
-from promptrev.names import validate_label, validate_name
-from promptrev.prompty import parse_prompt
+from promptrev.model.names import validate_label, validate_name
+from promptrev.model.prompty import parse_prompt
 from promptrev.reviews import Edit, Reviews
 
 from .auth import SessionUser, state, web_user

@@ -15,7 +15,7 @@ from .main import Context, emit_json, main, pass_ctx, reports_errors
 
 
 def _settings(ctx: Context, **overrides):
-    from server.settings import Settings  # the server package is an edge, like this one
+    from promptrev.server.settings import Settings  # the server package is an edge, like this one
 
     return Settings.from_env(registry=ctx.path, index_url=ctx.index_url,
                              max_bytes=ctx.max_bytes, **overrides)
@@ -47,8 +47,8 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, dev: bool,
     an 'admin' account with the password in PROMPTREV_ADMIN_PASSWORD, or a random one
     that is printed once.
     """
-    from server import prepare
-    from server.serve import run
+    from promptrev.server import prepare
+    from promptrev.server.serve import run
 
     settings = _settings(ctx, anonymous_read=anonymous_read or None)
     done = prepare(settings, admin_password=os.environ.get("PROMPTREV_ADMIN_PASSWORD"))

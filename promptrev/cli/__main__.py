@@ -1,5 +1,5 @@
 """``python -m cli``: the same as the ``promptrev`` command."""
 
-from cli.main import main
+from promptrev.cli.main import main
 
 main()

@@ -10,7 +10,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ValidationFailed
+from promptrev.errors import ValidationFailed
+
 from .prompty import Problem
 
 

@@ -4,7 +4,7 @@ One artifact is checked in process. Many at once (a bulk import) are checked on 
 core: parsing YAML front matter and Jinja templates is pure-Python work that dominates a
 bulk import on the 2-core machines here, and it parallelises perfectly.
 
-The helpers are plain ``python -m promptrev.validation_helper`` processes speaking
+The helpers are plain ``python -m promptrev.model.validation_helper`` processes speaking
 length-prefixed pickle frames over pipes, not a multiprocessing pool: spawn and forkserver
 re-import the caller's ``__main__``, which would re-run a user's unguarded script (and its
 saves) in every worker, and fork is unsafe in threaded servers. If the helpers cannot be
@@ -22,8 +22,9 @@ import sys
 import threading
 from typing import Any, BinaryIO
 
+from promptrev.errors import PromptrevError, TooLarge, ValidationFailed
+
 from .artifacts import KINDS
-from .errors import PromptrevError, TooLarge, ValidationFailed
 from .prompty import Problem
 
 # Below this many items the helpers cost more than they save.
@@ -112,7 +113,8 @@ def _start_helpers(count: int) -> list[subprocess.Popen]:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (package_root, os.environ.get("PYTHONPATH")) if p)}
         try:
-            _helpers = [subprocess.Popen([sys.executable, "-m", "promptrev.validation_helper"],
+            _helpers = [subprocess.Popen([sys.executable, "-m",
+                                          "promptrev.model.validation_helper"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                          env=env) for _ in range(count)]
         except OSError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import yaml
 
-from .errors import ValidationFailed
+from promptrev.errors import ValidationFailed
 
 
 def parse_label_map(text: str, filename: str) -> dict[str, int]:

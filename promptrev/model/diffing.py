@@ -12,7 +12,8 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import PromptrevError, ValidationFailed
+from promptrev.errors import PromptrevError, ValidationFailed
+
 from .prompty import parse_prompt
 
 _WORD = re.compile(r"\d+(?:\.\d+)+|\w+|\s+|[^\w\s]")

@@ -14,7 +14,7 @@ from flask import Blueprint, Response, g, request
 
 from promptrev.accounts import check_label_move
 from promptrev.errors import InvalidRequest, NotFound, PreconditionRequired
-from promptrev.names import validate_name
+from promptrev.model.names import validate_name
 
 from .auth import api_user, state
 from .openapi import openapi_document

@@ -25,12 +25,7 @@ from promptrev.registry import Registry
 from .settings import Settings
 
 __all__ = ["Settings", "create_app", "prepare"]
-_HERE = os.path.dirname(os.path.abspath(__file__))
-# An installed wheel carries the web UI's templates as server/templates (pyproject.toml);
-# in the source tree they are the top-level templates/ folder (DESIGN.md §3).
-_INSTALLED_TEMPLATES = os.path.join(_HERE, "templates")
-TEMPLATES = (_INSTALLED_TEMPLATES if os.path.isdir(_INSTALLED_TEMPLATES)
-             else os.path.join(os.path.dirname(_HERE), "templates"))
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 csrf = CSRFProtect()
 
 

@@ -23,11 +23,11 @@ from typing import Any
 import yaml
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from promptrev.datasets import parse_dataset
 from promptrev.errors import PromptrevError
 from promptrev.evaluation.runs import Evaluator, load_spec
 from promptrev.evaluation.scorers import scorer_names
 from promptrev.evaluation.store import EvalStore
+from promptrev.model.datasets import parse_dataset
 from promptrev.registry import Registry
 from promptrev.runner.execute import Runner
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import click
 
-from promptrev.artifacts import kind_of_file
 from promptrev.errors import PromptrevError
 from promptrev.importing import import_folder
+from promptrev.model.artifacts import kind_of_file
 from promptrev.registry import DEFAULT_MAX_BYTES, Registry
 
 DEFAULT_REGISTRY = ".promptrev"

@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidName, InvalidReference
+from promptrev.errors import InvalidName, InvalidReference
+
 from .names import validate_name
 
 _HEX = re.compile(r"[0-9a-f]{4,40}\Z")

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from .adapters import CARD, SIDECARS, validate_card
+from promptrev.adapters import CARD, SIDECARS, validate_card
+
 from .datasets import parse_dataset
 from .prompty import Problem, parse_prompt
 

@@ -146,7 +146,7 @@ def webhook_deliver(ctx: Context, once: bool, poll: float | None) -> None:
 
     Retries follow PROMPTREV_WEBHOOK_RETRY_BASE, _RETRY_CAP, _MAX_ATTEMPTS and _TIMEOUT.
     """
-    from server.settings import Settings  # the server's settings, read like 'serve' does
+    from promptrev.server.settings import Settings  # the server's settings, read like 'serve' does
 
     settings = Settings.from_env(registry=ctx.path, index_url=ctx.index_url)
     poll = poll if poll is not None else settings.webhook_poll

@@ -14,8 +14,8 @@ import os
 import click
 
 from promptrev.accounts import User
-from promptrev.artifacts import kind_of_file
 from promptrev.errors import PromptrevError
+from promptrev.model.artifacts import kind_of_file
 from promptrev.reviews import STATUSES, Edit, Reviews
 from promptrev.storage.gitstore import Signature
 
