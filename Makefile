@@ -33,6 +33,7 @@ check: lint test
 
 lint: install
 	$(RUN) ruff check .
+	$(RUN) lint-imports
 
 test: install
 	$(RUN) pytest -q

@@ -82,7 +82,7 @@ def hello():
 
 
 def default_workers() -> int:
-    """What `promptrev serve` uses without --workers (server/serve.py)."""
+    """What `promptrev serve` uses without --workers (promptrev/server/serve.py)."""
     try:
         from promptrev.server.serve import default_workers as serve_default
     except ImportError:  # pragma: no cover - same rule, spelled out

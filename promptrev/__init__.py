@@ -4,6 +4,11 @@ from promptrev.model.artifacts import LabelEvent, Snapshot, Version
 from promptrev.model.prompty import Message, Prompt, parse_prompt
 from promptrev.model.references import Reference, parse_reference
 
+# Storage records events in its outbox without knowing who listens; the features that
+# listen subscribe when imported. Importing them here, at the root every import of
+# promptrev goes through, means any registry (API, CLI, server, a script) enqueues webhook
+# deliveries, while storage and the porcelain import nothing above them.
+from . import webhooks  # noqa: F401 (subscribes to the event outbox)
 from .errors import PromptrevError
 from .registry import ArtifactSummary, Registry, Transaction
 

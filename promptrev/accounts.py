@@ -19,14 +19,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Optional
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
 
 from .errors import Conflict, Forbidden, InvalidName, NotFound, Unauthorized
+from .storage.gitstore import Signature
 from .storage.sql import create_engine
+from .storage.tables import T_ACCOUNT_STATE as T_STATE
+from .storage.tables import T_TOKEN, T_USER
 
 ROLES = ("viewer", "editor", "admin")
 TOKEN_PREFIX = "prv_"
@@ -43,46 +44,6 @@ PERMISSIONS = {
 }
 
 
-# Where the accounts database lives unless PROMPTREV_ACCOUNTS_URL says otherwise.
-ACCOUNTS_FILE = "promptrev-accounts.sqlite"
-
-
-class AccountState(SQLModel, table=True):
-    """One row: bumped by every account change, so caches know when to drop."""
-
-    __tablename__ = "account_state"
-    id: int = Field(default=1, primary_key=True)
-    generation: int = 0
-
-
-class UserRow(SQLModel, table=True):
-    """A person (or a service) that can log in or hold tokens."""
-
-    __tablename__ = "account_user"
-    id: int = Field(primary_key=True)
-    name: str = Field(unique=True, max_length=64)
-    email: str = Field(max_length=255)
-    role: str = Field(max_length=16)
-    password_hash: Optional[str] = None
-    disabled: bool = False
-    created: int
-
-
-class TokenRow(SQLModel, table=True):
-    """An API token: only its digest is stored."""
-
-    __tablename__ = "account_token"
-    id: int = Field(primary_key=True)
-    user_id: int = Field(foreign_key="account_user.id", index=True)
-    label: str = Field(max_length=100)
-    prefix: str = Field(max_length=16)
-    digest: str = Field(unique=True, max_length=64)
-    created: int
-    revoked: Optional[int] = None
-
-
-_TABLES = [AccountState.__table__, UserRow.__table__, TokenRow.__table__]
-T_STATE, T_USER, T_TOKEN = _TABLES
 _GENERATION_SQL = "SELECT generation FROM account_state WHERE id = 1"
 
 
@@ -135,11 +96,13 @@ class TokenInfo:
                 "created": self.created, "revoked": self.revoked}
 
 
-def check_label_move(user: User, label: str, protected: tuple[str, ...] | frozenset) -> None:
-    """Editors move ordinary labels; only admins move protected ones (``production``)."""
-    user.require("write", f"moving label '{label}'")
-    if label in protected:
-        user.require("move_protected_label", f"moving protected label '{label}'")
+def operator(author: str) -> User:
+    """The account of whoever runs the CLI on the registry's machine: an admin.
+
+    ``author`` is a ``Name <email>`` line (``--author``, PROMPTREV_AUTHOR or git's).
+    """
+    who = Signature.parse(author)
+    return User(-1, who.name, who.email, "admin")
 
 
 def hash_password(password: str) -> str:

@@ -6,8 +6,9 @@ webhook secrets and remote URLs, which may carry credentials):
 - ``registry.bundle``: every ref of the bare repository (``git bundle --all``);
 - ``git-remotes.json``: the ``remote.*`` entries of the repository's Git config;
 - ``tables/<database>/<table>.jsonl``: one JSON object per row of each table that is not
-  derived from Git (:func:`migrations.kept_tables`), found by reflecting the live
-  database, every table of one database read in one transaction;
+  derived from Git nor a passing log like the event outbox (:func:`migrations.
+  kept_tables`), found by reflecting the live database, every table of one database read
+  in one transaction;
 - ``lfs/<oid>``: every object of the object store (adapter weights);
 - ``manifest.json``, last: format, release, refs, each database's schema revision, row
   counts, and the sha256 and size of every other member.
@@ -46,8 +47,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import __version__
-from .accounts import ACCOUNTS_FILE
-from .errors import PromptrevError
+from .config import ACCOUNTS_FILE
+from .errors import Conflict, InvalidRequest, StorageError
 from .registry import INDEX_FILE, Registry
 from .storage import migrations
 from .storage.gitstore import MAIN, GitStore
@@ -64,31 +65,27 @@ _CHUNK = 1024 * 1024
 _BATCH = 1000
 
 
-class BackupError(PromptrevError):
+class BackupError(StorageError):
     """A backup or restore that could not be done; nothing was left half-written."""
 
-    status = 500
     code = "backup_failed"
 
 
-class CorruptArchive(BackupError):
+class CorruptArchive(InvalidRequest):
     """An archive that is cut short, damaged, or not a promptrev backup."""
 
-    status = 400
     code = "corrupt_archive"
 
 
-class ArchiveTooNew(BackupError):
+class ArchiveTooNew(InvalidRequest):
     """An archive made by a newer release (its format or a schema revision is unknown)."""
 
-    status = 400
     code = "archive_too_new"
 
 
-class RestoreRefused(BackupError):
+class RestoreRefused(Conflict):
     """A restore target that is not new: a folder or a database that holds data."""
 
-    status = 409
     code = "restore_refused"
 
 
@@ -158,7 +155,7 @@ def _registry_snapshot(registry: Registry) -> tuple[dict[str, str], dict[str, st
             registry.engine.connect() as conn:
         _repeatable(conn)
         with conn.begin():
-            with registry.store.writer_lock():
+            with registry.writing():
                 schema = {"registry": _revision(conn, "registry")}  # first read: snapshot
                 refs = _refs(registry.path)
             dumps = _dump_database(conn, "registry")
@@ -470,8 +467,9 @@ def _check_target(target: _Target, building: str) -> None:
 
 
 def _ours(database: str, names: list[str]) -> list[str]:
-    """The tables of ``database`` among ``names``: kept and (registry) derived ones."""
-    derived = [n for n in names if n in migrations.DERIVED_TABLES]
+    """The tables of ``database`` among ``names``: kept and (registry) derived or
+    transient ones."""
+    derived = [n for n in names if n in migrations.DERIVED_TABLES | migrations.TRANSIENT_TABLES]
     return migrations.kept_tables(database, names) + (derived if database == "registry"
                                                       else [])
 

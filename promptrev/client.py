@@ -29,7 +29,7 @@ import httpx
 from promptrev.model.prompty import Message, Prompt, parse_prompt
 from promptrev.model.references import parse_reference
 
-from .errors import PromptrevError, error_from_dict
+from .errors import Busy, PromptrevError, error_from_dict
 
 _RETRY_AFTER_FAILURE = 1.0  # seconds before retrying a server that did not answer
 
@@ -60,10 +60,9 @@ class _Entry:
     prompt: Prompt | None = field(default=None, repr=False)
 
 
-class ServerUnavailable(PromptrevError):
+class ServerUnavailable(Busy):
     """The server did not answer and nothing was cached or given as a fallback."""
 
-    status = 503
     code = "server_unavailable"
 
 

@@ -1,8 +1,9 @@
 """The one error family of promptrev.
 
-Every error carries a message written for the person who will read it, a stable
-machine-readable ``code`` and the HTTP ``status`` a server should answer with. Transports
-(CLI, HTTP) translate these in exactly one place each.
+Every error carries a message written for the person who will read it and a stable
+machine-readable ``code``; its class says what went wrong. Errors carry no transport
+status: each transport translates them in exactly one place (the server's HTTP statuses in
+``promptrev.server.errors``, the CLI's exit codes in ``promptrev.cli.main``).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 class PromptrevError(Exception):
     """Base class: a problem the user can understand and act on."""
 
-    status = 500
     code = "error"
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None):
@@ -29,70 +29,60 @@ class PromptrevError(Exception):
 class InvalidName(PromptrevError):
     """An artifact or label name that breaks the naming rules."""
 
-    status = 400
     code = "invalid_name"
 
 
 class InvalidReference(PromptrevError):
     """A reference string that cannot be parsed (``name``, ``name@N``, ``name@label``…)."""
 
-    status = 400
     code = "invalid_reference"
 
 
 class AmbiguousReference(PromptrevError):
     """A name that matches artifacts of several kinds, or several commits."""
 
-    status = 400
     code = "ambiguous_reference"
 
 
 class InvalidRequest(PromptrevError):
     """A request whose parameters or body are missing or malformed."""
 
-    status = 400
     code = "invalid_request"
 
 
 class Unauthorized(PromptrevError):
     """No credentials, or credentials that are wrong, expired or revoked."""
 
-    status = 401
     code = "unauthorized"
 
 
 class Forbidden(PromptrevError):
     """Known user, but their role does not allow this action."""
 
-    status = 403
     code = "forbidden"
 
 
 class PreconditionRequired(PromptrevError):
     """An update that does not say which version it was based on."""
 
-    status = 428
     code = "precondition_required"
 
 
 class NotFound(PromptrevError):
     """A missing artifact, version, label or commit."""
 
-    status = 404
     code = "not_found"
 
 
 class ArtifactDeleted(NotFound):
     """The artifact exists in history but its latest version is a deletion."""
 
-    status = 410
     code = "deleted"
 
 
 class ValidationFailed(PromptrevError):
     """Artifact content that does not parse or validate; ``details['problems']`` lists each."""
 
-    status = 422
     code = "invalid_artifact"
 
     def __init__(self, message: str, problems: list[dict[str, Any]] | None = None):
@@ -103,21 +93,18 @@ class ValidationFailed(PromptrevError):
 class RenderFailed(PromptrevError):
     """A template that fails at render time (missing variable, sandbox violation…)."""
 
-    status = 422
     code = "render_error"
 
 
 class TooLarge(PromptrevError):
     """Content above the configured size limit."""
 
-    status = 413
     code = "too_large"
 
 
 class Conflict(PromptrevError):
     """An update based on a version that is no longer the latest (lost-update guard)."""
 
-    status = 409
     code = "conflict"
 
 
@@ -140,21 +127,18 @@ class MergeConflict(Conflict):
 class RemoteFailed(PromptrevError):
     """A Git remote that could not be reached, refused us, or rejected a push."""
 
-    status = 502
     code = "remote_failed"
 
 
 class Busy(PromptrevError):
     """The registry stayed locked by other writers for longer than we are willing to wait."""
 
-    status = 503
     code = "busy"
 
 
 class StorageError(PromptrevError):
     """The Git repository or the index is damaged or unreachable."""
 
-    status = 500
     code = "storage_error"
 
 
@@ -165,7 +149,7 @@ def error_from_dict(data: dict[str, Any], status: int) -> PromptrevError:
     cls = next((c for c in _all_errors() if c.code == code), PromptrevError)
     exc = cls.__new__(cls)
     PromptrevError.__init__(exc, message, details=body.get("details") or {})
-    exc.status = status
+    exc.status = status  # the HTTP status this client received (the core has none)
     if isinstance(exc, ValidationFailed):
         exc.problems = exc.details.get("problems", [])
     return exc

@@ -20,12 +20,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
 from promptrev.model.artifacts import KINDS, kind_of_path
 from promptrev.model.labels import parse_label_map, parse_splits
 from promptrev.model.names import validate_name
 from promptrev.model.validation import check_content
 
-from .adapters import CONFIG, WEIGHTS, check_sidecars, parse_card
 from .errors import PromptrevError, ValidationFailed
 from .storage.gitstore import Change
 

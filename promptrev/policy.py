@@ -1,9 +1,10 @@
-"""Who may change ``main`` and its protected labels, and how much review a change needs.
+"""The one authorization point: who may do what to a registry.
 
-One object, built at the edge from settings, asked by every path that writes: the API,
-change-request merges, and ``git push``. Editors may always propose and approve changes;
-writing to ``main`` directly (saving, merging, pushing to ``main``) takes ``merge_role``;
-moving a protected label (or splitting its traffic) takes the admin role.
+One object, built at the edge from settings, asked with the acting account by every path
+that writes: the API, the pages, the CLI, change-request merges, ``git push`` and pulls
+from a remote. Editors may always propose and approve changes; writing to ``main``
+directly (saving, merging, pushing to ``main``) takes ``merge_role``; moving a protected
+label (or splitting its traffic) takes the admin role. Each rule is written here once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .accounts import ROLES, User
+from .config import Settings
 from .errors import Forbidden, InvalidName
 from .incoming import Incoming
 
@@ -30,6 +32,20 @@ class Policy:
         if not isinstance(self.required_approvals, int) or self.required_approvals < 0:
             raise InvalidName("required approvals must be a whole number ≥ 0")
         object.__setattr__(self, "protected_labels", frozenset(self.protected_labels))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Policy:
+        """The review rules the operator's settings describe."""
+        return cls(frozenset(settings.protected_labels), settings.merge_role,
+                   settings.required_approvals)
+
+    def require(self, user: User, action: str, what: str | None = None) -> None:
+        """Raise :class:`Forbidden` unless ``user``'s role allows ``action`` (see ROLES)."""
+        user.require(action, what)
+
+    def require_label(self, user: User, label: str, what: str = "moving") -> None:
+        """Raise :class:`Forbidden` unless ``user`` may move (or split) ``label``."""
+        self.require_labels(user, [label], what)
 
     def may_write_main(self, user: User) -> bool:
         """Whether ``user`` may change ``main`` directly (save, merge, push)."""

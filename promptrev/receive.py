@@ -90,7 +90,7 @@ def check_push(registry: Registry, policy: Policy, user: User,
         if update.ref == MAIN:
             _check_main(registry, policy, user, update)
         elif update.is_review:
-            _check_review(registry, user, update)
+            _check_review(registry, policy, user, update)
         else:
             raise Forbidden(f"{update.ref}: this registry accepts pushes to {ACCEPTED_REFS} "
                             "only (push a proposal as review/<name> to open a change "
@@ -111,8 +111,9 @@ def _check_main(registry: Registry, policy: Policy, user: User, update: RefUpdat
     policy.require_incoming(user, incoming, "pushing")
 
 
-def _check_review(registry: Registry, user: User, update: RefUpdate) -> None:
-    user.require("write", f"pushing {update.branch}")
+def _check_review(registry: Registry, policy: Policy, user: User, update: RefUpdate
+                  ) -> None:
+    policy.require(user, "write", f"pushing {update.branch}")
     valid_branch(update.branch)
     if update.deleted:
         return

@@ -22,6 +22,7 @@ from promptrev.model.labels import assign, parse_splits, split_path
 from promptrev.model.prompty import Message, Prompt, parse_prompt
 from promptrev.model.references import Reference, parse_reference
 
+from .config import DEFAULT_MAX_BYTES
 from .errors import (
     AmbiguousReference,
     ArtifactDeleted,
@@ -36,8 +37,8 @@ from .storage.indexer import catch_up
 from .storage.objects import ObjectStore
 from .transactions import Transaction
 
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
 DEFAULT_AUTHOR = "promptrev <promptrev@localhost>"
+MAINTAIN_EVERY_COMMITS = 500  # how often a writer asks Git whether to pack (git gc --auto)
 INDEX_FILE = "promptrev-index.sqlite"
 _NOT_SYNCED = "not synced"  # never a commit id; None is a real head (an empty repository)
 _REGISTRY_README = """\
@@ -135,6 +136,37 @@ class Registry:
             catch_up(self.store, self.engine)
             self._caches_at(head)
         return head
+
+    # ---- moving main: the one protocol ------------------------------------------------
+    def writing(self, timeout: float = 30.0):
+        """Hold the registry's writer lock (a context manager) for :meth:`advance_main`.
+
+        Every path that moves ``main`` (a transaction, a change-request merge, a pull from
+        a remote) reads ``main``, builds its commit and calls :meth:`advance_main` inside
+        this lock, so their compare-and-swaps never interleave.
+        """
+        return self.store.writer_lock(timeout=timeout)
+
+    def advance_main(self, old: str | None, new: str, reason: str, *,
+                     known: Any = None) -> dict[str, list[dict]]:
+        """Move ``main`` from ``old`` to ``new`` and bring the index and caches along.
+
+        Call it holding :meth:`writing`. The move is a compare-and-swap: if ``main`` is no
+        longer ``old`` (a plain ``git push`` takes no lock) it raises
+        :class:`~promptrev.storage.gitstore.RefMoved` and nothing changed. Returns the
+        index rows of the versions each new commit created, by commit sha. ``known`` is
+        what the writer of a single new commit already knows of it (the indexer then
+        reads nothing back). Every few hundred moves Git is asked whether to pack.
+        """
+        self.store.move_main(old, new, f"promptrev: {reason}")
+        self.commits_since_maintenance += 1
+        if self.commits_since_maintenance >= MAINTAIN_EVERY_COMMITS:
+            self.commits_since_maintenance = 0
+            self.store.maintain()
+        created: dict[str, list[dict]] = {}
+        catch_up(self.store, self.engine, behind=True, created=created, known=known)
+        self._caches_at(new)
+        return created
 
     def _caches_at(self, head: str | None) -> None:
         """The index now reflects ``head``: drop resolutions made at any other head."""

@@ -42,7 +42,6 @@ from .incoming import Incoming, LabelMove, check_changes, check_history
 from .storage import gitremote
 from .storage.gitremote import RemoteConfig, redact
 from .storage.gitstore import RefMoved, Signature
-from .storage.indexer import catch_up
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -316,13 +315,8 @@ def _move(registry: Registry, remote: Remote, old: str | None, new: str, action:
           incoming: Incoming) -> PullResult:
     """Move main from ``old`` to ``new`` (CAS under the writer lock) and index the change."""
     store = registry.store
-    created: dict[str, list[dict]] = {}
-    with store.writer_lock():
-        if store.head() != old:
-            raise RefMoved()
-        store.move_main(old, new, f"promptrev: pull {remote.where} ({action})")
-        catch_up(store, registry.engine, behind=True, created=created)
-        registry._caches_at(new)
+    with registry.writing():
+        created = registry.advance_main(old, new, f"pull {remote.where} ({action})")
     versions = []
     for sha in incoming.commits:
         info = store.commit_info(sha)

@@ -3,7 +3,9 @@
 A request is a Git branch ``refs/heads/review/<name>`` holding one or more commits on top
 of ``main`` (made here from edits, or pushed with plain ``git push``), plus what is not
 Git: its title, comments (on the request or on a line of a file) and approvals, kept in
-SQL tables next to the index (``reindex`` never touches them).
+SQL tables next to the index (defined in :mod:`.storage.tables`; ``reindex`` never
+touches them). Opening, merging and rejecting a request record a ``change_request.*``
+event in the event outbox (:mod:`.storage.outbox`), in the transaction that records it.
 
 Merging makes one merge commit on ``main`` whose first parent is ``main`` and whose
 second is the branch, so the request's edits become one new version per artifact (the
@@ -22,11 +24,9 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
-import pygit2
 import sqlalchemy as sa
-from sqlmodel import Field, SQLModel
 
 from promptrev.model.artifacts import KINDS, kind_of_path
 from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
@@ -39,14 +39,15 @@ from .errors import (
     Forbidden,
     InvalidRequest,
     NotFound,
-    PromptrevError,
     ValidationFailed,
 )
 from .incoming import check_changes, check_history
 from .policy import Policy
-from .storage.gitstore import RefMoved, Signature
-from .storage.indexer import catch_up
-from .webhooks import emit
+from .storage import outbox
+from .storage.gitstore import RefMoved, Signature, valid_ref_name
+from .storage.tables import T_REVIEW as T_REQ
+from .storage.tables import T_REVIEW_APPROVAL as T_APPROVAL
+from .storage.tables import T_REVIEW_COMMENT as T_COMMENT
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -54,64 +55,14 @@ if TYPE_CHECKING:
 ZERO = "0" * 40
 PREFIX = "review/"
 STATUSES = ("open", "merged", "rejected", "closed")
-MAX_TITLE = 200
+MAX_TITLE = T_REQ.c.title.type.length
 MAX_TEXT = 20_000
 MAX_EDITS = 200
 
 
-class ReviewRow(SQLModel, table=True):
-    """A change request."""
-
-    __tablename__ = "review_request"
-    id: int = Field(primary_key=True)
-    title: str = Field(max_length=MAX_TITLE)
-    description: str = ""
-    author: str = Field(max_length=64)  # the account that opened it
-    author_line: str = Field(max_length=400)  # Git author of its merge: "Name <email>"
-    branch: str = Field(index=True, max_length=300)
-    head: str = Field(max_length=64)
-    status: str = Field(default="open", max_length=16)
-    created: int
-    updated: int
-    closed_by: Optional[str] = None
-    reason: Optional[str] = None
-    merge_commit: Optional[str] = None
-
-
-class ReviewCommentRow(SQLModel, table=True):
-    """A comment on a request, or on one line of one file of it."""
-
-    __tablename__ = "review_comment"
-    id: int = Field(primary_key=True)
-    request_id: int = Field(index=True)
-    author: str = Field(max_length=64)
-    body: str
-    path: Optional[str] = None
-    line: Optional[int] = None
-    head: str = Field(max_length=64)
-    created: int
-
-
-class ReviewApprovalRow(SQLModel, table=True):
-    """An approval of a request at one commit of its branch."""
-
-    __tablename__ = "review_approval"
-    __table_args__ = (sa.UniqueConstraint("request_id", "user", "head"),)
-    id: int = Field(primary_key=True)
-    request_id: int = Field(index=True)
-    user: str = Field(max_length=64)
-    head: str = Field(max_length=64)
-    created: int
-
-
-T_REQ, T_COMMENT, T_APPROVAL = (ReviewRow.__table__, ReviewCommentRow.__table__,
-                                ReviewApprovalRow.__table__)
-
-
-class NotApproved(PromptrevError):
+class NotApproved(Conflict):
     """A request lacks the approvals the registry requires."""
 
-    status = 409
     code = "not_approved"
 
 
@@ -316,7 +267,7 @@ class Reviews:
     def open(self, user: User, title: str, edits: list[Edit], *, description: str = ""
              ) -> ChangeRequest:
         """Propose ``edits`` on a new branch off ``main``; nothing on ``main`` changes."""
-        user.require("write", "opening a change request")
+        self.policy.require(user, "write", "opening a change request")
         title, description = _title(title), _text_field(description, "description")
         self.registry.sync()
         main = self.store.head()
@@ -335,7 +286,9 @@ class Reviews:
             self.store.move_ref("refs/heads/" + branch, None, commit, "promptrev: review")
         with self.engine.begin() as conn:
             conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(branch=branch))
-            _event(conn, "change_request.opened", number)
+            queued = _event(conn, "change_request.opened", number)
+        if queued:
+            outbox.notify()
         return self.get(number)
 
     def update(self, number: int, user: User, edits: list[Edit], message: str
@@ -346,7 +299,7 @@ class Reviews:
         the edits must resolve every file where the two conflict (their full new text).
         Approvals given before count no more.
         """
-        user.require("write", "changing a change request")
+        self.policy.require(user, "write", "changing a change request")
         request = self._open_request(number)
         if user.name != request.author and not self.policy.may_write_main(user):
             raise Forbidden(f"only {request.author} (who opened #{number}) or a user who may "
@@ -403,7 +356,9 @@ class Reviews:
                 title=title.strip()[:MAX_TITLE] or branch, description=rest.strip()[:MAX_TEXT],
                 author=user.name, author_line=f"{info.author} <{info.email}>", branch=branch,
                 head=new, status="open", created=now, updated=now)).inserted_primary_key[0]
-            _event(conn, "change_request.opened", number)
+            queued = _event(conn, "change_request.opened", number)
+        if queued:
+            outbox.notify()
         return self.get(number)
 
     # ---- reviewing -----------------------------------------------------------------
@@ -436,7 +391,7 @@ class Reviews:
 
     def approve(self, number: int, user: User) -> ChangeRequest:
         """Approve the request as its branch stands now."""
-        user.require("write", "approving a change request")
+        self.policy.require(user, "write", "approving a change request")
         request = self._open_request(number)
         if user.name == request.author:
             raise Forbidden(f"{user.name} opened change request #{number} and cannot approve "
@@ -453,7 +408,7 @@ class Reviews:
 
     def reject(self, number: int, user: User, reason: str = "") -> ChangeRequest:
         """Close the request without merging it (its branch stays, for the record)."""
-        user.require("write", "rejecting a change request")
+        self.policy.require(user, "write", "rejecting a change request")
         request = self._open_request(number)
         if user.name != request.author and not self.policy.may_write_main(user):
             raise Forbidden(f"rejecting #{number} needs the {self.policy.merge_role} role "
@@ -465,7 +420,7 @@ class Reviews:
         """Merge the request into ``main`` (three-way when ``main`` moved on)."""
         self.policy.require_write_main(user, f"merging change request #{number}")
         for _ in range(retries):
-            with self.store.writer_lock():
+            with self.registry.writing():
                 request = self._open_request(number)
                 head = self.store.ref("refs/heads/" + request.branch)
                 if head is None:
@@ -500,12 +455,9 @@ class Reviews:
                 incoming.raise_for_problems(f"merging change request #{number}")
                 self.policy.require_incoming(user, incoming, "merging")
                 try:
-                    self.store.move_main(main, commit, f"promptrev: merge #{number}")
+                    created = self.registry.advance_main(main, commit, f"merge #{number}")
                 except RefMoved:  # a plain git push got there first (it takes no lock)
                     continue
-                created: dict[str, list[dict]] = {}
-                catch_up(self.store, self.engine, behind=True, created=created)
-                self.registry._caches_at(commit)
                 self._close(number, "merged", user.name, None, merge_commit=commit,
                             only_open=False)  # main has it: that is the truth now
             merged = self.get(number)
@@ -564,12 +516,15 @@ class Reviews:
     def _close(self, number: int, status: str, by: str, reason: str | None, *,
                merge_commit: str | None = None, only_open: bool = True) -> None:
         where = [T_REQ.c.id == number] + ([T_REQ.c.status == "open"] if only_open else [])
+        queued = 0
         with self.engine.begin() as conn:
             done = conn.execute(T_REQ.update().where(*where).values(
                 status=status, closed_by=by, reason=reason, merge_commit=merge_commit,
                 updated=int(time.time()))).rowcount
             if done == 1 and status in ("merged", "rejected"):
-                _event(conn, f"change_request.{status}", number)
+                queued = _event(conn, f"change_request.{status}", number)
+        if queued:
+            outbox.notify()
         if done != 1:
             raise Conflict(f"change request #{number} is no longer open")
 
@@ -587,13 +542,14 @@ class Reviews:
                 "main": self._text(conflict.ours), "request": self._text(conflict.theirs)}
 
 
-def _event(conn, event: str, number: int) -> None:
-    """Enqueue a webhook event for a request, in the transaction that records the change."""
+def _event(conn, event: str, number: int) -> int:
+    """Record an event of a request in the outbox, in the transaction that records the
+    change; return what its subscribers queued (:func:`outbox.record`)."""
     row = conn.execute(sa.select(T_REQ).where(T_REQ.c.id == number)).first()
-    emit(conn, event, {
+    return outbox.record(conn, [(event, {
         "number": row.id, "title": row.title, "author": row.author, "branch": row.branch,
         "head": row.head, "status": row.status, "closed_by": row.closed_by,
-        "reason": row.reason, "merge_commit": row.merge_commit})
+        "reason": row.reason, "merge_commit": row.merge_commit})])
 
 
 def _comment(row, head: str) -> dict[str, Any]:
@@ -632,7 +588,7 @@ def _text_field(value: Any, what: str) -> str:
 
 def valid_branch(name: str) -> str:
     """Return ``name`` if it is a usable review branch (``review/<something>``)."""
-    if not name.startswith(PREFIX) or not pygit2.reference_is_valid_name(
-            "refs/heads/" + name) or len(name) > 250:
+    if not name.startswith(PREFIX) or not valid_ref_name("refs/heads/" + name) or len(
+            name) > 250:
         raise ValidationFailed(f"{name!r} is not a review branch name (review/<name>)")
     return name

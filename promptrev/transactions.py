@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from promptrev.model.adapter_cards import CONFIG, WEIGHTS, AdapterFiles, dump_card
 from promptrev.model.artifacts import KINDS, LabelEvent, Version
 from promptrev.model.labels import (
     dump_label_map,
@@ -25,12 +26,11 @@ from promptrev.model.validation import check_content, check_many
 
 from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
 from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
-from .storage.indexer import KnownCommit, catch_up
+from .storage.indexer import KnownCommit
 
 if TYPE_CHECKING:
     from .registry import Registry
 
-MAINTAIN_EVERY_COMMITS = 500  # how often a writer asks Git whether to pack (git gc --auto)
 
 
 class Transaction:
@@ -93,10 +93,8 @@ class Transaction:
             data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
             self._stage_content(kind, name, data, None)
 
-    def save_adapter(self, name: str, files, *, base: int | None = None) -> None:
+    def save_adapter(self, name: str, files: AdapterFiles, *, base: int | None = None) -> None:
         """Stage an adapter version: its card plus config and weights pointer files."""
-        from .adapters import CONFIG, WEIGHTS, dump_card
-
         validate_name(name)
         card_text, _ = check_content("adapter", name, dump_card(files.card),
                                      self.registry.max_bytes)
@@ -176,10 +174,8 @@ class Transaction:
         delay = 0.001
         deadline = time.monotonic() + self.RETRY_SECONDS
         while time.monotonic() < deadline:
-            with store.writer_lock(timeout=self.RETRY_SECONDS):
-                head = store.head()
-                if head != reg._cache_head:
-                    reg.sync()
+            with reg.writing(timeout=self.RETRY_SECONDS):
+                head = reg.sync()
                 changes, known = self._changes(head)
                 if not changes:
                     return None
@@ -187,19 +183,13 @@ class Transaction:
                 if made is None:
                     return None
                 sha = made.sha
+                known.sha, known.info = sha, made
                 try:
-                    store.move_main(head, sha, f"promptrev: {self.message.splitlines()[0]}")
+                    created = reg.advance_main(head, sha, self.message.splitlines()[0],
+                                               known=known)
                 except RefMoved:
                     pass
                 else:
-                    reg.commits_since_maintenance += 1
-                    if reg.commits_since_maintenance >= MAINTAIN_EVERY_COMMITS:
-                        reg.commits_since_maintenance = 0
-                        store.maintain()
-                    created: dict[str, list[dict]] = {}
-                    known.sha, known.info = sha, made
-                    catch_up(store, reg.engine, behind=True, created=created, known=known)
-                    reg._caches_at(sha)
                     self.commit_sha = sha
                     self.versions = self._made_versions(made, created.get(sha, []))
                     self._record_label_event(sha)

@@ -1,14 +1,18 @@
 """Webhooks: a URL called, HMAC-signed and retried, when something happens in the registry.
 
 Hooks, their deliveries and every attempt live in SQL tables next to the index (the
-registry's index database). They are not derived from Git, so ``reindex`` keeps them.
+registry's index database; the tables are defined in :mod:`.storage.tables`). They are
+not derived from Git, so ``reindex`` keeps them.
 
-**Enqueueing.** :func:`emit` records one delivery per active hook subscribed to the event,
-in the caller's transaction: the indexer (:mod:`.storage.indexer`) calls it in the same
-transaction that records the index rows of a commit, so an event is enqueued exactly when
-its commit is indexed, whichever path moved ``main`` (API, CLI, ``git push``, a pull). A
-full rebuild (``reindex``, or history rewritten) enqueues nothing. With no active hook the
-cost is one extra subquery in a statement the indexer runs anyway.
+**Enqueueing.** This module subscribes to the event outbox (:mod:`.storage.outbox`) when it
+is imported (``import promptrev`` imports it): every event storage records (the indexer's
+``version.saved``, ``label.moved`` and ``rollback`` of each commit it indexes, the change
+requests' ``change_request.*``) becomes one delivery per active hook subscribed to it, in
+the transaction that records the event, so an event is enqueued exactly when its commit is
+indexed, whichever path moved ``main`` (API, CLI, ``git push``, a pull). A full rebuild
+(``reindex``, or history rewritten) records no events, so it enqueues nothing. With no
+active hook the cost is one indexed query per recorded batch. :func:`emit` enqueues an
+event directly, without the outbox.
 
 **Delivering.** A :class:`Deliverer` claims due deliveries with an ``UPDATE … WHERE`` on a
 lease column (one winner on SQLite and PostgreSQL alike, so several processes never send
@@ -59,14 +63,18 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Field, SQLModel
 
+from .config import Settings
 from .errors import InvalidRequest, NotFound
+from .storage import outbox
+from .storage.index import prepared
+from .storage.sql import engine_of
+from .storage.tables import T_ATTEMPT, T_DELIVERY, T_WEBHOOK
 
 log = logging.getLogger("promptrev.webhooks")
 
@@ -75,63 +83,9 @@ EVENTS = ("version.saved", "label.moved", "rollback", "change_request.opened",
 STATUSES = ("pending", "delivered", "failed")
 USER_AGENT = "promptrev-webhooks"
 SIGNATURE_HEADER = "X-Promptrev-Signature-256"
-MAX_URL = 2000
-MAX_SECRET = 200
+MAX_URL = T_WEBHOOK.c.url.type.length
+MAX_SECRET = T_WEBHOOK.c.secret.type.length
 RESPONSE_KEPT = 1000  # characters of a receiver's answer kept in the attempt log
-
-
-class WebhookRow(SQLModel, table=True):
-    """A URL to call, the secret its calls are signed with, and the events it wants."""
-
-    __tablename__ = "webhook"
-    id: int = Field(primary_key=True)
-    url: str = Field(max_length=MAX_URL)
-    secret: str = Field(max_length=MAX_SECRET)
-    events: str = Field(max_length=2000)  # JSON list of event names or patterns
-    active: bool
-    created: float  # seconds since the epoch
-    created_by: str = Field(max_length=255)
-
-
-class DeliveryRow(SQLModel, table=True):
-    """One event to send to one hook, with its state and its lease."""
-
-    __tablename__ = "webhook_delivery"
-    __table_args__ = (sa.Index("ix_webhook_delivery_due", "status", "next_attempt"),)
-    id: int = Field(primary_key=True)
-    webhook_id: int = Field(foreign_key="webhook.id", index=True)
-    event: str = Field(max_length=64)
-    body: str  # the exact JSON text sent (and signed)
-    status: str = Field(max_length=16)  # pending, delivered, failed
-    attempts: int
-    next_attempt: float
-    claim: Optional[str] = Field(default=None, max_length=32)  # the deliverer holding it
-    claimed_until: Optional[float] = None  # its lease ends here; then anyone may take it
-    last_status: Optional[int] = None
-    last_error: Optional[str] = None
-    created: float
-    delivered: Optional[float] = None
-    redelivery_of: Optional[int] = None
-
-
-class AttemptRow(SQLModel, table=True):
-    """One try of a delivery: what the receiver answered, or why there was no answer."""
-
-    __tablename__ = "webhook_attempt"
-    id: int = Field(primary_key=True)
-    delivery_id: int = Field(foreign_key="webhook_delivery.id", index=True)
-    number: int
-    started: float
-    duration_ms: float
-    status_code: Optional[int] = None
-    error: Optional[str] = None
-    response: Optional[str] = None
-
-
-T_WEBHOOK = WebhookRow.__table__
-T_DELIVERY = DeliveryRow.__table__
-T_ATTEMPT = AttemptRow.__table__
-TABLES = (T_WEBHOOK, T_DELIVERY, T_ATTEMPT)
 
 # Wakes this process's deliverers as soon as a commit enqueued something.
 _WAKE = threading.Event()
@@ -170,7 +124,15 @@ def emit(target: Engine | Connection, event: str, payload: dict[str, Any]) -> in
 
 def active_hooks(conn: Connection) -> list[tuple[int, list[str]]]:
     """(id, event patterns) of every active hook."""
-    return [(row.id, json.loads(row.events)) for row in conn.execute(_ACTIVE_HOOKS)]
+    # Run on the driver's cursor: this query runs for every recorded batch of events.
+    return [(hook_id, json.loads(events))
+            for hook_id, events in prepared(conn, _ACTIVE_HOOKS).run(conn)]
+
+
+def _fan_out(conn: Connection, events: list[tuple[str, dict[str, Any]]]) -> int:
+    """Outbox subscriber: a delivery of each event for each active hook that wants it."""
+    hooks = active_hooks(conn)
+    return enqueue(conn, hooks, events) if hooks else 0
 
 
 def enqueue(conn: Connection, hooks: list[tuple[int, list[str]]],
@@ -205,6 +167,9 @@ def notify() -> None:
     _WAKE.set()
 
 
+outbox.subscribe(_fan_out, wake=notify)
+
+
 def subscribed(patterns: list[str], event: str) -> bool:
     """Whether a hook with these event patterns wants ``event``."""
     for pattern in patterns:
@@ -225,8 +190,8 @@ def body_of(event: str, payload: dict[str, Any], now: float | None = None) -> st
 class Webhooks:
     """Add, list, disable and remove hooks; read and redeliver their deliveries."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, registry: Any):
+        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
 
     def add(self, url: str, *, events: list[str] | None = None, secret: str | None = None,
             created_by: str = "promptrev", active: bool = True) -> dict[str, Any]:
@@ -410,6 +375,12 @@ class RetryPolicy:
     cap: float = 3600.0
     max_attempts: int = 8
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetryPolicy:
+        """When failed deliveries are tried again, as the operator's settings say."""
+        return cls(base=settings.webhook_retry_base, cap=settings.webhook_retry_cap,
+                   max_attempts=settings.webhook_max_attempts)
+
     def delay(self, attempts: int) -> float:
         """Seconds to wait after the ``attempts``-th failed attempt."""
         return min(self.cap, self.base * self.factor ** max(0, attempts - 1))
@@ -453,9 +424,9 @@ class Deliverer:
     ``timeout`` plus a margin, after which a crashed deliverer's work is taken over.
     """
 
-    def __init__(self, engine: Engine, *, retry: RetryPolicy | None = None,
+    def __init__(self, registry: Any, *, retry: RetryPolicy | None = None,
                  timeout: float = 10.0, batch: int = 20, transport: Any = None):
-        self.engine = engine
+        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.batch = batch

@@ -11,7 +11,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from promptrev.errors import NotFound, ValidationFailed
-from promptrev.storage.objects import CorruptObject, Pointer
+from promptrev.model.lfs import Pointer
+from promptrev.storage.objects import CorruptObject
 
 
 def make_adapter(folder, seed: int = 0, *, rank: int = 4, peft_type: str = "LORA",

@@ -3,6 +3,7 @@
 import inspect
 
 import promptrev.errors as errors
+from promptrev.server.errors import http_status
 
 
 def all_errors():
@@ -14,7 +15,8 @@ def test_every_error_has_status_code_and_shape():
     codes = set()
     for cls in all_errors():
         exc = cls("something the user can act on")
-        assert 400 <= exc.status <= 599, cls
+        assert "status" not in vars(cls), f"{cls} carries a transport status"
+        assert 400 <= http_status(exc) <= 599, cls
         assert exc.code and exc.code.replace("_", "").isalpha(), cls
         codes.add(exc.code)
         shape = exc.to_dict()

@@ -3,6 +3,7 @@ import pytest
 from promptrev.errors import InvalidName, InvalidReference
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.references import parse_reference
+from promptrev.server.errors import http_status
 
 
 @pytest.mark.parametrize("name", ["summarize", "support/reply", "act-as-a-linux-terminal",
@@ -17,7 +18,7 @@ def test_valid_names(name):
 def test_invalid_names(name):
     with pytest.raises(InvalidName) as err:
         validate_name(name)
-    assert err.value.status == 400
+    assert http_status(err.value) == 400
     assert err.value.message
 
 

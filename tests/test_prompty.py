@@ -4,6 +4,7 @@ import pytest
 
 from promptrev.errors import RenderFailed, ValidationFailed
 from promptrev.model.prompty import parse_prompt
+from promptrev.server.errors import http_status
 
 from .conftest import PROMPT, ROOT
 
@@ -156,7 +157,7 @@ def test_undeclared_variable_is_warning_with_line():
 def test_missing_variable_at_render_names_it():
     with pytest.raises(RenderFailed, match="missing variable 'who'") as err:
         parse_prompt(PROMPT).render({})
-    assert err.value.status == 422
+    assert http_status(err.value) == 422
 
 
 def test_input_default_is_used():

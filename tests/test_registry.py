@@ -14,6 +14,7 @@ from promptrev.errors import (
     TooLarge,
     ValidationFailed,
 )
+from promptrev.server.errors import http_status
 
 from .conftest import variant
 
@@ -63,7 +64,7 @@ def test_stale_base_is_a_conflict_with_what_changed(registry, prompt_text):
     with pytest.raises(Conflict) as err:
         registry.save("greet", variant(prompt_text, 3), base=1)
     exc = err.value
-    assert exc.status == 409
+    assert http_status(exc) == 409
     assert "changed since version 1" in exc.message and "version 2" in exc.message
     assert "Bob" in exc.message and "tone" in exc.message
     assert exc.details["current"] == 2
@@ -123,7 +124,7 @@ def test_delete_is_a_version_and_can_be_restored(registry, prompt_text):
     assert (gone.number, gone.deleted) == (2, True)
     with pytest.raises(ArtifactDeleted) as err:
         registry.get("greet")
-    assert err.value.status == 410 and "rollback greet --to 1" in err.value.message
+    assert http_status(err.value) == 410 and "rollback greet --to 1" in err.value.message
     assert registry.get("greet@1").text == prompt_text
     assert registry.list() == []
     assert [a.name for a in registry.list(include_deleted=True)] == ["greet"]
@@ -265,7 +266,7 @@ def test_size_limit(tmp_path, prompt_text):
     before = state(reg)
     with pytest.raises(TooLarge, match="limit is 1,000 bytes") as err:
         reg.save("big", prompt_text + "x" * 1000)
-    assert err.value.status == 413
+    assert http_status(err.value) == 413
     assert state(reg) == before
     reg.close()
 
@@ -450,7 +451,7 @@ def _object_files(path):
 
 def test_git_maintenance_consolidates_packs_and_loose_objects(registry, prompt_text,
                                                                 monkeypatch):
-    import promptrev.transactions as registry_module
+    import promptrev.registry as registry_module
     from promptrev.storage.gitstore import FAST_IMPORT_MIN_BLOBS
 
     for key, value in (("gc.autoPackLimit", "4"), ("gc.auto", "20"), ("gc.autoDetach", "false")):

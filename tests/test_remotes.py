@@ -19,6 +19,7 @@ from promptrev.errors import (
     RemoteFailed,
     ValidationFailed,
 )
+from promptrev.server.errors import http_status
 
 from .conftest import PROMPT, variant
 
@@ -191,7 +192,7 @@ def test_divergent_histories_are_reported_not_overwritten(origin, teammate, bare
     with pytest.raises(Diverged) as caught:
         remotes.pull(origin, "origin")
     err = caught.value
-    assert err.status == 409 and isinstance(err, Conflict)
+    assert http_status(err) == 409 and isinstance(err, Conflict)
     assert "diverged" in err.message
     assert "'our bye'" in err.message and "'their greet' by Tea Mate" in err.message
     assert "--merge" in err.message

@@ -8,7 +8,7 @@ import shutil
 
 import click
 
-from .main import Context, emit_json, main, pass_ctx, reports_errors
+from .main import Context, emit_json, main, pass_ctx
 
 
 @main.group()
@@ -25,12 +25,12 @@ def adapter() -> None:
 @click.option("--lineage", "lineage_json", default=None,
               help='JSON object recorded in the card, e.g. \'{"dataset": "sentiment@2"}\'.')
 @pass_ctx
-@reports_errors
 def adapter_push(ctx: Context, folder: str, name: str, message: str | None, base: int | None,
                  description: str | None, lineage_json: str | None) -> None:
     """Version the PEFT adapter in FOLDER (adapter_config.json + safetensors weights)."""
     lineage = json.loads(lineage_json) if lineage_json else None
     with ctx.open() as reg:
+        ctx.policy.require_write_main(ctx.acting, "pushing an adapter to main")
         version = reg.push_adapter(name, folder, message=message, author=ctx.author, base=base,
                                    lineage=lineage, description=description)
         card = reg.adapter(version.ref).card
@@ -43,7 +43,6 @@ def adapter_push(ctx: Context, folder: str, name: str, message: str | None, base
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def adapter_show(ctx: Context, ref: str, as_json: bool) -> None:
     """Print an adapter version's card."""
     with ctx.open() as reg:
@@ -67,7 +66,6 @@ def reg_text(card: dict) -> str:
 @click.argument("ref")
 @click.argument("dest", type=click.Path(file_okay=False))
 @pass_ctx
-@reports_errors
 def adapter_pull(ctx: Context, ref: str, dest: str) -> None:
     """Write an adapter version to DEST as a folder PEFT can load (weights verified)."""
     with ctx.open() as reg:

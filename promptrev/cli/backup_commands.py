@@ -6,15 +6,13 @@ from typing import Any
 
 import click
 
-from .main import Context, emit_json, main, pass_ctx, reports_errors
-from .server_commands import _settings
+from .main import Context, emit_json, main, pass_ctx
 
 
 @main.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
-@reports_errors
 def backup(ctx: Context, file: str, as_json: bool) -> None:
     """Write the registry to FILE: Git, weights, every table Git cannot rebuild, accounts.
 
@@ -23,9 +21,8 @@ def backup(ctx: Context, file: str, as_json: bool) -> None:
     from promptrev.backup import backup as write_backup
 
     # The server's accounts database: PROMPTREV_ACCOUNTS_URL, else the file beside the
-    # registry (the core's default). Not Settings.resolved(), which would also create the
-    # server's secret key file inside the registry as a side effect.
-    accounts_url = _settings(ctx).accounts_url
+    # registry (the core's default).
+    accounts_url = ctx.settings.accounts_url
     with ctx.open() as reg:
         summary = write_backup(reg, file, accounts_url=accounts_url)
     if as_json:
@@ -50,14 +47,13 @@ def backup(ctx: Context, file: str, as_json: bool) -> None:
                    "PROMPTREV_ACCOUNTS_URL, else SQLite inside the registry).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
-@reports_errors
 def restore(ctx: Context, file: str, target: str | None, index_url: str | None,
             accounts_url: str | None, as_json: bool) -> None:
     """Restore the backup FILE into a new registry (-r), then rebuild its index."""
     from promptrev.backup import restore as read_backup
 
     summary = read_backup(file, target or ctx.path, index_url=index_url or ctx.index_url,
-                          accounts_url=accounts_url or _settings(ctx).accounts_url)
+                          accounts_url=accounts_url or ctx.settings.accounts_url)
     if as_json:
         emit_json(summary)
         return

@@ -6,15 +6,15 @@ import sys
 
 import click
 
-from .main import Context, emit_json, label, main, pass_ctx, reports_errors
+from .main import Context, emit_json, label, main, pass_ctx
 
 
-def _evaluator(reg):
+def _evaluator(ctx: Context, reg):
     from promptrev.evaluation.runs import Evaluator
 
-    from .runner_commands import _runner
+    from .runner_commands import runner_for
 
-    runner = _runner(reg)
+    runner = runner_for(ctx, reg)
     return Evaluator(reg, runner, env=runner.env)
 
 
@@ -27,7 +27,6 @@ def eval_() -> None:
 @click.argument("spec_file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
-@reports_errors
 def eval_run(ctx: Context, spec_file: str, as_json: bool) -> None:
     """Run the variants of SPEC_FILE (ab.yaml) over its dataset and print the verdict."""
     from promptrev.evaluation.runs import load_spec
@@ -35,7 +34,7 @@ def eval_run(ctx: Context, spec_file: str, as_json: bool) -> None:
     with open(spec_file, encoding="utf-8") as fh:
         spec = load_spec(fh.read(), spec_file)
     with ctx.open() as reg:
-        evaluator = _evaluator(reg)
+        evaluator = _evaluator(ctx, reg)
         run_id = evaluator.start(spec, author=ctx.author)
         click.echo(f"evaluation run {run_id} (resume with: promptrev eval resume {run_id})",
                    err=True)
@@ -47,11 +46,10 @@ def eval_run(ctx: Context, spec_file: str, as_json: bool) -> None:
 @click.argument("run_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def eval_resume(ctx: Context, run_id: int, as_json: bool) -> None:
     """Finish an interrupted run: only cases without a result are run."""
     with ctx.open() as reg:
-        report = _execute(_evaluator(reg), run_id)
+        report = _execute(_evaluator(ctx, reg), run_id)
     _print(report, as_json)
 
 
@@ -60,11 +58,10 @@ def eval_resume(ctx: Context, run_id: int, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--cases", is_flag=True, help="Also print every case where variants disagree.")
 @pass_ctx
-@reports_errors
 def eval_show(ctx: Context, run_id: int, as_json: bool, cases: bool) -> None:
     """Print a run's report (recomputed from its stored results)."""
     with ctx.open() as reg:
-        evaluator = _evaluator(reg)
+        evaluator = _evaluator(ctx, reg)
         run = evaluator.store.run(run_id)
         report = run["report"] or evaluator.report(run_id)
         results = evaluator.store.results(run_id) if cases else []
@@ -81,13 +78,12 @@ def eval_show(ctx: Context, run_id: int, as_json: bool, cases: bool) -> None:
 @eval_.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def eval_list(ctx: Context, as_json: bool) -> None:
     """Recent evaluation runs."""
     from promptrev.evaluation.store import EvalStore
 
     with ctx.open() as reg:
-        runs = EvalStore(reg.engine).runs()
+        runs = EvalStore(reg).runs()
     if as_json:
         emit_json(runs)
         return
@@ -149,7 +145,6 @@ def _print_disagreements(report: dict, results: list[dict]) -> None:
 @click.option("--end", is_flag=True, help="End the split: everyone gets the label again.")
 @click.option("-m", "--message")
 @pass_ctx
-@reports_errors
 def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...], end: bool,
                 message: str | None) -> None:
     """Split LABEL's traffic over versions: `label split summarize production 4=90 5=10`."""
@@ -163,6 +158,7 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
         if not weights:
             raise click.UsageError("give VERSION=WEIGHT arms, or --end")
     with ctx.open() as reg:
+        ctx.policy.require_label(ctx.acting, label_name, "splitting")
         reg.set_split(name, label_name, weights, message=message, author=ctx.author)
     click.echo(f"{name}@{label_name}: " + (", ".join(f"v{v} {w}" for v, w in sorted(
         weights.items())) if weights else "split ended"))
@@ -178,13 +174,12 @@ def ab() -> None:
 @click.argument("label_name", metavar="LABEL")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def ab_stats(ctx: Context, name: str, label_name: str, as_json: bool) -> None:
     """Per-arm results of LABEL's split, with intervals and tests."""
     from promptrev.evaluation.online import Outcomes
 
     with ctx.open() as reg:
-        report = Outcomes(reg.engine).report(reg, name, label_name)
+        report = Outcomes(reg).report(reg, name, label_name)
     if as_json:
         emit_json(report)
         return

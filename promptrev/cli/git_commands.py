@@ -1,7 +1,7 @@
 """``promptrev hook``: the receive hooks that ``git http-backend`` runs on a push.
 
-Hidden: the server's Git endpoint (``server/git_http.py``) starts these through the
-scripts in ``server/githooks/``, with the pusher, the policy and the registry in
+Hidden: the server's Git endpoint (``promptrev/server/git_http.py``) starts these through the
+scripts in ``promptrev/server/githooks/``, with the pusher, the policy and the registry in
 ``PROMPTREV_*`` variables. Git shows whatever they print as ``remote: ...``; a refusal
 exits 1, which makes Git refuse every ref of the push.
 """
@@ -37,14 +37,6 @@ def _pusher() -> User:
                 env.get("PROMPTREV_PUSHER_ROLE", "viewer"))
 
 
-def _policy() -> Policy:
-    env = os.environ
-    labels = env.get("PROMPTREV_PROTECTED_LABELS", "production").split(",")
-    return Policy(frozenset(x.strip() for x in labels if x.strip()),
-                  env.get("PROMPTREV_MERGE_ROLE", "editor"),
-                  int(env.get("PROMPTREV_REQUIRED_APPROVALS", "1")))
-
-
 def _quarantine() -> list[str]:
     env = os.environ
     folders = [env.get("GIT_QUARANTINE_PATH", ""), env.get("GIT_OBJECT_DIRECTORY", "")]
@@ -64,7 +56,7 @@ def pre_receive(ctx: Context) -> None:
     try:
         with ctx.open() as reg:
             read_pushed_objects(reg, _quarantine())
-            check_push(reg, _policy(), _pusher(), updates)
+            check_push(reg, Policy.from_settings(ctx.settings), _pusher(), updates)
     except PromptrevError as exc:
         _fail(exc)
 
@@ -76,7 +68,7 @@ def post_receive(ctx: Context) -> None:
     updates = parse_updates(sys.stdin)
     try:
         with ctx.open() as reg:
-            lines = after_push(reg, _policy(), _pusher(), updates,
+            lines = after_push(reg, Policy.from_settings(ctx.settings), _pusher(), updates,
                                os.environ.get("PROMPTREV_BASE_URL", ""))
     except PromptrevError as exc:
         _fail(exc)  # the refs moved already; the message still reaches the pusher

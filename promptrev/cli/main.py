@@ -1,12 +1,13 @@
 """``promptrev`` commands. Thin: parse arguments, call the core, print.
 
-This is an edge, so it is where the environment is read (``PROMPTREV_REGISTRY``,
-``PROMPTREV_AUTHOR``, ``PROMPTREV_INDEX_URL``, ``PROMPTREV_MAX_BYTES``).
+This is an edge, so it is where the environment is read: once, into
+:class:`promptrev.config.Settings` (``PROMPTREV_REGISTRY``, ``PROMPTREV_INDEX_URL``,
+``PROMPTREV_AUTHOR``, ``PROMPTREV_MAX_BYTES`` and the server's variables). Errors of the
+core are turned into a message and an exit code in one place, :class:`PromptrevGroup`.
 """
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import subprocess
@@ -15,22 +16,46 @@ from typing import Any
 
 import click
 
-from promptrev.errors import PromptrevError
+from promptrev.accounts import User, operator
+from promptrev.config import DEFAULT_REGISTRY, Settings
+from promptrev.errors import Conflict, PromptrevError
 from promptrev.importing import import_folder
 from promptrev.model.artifacts import kind_of_file
-from promptrev.registry import DEFAULT_MAX_BYTES, Registry
-
-DEFAULT_REGISTRY = ".promptrev"
+from promptrev.policy import Policy
+from promptrev.registry import Registry
 
 
 class Context:
-    """Options shared by every command."""
+    """Options shared by every command, and the settings they select."""
 
     def __init__(self, path: str, index_url: str | None, author: str | None):
         self.path = path
         self.index_url = index_url
         self._author = author
-        self.max_bytes = int(os.environ.get("PROMPTREV_MAX_BYTES", DEFAULT_MAX_BYTES))
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        """Settings from the environment, with the command line's options over them."""
+        if self._settings is None:
+            self._settings = Settings.from_env(os.environ, registry=self.path,
+                                               index_url=self.index_url, author=self._author)
+        return self._settings
+
+    @property
+    def max_bytes(self) -> int:
+        """Largest artifact file accepted (PROMPTREV_MAX_BYTES)."""
+        return self.settings.max_bytes
+
+    @property
+    def policy(self) -> Policy:
+        """The registry's rules, as the server applies them (PROMPTREV_PROTECTED_LABELS…)."""
+        return Policy.from_settings(self.settings)
+
+    @property
+    def acting(self) -> User:
+        """The account commands act as: the local operator, an admin (see ``--author``)."""
+        return operator(self.author)
 
     def open(self) -> Registry:
         """Open the registry named by ``--registry``."""
@@ -39,10 +64,8 @@ class Context:
     @property
     def author(self) -> str:
         """``--author``, else PROMPTREV_AUTHOR, else git's user.name/email, else $USER."""
-        if self._author:
-            return self._author
-        if os.environ.get("PROMPTREV_AUTHOR"):
-            return os.environ["PROMPTREV_AUTHOR"]
+        if self.settings.author:
+            return self.settings.author
         name, email = _git_config("user.name"), _git_config("user.email")
         if name and email:
             return f"{name} <{email}>"
@@ -59,25 +82,32 @@ def _git_config(key: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def reports_errors(func):
-    """The one translation point from core errors to terminal output and exit codes."""
+def report_error(exc: PromptrevError) -> None:
+    """Print a core error for a person, with its problems and diff, and exit non-zero."""
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    for problem in exc.details.get("problems", [])[1:]:
+        where = problem.get("file", "")
+        if problem.get("line"):
+            where += f", line {problem['line']}"
+        click.echo(f"  {where}: {problem.get('message')}", err=True)
+    if exc.details.get("diff"):
+        click.echo(exc.details["diff"], err=True)
+    sys.exit(2 if isinstance(exc, Conflict) else 1)
 
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+
+class PromptrevGroup(click.Group):
+    """The one translation point from core errors to terminal output and exit codes.
+
+    Every command, in every subgroup, runs inside the root group's ``invoke``.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a :class:`PromptrevError` becomes a message and exit 1 (2 on
+        a conflict)."""
         try:
-            return func(*args, **kwargs)
+            return super().invoke(ctx)
         except PromptrevError as exc:
-            click.secho(f"error: {exc.message}", fg="red", err=True)
-            for problem in exc.details.get("problems", [])[1:]:
-                where = problem.get("file", "")
-                if problem.get("line"):
-                    where += f", line {problem['line']}"
-                click.echo(f"  {where}: {problem.get('message')}", err=True)
-            if exc.details.get("diff"):
-                click.echo(exc.details["diff"], err=True)
-            sys.exit(2 if exc.status == 409 else 1)
-
-    return wrapper
+            report_error(exc)
 
 
 def emit_json(data: Any) -> None:
@@ -102,7 +132,7 @@ def parse_vars(pairs: tuple[str, ...], vars_file: str | None) -> dict[str, Any]:
     return values
 
 
-@click.group()
+@click.group(cls=PromptrevGroup)
 @click.option("--registry", "-r", envvar="PROMPTREV_REGISTRY", default=DEFAULT_REGISTRY,
               show_default=True, help="Path of the registry (a bare Git repository).")
 @click.option("--index-url", envvar="PROMPTREV_INDEX_URL", default=None,
@@ -120,7 +150,6 @@ pass_ctx = click.make_pass_decorator(Context)
 
 @main.command()
 @pass_ctx
-@reports_errors
 def init(ctx: Context) -> None:
     """Create a new, empty registry."""
     Registry.init(ctx.path, index_url=ctx.index_url, author=ctx.author).close()
@@ -133,7 +162,6 @@ def init(ctx: Context) -> None:
 @click.option("-m", "--message", help="Commit message.")
 @click.option("--base", type=int, help="Version this edit started from (stale → conflict).")
 @pass_ctx
-@reports_errors
 def save(ctx: Context, file: str, name: str | None, message: str | None,
          base: int | None) -> None:
     """Save FILE as the next version of an artifact."""
@@ -143,6 +171,7 @@ def save(ctx: Context, file: str, name: str | None, message: str | None,
     name = name or os.path.basename(file)[: -len(kind.suffix)]
     with open(file, "rb") as fh:
         data = fh.read()
+    ctx.policy.require_write_main(ctx.acting, "saving to main")
     with ctx.open() as reg:
         version = reg.save(name, data, message=message, author=ctx.author, base=base,
                            kind=kind.name)
@@ -154,9 +183,9 @@ def save(ctx: Context, file: str, name: str | None, message: str | None,
 @click.option("-m", "--message", help="Commit message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @pass_ctx
-@reports_errors
 def import_(ctx: Context, path: str, message: str | None, as_json: bool) -> None:
     """Import a folder of .prompty and .jsonl files in one commit."""
+    ctx.policy.require_write_main(ctx.acting, "importing into main")
     with ctx.open() as reg:
         report = import_folder(reg, path, message=message, author=ctx.author)
     if as_json:
@@ -173,9 +202,9 @@ def import_(ctx: Context, path: str, message: str | None, as_json: bool) -> None
 @click.option("-m", "--message", help="Commit message.")
 @click.option("--base", type=int, help="Version this deletion is based on.")
 @pass_ctx
-@reports_errors
 def rm(ctx: Context, name: str, message: str | None, base: int | None) -> None:
     """Delete an artifact (a new version; history stays and can be restored)."""
+    ctx.policy.require_write_main(ctx.acting, "deleting on main")
     with ctx.open() as reg:
         version = reg.delete(name, message=message, author=ctx.author, base=base)
     click.echo(f"deleted {version.ref}")
@@ -186,7 +215,6 @@ def rm(ctx: Context, name: str, message: str | None, base: int | None) -> None:
 @click.option("--deleted", is_flag=True, help="Include deleted artifacts.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def list_(ctx: Context, prefix: str | None, deleted: bool, as_json: bool) -> None:
     """List artifacts (optionally those whose name starts with PREFIX)."""
     with ctx.open() as reg:
@@ -204,7 +232,6 @@ def list_(ctx: Context, prefix: str | None, deleted: bool, as_json: bool) -> Non
 @click.argument("ref")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def show(ctx: Context, ref: str, as_json: bool) -> None:
     """Print the content of a version."""
     with ctx.open() as reg:
@@ -221,7 +248,6 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def log(ctx: Context, name: str, as_json: bool) -> None:
     """Show every version of an artifact: who, when, why, labels."""
     with ctx.open() as reg:
@@ -242,7 +268,6 @@ def log(ctx: Context, name: str, as_json: bool) -> None:
 @click.option("--var", "pairs", multiple=True, help="Variable for the rendered diff.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: bool) -> None:
     """Diff two versions: fields, text and rendered messages."""
     with ctx.open() as reg:
@@ -255,14 +280,14 @@ def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: 
         for change in result.fields:
             click.secho(f"  {change.describe()}", fg="magenta" if change.contract else None)
     click.secho("text:", bold=True)
-    _print_unified(result.text.unified or "  (no text changes)")
+    print_unified(result.text.unified or "  (no text changes)")
     if result.rendered is not None:
         click.secho("rendered:", bold=True)
         for side, err in (("old", result.rendered.left_error),
                           ("new", result.rendered.right_error)):
             if err:
                 click.secho(f"  {side} version does not render: {err}", fg="yellow")
-        _print_unified(result.rendered.unified or "  (same messages)")
+        print_unified(result.rendered.unified or "  (same messages)")
     for case in result.cases:
         click.echo(f"  case {case['id']}: {case['change']}")
     if result.weights:
@@ -273,7 +298,8 @@ def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: 
             click.echo(f"  {w['module']}: {w['change']} {norm}{rel}")
 
 
-def _print_unified(text: str) -> None:
+def print_unified(text: str) -> None:
+    """Print a unified diff, coloured like git's."""
     for line in text.splitlines():
         color = None
         if line.startswith(("+++", "---")):
@@ -298,10 +324,10 @@ def label() -> None:
 @click.argument("version", type=int)
 @click.option("-m", "--message")
 @pass_ctx
-@reports_errors
 def label_set(ctx: Context, name: str, label_name: str, version: int,
               message: str | None) -> None:
     """Point LABEL of NAME at VERSION."""
+    ctx.policy.require_label(ctx.acting, label_name)
     with ctx.open() as reg:
         event = reg.set_label(name, label_name, version, message=message, author=ctx.author)
     if event is None:
@@ -315,9 +341,9 @@ def label_set(ctx: Context, name: str, label_name: str, version: int,
 @click.argument("label_name", metavar="LABEL")
 @click.option("-m", "--message")
 @pass_ctx
-@reports_errors
 def label_rm(ctx: Context, name: str, label_name: str, message: str | None) -> None:
     """Remove LABEL from NAME."""
+    ctx.policy.require_label(ctx.acting, label_name, "removing")
     with ctx.open() as reg:
         reg.remove_label(name, label_name, message=message, author=ctx.author)
     click.echo(f"removed {name}@{label_name}")
@@ -327,7 +353,6 @@ def label_rm(ctx: Context, name: str, label_name: str, message: str | None) -> N
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def label_list(ctx: Context, name: str, as_json: bool) -> None:
     """List the labels of NAME."""
     with ctx.open() as reg:
@@ -343,7 +368,6 @@ def label_list(ctx: Context, name: str, as_json: bool) -> None:
 @click.argument("name", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def label_log(ctx: Context, name: str | None, as_json: bool) -> None:
     """Show label moves (who moved what, when, why)."""
     with ctx.open() as reg:
@@ -362,10 +386,13 @@ def label_log(ctx: Context, name: str | None, as_json: bool) -> None:
 @click.option("--label", "label_name", help="Move this label instead of restoring content.")
 @click.option("-m", "--message")
 @pass_ctx
-@reports_errors
 def rollback(ctx: Context, name: str, to: int, label_name: str | None,
              message: str | None) -> None:
     """Roll back: move a label to version N, or restore N's content as a new version."""
+    if label_name:
+        ctx.policy.require_label(ctx.acting, label_name)
+    else:
+        ctx.policy.require_write_main(ctx.acting, "rolling back on main")
     with ctx.open() as reg:
         result = reg.rollback(name, to, label=label_name, message=message, author=ctx.author)
     if label_name:
@@ -381,7 +408,6 @@ def rollback(ctx: Context, name: str, to: int, label_name: str | None,
 @click.option("--sample", is_flag=True, help="Use the prompt's sample values as defaults.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None,
            sample: bool, as_json: bool) -> None:
     """Render a prompt version to chat messages."""
@@ -400,7 +426,6 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
 
 @main.command()
 @pass_ctx
-@reports_errors
 def reindex(ctx: Context) -> None:
     """Rebuild the SQL index from Git."""
     with ctx.open() as reg:
@@ -411,7 +436,6 @@ def reindex(ctx: Context) -> None:
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def fsck(ctx: Context, as_json: bool) -> None:
     """Check Git objects, the index against Git, and every current artifact."""
     with ctx.open() as reg:

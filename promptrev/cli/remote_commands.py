@@ -10,7 +10,7 @@ import click
 from promptrev import remotes
 from promptrev.errors import PromptrevError
 
-from .main import Context, emit_json, main, pass_ctx, reports_errors
+from .main import Context, emit_json, main, pass_ctx
 
 
 @main.group()
@@ -24,7 +24,6 @@ def remote() -> None:
 @click.option("--branch", default=remotes.DEFAULT_BRANCH, show_default=True,
               help="The remote's branch that mirrors main.")
 @pass_ctx
-@reports_errors
 def remote_add(ctx: Context, name: str, url: str, branch: str) -> None:
     """Follow the Git repository at URL as NAME (credentials: whatever git uses)."""
     with ctx.open() as reg:
@@ -35,7 +34,6 @@ def remote_add(ctx: Context, name: str, url: str, branch: str) -> None:
 @remote.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def remote_list(ctx: Context, as_json: bool) -> None:
     """List remotes (passwords in URLs are shown as ***)."""
     with ctx.open() as reg:
@@ -50,7 +48,6 @@ def remote_list(ctx: Context, as_json: bool) -> None:
 @remote.command("remove")
 @click.argument("name")
 @pass_ctx
-@reports_errors
 def remote_remove(ctx: Context, name: str) -> None:
     """Stop following remote NAME."""
     with ctx.open() as reg:
@@ -64,10 +61,10 @@ def remote_remove(ctx: Context, name: str) -> None:
               help="When both sides have new commits, merge them in one merge commit.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def pull(ctx: Context, name: str, merge: bool, as_json: bool) -> None:
     """Bring main up to the remote's branch; print the versions that arrived."""
     with ctx.open() as reg:
+        ctx.policy.require_write_main(ctx.acting, "pulling into main")
         result = remotes.pull(reg, name, merge=merge, author=ctx.author,
                               interactive=sys.stdin.isatty())
     if as_json:
@@ -80,7 +77,6 @@ def pull(ctx: Context, name: str, merge: bool, as_json: bool) -> None:
 @click.argument("name", default=remotes.DEFAULT_REMOTE, metavar="[REMOTE]")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def push(ctx: Context, name: str, as_json: bool) -> None:
     """Push main to the remote's branch (never forced: pull first if it moved)."""
     with ctx.open() as reg:
@@ -103,7 +99,7 @@ def sync(ctx: Context, name: str, merge: bool, every: float | None,
          times: int | None) -> None:
     """Pull, then push; with --every, again and again (errors are reported, not fatal)."""
     if every is None:
-        reports_errors(_sync_once)(ctx, name, merge, interactive=sys.stdin.isatty())
+        _sync_once(ctx, name, merge, interactive=sys.stdin.isatty())
         return
     rounds = 0
     failed = False
@@ -127,6 +123,7 @@ def sync(ctx: Context, name: str, merge: bool, every: float | None,
 
 def _sync_once(ctx: Context, name: str, merge: bool, *, interactive: bool) -> None:
     with ctx.open() as reg:
+        ctx.policy.require_write_main(ctx.acting, "syncing main")
         result = remotes.sync(reg, name, merge=merge, author=ctx.author,
                               interactive=interactive)
     _print_pull(result.pull)

@@ -17,19 +17,16 @@ from promptrev.accounts import User
 from promptrev.errors import PromptrevError
 from promptrev.model.artifacts import kind_of_file
 from promptrev.reviews import STATUSES, Edit, Reviews
-from promptrev.storage.gitstore import Signature
 
-from .main import Context, _print_unified, emit_json, main, pass_ctx, reports_errors
-from .server_commands import _settings
+from .main import Context, emit_json, main, pass_ctx, print_unified
 
 
 def _me(ctx: Context) -> User:
-    who = Signature.parse(ctx.author)
-    return User(-1, who.name, who.email, "admin")
+    return ctx.acting
 
 
 def _reviews(ctx: Context, reg) -> Reviews:
-    return Reviews(reg, _settings(ctx).policy)
+    return Reviews(reg, ctx.policy)
 
 
 def _edits(files: tuple[str, ...], deletes: tuple[str, ...]) -> list[Edit]:
@@ -67,7 +64,6 @@ def review() -> None:
 @click.option("--delete", "deletes", multiple=True, metavar="NAME",
               help="Propose deleting this prompt (repeatable).")
 @pass_ctx
-@reports_errors
 def review_open(ctx: Context, files: tuple[str, ...], title: str, description: str,
                 deletes: tuple[str, ...]) -> None:
     """Propose FILES (FILE or NAME=FILE) as a change request; main does not change."""
@@ -82,7 +78,6 @@ def review_open(ctx: Context, files: tuple[str, ...], title: str, description: s
               show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def review_list(ctx: Context, status: str, as_json: bool) -> None:
     """List change requests, newest first."""
     with ctx.open() as reg:
@@ -101,7 +96,6 @@ def review_list(ctx: Context, status: str, as_json: bool) -> None:
 @click.argument("number", type=int)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def review_show(ctx: Context, number: int, as_json: bool) -> None:
     """A request: its state, comments, conflicts and diff against main."""
     with ctx.open() as reg:
@@ -126,7 +120,7 @@ def review_show(ctx: Context, number: int, as_json: bool) -> None:
                    + ("  (main changed it since)" if change.main_moved else ""))
         for f in change.diff.fields:
             click.echo(f"  {f.describe()}")
-        _print_unified(change.diff.text.unified)
+        print_unified(change.diff.text.unified)
     for c in req.comments:
         where = f" on {c['path']}" + (f":{c['line']}" if c["line"] else "") if c["path"] else ""
         click.echo(f"\n{c['author']}{where}: {c['body']}")
@@ -138,7 +132,6 @@ def review_show(ctx: Context, number: int, as_json: bool) -> None:
 @click.option("--path", default=None, help="File of the request to comment on.")
 @click.option("--line", type=int, default=None, help="Line of that file.")
 @pass_ctx
-@reports_errors
 def review_comment(ctx: Context, number: int, body: str, path: str | None,
                    line: int | None) -> None:
     """Comment on a request (or on a line of one of its files)."""
@@ -150,7 +143,6 @@ def review_comment(ctx: Context, number: int, body: str, path: str | None,
 @review.command("approve")
 @click.argument("number", type=int)
 @pass_ctx
-@reports_errors
 def review_approve(ctx: Context, number: int) -> None:
     """Approve a request as it stands now."""
     with ctx.open() as reg:
@@ -164,7 +156,6 @@ def review_approve(ctx: Context, number: int) -> None:
 @click.option("-m", "--message", required=True, help="What this update changes.")
 @click.option("--delete", "deletes", multiple=True, metavar="NAME")
 @pass_ctx
-@reports_errors
 def review_update(ctx: Context, number: int, files: tuple[str, ...], message: str,
                   deletes: tuple[str, ...]) -> None:
     """Add edits to a request (resolving conflicts with main when it moved on)."""
@@ -176,7 +167,6 @@ def review_update(ctx: Context, number: int, files: tuple[str, ...], message: st
 @review.command("merge")
 @click.argument("number", type=int)
 @pass_ctx
-@reports_errors
 def review_merge(ctx: Context, number: int) -> None:
     """Merge a request into main."""
     with ctx.open() as reg:
@@ -195,7 +185,6 @@ def review_merge(ctx: Context, number: int) -> None:
 @click.argument("number", type=int)
 @click.option("--reason", default="", help="Why, for the author.")
 @pass_ctx
-@reports_errors
 def review_reject(ctx: Context, number: int, reason: str) -> None:
     """Close a request without merging it."""
     with ctx.open() as reg:

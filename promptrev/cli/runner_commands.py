@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 
-from .main import Context, emit_json, main, parse_vars, pass_ctx, reports_errors
+from .main import Context, emit_json, main, parse_vars, pass_ctx
 
 
-def _runner(reg):
-    from promptrev.runner.base import model_specs, read_models_file
+def runner_for(ctx: Context, reg):
+    """A runner on ``reg`` with the configured models (PROMPTREV_MODELS)."""
+    from promptrev.runner.base import model_specs
     from promptrev.runner.execute import Runner
 
-    env = dict(os.environ)
-    models = model_specs(read_models_file(env.get("PROMPTREV_MODELS")), env)
-    return Runner(reg, env=env, models=models)
+    settings = ctx.settings
+    return Runner(reg, env=settings.env, models=model_specs(settings.models, settings.env))
 
 
 @main.command()
@@ -32,7 +31,6 @@ def _runner(reg):
 @click.option("--stream", is_flag=True, help="Print the answer as it is generated.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def run(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None, sample: bool,
         adapter: str | None, model: str | None, max_tokens: int | None,
         temperature: float | None, stream: bool, as_json: bool) -> None:
@@ -42,7 +40,7 @@ def run(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None, s
         values = parse_vars(pairs, vars_file)
         if sample:
             values = {**reg.prompt(ref).sample(), **values}
-        runner = _runner(reg)
+        runner = runner_for(ctx, reg)
         if stream and not as_json:
             prompt, request, _ = runner.prepare(ref, values, adapter=adapter, params=params)
             for piece in runner.stream(request, runner.model_spec(prompt, model)):
@@ -78,7 +76,6 @@ def run(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None, s
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("-m", "--message", default=None)
 @pass_ctx
-@reports_errors
 def finetune(ctx: Context, dataset: str, model_path: str, name: str, method: str,
              prompt: str | None, rank: int, alpha: int, virtual_tokens: int, epochs: float,
              max_steps: int, lr: float, batch_size: int, validation_split: float, seed: int,
@@ -92,7 +89,7 @@ def finetune(ctx: Context, dataset: str, model_path: str, name: str, method: str
                             max_steps=max_steps, learning_rate=lr, batch_size=batch_size,
                             validation_split=validation_split, seed=seed)
     with ctx.open() as reg:
-        runner = _runner(reg)
+        runner = runner_for(ctx, reg)
         path = runner.models[model_path].name if model_path in runner.models else model_path
         version = train(reg, dataset=dataset, model_path=path, name=name, config=config,
                         prompt=prompt, author=ctx.author, message=message,

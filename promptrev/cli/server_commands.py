@@ -5,27 +5,21 @@ from __future__ import annotations
 import os
 import secrets
 import sys
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import click
 
 from promptrev.accounts import ROLES, Accounts
 
-from .main import Context, emit_json, main, pass_ctx, reports_errors
-
-
-def _settings(ctx: Context, **overrides):
-    from promptrev.server.settings import Settings  # the server package is an edge, like this one
-
-    return Settings.from_env(registry=ctx.path, index_url=ctx.index_url,
-                             max_bytes=ctx.max_bytes, **overrides)
+from .main import Context, emit_json, main, pass_ctx
 
 
 def _accounts(ctx: Context) -> Accounts:
     if not os.path.exists(os.path.join(ctx.path, "HEAD")):
         raise click.ClickException(f"no registry at {ctx.path} (create one with "
                                    "'promptrev init' or start 'promptrev serve')")
-    return Accounts(_settings(ctx).resolved().accounts_url)
+    return Accounts(ctx.settings.with_accounts().accounts_url)
 
 
 @main.command()
@@ -38,7 +32,6 @@ def _accounts(ctx: Context) -> Accounts:
               help="Let anyone read without logging in (writes still need an account).")
 @click.option("--access-log", is_flag=True, help="Log every request to stdout.")
 @pass_ctx
-@reports_errors
 def serve(ctx: Context, host: str, port: int, workers: int | None, dev: bool,
           anonymous_read: bool | None, access_log: bool) -> None:
     """Run the server (web pages + JSON API) on the registry, creating it if needed.
@@ -50,7 +43,7 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, dev: bool,
     from promptrev.server import prepare
     from promptrev.server.serve import run
 
-    settings = _settings(ctx, anonymous_read=anonymous_read or None)
+    settings = replace(ctx.settings, anonymous_read=anonymous_read or ctx.settings.anonymous_read)
     done = prepare(settings, admin_password=os.environ.get("PROMPTREV_ADMIN_PASSWORD"))
     if done.created_registry:
         click.echo(f"created registry {ctx.path}")
@@ -88,7 +81,6 @@ def _password(value: str | None, generate: bool) -> tuple[str | None, bool]:
 @click.option("--password", default=None,
               help="Password ('-' reads it from stdin; default: a random one, printed once).")
 @pass_ctx
-@reports_errors
 def user_add(ctx: Context, name: str, role: str, email: str | None,
              password: str | None) -> None:
     """Create a user."""
@@ -110,7 +102,6 @@ def user_add(ctx: Context, name: str, role: str, email: str | None,
               help="New password ('-' reads stdin; no value: a random one, printed once).")
 @click.option("--disable/--enable", default=None, help="Refuse or allow this user's logins.")
 @pass_ctx
-@reports_errors
 def user_set(ctx: Context, name: str, role: str | None, password: str | None,
              disable: bool | None) -> None:
     """Change a user's role, password or state."""
@@ -129,7 +120,6 @@ def user_set(ctx: Context, name: str, role: str | None, password: str | None,
 @user.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def user_list(ctx: Context, as_json: bool) -> None:
     """List users."""
     accounts = _accounts(ctx)
@@ -153,7 +143,6 @@ def token() -> None:
 @click.argument("user_name", metavar="USER")
 @click.option("--label", default="cli", show_default=True, help="What the token is for.")
 @pass_ctx
-@reports_errors
 def token_create(ctx: Context, user_name: str, label: str) -> None:
     """Create a token for USER and print it (the only time it is shown)."""
     accounts = _accounts(ctx)
@@ -170,7 +159,6 @@ def token_create(ctx: Context, user_name: str, label: str) -> None:
 @click.argument("user_name", metavar="USER", required=False)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def token_list(ctx: Context, user_name: str | None, as_json: bool) -> None:
     """List tokens (never their secrets)."""
     accounts = _accounts(ctx)
@@ -190,7 +178,6 @@ def token_list(ctx: Context, user_name: str | None, as_json: bool) -> None:
 @token.command("revoke")
 @click.argument("token_id", type=int)
 @pass_ctx
-@reports_errors
 def token_revoke(ctx: Context, token_id: int) -> None:
     """Revoke a token by id (see 'promptrev token list')."""
     accounts = _accounts(ctx)
@@ -205,7 +192,6 @@ def token_revoke(ctx: Context, token_id: int) -> None:
 @click.option("--limit", default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def audit(ctx: Context, limit: int, as_json: bool) -> None:
     """Every write, label move and rollback, newest first."""
     with ctx.open() as reg:

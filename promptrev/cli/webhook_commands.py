@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from promptrev.webhooks import Deliverer, Webhooks, event_patterns
+from promptrev.webhooks import Deliverer, RetryPolicy, Webhooks, event_patterns
 
-from .main import Context, emit_json, main, pass_ctx, reports_errors
+from .main import Context, emit_json, main, pass_ctx
 
 
 @main.group()
@@ -32,12 +32,12 @@ def webhook() -> None:
 @click.option("--disabled", is_flag=True, help="Add it switched off.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def webhook_add(ctx: Context, url: str, secret: str | None, events: tuple[str, ...],
                 disabled: bool, as_json: bool) -> None:
     """Call URL when one of the events happens."""
     with ctx.open() as reg:
-        hook = Webhooks(reg.engine).add(url, events=list(events) or None, secret=secret,
+        ctx.policy.require(ctx.acting, "manage_webhooks", "managing webhooks")
+        hook = Webhooks(reg).add(url, events=list(events) or None, secret=secret,
                                         created_by=ctx.author, active=not disabled)
     if as_json:
         emit_json(hook)
@@ -51,11 +51,10 @@ def webhook_add(ctx: Context, url: str, secret: str | None, events: tuple[str, .
 @webhook.command("list")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-@reports_errors
 def webhook_list(ctx: Context, as_json: bool) -> None:
     """Show every webhook."""
     with ctx.open() as reg:
-        hooks = Webhooks(reg.engine).list()
+        hooks = Webhooks(reg).list()
     if as_json:
         emit_json(hooks)
         return
@@ -67,33 +66,30 @@ def webhook_list(ctx: Context, as_json: bool) -> None:
 @webhook.command("rm")
 @click.argument("hook_id", type=int)
 @pass_ctx
-@reports_errors
 def webhook_rm(ctx: Context, hook_id: int) -> None:
     """Remove a webhook and its delivery log."""
     with ctx.open() as reg:
-        Webhooks(reg.engine).remove(hook_id)
+        Webhooks(reg).remove(hook_id)
     click.echo(f"removed webhook {hook_id}")
 
 
 @webhook.command("disable")
 @click.argument("hook_id", type=int)
 @pass_ctx
-@reports_errors
 def webhook_disable(ctx: Context, hook_id: int) -> None:
     """Stop sending to a webhook (pending deliveries wait until it is enabled)."""
     with ctx.open() as reg:
-        Webhooks(reg.engine).set_active(hook_id, False)
+        Webhooks(reg).set_active(hook_id, False)
     click.echo(f"disabled webhook {hook_id}")
 
 
 @webhook.command("enable")
 @click.argument("hook_id", type=int)
 @pass_ctx
-@reports_errors
 def webhook_enable(ctx: Context, hook_id: int) -> None:
     """Send to a disabled webhook again."""
     with ctx.open() as reg:
-        Webhooks(reg.engine).set_active(hook_id, True)
+        Webhooks(reg).set_active(hook_id, True)
     click.echo(f"enabled webhook {hook_id}")
 
 
@@ -104,12 +100,11 @@ def webhook_enable(ctx: Context, hook_id: int) -> None:
 @click.option("--limit", type=click.IntRange(1, 10000), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Everything, with bodies and attempts.")
 @pass_ctx
-@reports_errors
 def webhook_deliveries(ctx: Context, hook_id: int | None, status: str | None,
                        event: str | None, limit: int, as_json: bool) -> None:
     """Show recent deliveries, newest first, with every attempt."""
     with ctx.open() as reg:
-        found = Webhooks(reg.engine).deliveries(webhook_id=hook_id, status=status,
+        found = Webhooks(reg).deliveries(webhook_id=hook_id, status=status,
                                                 event=event, limit=limit)
     if as_json:
         emit_json(found)
@@ -127,11 +122,10 @@ def webhook_deliveries(ctx: Context, hook_id: int | None, status: str | None,
 @webhook.command("redeliver")
 @click.argument("delivery_id", type=int)
 @pass_ctx
-@reports_errors
 def webhook_redeliver(ctx: Context, delivery_id: int) -> None:
     """Queue a delivery's body to be sent again (run 'webhook deliver' or the server)."""
     with ctx.open() as reg:
-        new = Webhooks(reg.engine).redeliver(delivery_id)
+        new = Webhooks(reg).redeliver(delivery_id)
     click.echo(f"queued delivery {new['id']} (again of {delivery_id})")
 
 
@@ -140,18 +134,15 @@ def webhook_redeliver(ctx: Context, delivery_id: int) -> None:
 @click.option("--poll", type=float, default=None,
               help="Seconds between looks for due deliveries (PROMPTREV_WEBHOOK_POLL, 2).")
 @pass_ctx
-@reports_errors
 def webhook_deliver(ctx: Context, once: bool, poll: float | None) -> None:
     """Send due deliveries from this terminal (for setups without 'promptrev serve').
 
     Retries follow PROMPTREV_WEBHOOK_RETRY_BASE, _RETRY_CAP, _MAX_ATTEMPTS and _TIMEOUT.
     """
-    from promptrev.server.settings import Settings  # the server's settings, read like 'serve' does
-
-    settings = Settings.from_env(registry=ctx.path, index_url=ctx.index_url)
+    settings = ctx.settings  # the server's settings, read as 'serve' reads them
     poll = poll if poll is not None else settings.webhook_poll
     with ctx.open() as reg:
-        deliverer = Deliverer(reg.engine, retry=settings.webhook_retry,
+        deliverer = Deliverer(reg, retry=RetryPolicy.from_settings(settings),
                               timeout=settings.webhook_timeout)
         if once:
             total = 0

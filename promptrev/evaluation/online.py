@@ -17,37 +17,18 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
 
 from ..errors import InvalidRequest
+from ..storage.sql import engine_of
+from ..storage.tables import T_OUTCOME
 from . import stats
-
-
-class OutcomeRow(SQLModel, table=True):
-    """One outcome reported by an application for a caller key."""
-
-    __tablename__ = "ab_outcome"
-    __table_args__ = (sa.Index("ix_ab_outcome_arm", "kind", "name", "label", "version"),)
-    id: int = Field(primary_key=True)
-    kind: str = Field(max_length=16)
-    name: str = Field(max_length=255)
-    label: str = Field(max_length=63)
-    version: int
-    key: str = Field(max_length=200)
-    metric: str = Field(max_length=100)
-    value: float
-    created: int
-
-
-T_OUTCOME = OutcomeRow.__table__
 
 
 class Outcomes:
     """Outcomes in the registry's SQL database (not derived from Git; reindex keeps them)."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, registry: Any):
+        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
 
     def record(self, registry, ref: str, key: str, value: Any, metric: str = "success",
                kind: str = "prompt") -> dict[str, Any]:

@@ -9,66 +9,21 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, Optional
+from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
-from sqlmodel import Field, SQLModel
 
 from ..errors import NotFound
-
-
-class EvalRunRow(SQLModel, table=True):
-    """One evaluation run: its resolved spec, state and (when finished) its report."""
-
-    __tablename__ = "eval_run"
-    id: int = Field(primary_key=True)
-    name: str = Field(max_length=200)
-    author: str = Field(max_length=255)
-    created: int
-    updated: int
-    status: str = Field(max_length=16)  # running, done, failed
-    dataset: str = Field(max_length=300)  # name@N, resolved at start
-    cases: int
-    spec: str  # JSON: variants with exact versions, scorers, prices
-    report: Optional[str] = None  # JSON, written when the run finishes
-    error: Optional[str] = None
-
-
-class EvalResultRow(SQLModel, table=True):
-    """One case of one variant: the output, its scores and what it cost."""
-
-    __tablename__ = "eval_result"
-    __table_args__ = (sa.UniqueConstraint("run_id", "variant", "case_id"),)
-    id: int = Field(primary_key=True)
-    run_id: int = Field(foreign_key="eval_run.id", index=True)
-    variant: str = Field(max_length=100)
-    case_id: str = Field(max_length=200)
-    case_index: int
-    output: str
-    scores: str  # JSON {scorer: value or null}
-    details: str  # JSON {scorer: detail}
-    prompt: str = Field(max_length=300)  # exact prompt version, name@N
-    adapter: Optional[str] = Field(default=None, max_length=300)
-    backend: str = Field(max_length=50)
-    model: str = Field(max_length=500)
-    prompt_tokens: int
-    completion_tokens: int
-    latency_s: float
-    cost: Optional[float] = None
-    error: Optional[str] = None
-    created: int
-
-
-T_RUN = EvalRunRow.__table__
-T_RESULT = EvalResultRow.__table__
+from ..storage.sql import engine_of
+from ..storage.tables import T_EVAL_RESULT as T_RESULT
+from ..storage.tables import T_EVAL_RUN as T_RUN
 
 
 class EvalStore:
     """Runs and results in the registry's SQL database."""
 
-    def __init__(self, engine: Engine):
-        self.engine = engine
+    def __init__(self, registry: Any):
+        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
 
     def create(self, *, name: str, author: str, dataset: str, cases: int,
                spec: dict[str, Any]) -> int:

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
-from promptrev.adapters import CARD, SIDECARS, validate_card
-
+from .adapter_cards import CARD, SIDECARS, validate_card
 from .datasets import parse_dataset
 from .prompty import Problem, parse_prompt
 
@@ -60,9 +59,21 @@ KINDS: dict[str, Kind] = {}
 
 
 def register_kind(kind: Kind) -> Kind:
-    """Register an artifact kind by name."""
+    """Register an artifact kind by name; every list of kinds is derived from these.
+
+    A second kind of the same name, or one claiming another kind's folder, is refused.
+    """
+    for known in KINDS.values():
+        if kind.name == known.name or kind.folder == known.folder:
+            raise ValueError(f"artifact kind {kind.name!r} ({kind.folder}/) clashes with the "
+                             f"registered kind {known.name!r} ({known.folder}/)")
     KINDS[kind.name] = kind
     return kind
+
+
+def text_kinds() -> list[str]:
+    """Kinds whose artifact is one text file (no sidecar files): editable as text."""
+    return [name for name, kind in KINDS.items() if not kind.sidecars]
 
 
 def _validate_prompt(text: str, filename: str) -> list[Problem]:

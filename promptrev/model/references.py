@@ -16,7 +16,6 @@ from .names import validate_name
 
 _HEX = re.compile(r"[0-9a-f]{4,40}\Z")
 _LABELISH = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}\Z")
-KIND_PREFIXES = ("prompt", "dataset", "adapter")
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,11 @@ def parse_reference(text: object, kind: str | None = None) -> Reference:
     ref_kind = kind
     head, sep, rest = raw.partition(":")
     if sep:
-        if head not in KIND_PREFIXES:
+        from .artifacts import KINDS  # kinds register when artifacts is imported
+
+        if head not in KINDS:
             raise InvalidReference(
-                f"reference {raw!r}: unknown kind {head!r} (use one of {', '.join(KIND_PREFIXES)})"
+                f"reference {raw!r}: unknown kind {head!r} (use one of {', '.join(KINDS)})"
             )
         if kind is not None and head != kind:
             raise InvalidReference(f"reference {raw!r} names a {head}, but a {kind} is expected")

@@ -4,8 +4,9 @@ Backends are registered by name (``@backend("hf")``, ``@backend("openai")``) and
 lazily, so nothing here loads torch, transformers or openai until a backend is used.
 """
 
+from promptrev.model.adapter_cards import AdapterSource
+
 from .base import (
-    AdapterSource,
     Backend,
     Generation,
     GenerationRequest,

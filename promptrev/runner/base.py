@@ -8,21 +8,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from promptrev.model.adapter_cards import AdapterSource
+
 from ..errors import InvalidRequest
-
-
-@dataclass(frozen=True)
-class AdapterSource:
-    """A PEFT adapter folder on local disk, identified by the hash of its content.
-
-    ``key`` is stable for identical adapter content (the registry uses the adapter card's
-    blob id), so backends cache loaded adapters by it.
-    """
-
-    key: str
-    path: str
-    peft_type: str = "LORA"
-    ref: str | None = None  # e.g. "support/tone@3", for messages and usage records
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from promptrev.model.adapter_cards import AdapterSource
 from promptrev.model.prompty import Prompt
 
 from ..errors import InvalidRequest, ValidationFailed
-from .base import ALIASES, AdapterSource, Generation, GenerationRequest, ModelSpec, get_backend
+from .base import ALIASES, Generation, GenerationRequest, ModelSpec, get_backend
 
 _ENV = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?\}$")
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n```\s*$", re.S)

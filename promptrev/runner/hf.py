@@ -53,8 +53,10 @@ from transformers import (
     TextIteratorStreamer,
 )
 
+from promptrev.model.adapter_cards import AdapterSource
+
 from ..errors import InvalidRequest
-from .base import AdapterSource, Generation, GenerationRequest, ModelSpec, backend
+from .base import Generation, GenerationRequest, ModelSpec, backend
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_ADAPTERS = 16

@@ -12,17 +12,16 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
-from ..errors import Busy, InvalidRequest, PromptrevError
+from ..errors import Busy, InvalidRequest, PromptrevError, RemoteFailed
 from .base import Generation, GenerationRequest, ModelSpec, backend
 
 DEFAULT_RETRIES = 4
 DEFAULT_CONCURRENCY = 8
 
 
-class BackendFailed(PromptrevError):
+class BackendFailed(RemoteFailed):
     """The model server refused or failed the request."""
 
-    status = 502
     code = "backend_error"
 
 

@@ -19,10 +19,9 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFProtect
 
 from promptrev.accounts import Accounts
+from promptrev.config import Settings
 from promptrev.importing import import_folder
 from promptrev.registry import Registry
-
-from .settings import Settings
 
 __all__ = ["Settings", "create_app", "prepare"]
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -84,7 +83,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .fastpath import FastReads
     from .state import ServerState
 
-    settings = (settings or Settings.from_env()).resolved()
+    settings = (settings or Settings.from_env(os.environ)).resolved()
     app = Flask(__name__, template_folder=TEMPLATES)
     app.config.update(
         SECRET_KEY=settings.secret_key,

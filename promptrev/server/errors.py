@@ -12,12 +12,30 @@ from flask import Flask, Response, render_template, request
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from promptrev import errors
 from promptrev.errors import PromptrevError
 
 from .state import json_bytes
 
 log = logging.getLogger("promptrev.server")
 _JSON_PREFIXES = ("/api/", "/v1/")
+
+
+# The one mapping from what went wrong (the core's error classes) to HTTP statuses; an
+# error is answered with the status of the nearest class in its hierarchy.
+STATUSES: dict[type[PromptrevError], int] = {
+    errors.InvalidName: 400, errors.InvalidReference: 400, errors.AmbiguousReference: 400,
+    errors.InvalidRequest: 400, errors.Unauthorized: 401, errors.Forbidden: 403,
+    errors.NotFound: 404, errors.ArtifactDeleted: 410, errors.Conflict: 409,
+    errors.TooLarge: 413, errors.ValidationFailed: 422, errors.RenderFailed: 422,
+    errors.PreconditionRequired: 428, errors.StorageError: 500, errors.RemoteFailed: 502,
+    errors.Busy: 503, PromptrevError: 500,
+}
+
+
+def http_status(exc: PromptrevError) -> int:
+    """The HTTP status that answers ``exc``."""
+    return next(STATUSES[cls] for cls in type(exc).__mro__ if cls in STATUSES)
 
 
 def _wants_json() -> bool:
@@ -43,7 +61,7 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(PromptrevError)
     def _promptrev(exc: PromptrevError) -> Response:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(http_status(exc), exc.code, exc.message, exc.details)
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Response:

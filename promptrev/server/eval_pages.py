@@ -32,6 +32,7 @@ from promptrev.registry import Registry
 from promptrev.runner.execute import Runner
 
 from .auth import state
+from .errors import http_status
 from .web import reader, writer
 
 bp = Blueprint("eval", __name__, url_prefix="/eval")
@@ -44,7 +45,7 @@ _OPERATIONAL = {"latency", "input_tokens", "output_tokens", "cost"}
 
 
 def _store() -> EvalStore:
-    return EvalStore(state().registry.engine)
+    return EvalStore(state().registry)
 
 
 def _runner(registry) -> Runner:
@@ -66,7 +67,7 @@ def runs(user) -> str:
 def run(user, run_id: int) -> str:
     """Verdict, interval charts, comparisons, cost and latency, prompts, per-case table."""
     reg = state().registry
-    store = EvalStore(reg.engine)
+    store = EvalStore(reg)
     record = store.run(run_id)
     results = store.results(run_id)
     spec, report = record["spec"], record["report"]
@@ -306,7 +307,7 @@ def _nice_step(raw: float) -> float:
 @writer
 def new(user) -> str | Response | tuple[str, int]:
     """A spec in a textarea; a valid one starts a run in the background."""
-    user.require("write", "starting an evaluation")
+    state().policy.require(user, "write", "starting an evaluation")
     error = None
     if request.method == "POST":
         text = request.form.get("spec", "").replace("\r\n", "\n")
@@ -327,7 +328,10 @@ def new(user) -> str | Response | tuple[str, int]:
         "eval_new.html", user=user, text=text, error=error, models=sorted(state().models),
         scorers=scorer_names(),
         datasets=[r.name for r in state().registry.list(kind="dataset")])
-    return (page, error.status if error.status < 500 else 400) if error else page
+    if error is None:
+        return page
+    status = http_status(error)
+    return page, status if status < 500 else 400
 
 
 def _spec_of(run_id: str) -> str | None:

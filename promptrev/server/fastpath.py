@@ -18,9 +18,9 @@ from urllib.parse import parse_qsl
 from werkzeug.http import parse_etags
 
 from promptrev.errors import PromptrevError
+from promptrev.model.artifacts import KINDS
 
 _PATH = "/api/v1/artifact"
-_KINDS = ("prompt", "dataset", "adapter")
 
 
 class FastReads:
@@ -43,7 +43,7 @@ class FastReads:
     def _cached(self, environ: dict) -> tuple[str, list, bytes] | None:
         query = dict(parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True))
         ref, kind = query.get("ref"), query.get("kind") or None
-        if not ref or len(ref) > 1024 or "key" in query or kind not in (None, *_KINDS):
+        if not ref or len(ref) > 1024 or "key" in query or kind not in (None, *KINDS):
             return None
         if not self._allowed(environ.get("HTTP_AUTHORIZATION", "")):
             return None  # Flask answers 401 with the full error

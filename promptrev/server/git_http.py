@@ -32,6 +32,7 @@ from promptrev.accounts import User
 from promptrev.errors import PromptrevError, Unauthorized
 
 from .auth import ANONYMOUS, state
+from .errors import http_status
 
 bp = Blueprint("git", __name__, url_prefix="/git")
 HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "githooks")
@@ -52,12 +53,13 @@ def backend(path: str) -> Response:
     settings = state().settings
     try:
         user = _caller(push)
-        user.require("write" if push else "read", "pushing" if push else "reading")
+        state().policy.require(user, "write" if push else "read",
+                               "pushing" if push else "reading")
         body = get_input_stream(request.environ, safe_fallback=False,
                                 max_content_length=settings.git_max_request_bytes) \
             if request.method == "POST" else None
     except PromptrevError as exc:
-        return _refusal(exc.status, exc.message)
+        return _refusal(http_status(exc), exc.message)
     except RequestEntityTooLarge:
         return _too_large(settings.git_max_request_bytes)
     return _run(path, user, body)
@@ -141,7 +143,7 @@ def _environ(path: str, user: User) -> dict[str, str]:
     """The CGI variables of ``git http-backend``, and what the receive hooks need."""
     settings = state().settings
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PROMPTREV_"))}
-    policy = settings.policy
+    policy = state().policy
     env.update({
         "GIT_PROJECT_ROOT": os.path.abspath(settings.registry),
         "GIT_HTTP_EXPORT_ALL": "1",

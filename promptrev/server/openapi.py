@@ -11,13 +11,14 @@ import functools
 from typing import Any
 
 from promptrev import __version__
+from promptrev.model.artifacts import KINDS, text_kinds
 from promptrev.webhooks import STATUSES, event_patterns
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
 _NULL_INT = {"type": "integer", "nullable": True}
 _NONEMPTY = {"type": "string", "minLength": 1}
-_KINDS = {"type": "string", "enum": ["prompt", "dataset", "adapter"]}
+_KINDS = {"type": "string", "enum": list(KINDS)}
 _NULL_STR = {"type": "string", "nullable": True}
 _ID = {"type": "integer", "minimum": 1, "maximum": 2 ** 31 - 1}
 
@@ -312,7 +313,7 @@ def openapi_document() -> dict[str, Any]:
 def _review_paths() -> dict[str, Any]:
     edits = {"type": "array", "minItems": 1, "items": _obj(
         ["name", "text"], name=_NONEMPTY, text={"type": "string", "nullable": True},
-        kind=_nullable({"type": "string", "enum": ["prompt", "dataset"]}))}
+        kind=_nullable({"type": "string", "enum": text_kinds()}))}
     edit_example = [{"name": "summarize", "text": "---\nname: summarize\n---\nuser:\n"
                      "Summarize in {{max_words}} words: {{text}}\n"}]
     detail = {"allOf": [_ref("Review"), _obj(

@@ -11,7 +11,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
 from promptrev.accounts import User
-from promptrev.errors import InvalidRequest, PromptrevError
+from promptrev.errors import InvalidRequest, NotFound, PromptrevError
 from promptrev.reviews import STATUSES, Reviews
 
 from .auth import state
@@ -79,7 +79,7 @@ def act(user: User, number: int, action: str) -> Response:
         else:
             raise InvalidRequest(f"unknown action {action!r}")
     except PromptrevError as exc:
-        if exc.status == 404:
+        if isinstance(exc, NotFound):
             raise
         flash(f"{action} refused: {exc.message}")
     return redirect(url_for("reviews.review", number=number))

@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from promptrev.config import Settings
+
 from . import create_app
-from .settings import Settings
 from .webhook_delivery import start_delivery, stop_delivery
 
 

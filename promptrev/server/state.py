@@ -20,10 +20,10 @@ from typing import Any
 from flask import g
 
 from promptrev.accounts import Accounts
+from promptrev.config import Settings
+from promptrev.policy import Policy
 from promptrev.registry import Registry
 from promptrev.runner.base import model_specs
-
-from .settings import Settings
 
 MAX_IDLE = 8
 
@@ -42,8 +42,7 @@ class ServerState:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.accounts = Accounts(settings.accounts_url)
-        self.protected_labels = frozenset(settings.protected_labels)
-        self.policy = settings.policy
+        self.policy = Policy.from_settings(settings)
         self.models = model_specs(settings.models, settings.env)
         self.backends: dict = {}  # loaded models, shared by every request of this process
         self._idle: list[Lease] = []

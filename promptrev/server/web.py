@@ -24,8 +24,9 @@ from flask import (
 )
 from flask_login import current_user, login_user, logout_user
 
-from promptrev.accounts import User, check_label_move
+from promptrev.accounts import User
 from promptrev.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from promptrev.model.artifacts import KINDS
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.prompty import parse_prompt
 from promptrev.reviews import Edit, Reviews
@@ -34,7 +35,6 @@ from .auth import SessionUser, state, web_user
 from .highlight import highlight_artifact, stylesheet
 
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
-KINDS = ("prompt", "dataset", "adapter")
 
 
 def reader(view):
@@ -140,7 +140,7 @@ def artifact(user: User, name: str) -> str:
     return render_template(
         "artifact.html", user=user, name=name, kind=kind, version=version, history=history,
         text=text, highlighted=highlight_artifact(text, kind) if text is not None else None,
-        prompt=prompt, labels=labels, protected=state().protected_labels,
+        prompt=prompt, labels=labels, protected=state().policy.protected_labels,
         latest=history[0].number, experiments=_experiments(reg, name, kind))
 
 
@@ -151,7 +151,7 @@ def _experiments(reg, name: str, kind: str) -> list[dict]:
         return []
     from promptrev.evaluation.online import Outcomes
 
-    outcomes = Outcomes(reg.engine)
+    outcomes = Outcomes(reg)
     return [outcomes.report(reg, name, label, kind) for label in sorted(splits)]
 
 
@@ -260,7 +260,7 @@ def label(user: User) -> str | Response:
     name, label_name = _need("name"), validate_label(_need("label"))
     remove = request.values.get("remove") == "1"
     to = None if remove else _int("to")
-    check_label_move(user, label_name, state().protected_labels)
+    state().policy.require_label(user, label_name)
     labels = reg.labels(name, kind)
     current = labels.get(label_name)
     if request.method == "POST":
@@ -290,7 +290,7 @@ def rollback(user: User) -> str | Response:
     name, to = _need("name"), _int("to")
     label_name = request.values.get("label", "").strip() or None
     if label_name:
-        check_label_move(user, label_name, state().protected_labels)
+        state().policy.require_label(user, label_name)
     else:
         state().policy.require_write_main(user, "rolling back on main")
     latest = reg.resolve(name, kind)
@@ -378,5 +378,5 @@ def install_filters(app: Flask) -> None:
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
-        return {"kinds": KINDS}
+        return {"kinds": tuple(KINDS)}
 

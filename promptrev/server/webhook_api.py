@@ -11,36 +11,37 @@ from flask import Response, g
 from promptrev.errors import InvalidRequest
 from promptrev.webhooks import Webhooks
 
-from .api import _arg, _body, _field, _int, _int_arg, _json, bp
+from .api import bp
 from .auth import state
+from .params import arg, field, int_arg, json_body, json_response, to_int
 
 MAX_ID = 2 ** 31 - 1
 
 
 def _hooks() -> Webhooks:
-    g.user.require("manage_webhooks", "managing webhooks")
-    return Webhooks(state().registry.engine)
+    state().policy.require(g.user, "manage_webhooks", "managing webhooks")
+    return Webhooks(state().registry)
 
 
 def _id(name: str = "id") -> int:
-    return _int(_arg(name), name, 1, MAX_ID)
+    return to_int(arg(name), name, 1, MAX_ID)
 
 
 @bp.get("/webhooks")
 def list_webhooks() -> Response:
     """Every webhook (secrets are never shown again)."""
-    return _json({"webhooks": _hooks().list()})
+    return json_response({"webhooks": _hooks().list()})
 
 
 @bp.post("/webhooks")
 def add_webhook() -> Response:
     """Add a webhook; the answer shows its secret this once."""
     hooks = _hooks()
-    data = _body()
-    hook = hooks.add(_field(data, "url", str), events=_field(data, "events", list, None),
-                     secret=_field(data, "secret", str, None),
-                     active=_field(data, "active", bool, True), created_by=g.user.name)
-    return _json(hook, 201)
+    data = json_body()
+    hook = hooks.add(field(data, "url", str), events=field(data, "events", list, None),
+                     secret=field(data, "secret", str, None),
+                     active=field(data, "active", bool, True), created_by=g.user.name)
+    return json_response(hook, 201)
 
 
 @bp.patch("/webhooks")
@@ -48,7 +49,7 @@ def update_webhook() -> Response:
     """Enable or disable a webhook."""
     hooks = _hooks()
     hook_id = _id()
-    return _json(hooks.set_active(hook_id, _field(_body(), "active", bool)))
+    return json_response(hooks.set_active(hook_id, field(json_body(), "active", bool)))
 
 
 @bp.delete("/webhooks")
@@ -57,25 +58,25 @@ def remove_webhook() -> Response:
     hooks = _hooks()
     hook_id = _id()
     hooks.remove(hook_id)
-    return _json({"id": hook_id, "removed": True})
+    return json_response({"id": hook_id, "removed": True})
 
 
 @bp.get("/webhook-deliveries")
 def list_deliveries() -> Response:
     """Deliveries, newest first, each with its attempts."""
     hooks = _hooks()
-    return _json({"deliveries": hooks.deliveries(
-        webhook_id=_int_arg("webhook", None, 1, MAX_ID), status=_arg("status", None),
-        event=_arg("event", None, max_len=64), limit=_int_arg("limit", 50, 1, 1000))})
+    return json_response({"deliveries": hooks.deliveries(
+        webhook_id=int_arg("webhook", None, 1, MAX_ID), status=arg("status", None),
+        event=arg("event", None, max_len=64), limit=int_arg("limit", 50, 1, 1000))})
 
 
 @bp.post("/webhook-deliveries/redeliver")
 def redeliver() -> Response:
     """Send a delivery again (as a new delivery)."""
     hooks = _hooks()
-    value = _body().get("id")
+    value = json_body().get("id")
     if value is None:
         raise InvalidRequest("field 'id' is required (the delivery to send again)")
     if isinstance(value, str):  # a JSON number, as documented
         raise InvalidRequest("field 'id' must be an integer")
-    return _json(hooks.redeliver(_int(value, "id", 1, MAX_ID)), 201)
+    return json_response(hooks.redeliver(to_int(value, "id", 1, MAX_ID)), 201)

@@ -14,7 +14,7 @@ import threading
 from flask import Flask
 
 from promptrev.registry import Registry
-from promptrev.webhooks import Deliverer
+from promptrev.webhooks import Deliverer, RetryPolicy
 
 log = logging.getLogger("promptrev.webhooks")
 EXTENSION = "promptrev_webhooks"
@@ -27,7 +27,7 @@ class DeliveryThread:
         self.settings = settings
         self.registry = Registry.open(settings.registry, index_url=settings.index_url,
                                       max_bytes=settings.max_bytes)
-        self.deliverer = Deliverer(self.registry.engine, retry=settings.webhook_retry,
+        self.deliverer = Deliverer(self.registry, retry=RetryPolicy.from_settings(settings),
                                    timeout=settings.webhook_timeout)
         self.thread = threading.Thread(target=self._run, name="promptrev-webhooks",
                                        daemon=True)

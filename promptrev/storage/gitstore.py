@@ -95,6 +95,11 @@ class Conflicted:
     theirs: str | None
 
 
+def valid_ref_name(name: str) -> bool:
+    """Whether ``name`` (``refs/heads/...``) is a reference name Git accepts."""
+    return pygit2.reference_is_valid_name(name)
+
+
 def _entry_id(entry) -> str | None:
     return str(entry.id) if entry is not None else None
 

@@ -6,8 +6,9 @@ chain from the last indexed commit, and for each commit record the artifact vers
 label moves it made. Rebuilding is the same walk from the root, so a rebuilt index
 equals an incrementally maintained one by construction (a test checks it anyway).
 
-The incremental walk also enqueues the webhook events of each commit (:mod:`..webhooks`)
-in the same transaction as its rows; a rebuild enqueues nothing.
+The incremental walk also records the events of each commit (``version.saved``,
+``label.moved``, ``rollback``) in the event outbox (:mod:`.outbox`), in the same
+transaction as its rows; a rebuild records nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from sqlalchemy.engine import Connection, Engine
 from promptrev.model.artifacts import KINDS, AuditEntry, kind_of_path
 from promptrev.model.labels import parse_label_map
 
-from .. import webhooks
 from ..errors import ValidationFailed
+from . import outbox
 from .gitstore import Change, CommitInfo, GitStore
 from .index import (
     DERIVED,
@@ -51,13 +52,12 @@ _INSERT_EVENT = T_EVENT.insert()
 _DELETE_LABEL = T_LABEL.delete().where(sa.and_(T_LABEL.c.artifact_id == sa.bindparam("_a"),
                                                T_LABEL.c.name == sa.bindparam("_n")))
 _INSERT_LABEL = T_LABEL.insert()
-# The indexed head, the highest ids and whether any webhook is active, read under the
-# write lock in one round trip (so a registry without webhooks pays nothing more for them).
-_LOCK_STATE = sa.select(T_STATE.c.head, *(
+# The indexed head, the count of index writes and the highest ids, read under the write
+# lock in one round trip.
+_LOCK_STATE = sa.select(T_STATE.c.head, T_STATE.c.writes, *(
     sa.select(sa.func.max(column)).scalar_subquery()
     for column in (T_COMMIT.c.seq, T_ARTIFACT.c.id, T_VERSION.c.id, T_EVENT.c.id)
-), sa.select(sa.func.count()).select_from(webhooks.T_WEBHOOK).where(
-    webhooks.T_WEBHOOK.c.active.is_(True)).scalar_subquery()).with_for_update(of=T_STATE)
+)).with_for_update(of=T_STATE)
 
 
 @dataclass
@@ -95,7 +95,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
     with engine.connect() as conn:
         conn.execution_options(write_lock=True)
         with conn.begin():
-            indexed, *maxima, hooked = prepared(conn, _LOCK_STATE).run(conn)[0]
+            indexed, writes, *maxima = prepared(conn, _LOCK_STATE).run(conn)[0]
             head = store.head()
             if indexed == head and not rebuild:
                 return head
@@ -105,21 +105,23 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
             else:
                 chain = None if rebuild or head is None else store.first_parent_chain(
                     head, indexed)
+            announce = chain is not None  # a rebuild re-records old history: no news
             if chain is None:
                 for table in DERIVED:
                     conn.execute(table.__table__.delete())
                 maxima = [0, 0, 0, 0]
                 chain = store.first_parent_chain(head, None) if head else []
-                hooked = 0  # a rebuild re-records old history: nothing new to announce
-            hooks = webhooks.active_hooks(conn) if hooked else []
-            applier = _Applier(conn, store, maxima, created, announce=bool(hooks))
+            applier = _Applier(conn, store, maxima, created, announce=announce)
             if known is not None and known.base == indexed and chain and chain[0] == known.sha:
                 applier.prime(known)
             applier.apply(chain)
             prepared(conn, _SET_HEAD).run(conn, {"head": head})
-            enqueued = webhooks.enqueue(conn, hooks, applier.outbox) if hooks else 0
-    if enqueued:
-        webhooks.notify()
+            queued = outbox.record(conn, applier.outbox)
+            if (writes % outbox.PRUNE_EVERY == outbox.PRUNE_EVERY - 1
+                    or len(applier.outbox) > outbox.KEEP_EVENTS):  # a long history at once
+                outbox.prune(conn)
+    if queued:
+        outbox.notify()
     return head
 
 
@@ -143,7 +145,7 @@ class _Applier:
         self.conn = conn
         self.store = store
         self.created = created
-        self.announce = announce  # collect webhook events into ``outbox``
+        self.announce = announce  # collect the commits' events into ``outbox``
         self.outbox: list[tuple[str, dict[str, Any]]] = []
         self.made: list[dict[str, Any]] = []
         self.moved: list[dict[str, Any]] = []
@@ -207,7 +209,7 @@ class _Applier:
             self._announce(info)
 
     def _announce(self, info) -> None:
-        """Queue this commit's webhook events: versions, label moves, a rollback."""
+        """Queue this commit's events: versions, label moves, a rollback."""
         when = datetime.fromtimestamp(info.timestamp, timezone.utc)
         who = {"commit": self.sha, "author": info.author, "message": info.message,
                "time": when.isoformat()}

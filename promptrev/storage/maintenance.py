@@ -13,12 +13,14 @@ from typing import Any
 import git
 from sqlalchemy.engine import Engine
 
+from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
 from promptrev.model.artifacts import KINDS
 
 from ..errors import PromptrevError
 from .gitstore import GitStore
 from .index import IndexReader, create_index_engine
 from .indexer import catch_up
+from .objects import ObjectStore
 
 
 def check(store: GitStore, engine: Engine) -> dict[str, Any]:
@@ -76,9 +78,6 @@ def _invalid_artifacts(store: GitStore) -> list[str]:
 
 def _check_sidecars(store: GitStore, head: str, folder: str, card_text: str) -> None:
     """An adapter's config and weights must be the ones its card pins, and intact."""
-    from ..adapters import CONFIG, WEIGHTS, check_sidecars, parse_card
-    from .objects import ObjectStore
-
     blobs = {}
     for name in (CONFIG, WEIGHTS):
         blob = store.blob_at(head, f"{folder}/{name}")

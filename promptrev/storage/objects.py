@@ -1,9 +1,10 @@
 """The content-addressed object store for large binaries (adapter weights).
 
-Git holds a standard Git LFS pointer; the bytes live once, named by their sha256, at
-``<registry>/lfs/objects/aa/bb/<oid>`` (Git LFS's own layout, so ``git lfs`` tooling can
-read it). Writes are atomic (temporary file, fsync, rename); every read checks the
-sha256, so a corrupted object is an error, never a silently wrong model.
+Git holds a standard Git LFS pointer (the format: :mod:`promptrev.model.lfs`); the bytes
+live once, named by their sha256, at ``<registry>/lfs/objects/aa/bb/<oid>`` (Git LFS's own
+layout, so ``git lfs`` tooling can read it). Writes are atomic (temporary file, fsync,
+rename); every read checks the sha256, so a corrupted object is an error, never a silently
+wrong model.
 """
 
 from __future__ import annotations
@@ -12,35 +13,13 @@ import hashlib
 import os
 import re
 import tempfile
-from dataclasses import dataclass
 from typing import BinaryIO
+
+from promptrev.model.lfs import Pointer
 
 from ..errors import NotFound, StorageError, ValidationFailed
 
-LFS_VERSION = "https://git-lfs.github.com/spec/v1"
-_POINTER = re.compile(r"\Aversion (\S+)\noid sha256:([0-9a-f]{64})\nsize (\d+)\n\Z")
 _CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class Pointer:
-    """A Git LFS pointer: which object, and how big."""
-
-    oid: str
-    size: int
-
-    def text(self) -> str:
-        """The pointer file, exactly as Git LFS writes it."""
-        return f"version {LFS_VERSION}\noid sha256:{self.oid}\nsize {self.size}\n"
-
-    @classmethod
-    def parse(cls, text: str, where: str = "pointer") -> Pointer:
-        """Read a pointer file; anything else is a clear error."""
-        match = _POINTER.match(text)
-        if not match or match.group(1) != LFS_VERSION:
-            raise ValidationFailed(f"{where}: not a Git LFS pointer (expected 'version "
-                                   f"{LFS_VERSION}', 'oid sha256:<64 hex>', 'size <bytes>')")
-        return cls(match.group(2), int(match.group(3)))
 
 
 class CorruptObject(StorageError):

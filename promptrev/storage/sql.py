@@ -7,6 +7,8 @@ SQLAlchemy URL (PostgreSQL for several processes or machines) is used as it is.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -28,6 +30,15 @@ def create_engine(url: str, *, database: str = "registry", migrate: bool = True)
             engine.dispose()
             raise
     return engine
+
+
+def engine_of(source: Any) -> Engine:
+    """The engine of a registry (what the edges hold), or ``source`` if it is one already.
+
+    Feature services (webhooks, evaluations, outcomes) take a registry, so that the server
+    and the CLI never handle an engine; the core and the tests may pass the engine.
+    """
+    return getattr(source, "engine", source)
 
 
 def _configure_sqlite(engine: Engine) -> None:

@@ -2,8 +2,8 @@
 
 - ``registry``: the database next to the Git repository (``--index-url``). It holds the
   derived index, which ``reindex`` rebuilds from Git, and tables that exist nowhere else:
-  change requests with their comments and approvals, webhooks with their deliveries,
-  evaluation runs and results, A/B outcomes.
+  the event outbox, change requests with their comments and approvals, webhooks with
+  their deliveries, evaluation runs and results, A/B outcomes.
 - ``accounts``: users, tokens and their state (``PROMPTREV_ACCOUNTS_URL``).
 
 Both are one Alembic environment, ``versions/`` here, with a branch per database and a
@@ -32,7 +32,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # database -> (its Alembic branch label, its version table, the newest revision).
 # tests/test_migrations.py checks these heads against the revision files.
 DATABASES = {
-    "registry": ("alembic_version", "r0002"),
+    "registry": ("alembic_version", "r0003"),
     "accounts": ("alembic_version_accounts", "a0001"),
 }
 
@@ -125,13 +125,16 @@ def _lock(conn: Connection) -> None:
 
 
 # The modules whose SQLModel classes are the tables; imported only for autogenerate and
-# the test that compares models with migrations (storage imports nothing above it).
-_MODELS = ("promptrev.storage.index", "promptrev.webhooks", "promptrev.reviews",
-           "promptrev.evaluation.store", "promptrev.evaluation.online", "promptrev.accounts")
+# the test that compares models with migrations. All in storage: it imports nothing above.
+_MODELS = ("promptrev.storage.index", "promptrev.storage.tables")
 # Tables of the registry database that ``reindex`` rebuilds from Git: a backup leaves
 # them out, a restore rebuilds them.
 DERIVED_TABLES = frozenset({"index_state", "commit", "artifact", "version", "label",
                             "label_event"})
+# Tables of the registry database that hold a passing log, not state: the event outbox
+# (its events were handed to their subscribers when recorded). A backup leaves them out;
+# a restored registry starts them empty.
+TRANSIENT_TABLES = frozenset({"event"})
 
 
 def owns(database: str, table: str) -> bool:
@@ -156,9 +159,10 @@ def kept_tables(database: str, names: list[str]) -> list[str]:
     """Of the table ``names`` found in ``database``, those not derived from Git.
 
     Account tables are named ``account_*``; the registry keeps every other table except
-    the derived ones and the version tables.
+    the derived ones, the transient ones and the version tables.
     """
-    return [n for n in names if owns(database, n) and n not in DERIVED_TABLES]
+    return [n for n in names if owns(database, n) and n not in DERIVED_TABLES
+            and n not in TRANSIENT_TABLES]
 
 
 def target_metadata(database: str) -> sa.MetaData:
