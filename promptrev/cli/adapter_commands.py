@@ -57,7 +57,7 @@ def adapter_show(ctx: Context, ref: str, as_json: bool) -> None:
 
 def reg_text(card: dict) -> str:
     """The card as YAML text."""
-    from promptrev.adapters import dump_card
+    from promptrev.model.adapter_cards import dump_card
 
     return dump_card(card).rstrip()
 

@@ -109,19 +109,6 @@ def get_backend(spec: ModelSpec) -> Backend:
     return _BACKENDS[name](spec)
 
 
-def read_models_file(path: str | None) -> dict:
-    """Configured models from a YAML/JSON file: ``name: {backend, name, base_url, ...}``."""
-    if not path:
-        return {}
-    import yaml
-
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
-    if not isinstance(data, dict):
-        raise InvalidRequest(f"{path}: expected a mapping of model names to settings")
-    return data
-
-
 def model_specs(models: dict, env: dict) -> dict:
     """``ModelSpec`` per configured name (``${env:NAME}`` values filled from ``env``)."""
     def fill(value):
