@@ -25,7 +25,7 @@ from sqlalchemy.engine import Engine
 
 from .errors import Conflict, Forbidden, InvalidName, NotFound, Unauthorized
 from .storage.gitstore import Signature
-from .storage.sql import create_engine
+from .storage.sql import create_engine, writing
 from .storage.tables import T_ACCOUNT_STATE as T_STATE
 from .storage.tables import T_TOKEN, T_USER
 
@@ -133,7 +133,7 @@ def token_digest(token: str) -> str:
 def create_accounts_engine(url: str) -> Engine:
     """Engine for the account tables (created or migrated), with the state row."""
     engine = create_engine(url, database="accounts")
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if conn.execute(sa.select(T_STATE.c.id)).first() is None:
             conn.execute(T_STATE.insert().values(id=1, generation=0))
     return engine
@@ -313,7 +313,7 @@ class Accounts:
     @contextmanager
     def _writing(self) -> Iterator:
         """A write transaction that also bumps the generation (drops token caches)."""
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_STATE.update().values(generation=T_STATE.c.generation + 1))
             yield conn
 

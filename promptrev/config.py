@@ -41,7 +41,8 @@ class Settings:
     seed_from: str | None = "prompts"
     cookie_secure: bool = False
     author: str | None = None  # 'Name <email>' on commits made from the CLI
-    models: dict = field(default_factory=dict)  # name -> {backend, name, base_url, ...}
+    models: dict | None = None  # name -> {backend, name, base_url, ...}; None: models_file
+    models_file: str | None = None  # PROMPTREV_MODELS, read when models are first needed
     env: dict = field(default_factory=dict)  # for ${env:NAME} in prompts' configuration
     webhook_deliverer: bool = True  # a delivery thread in each worker process
     webhook_retry_base: float = 10.0  # seconds before the 2nd attempt; doubles each time
@@ -70,7 +71,7 @@ class Settings:
             "seed_from": env.get("PROMPTREV_SEED", "prompts") or None,
             "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "").lower() in _TRUE,
             "author": env.get("PROMPTREV_AUTHOR") or None,
-            "models": read_models_file(env.get("PROMPTREV_MODELS")),
+            "models_file": env.get("PROMPTREV_MODELS") or None,
             "env": dict(env),
             "webhook_deliverer": env.get("PROMPTREV_WEBHOOK_DELIVERER", "1").lower() not in (
                 "0", "false", "no", "off"),
@@ -98,6 +99,13 @@ class Settings:
         return replace(self.with_accounts(),
                        secret_key=self.secret_key or _secret(self.registry))
 
+    def configured_models(self) -> dict:
+        """The operator's models: ``models`` if given, else PROMPTREV_MODELS's file, read now.
+
+        Read on use, so that a command that runs no model never trips over the file.
+        """
+        return self.models if self.models is not None else read_models_file(self.models_file)
+
     @property
     def max_request_bytes(self) -> int:
         """Largest request body accepted: the artifact limit plus room for JSON."""
@@ -110,8 +118,14 @@ def read_models_file(path: str | None) -> dict:
         return {}
     import yaml
 
-    with open(path, encoding="utf-8") as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise InvalidRequest(f"PROMPTREV_MODELS: cannot read {path}: "
+                             f"{exc.strerror or exc}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"PROMPTREV_MODELS: {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path}: expected a mapping of model names to settings")
     return data

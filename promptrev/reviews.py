@@ -45,6 +45,7 @@ from .incoming import check_changes, check_history
 from .policy import Policy
 from .storage import outbox
 from .storage.gitstore import RefMoved, Signature, valid_ref_name
+from .storage.sql import writing
 from .storage.tables import T_REVIEW as T_REQ
 from .storage.tables import T_REVIEW_APPROVAL as T_APPROVAL
 from .storage.tables import T_REVIEW_COMMENT as T_COMMENT
@@ -273,7 +274,7 @@ class Reviews:
         main = self.store.head()
         commit = self._commit_edits(main, edits, title, description, user)
         now = int(time.time())
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             number = conn.execute(T_REQ.insert().values(
                 title=title, description=description, author=user.name,
                 author_line=user.author, branch="", head=commit, status="open",
@@ -284,7 +285,7 @@ class Reviews:
         except RefMoved:  # someone pushed a branch of that name with git
             branch = f"{PREFIX}{number}-{secrets.token_hex(3)}"
             self.store.move_ref("refs/heads/" + branch, None, commit, "promptrev: review")
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(branch=branch))
             queued = _event(conn, "change_request.opened", number)
         if queued:
@@ -351,7 +352,7 @@ class Reviews:
         info = self.store.commit_info(new)
         title, _, rest = info.message.partition("\n")
         now = int(time.time())
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             number = conn.execute(T_REQ.insert().values(
                 title=title.strip()[:MAX_TITLE] or branch, description=rest.strip()[:MAX_TEXT],
                 author=user.name, author_line=f"{info.author} <{info.email}>", branch=branch,
@@ -381,7 +382,7 @@ class Reviews:
         elif line is not None:
             raise ValidationFailed("a line comment needs the file's path")
         now = int(time.time())
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             cid = conn.execute(T_COMMENT.insert().values(
                 request_id=number, author=user.name, body=body, path=path, line=line,
                 head=request.head, created=now)).inserted_primary_key[0]
@@ -396,7 +397,7 @@ class Reviews:
         if user.name == request.author:
             raise Forbidden(f"{user.name} opened change request #{number} and cannot approve "
                             "it: another reviewer must")
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             exists = conn.execute(sa.select(T_APPROVAL.c.id).where(
                 T_APPROVAL.c.request_id == number, T_APPROVAL.c.user == user.name,
                 T_APPROVAL.c.head == request.head)).first()
@@ -509,7 +510,7 @@ class Reviews:
         return request
 
     def _set(self, number: int, **values: Any) -> None:
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_REQ.update().where(T_REQ.c.id == number).values(
                 updated=int(time.time()), **values))
 
@@ -517,7 +518,7 @@ class Reviews:
                merge_commit: str | None = None, only_open: bool = True) -> None:
         where = [T_REQ.c.id == number] + ([T_REQ.c.status == "open"] if only_open else [])
         queued = 0
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             done = conn.execute(T_REQ.update().where(*where).values(
                 status=status, closed_by=by, reason=reason, merge_commit=merge_commit,
                 updated=int(time.time()))).rowcount

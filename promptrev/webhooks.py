@@ -59,8 +59,6 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -73,7 +71,7 @@ from .config import Settings
 from .errors import InvalidRequest, NotFound
 from .storage import outbox
 from .storage.index import prepared
-from .storage.sql import engine_of
+from .storage.sql import engine_of, writing
 from .storage.tables import T_ATTEMPT, T_DELIVERY, T_WEBHOOK
 
 log = logging.getLogger("promptrev.webhooks")
@@ -152,16 +150,6 @@ def enqueue(conn: Connection, hooks: list[tuple[int, list[str]]],
     return len(rows)
 
 
-@contextmanager
-def writing(engine: Engine) -> Iterator[Connection]:
-    """A transaction that reads then writes: on SQLite it takes the write lock up front
-    (``BEGIN IMMEDIATE``), so a concurrent writer makes it wait rather than fail."""
-    with engine.connect() as conn:
-        conn.execution_options(write_lock=True)
-        with conn.begin():
-            yield conn
-
-
 def notify() -> None:
     """Wake this process's deliverers (something was just committed to send)."""
     _WAKE.set()
@@ -203,7 +191,7 @@ class Webhooks:
         elif not isinstance(secret, str) or not 1 <= len(secret) <= MAX_SECRET:
             raise InvalidRequest(f"a webhook secret must be 1 to {MAX_SECRET} characters "
                                  "(leave it out to have one generated)")
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             result = conn.execute(T_WEBHOOK.insert().values(
                 url=url, secret=secret, events=json.dumps(patterns), active=bool(active),
                 created=time.time(), created_by=created_by[:255]))
@@ -227,7 +215,7 @@ class Webhooks:
     def set_active(self, hook_id: int, active: bool) -> dict[str, Any]:
         """Enable or disable a hook; a disabled hook gets no new deliveries, and its
         pending ones wait until it is enabled again."""
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             done = conn.execute(T_WEBHOOK.update().where(T_WEBHOOK.c.id == hook_id)
                                 .values(active=bool(active)))
         if done.rowcount == 0:
@@ -239,7 +227,7 @@ class Webhooks:
     def remove(self, hook_id: int) -> None:
         """Remove a hook with its deliveries and their attempts."""
         mine = sa.select(T_DELIVERY.c.id).where(T_DELIVERY.c.webhook_id == hook_id)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_ATTEMPT.delete().where(T_ATTEMPT.c.delivery_id.in_(mine)))
             conn.execute(T_DELIVERY.delete().where(T_DELIVERY.c.webhook_id == hook_id))
             done = conn.execute(T_WEBHOOK.delete().where(T_WEBHOOK.c.id == hook_id))
@@ -474,7 +462,7 @@ class Deliverer:
 
     def _take(self, delivery_id: int) -> bool:
         now = time.time()
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             done = conn.execute(_CLAIM, {"_id": delivery_id, "_now": now, "_claim": self.claim,
                                          "_until": now + self.lease})
         return done.rowcount == 1
@@ -534,7 +522,7 @@ class Deliverer:
             values.update(status="failed")
         else:
             values.update(next_attempt=now + self.retry.delay(number))
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_ATTEMPT.insert().values(
                 delivery_id=delivery_id, number=number, started=started,
                 duration_ms=outcome.duration_ms, status_code=outcome.status_code,

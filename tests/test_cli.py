@@ -138,3 +138,16 @@ def test_cli_server_and_reads_never_load_heavy_libraries(tmp_path):
                          cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_a_bad_models_file_matters_only_to_commands_that_run_models(run, monkeypatch, tmp_path):
+    monkeypatch.setenv("PROMPTREV_MODELS", str(tmp_path / "missing.yaml"))
+    assert run("list").exit_code == 0  # no model is needed to list
+    result = run("run", "greet", ok=False)
+    assert result.exit_code == 1
+    assert "PROMPTREV_MODELS: cannot read" in result.output and "missing.yaml" in result.output
+    (tmp_path / "bad.yaml").write_text("a: [\n")
+    monkeypatch.setenv("PROMPTREV_MODELS", str(tmp_path / "bad.yaml"))
+    result = run("run", "greet", ok=False)
+    assert result.exit_code == 1 and "is not valid YAML" in result.output
+    assert "Traceback" not in result.output

@@ -15,7 +15,8 @@ def runner_for(ctx: Context, reg):
     from promptrev.runner.execute import Runner
 
     settings = ctx.settings
-    return Runner(reg, env=settings.env, models=model_specs(settings.models, settings.env))
+    models = model_specs(settings.configured_models(), settings.env)
+    return Runner(reg, env=settings.env, models=models)
 
 
 @main.command()

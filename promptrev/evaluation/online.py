@@ -19,7 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..errors import InvalidRequest
-from ..storage.sql import engine_of
+from ..storage.sql import engine_of, writing
 from ..storage.tables import T_OUTCOME
 from . import stats
 
@@ -44,7 +44,7 @@ class Outcomes:
         if not label or not registry.splits(parsed_ref.name, kind).get(label):
             raise InvalidRequest(f"'{ref}' is not a label with a traffic split; set one with "
                                  "'promptrev label split'")
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_OUTCOME.insert().values(
                 kind=parsed_ref.kind, name=parsed_ref.name, label=label,
                 version=parsed_ref.number, key=key, metric=metric, value=number,

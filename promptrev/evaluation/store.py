@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import NotFound
-from ..storage.sql import engine_of
+from ..storage.sql import engine_of, writing
 from ..storage.tables import T_EVAL_RESULT as T_RESULT
 from ..storage.tables import T_EVAL_RUN as T_RUN
 
@@ -29,7 +29,7 @@ class EvalStore:
                spec: dict[str, Any]) -> int:
         """Record a new run; return its id."""
         now = int(time.time())
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             result = conn.execute(T_RUN.insert().values(
                 name=name, author=author, created=now, updated=now, status="running",
                 dataset=dataset, cases=cases, spec=json.dumps(spec)))
@@ -57,7 +57,7 @@ class EvalStore:
                                   "error": error}
         if report is not None:
             values["report"] = json.dumps(report)
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_RUN.update().where(T_RUN.c.id == run_id).values(**values))
 
     def done_cases(self, run_id: int, variant: str) -> set[str]:
@@ -71,7 +71,7 @@ class EvalStore:
         if not rows:
             return
         now = int(time.time())
-        with self.engine.begin() as conn:
+        with writing(self.engine) as conn:
             conn.execute(T_RESULT.insert(), [{**r, "created": now,
                                               "scores": json.dumps(r["scores"]),
                                               "details": json.dumps(r["details"])}

@@ -43,7 +43,7 @@ class ServerState:
         self.settings = settings
         self.accounts = Accounts(settings.accounts_url)
         self.policy = Policy.from_settings(settings)
-        self.models = model_specs(settings.models, settings.env)
+        self.models = model_specs(settings.configured_models(), settings.env)
         self.backends: dict = {}  # loaded models, shared by every request of this process
         self._idle: list[Lease] = []
         self._lock = threading.Lock()

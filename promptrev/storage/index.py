@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from .sql import create_engine
+from .sql import create_engine, writing
 
 
 class IndexState(SQLModel, table=True):
@@ -162,7 +162,7 @@ T_EVENT = LabelEventRow.__table__
 def create_index_engine(url: str) -> Engine:
     """Open (and create or migrate) the registry's database, with its one state row."""
     engine = create_engine(url, database="registry")
-    with engine.begin() as conn:
+    with writing(engine) as conn:
         if conn.execute(sa.select(T_STATE.c.id)).first() is None:
             conn.execute(T_STATE.insert().values(id=1, head=None, writes=0))
     return engine

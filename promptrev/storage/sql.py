@@ -7,11 +7,13 @@ SQLAlchemy URL (PostgreSQL for several processes or machines) is used as it is.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from . import migrations
 
@@ -30,6 +32,21 @@ def create_engine(url: str, *, database: str = "registry", migrate: bool = True)
             engine.dispose()
             raise
     return engine
+
+
+@contextmanager
+def writing(source: Any) -> Iterator[Connection]:
+    """A transaction that reads, then writes: on SQLite it takes the write lock up front.
+
+    A deferred ``BEGIN`` that has read cannot become a writer once another process has
+    committed (SQLite answers "database is locked" at once, whatever the busy timeout);
+    ``BEGIN IMMEDIATE`` waits for the lock instead. Every write transaction of the
+    features goes through here; ``source`` is an engine or a registry.
+    """
+    with engine_of(source).connect() as conn:
+        conn.execution_options(write_lock=True)
+        with conn.begin():
+            yield conn
 
 
 def engine_of(source: Any) -> Engine:
