@@ -142,6 +142,18 @@ class StorageError(PromptrevError):
     code = "storage_error"
 
 
+class Damaged(StorageError):
+    """Git or the index is damaged; the message names the damage and the repair command."""
+
+    code = "damaged"
+
+
+class StorageFull(StorageError):
+    """The disk holding the registry is full: nothing that was refused was written."""
+
+    code = "storage_full"
+
+
 def error_from_dict(data: dict[str, Any], status: int) -> PromptrevError:
     """Rebuild an error from the JSON error shape (what HTTP clients receive)."""
     body = data.get("error") if isinstance(data.get("error"), dict) else {}

@@ -8,7 +8,9 @@ dropped the moment ``main`` moves (reading the ref costs microseconds).
 from __future__ import annotations
 
 import difflib
+import logging
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,19 +28,26 @@ from .config import DEFAULT_MAX_BYTES
 from .errors import (
     AmbiguousReference,
     ArtifactDeleted,
+    Busy,
+    Damaged,
     NotFound,
     StorageError,
     ValidationFailed,
 )
 from .storage import maintenance
 from .storage.gitstore import GitStore, Signature
-from .storage.index import VERSION_FIELDS, IndexReader, create_index_engine
+from .storage.index import VERSION_FIELDS, IndexDatabase, IndexReader
 from .storage.indexer import catch_up
 from .storage.objects import ObjectStore
+from .storage.sql import translated
 from .transactions import Transaction
 
+log = logging.getLogger("promptrev")
 DEFAULT_AUTHOR = "promptrev <promptrev@localhost>"
 MAINTAIN_EVERY_COMMITS = 500  # how often a writer asks Git whether to pack (git gc --auto)
+# While the index database cannot be written (a full disk), reads are answered from a copy
+# in memory caught up from Git; the real one is tried again this often.
+RETRY_INDEX_SECONDS = 2.0
 INDEX_FILE = "promptrev-index.sqlite"
 _NOT_SYNCED = "not synced"  # never a commit id; None is a real head (an empty repository)
 _REGISTRY_README = """\
@@ -81,8 +90,10 @@ class Registry:
                  max_bytes: int = DEFAULT_MAX_BYTES):
         self.path = path
         self.store = store
-        self.engine = create_index_engine(index_url)
-        self.index = IndexReader(self.engine)
+        self.database = IndexDatabase(index_url)
+        self.index = IndexReader(self.database.engine)
+        self._standin: Any = None  # the in-memory index used while the real one is unwritable
+        self._retry_at = 0.0
         self.objects = ObjectStore(os.path.join(path, "lfs", "objects"))
         self.max_bytes = max_bytes
         self._cache_head: str | None = _NOT_SYNCED
@@ -118,9 +129,15 @@ class Registry:
         return cls(path, GitStore(path), index_url or _default_index_url(path),
                    max_bytes=max_bytes)
 
+    @property
+    def engine(self):
+        """The engine of the registry's database (features keep their rows there)."""
+        return self.database.engine
+
     def close(self) -> None:
         """Release database connections."""
-        self.engine.dispose()
+        self.database.dispose()
+        self._drop_standin()
 
     def __enter__(self) -> Registry:
         return self
@@ -132,10 +149,47 @@ class Registry:
     def sync(self) -> str | None:
         """Bring the index and caches up to ``main``; cheap when nothing moved."""
         head = self.store.head()
-        if head != self._cache_head:
-            catch_up(self.store, self.engine)
-            self._caches_at(head)
+        if head != self._cache_head or self._standin is not None or self.database.replaced():
+            self._index_to(head)
         return head
+
+    def _index_to(self, head: str | None) -> None:
+        if self.database.replaced():
+            self.database.reopen()
+            self.index = IndexReader(self.database.engine)
+        if self.database.broken is not None:
+            raise self.database.broken
+        if self._standin is None or time.monotonic() >= self._retry_at:
+            try:
+                catch_up(self.store, self.engine)
+            except (Damaged, Busy):
+                raise
+            except StorageError as exc:  # cannot be written (full disk): read from Git
+                self._stand_in(exc)
+            else:
+                if self._standin is not None:
+                    log.warning("the index database %s can be written again",
+                                self.database.url)
+                    self._drop_standin()
+                self._caches_at(head)
+                return
+        catch_up(self.store, self._standin, quiet=True)
+        self._caches_at(head)
+
+    def _stand_in(self, exc: StorageError) -> None:
+        """Answer reads from an in-memory copy of the index caught up from Git."""
+        self._retry_at = time.monotonic() + RETRY_INDEX_SECONDS
+        if self._standin is None:
+            log.warning("the index database cannot be updated (%s); answering from Git "
+                        "until it can", exc.message)
+            self._standin = maintenance.standin_index(self.database)
+            self.index = IndexReader(self._standin)
+
+    def _drop_standin(self) -> None:
+        if self._standin is not None:
+            self._standin.dispose()
+            self._standin = None
+            self.index = IndexReader(self.database.engine)
 
     # ---- moving main: the one protocol ------------------------------------------------
     def writing(self, timeout: float = 30.0):
@@ -163,9 +217,36 @@ class Registry:
         if self.commits_since_maintenance >= MAINTAIN_EVERY_COMMITS:
             self.commits_since_maintenance = 0
             self.store.maintain()
+        # From here on the write is committed: an index that cannot follow is caught up
+        # later (reads meanwhile come from Git), never reported as a failed write.
         created: dict[str, list[dict]] = {}
-        catch_up(self.store, self.engine, behind=True, created=created, known=known)
+        try:
+            if self._standin is not None:
+                self._index_to(new)
+            else:
+                catch_up(self.store, self.engine, behind=True, created=created, known=known)
+        except StorageError as exc:
+            log.warning("committed %s, but the index could not follow: %s", new[:12],
+                        exc.message)
+            try:
+                self._stand_in(exc)
+                catch_up(self.store, self._standin, quiet=True)
+            except StorageError as again:
+                log.warning("no stand-in index either: %s", again.message)
+                self._drop_standin()
+                self._cache_head = _NOT_SYNCED
+                return created
         self._caches_at(new)
+        if known is not None:
+            return created  # its writer derives its versions from the commit itself
+        missing = [sha for sha in self.store.first_parent_chain(new, old) or []
+                   if sha not in created]
+        if missing:  # indexed by another process first: read back what they created
+            try:
+                created.update(self.index.made_in(missing))
+            except StorageError as exc:
+                log.warning("could not read back the versions of %s: %s", new[:12],
+                            exc.message)
         return created
 
     def _caches_at(self, head: str | None) -> None:
@@ -173,16 +254,34 @@ class Registry:
         self._resolved.clear()
         self._cache_head = head
 
-    def reindex(self) -> dict[str, int]:
-        """Rebuild the index from Git from scratch; return row counts."""
-        catch_up(self.store, self.engine, rebuild=True)
-        self._cache_head = _NOT_SYNCED
-        return {name: len(rows) for name, rows in self.index.dump().items()}
+    def reindex(self) -> dict[str, Any]:
+        """Rebuild the index from Git beside the old one and swap it in; return row counts.
 
-    def fsck(self) -> dict[str, Any]:
-        """Check Git objects, the index against a rebuild, and every current artifact."""
+        The rows that do not come from Git (reviews, evaluations, webhooks) are copied
+        over; ``lost`` names any table that a damaged old index no longer let us read.
+        """
+        self._drop_standin()
+        lost = maintenance.rebuild(self.store, self.database)
+        self.index = IndexReader(self.database.engine)
         self._cache_head = _NOT_SYNCED
-        return maintenance.check(self.store, self.engine)
+        with translated("reading the rebuilt index"):
+            counts: dict[str, Any] = {name: len(rows)
+                                      for name, rows in self.index.dump().items()}
+        if lost:
+            counts["lost"] = lost
+        return counts
+
+    def fsck(self, *, repair: bool = False) -> dict[str, Any]:
+        """Check Git objects, ``main``, the index against a rebuild, every current artifact.
+
+        ``repair`` restores a missing or corrupt ``main`` (from its reflog or the index),
+        removes lock files left by killed writers and rebuilds a damaged index.
+        """
+        self._cache_head = _NOT_SYNCED
+        self._drop_standin()
+        report = maintenance.check(self.store, self.database, repair=repair)
+        self.index = IndexReader(self.database.engine)
+        return report
 
     # ---- reading -------------------------------------------------------------------
     def resolve(self, ref: str | Reference, kind: str | None = None) -> Version:

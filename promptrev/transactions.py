@@ -26,7 +26,7 @@ from promptrev.model.validation import check_content, check_many
 
 from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
 from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
-from .storage.indexer import KnownCommit
+from .storage.indexer import KnownCommit, versions_made
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -53,6 +53,7 @@ class Transaction:
         self._sidecars: dict[tuple[str, str], dict[str, str]] = {}
         self.commit_sha: str | None = None
         self.versions: list[Version] = []
+        self.unchanged: list[Version] = []  # staged saves whose content was already current
         self.label_event: LabelEvent | None = None
         self.warnings: list = []
 
@@ -158,11 +159,16 @@ class Transaction:
         self._saves[(kind, name)] = (blob, base)
 
     def result_for(self, kind: str, name: str) -> Version:
-        """The version of ``name`` this transaction made, or the unchanged current one."""
-        for version in self.versions:
+        """The version of ``name`` this transaction made, or the one its content already had.
+
+        Both are settled under the writer lock, from this transaction's own commit (or the
+        head it found unchanged): never "the latest" read afterwards, which another writer
+        may already have moved.
+        """
+        for version in self.versions + self.unchanged:
             if version.kind == kind and version.name == name:
                 return version
-        return self.registry.resolve(name, kind)
+        raise NotFound(f"{kind} '{name}' was not part of this transaction")
 
     def commit(self) -> str | None:
         """Write everything as one commit; retry on a lost ref race, never overwrite."""
@@ -177,27 +183,35 @@ class Transaction:
             with reg.writing(timeout=self.RETRY_SECONDS):
                 head = reg.sync()
                 changes, known = self._changes(head)
-                if not changes:
-                    return None
-                made = store.write_commit(head, changes, self.message, self.author)
+                made = store.write_commit(head, changes, self.message, self.author) \
+                    if changes else None
                 if made is None:
+                    self._settle_unchanged(known, [])
                     return None
                 sha = made.sha
                 known.sha, known.info = sha, made
                 try:
-                    created = reg.advance_main(head, sha, self.message.splitlines()[0],
-                                               known=known)
+                    reg.advance_main(head, sha, self.message.splitlines()[0], known=known)
                 except RefMoved:
                     pass
                 else:
                     self.commit_sha = sha
-                    self.versions = self._made_versions(made, created.get(sha, []))
+                    self.versions = self._made_versions(made, versions_made(known))
+                    self._settle_unchanged(known, self.versions)
                     self._record_label_event(sha)
                     return sha
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.1)
         raise Busy(f"main kept moving (or stayed locked) for {self.RETRY_SECONDS:.0f}s while "
                    "committing; try again")
+
+    def _settle_unchanged(self, known: KnownCommit, made: list[Version]) -> None:
+        """The versions of staged saves that changed nothing (their content was current)."""
+        done = {(v.kind, v.name) for v in made}
+        for kind, name in self._saves:
+            row = known.artifacts.get((kind, name))
+            if (kind, name) not in done and row is not None:
+                self.unchanged.append(self.registry.resolve(f"{name}@{row.latest}", kind))
 
     def _made_versions(self, info: CommitInfo, rows: list[dict]) -> list[Version]:
         return [Version(r["kind"], r["name"], r["number"], info.sha, r["blob"],

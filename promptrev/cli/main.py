@@ -108,6 +108,19 @@ class PromptrevGroup(click.Group):
             return super().invoke(ctx)
         except PromptrevError as exc:
             report_error(exc)
+        except OSError as exc:  # a file the command was given, or a full disk
+            where = f": {exc.filename}" if exc.filename else ""
+            click.secho(f"error: {exc.strerror or exc}{where}", fg="red", err=True)
+            sys.exit(1)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # a defect: say so in one line; the trace on request
+            if os.environ.get("PROMPTREV_DEBUG"):
+                raise
+            click.secho(f"error: internal error ({type(exc).__name__}: {exc}); run again "
+                        "with PROMPTREV_DEBUG=1 for the traceback and report it", fg="red",
+                        err=True)
+            sys.exit(1)
 
 
 def emit_json(data: Any) -> None:
@@ -427,22 +440,31 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
 @main.command()
 @pass_ctx
 def reindex(ctx: Context) -> None:
-    """Rebuild the SQL index from Git."""
+    """Rebuild the SQL index from Git (beside the old one, then swapped in)."""
     with ctx.open() as reg:
         counts = reg.reindex()
+    lost = counts.pop("lost", [])
     click.echo("rebuilt index: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    if lost:
+        click.secho("the old index was too damaged to copy these tables (their rows are "
+                    f"lost; restore them from a backup): {', '.join(lost)}", fg="yellow")
 
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--repair", is_flag=True, help="Restore a missing or corrupt main from its "
+              "reflog or the index, remove locks left by killed writers, let git gc run "
+              "again, and rebuild a damaged index.")
 @pass_ctx
-def fsck(ctx: Context, as_json: bool) -> None:
-    """Check Git objects, the index against Git, and every current artifact."""
+def fsck(ctx: Context, as_json: bool, repair: bool) -> None:
+    """Check Git objects, main, locks, the index against Git, and every current artifact."""
     with ctx.open() as reg:
-        report = reg.fsck()
+        report = reg.fsck(repair=repair)
     if as_json:
         emit_json(report)
     else:
+        for done in report.get("repaired", []):
+            click.secho(f"repaired: {done}", fg="green")
         for problem in report["problems"]:
             click.secho(f"problem: {problem}", fg="red")
         click.echo("ok" if report["ok"] else f"{len(report['problems'])} problem(s)")

@@ -28,8 +28,8 @@ STATUSES: dict[type[PromptrevError], int] = {
     errors.InvalidRequest: 400, errors.Unauthorized: 401, errors.Forbidden: 403,
     errors.NotFound: 404, errors.ArtifactDeleted: 410, errors.Conflict: 409,
     errors.TooLarge: 413, errors.ValidationFailed: 422, errors.RenderFailed: 422,
-    errors.PreconditionRequired: 428, errors.StorageError: 500, errors.RemoteFailed: 502,
-    errors.Busy: 503, PromptrevError: 500,
+    errors.PreconditionRequired: 428, errors.StorageError: 503, errors.StorageFull: 507,
+    errors.RemoteFailed: 502, errors.Busy: 503, PromptrevError: 500,
 }
 
 

@@ -5,8 +5,9 @@ bytes with its ETag, per commit of ``main``. This WSGI layer answers such a read
 bytes are already cached for the current ``main`` and the caller's token is valid —
 exactly the bytes and headers the Flask view would send — and hands every other request
 (a cache miss, a missing or bad token, a ``key`` for a traffic split, anything else) to
-the Flask app unchanged. It skips Flask's request context, hooks and routing, which cost
-more than the read itself.
+the Flask app unchanged (as is one that fails here: a damaged registry or index gets
+Flask's JSON error, never the WSGI server's page). It skips Flask's request context, hooks
+and routing, which cost more than the read itself.
 """
 
 from __future__ import annotations
@@ -33,7 +34,10 @@ class FastReads:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         """Serve a cached read, or pass the request on."""
         if environ.get("REQUEST_METHOD") == "GET" and environ.get("PATH_INFO") == _PATH:
-            answer = self._cached(environ)
+            try:
+                answer = self._cached(environ)
+            except Exception:  # noqa: BLE001 - Flask meets it again and answers it in JSON
+                answer = None
             if answer is not None:
                 status, headers, body = answer
                 start_response(status, headers)

@@ -9,8 +9,11 @@ final ref move makes them reachable.
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import logging
 import os
+import re
 import subprocess
 import time
 from collections import defaultdict
@@ -21,10 +24,25 @@ from dataclasses import dataclass
 import git
 import pygit2
 
-from ..errors import Busy, StorageError
+from ..errors import Busy, Damaged, StorageError, StorageFull
+
+log = logging.getLogger("promptrev.storage")
 
 MAIN = "refs/heads/main"
+MAIN_REFLOG = "logs/refs/heads/main"
+REPAIR = "promptrev fsck --repair"
+# A ref lock (``refs/heads/main.lock``) lives for microseconds while its writer is alive. One
+# older than LOCK_GRACE_SECONDS that no process has open was left by a killed writer and is
+# removed; where open files cannot be listed, only one older than STALE_LOCK_SECONDS is.
+LOCK_GRACE_SECONDS = 0.3
 STALE_LOCK_SECONDS = 10.0
+# How long a ref move waits, backing off, while a live process (git gc, a push) holds the lock.
+LOCK_WAIT_SECONDS = 10.0
+# Settings every registry carries: a reflog for ``main`` (bare repositories keep none by
+# default), so a lost or corrupted ``main`` can be restored; and cruft packs, so objects
+# that refused writes leave behind are packed by ``git gc`` rather than piling up loose
+# until Git stops collecting (its "too many unreachable loose objects" gc.log).
+REGISTRY_CONFIG = {"core.logAllRefUpdates": "always", "gc.cruftPacks": "true"}
 # From this many new blobs on, one `git fast-import` pack beats one loose file per blob
 # (and keeps bulk imports from filling the repository with tens of thousands of files).
 FAST_IMPORT_MIN_BLOBS = 64
@@ -42,6 +60,14 @@ pygit2.settings.enable_strict_object_creation(False)
 
 class RefMoved(Exception):
     """``main`` is no longer at the commit a write was built on."""
+
+
+class _Locked(Exception):
+    """A ref move failed on a lock file another process holds (or a killed one left)."""
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        self.path = path
 
 
 @dataclass(frozen=True)
@@ -111,9 +137,10 @@ class GitStore:
         self.path = os.fspath(path)
         try:
             self.repo = pygit2.Repository(self.path)
-        except pygit2.GitError as exc:
+        except (pygit2.GitError, OSError) as exc:
             raise StorageError(f"{self.path} is not a promptrev registry: {exc}") from None
         self._empty_tree: pygit2.Oid | None = None
+        self._configure()
 
     @classmethod
     def init(cls, path: str | os.PathLike) -> GitStore:
@@ -121,27 +148,97 @@ class GitStore:
         pygit2.init_repository(os.fspath(path), bare=True, initial_head="main")
         return cls(path)
 
+    def _configure(self) -> None:
+        """Give a registry made by an older promptrev (or by ``git init``) our settings."""
+        try:
+            config = self.repo.config
+            for key, value in REGISTRY_CONFIG.items():
+                if key not in config:
+                    config[key] = value
+        except (pygit2.GitError, OSError) as exc:  # read-only or full: reads still work
+            log.warning("could not configure %s: %s", self.path, exc)
+
     # ---- reading -------------------------------------------------------------------
     def head(self) -> str | None:
-        """The commit ``main`` points at, or None for an empty repository."""
-        ref = self.repo.references.get(MAIN)
-        return str(ref.target) if ref is not None else None
+        """The commit ``main`` points at, or None for an empty repository.
+
+        A ``main`` that cannot be read is :class:`Damaged`; whether a missing one is
+        damage is for :meth:`missing_main_damage` to say (it costs a file read).
+        """
+        try:
+            ref = self.repo.references.get(MAIN)
+            return str(ref.target) if ref is not None else None
+        except (pygit2.GitError, ValueError, OSError) as exc:
+            raise Damaged(f"{MAIN} is corrupt ({exc}): the registry is damaged. Run "
+                          f"'{REPAIR}' to restore it from its reflog or the index",
+                          details={"repair": REPAIR}) from None
+
+    def missing_main_damage(self) -> str | None:
+        """Why a missing ``main`` is damage (its reflog says it existed), or None."""
+        logged = self.main_reflog()
+        if logged:
+            return (f"{MAIN} is missing, but its reflog shows it pointed at "
+                    f"{logged[0][:12]}: the registry is damaged, not empty. Run '{REPAIR}' "
+                    "to restore it")
+        return None
+
+    def main_reflog(self) -> list[str]:
+        """The commits ``main`` pointed at, newest first (from its reflog file).
+
+        Read from the file, not through libgit2, so it works when ``main`` itself is gone.
+        """
+        try:
+            with open(os.path.join(self.path, MAIN_REFLOG), "rb") as fh:
+                lines = fh.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return []
+        out: list[str] = []
+        for line in reversed(lines):
+            fields = line.split(" ", 2)
+            if len(fields) >= 2 and re.fullmatch(r"[0-9a-f]{40}", fields[1]) \
+                    and fields[1] != "0" * 40 and fields[1] not in out:
+                out.append(fields[1])
+        return out
+
+    def _obj(self, oid: str | pygit2.Oid, what: str):
+        """The object ``oid``; a missing or unreadable one is :class:`Damaged`."""
+        try:
+            return self.repo[oid]
+        except KeyError:
+            problem = "is missing from the repository"
+        except (pygit2.GitError, ValueError, OSError) as exc:
+            problem = f"cannot be read ({exc})"
+        raise Damaged(f"Git object {str(oid)[:12]} ({what}) {problem}: the registry is "
+                      "damaged. Run 'promptrev fsck' for a report, and restore lost objects "
+                      "from a clone or a backup ('promptrev restore')",
+                      details={"object": str(oid)}) from None
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether ``sha`` is a readable commit whose tree is readable."""
+        try:
+            commit = self.repo[sha]
+            return commit.type == pygit2.enums.ObjectType.COMMIT and commit.tree is not None
+        except (KeyError, ValueError, pygit2.GitError, OSError):
+            return False
 
     def blob(self, oid: str) -> bytes:
         """The bytes of a blob."""
-        return self.repo[oid].data
+        return self._obj(oid, "a file's content").data
 
     def blob_at(self, commit: str, path: str) -> str | None:
         """The blob id at ``path`` in ``commit``'s tree, or None."""
         try:
-            entry = self.repo[commit].tree[path]
+            entry = self._obj(commit, "a commit").tree[path]
         except KeyError:
             return None
+        except (pygit2.GitError, OSError) as exc:
+            raise Damaged(f"the tree of commit {commit[:12]} cannot be read ({exc}): run "
+                          "'promptrev fsck' for a report") from None
         return str(entry.id) if entry.filemode != _TREE else None
 
     def commit_info(self, sha: str) -> CommitInfo:
         """Author, message (stripped) and time (epoch seconds, UTC) of a commit."""
-        commit = self.repo[sha]
+        commit = self._obj(sha, "a commit")
         author = commit.author
         return CommitInfo(str(commit.id), author.name, author.email, commit.message.strip(),
                           author.time, tuple(str(p) for p in commit.parent_ids))
@@ -153,7 +250,7 @@ class GitStore:
         rewritten), so the caller can rebuild instead of guessing.
         """
         chain: list[str] = []
-        current = self.repo[head]
+        current = self._obj(head, "a commit on main")
         while True:
             sha = str(current.id)
             if sha == stop:
@@ -162,7 +259,7 @@ class GitStore:
             chain.append(sha)
             if not current.parent_ids:
                 break
-            current = self.repo[current.parent_ids[0]]
+            current = self._obj(current.parent_ids[0], f"the parent of commit {sha[:12]}")
         if stop is None:
             chain.reverse()
             return chain
@@ -174,8 +271,9 @@ class GitStore:
         Descends only into subtrees whose ids differ, so a one-file commit in a registry of
         10,000 files reads a handful of small trees (libgit2's tree diff walked far more).
         """
-        commit = self.repo[sha]
-        old = commit.parents[0].tree if commit.parent_ids else None
+        commit = self._obj(sha, "a commit")
+        old = self._obj(commit.parent_ids[0], f"the parent of commit {sha[:12]}").tree \
+            if commit.parent_ids else None
         out: list[Change] = []
         self._diff_trees(old, commit.tree, "", out)
         return out
@@ -183,7 +281,8 @@ class GitStore:
     def diff(self, old: str | None, new: str) -> list[Change]:
         """Paths that differ between two commits' trees (``old`` None: the empty tree)."""
         out: list[Change] = []
-        self._diff_trees(self.repo[old].tree if old else None, self.repo[new].tree, "", out)
+        self._diff_trees(self._obj(old, "a commit").tree if old else None,
+                         self._obj(new, "a commit").tree, "", out)
         return out
 
     def merge_base(self, a: str, b: str) -> str | None:
@@ -214,8 +313,9 @@ class GitStore:
             a_tree = a is not None and a.filemode == _TREE
             b_tree = b is not None and b.filemode == _TREE
             if a_tree or b_tree:
-                self._diff_trees(self.repo[a.id] if a_tree else None,
-                                 self.repo[b.id] if b_tree else None, f"{prefix}{name}/", out)
+                self._diff_trees(self._obj(a.id, f"folder {prefix}{name}") if a_tree else None,
+                                 self._obj(b.id, f"folder {prefix}{name}") if b_tree else None,
+                                 f"{prefix}{name}/", out)
             a_blob = str(a.id) if a is not None and not a_tree else None
             b_blob = str(b.id) if b is not None and not b_tree else None
             if a_blob != b_blob:
@@ -229,7 +329,28 @@ class GitStore:
     # ---- writing -------------------------------------------------------------------
     def write_blob(self, data: bytes) -> str:
         """Store a blob (idempotent: identical content gives the same id)."""
-        return str(self.repo.create_blob(data))
+        try:
+            return str(self.repo.create_blob(data))
+        except (pygit2.GitError, OSError) as exc:
+            raise self.write_error(exc, "storing a file") from None
+
+    def write_error(self, exc: BaseException, what: str) -> StorageError:
+        """The error that explains a failed write: a full disk, or what Git said."""
+        text = str(exc).strip()
+        if getattr(exc, "errno", None) == errno.ENOSPC or "no space" in text.lower() \
+                or self._disk_full():
+            return StorageFull(f"the disk holding the registry {self.path} is full: {what} "
+                               "failed and nothing was changed. Free space and try again",
+                               details={"path": self.path})
+        return StorageError(f"{what} failed in {self.path}: {text or type(exc).__name__}")
+
+    def _disk_full(self) -> bool:
+        """Whether the file system holding the repository has (almost) no space left."""
+        try:
+            stat = os.statvfs(os.path.join(self.path, "objects"))
+        except OSError:
+            return False
+        return stat.f_bavail * stat.f_frsize < 64 * 1024 or stat.f_favail == 0
 
     @staticmethod
     def blob_id(data: bytes) -> str:
@@ -244,7 +365,7 @@ class GitStore:
         """
         if len(blobs) < FAST_IMPORT_MIN_BLOBS:
             for data in blobs.values():
-                self.repo.create_blob(data)  # idempotent
+                self.write_blob(data)  # idempotent
             return
         # No existence check per blob: fast-import skips objects already packed, and each
         # miss would make libgit2 rescan the pack folder (~25 µs a blob).
@@ -257,8 +378,8 @@ class GitStore:
         result = subprocess.run(["git", "--git-dir", self.path, "fast-import", "--quiet",
                                  "--done"], input=bytes(stream), capture_output=True)
         if result.returncode != 0:
-            raise StorageError("git fast-import could not store "
-                               f"{len(blobs)} blobs: {result.stderr.decode(errors='replace')}")
+            raise self.write_error(OSError(result.stderr.decode(errors="replace")),
+                                   f"storing {len(blobs)} files (git fast-import)")
         self.maintain()
 
     def maintain(self) -> None:
@@ -269,10 +390,39 @@ class GitStore:
         does after its own commits. Without it, every bulk import adds a pack and every
         save six loose files, and lookups slow down as they pile up.
         """
+        self.clear_gc_log()
         try:
             git.Git(self.path).gc("--auto", "--quiet")
         except (git.GitCommandError, OSError):
             pass  # maintenance is best effort; fsck reports real damage
+
+    def clear_gc_log(self) -> str | None:
+        """Settle what stopped ``git gc --auto``, which then refuses to run for a day.
+
+        Git writes ``gc.log`` when a collection leaves too many unreachable loose objects
+        (refused writes leave the blobs they stored before taking the lock). Those older
+        than an hour can never be committed any more (a write gives up after a minute), so
+        they are pruned, and the log removed so that automatic collection resumes.
+        Returns what the log said, or None when there was none.
+        """
+        path = os.path.join(self.path, "gc.log")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                said = fh.read().strip()
+        except OSError:
+            return None
+        try:
+            git.Git(self.path).prune("--expire=1.hour.ago")
+        except (git.GitCommandError, OSError) as exc:
+            log.warning("git prune in %s failed: %s", self.path, exc)
+            return said
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        log.warning("git gc had stopped in %s (%s); pruned old unreachable objects", self.path,
+                    said.splitlines()[-1] if said else "gc.log")
+        return said
 
     def commit(self, base: str | None, changes: dict[str, str | None], message: str,
                author: Signature, *, tree: str | None = None,
@@ -289,15 +439,19 @@ class GitStore:
                      author: Signature, *, tree: str | None = None,
                      parents: list[str] | None = None) -> CommitInfo | None:
         """:meth:`commit`, returning what :meth:`commit_info` would read back (no re-read)."""
-        base_tree = self.repo[tree] if tree else self.repo[base].tree if base else None
+        base_tree = self._obj(tree, "a tree") if tree else \
+            self._obj(base, "the commit main points at").tree if base else None
         split = {tuple(path.split("/")): blob for path, blob in changes.items()}
-        new_tree = self._write_tree(base_tree, split) or self._empty().id
-        if base_tree is not None and new_tree == base_tree.id and not parents:
-            return None
-        sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
-        if parents is None:
-            parents = [base] if base else []
-        sha = str(self.repo.create_commit(None, sig, sig, message, new_tree, parents))
+        try:
+            new_tree = self._write_tree(base_tree, split) or self._empty().id
+            if base_tree is not None and new_tree == base_tree.id and not parents:
+                return None
+            sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
+            if parents is None:
+                parents = [base] if base else []
+            sha = str(self.repo.create_commit(None, sig, sig, message, new_tree, parents))
+        except (pygit2.GitError, OSError) as exc:
+            raise self.write_error(exc, "writing the commit") from None
         return CommitInfo(sha, sig.name, sig.email, message.strip(), sig.time,
                           tuple(str(p) for p in parents))
 
@@ -307,8 +461,11 @@ class GitStore:
         now = int(time.time())
         sig = pygit2.Signature(author.name, author.email, now, 0)
         by = pygit2.Signature(committer.name, committer.email, now, 0) if committer else sig
-        return str(self.repo.create_commit(None, sig, by, message, pygit2.Oid(hex=tree),
-                                           [pygit2.Oid(hex=p) for p in parents]))
+        try:
+            return str(self.repo.create_commit(None, sig, by, message, pygit2.Oid(hex=tree),
+                                               [pygit2.Oid(hex=p) for p in parents]))
+        except (pygit2.GitError, OSError) as exc:
+            raise self.write_error(exc, "writing the commit") from None
 
     def merge(self, ours: str, theirs: str, *, favor_ours: bool = False
               ) -> tuple[str | None, list[Conflicted]]:
@@ -343,8 +500,8 @@ class GitStore:
                 builder.insert(parts[0], pygit2.Oid(hex=blob), _BLOB)
         for name, sub in groups.items():
             entry = builder.get(name)
-            subtree = self.repo[entry.id] if entry is not None and entry.filemode == _TREE \
-                else None
+            subtree = self._obj(entry.id, f"folder {name}") \
+                if entry is not None and entry.filemode == _TREE else None
             new = self._write_tree(subtree, sub)
             if new is None:
                 if entry is not None:
@@ -360,30 +517,54 @@ class GitStore:
         self.move_ref(MAIN, expected, new, reason)
 
     def move_ref(self, name: str, expected: str | None, new: str | None, reason: str) -> None:
-        """Compare-and-swap a ref: ``expected`` None creates it, ``new`` None deletes it."""
-        for _ in range(2):
+        """Compare-and-swap a ref: ``expected`` None creates it, ``new`` None deletes it.
+
+        While another live process holds the ref's lock (``git gc`` packing refs, a push)
+        it retries with backoff; a lock left by a killed writer is removed at once.
+        """
+        deadline = time.monotonic() + LOCK_WAIT_SECONDS
+        delay = 0.001
+        while True:
             try:
-                ref = self.repo.references.get(name)
-                if expected is None:
-                    if ref is not None:
-                        raise RefMoved()
-                    self.repo.create_reference_direct(name, new, False, message=reason)
-                    return
-                if ref is None or str(ref.target) != expected:
-                    raise RefMoved()
-                if new is None:
-                    ref.delete()
-                else:
-                    ref.set_target(new, reason)
+                self._move_ref_once(name, expected, new, reason)
                 return
-            except (pygit2.GitError, pygit2.AlreadyExistsError, ValueError) as exc:
-                text = str(exc).lower()
-                if "lock" in text and self._remove_stale_ref_lock(name):
+            except _Locked as locked:
+                if self.clear_stale_lock(locked.path):
                     continue
-                if "does not match" in text or "exists" in text or "lock" in text:
-                    raise RefMoved() from None
-                raise StorageError(f"could not move {name}: {exc}") from None
-        raise RefMoved()
+                if time.monotonic() > deadline:
+                    rel = os.path.relpath(locked.path, self.path)
+                    raise Busy(f"{rel} in {self.path} stayed locked for "
+                               f"{LOCK_WAIT_SECONDS:.0f}s by a running process (git gc or a "
+                               "push?); try again") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+
+    def _move_ref_once(self, name: str, expected: str | None, new: str | None,
+                       reason: str) -> None:
+        try:
+            ref = self.repo.references.get(name)
+            if expected is None:
+                if ref is not None:
+                    raise RefMoved()
+                self.repo.create_reference_direct(name, new, False, message=reason)
+                return
+            if ref is None or str(ref.target) != expected:
+                raise RefMoved()
+            if new is None:
+                ref.delete()
+            else:
+                ref.set_target(new, reason)
+        except pygit2.AlreadyExistsError:
+            raise RefMoved() from None
+        except (pygit2.GitError, ValueError, OSError) as exc:
+            text = str(exc)
+            if "lock" in text.lower():
+                found = re.search(r"'([^']+\.lock)'", text)
+                raise _Locked(found.group(1) if found else
+                              os.path.join(self.path, name + ".lock")) from None
+            if "does not match" in text or "exists" in text:
+                raise RefMoved() from None
+            raise self.write_error(exc, f"moving {name}") from None
 
     def ref(self, name: str) -> str | None:
         """The commit a ref points at, or None."""
@@ -395,32 +576,79 @@ class GitStore:
         return {name: str(self.repo.references[name].target)
                 for name in self.repo.references if name.startswith(prefix)}
 
-    def _remove_stale_ref_lock(self, ref: str = MAIN) -> bool:
-        """Remove a ``<ref>.lock`` left by a killed writer (only when old)."""
-        lock = os.path.join(self.path, ref + ".lock")
-        try:
-            age = time.time() - os.stat(lock).st_mtime
-        except FileNotFoundError:
-            return True
-        if age < STALE_LOCK_SECONDS:
+    def clear_stale_lock(self, path: str) -> bool:
+        """Remove a lock file left by a killed process; True when no lock is in the way.
+
+        Only a lock older than :data:`LOCK_GRACE_SECONDS` that no process has open (or, where
+        open files cannot be listed, one older than :data:`STALE_LOCK_SECONDS`) is stale.
+        It is renamed aside and checked to be the file judged before it is deleted, so a
+        lock a live process takes meanwhile is put back, never removed.
+        """
+        path = os.path.abspath(path)
+        if not path.startswith(os.path.abspath(self.path) + os.sep) or \
+                not path.endswith(".lock"):
             return False
         try:
-            os.unlink(lock)
+            seen = os.stat(path)
         except FileNotFoundError:
-            pass
+            return True
+        if not _stale(path, seen):
+            return False
+        aside = f"{path}.stale-{os.getpid()}-{time.monotonic_ns()}"
+        try:
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return True
+        if os.stat(aside).st_ino != seen.st_ino:  # a live writer's new lock: put it back
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                pass
+            os.unlink(aside)
+            return False
+        os.unlink(aside)
+        log.warning("removed %s, left by a killed writer", os.path.relpath(path, self.path))
         return True
 
-    def stale_ref_locks(self) -> list[str]:
-        """Ref lock files older than the stale threshold (left by killed writers)."""
+    def stale_locks(self) -> list[str]:
+        """Lock files of refs left by killed writers (relative paths)."""
         found = []
-        refs = os.path.join(self.path, "refs")
-        for folder, _dirs, files in os.walk(refs):
-            for name in files:
-                if name.endswith(".lock"):
-                    full = os.path.join(folder, name)
-                    if time.time() - os.stat(full).st_mtime >= STALE_LOCK_SECONDS:
-                        found.append(os.path.relpath(full, self.path))
+        candidates = [os.path.join(self.path, "packed-refs.lock")]
+        for folder, _dirs, files in os.walk(os.path.join(self.path, "refs")):
+            candidates += [os.path.join(folder, n) for n in files if n.endswith(".lock")]
+        for full in candidates:
+            try:
+                if _stale(full, os.stat(full)):
+                    found.append(os.path.relpath(full, self.path))
+            except FileNotFoundError:
+                continue
         return found
+
+    # ---- repair --------------------------------------------------------------------
+    def restore_main(self, candidates: list[str], reason: str) -> str | None:
+        """Point ``main`` at the first candidate commit that is intact; return it.
+
+        A corrupt loose ``main`` file (or one naming a missing commit) is removed first.
+        Returns None when no candidate is readable.
+        """
+        chosen = next((sha for sha in candidates if self.has_commit(sha)), None)
+        if chosen is None:
+            return None
+        try:
+            current = self.head()
+        except Damaged:
+            current = "corrupt"
+        if current is not None and not self.has_commit(current):
+            # Removed rather than overwritten, so the reflog records no unknown old value.
+            try:
+                os.unlink(os.path.join(self.path, MAIN))
+            except FileNotFoundError:
+                pass
+        try:
+            self.repo.create_reference_direct(MAIN, chosen, True, message=reason)
+        except (pygit2.GitError, OSError) as exc:
+            raise self.write_error(exc, f"restoring {MAIN}") from None
+        return chosen
 
     @contextmanager
     def writer_lock(self, timeout: float = 30.0) -> Iterator[None]:
@@ -442,3 +670,48 @@ class GitStore:
             yield
         finally:
             os.close(fd)
+
+
+def _stale(path: str, seen: os.stat_result) -> bool:
+    """Whether the lock file ``path`` (stat ``seen``) was left by a process that died."""
+    age = time.time() - seen.st_mtime
+    if age < LOCK_GRACE_SECONDS:
+        return False
+    holders = _open_by(path, seen.st_uid)
+    return not holders if holders is not None else age >= STALE_LOCK_SECONDS
+
+
+def _open_by(path: str, owner: int) -> list[int] | None:
+    """The processes that have ``path`` open, or None where that cannot be known.
+
+    Reads ``/proc/<pid>/fd`` (Linux). Processes of other users are unreadable unless we
+    are root; the lock's creator runs as its owner, so only theirs must be readable.
+    """
+    if not os.path.isdir("/proc/self/fd"):
+        return None
+    real = os.path.realpath(path)
+    holders: list[int] = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        folder = f"/proc/{entry.name}/fd"
+        try:
+            names = os.listdir(folder)
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        except PermissionError:
+            try:
+                uid = entry.stat().st_uid
+            except FileNotFoundError:
+                continue
+            if uid == owner:
+                return None
+            continue
+        for fd in names:
+            try:
+                if os.readlink(f"{folder}/{fd}") == real:
+                    holders.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return holders

@@ -7,13 +7,18 @@ mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from .sql import create_engine, writing
+from ..errors import Damaged
+from .sql import create_engine, sqlite_file, translated, translating, writing
+
+log = logging.getLogger("promptrev.storage")
 
 
 class IndexState(SQLModel, table=True):
@@ -162,10 +167,69 @@ T_EVENT = LabelEventRow.__table__
 def create_index_engine(url: str) -> Engine:
     """Open (and create or migrate) the registry's database, with its one state row."""
     engine = create_engine(url, database="registry")
-    with writing(engine) as conn:
-        if conn.execute(sa.select(T_STATE.c.id)).first() is None:
-            conn.execute(T_STATE.insert().values(id=1, head=None, writes=0))
+    try:
+        with translated("opening the index"), writing(engine) as conn:
+            if conn.execute(sa.select(T_STATE.c.id)).first() is None:
+                conn.execute(T_STATE.insert().values(id=1, head=None, writes=0))
+    except BaseException:
+        engine.dispose()
+        raise
     return engine
+
+
+class IndexDatabase:
+    """The registry's database, reopened when its file is deleted or replaced.
+
+    ``promptrev reindex`` may swap in a rebuilt file, and an operator may delete a damaged
+    one: a process that kept using the old file would read stale rows (or fail with
+    "disk I/O error" on a deleted one). :meth:`replaced` is one ``stat``.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.file = sqlite_file(url)
+        self._open()
+
+    def _open(self) -> None:
+        if self.file is not None and not os.path.exists(self.file):
+            # The write-ahead log of a deleted database would be replayed into a new one.
+            for suffix in ("-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(self.file + suffix)
+                except FileNotFoundError:
+                    pass
+        self.identity = self._identity()
+        self.broken: Damaged | None = None
+        try:
+            self.engine = create_index_engine(self.url)
+        except Damaged as exc:  # kept openable, so that fsck and reindex can repair it
+            self.broken = exc
+            self.engine = create_engine(self.url, migrate=False)
+        if self.identity is None:
+            self.identity = self._identity()
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            found = os.stat(self.file)  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            return None
+        return found.st_dev, found.st_ino
+
+    def replaced(self) -> bool:
+        """Whether the database file is no longer the one this process opened."""
+        return self.file is not None and self._identity() != self.identity
+
+    def reopen(self, *, quiet: bool = False) -> None:
+        """Close the old file's connections and open what is at the path now."""
+        if not quiet:
+            log.warning("the index database %s was replaced or deleted; reopening it",
+                        self.file)
+        self.engine.dispose()
+        self._open()
+
+    def dispose(self) -> None:
+        """Close every connection."""
+        self.engine.dispose()
 
 
 # The first ten columns are in the field order of ``promptrev.artifacts.Version``, so
@@ -334,6 +398,16 @@ class IndexReader:
             T_EVENT.c.commit_seq.in_(seqs)).order_by(T_EVENT.c.id)
         return self._all(versions), self._all(events)
 
+    def made_in(self, shas: list[str]) -> dict[str, list[dict]]:
+        """The versions each of the given commits created (as the indexer reports them)."""
+        stmt = sa.select(T_COMMIT.c.sha, T_ARTIFACT.c.kind, T_ARTIFACT.c.name,
+                         T_VERSION.c.number, T_VERSION.c.blob).select_from(_VERSION_JOIN).where(
+            T_COMMIT.c.sha.in_(shas)).order_by(T_VERSION.c.id)
+        out: dict[str, list[dict]] = {sha: [] for sha in shas}
+        for sha, kind, name, number, blob in self._all(stmt):
+            out[sha].append({"kind": kind, "name": name, "number": number, "blob": blob})
+        return out
+
     def dump(self) -> dict[str, list[tuple]]:
         """Every Git-derived row, keyed by natural keys (for rebuilt == incremental checks)."""
         out = {}
@@ -344,3 +418,8 @@ class IndexReader:
                 out[table.name] = sorted(tuple(r) for r in rows)
             out["index_state"] = [(conn.execute(sa.select(T_STATE.c.head)).scalar(),)]
         return out
+
+
+for _name, _method in list(vars(IndexReader).items()):
+    if not _name.startswith("_") and callable(_method):
+        setattr(IndexReader, _name, translating("reading the index")(_method))

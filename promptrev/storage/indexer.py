@@ -23,9 +23,9 @@ from sqlalchemy.engine import Connection, Engine
 from promptrev.model.artifacts import KINDS, AuditEntry, kind_of_path
 from promptrev.model.labels import parse_label_map
 
-from ..errors import ValidationFailed
+from ..errors import Damaged, ValidationFailed
 from . import outbox
-from .gitstore import Change, CommitInfo, GitStore
+from .gitstore import REPAIR, Change, CommitInfo, GitStore
 from .index import (
     DERIVED,
     T_ARTIFACT,
@@ -36,6 +36,7 @@ from .index import (
     T_VERSION,
     prepared,
 )
+from .sql import translated
 
 FLUSH_EVERY = 500
 # Built once: constructing SQLAlchemy statements per commit showed up in write profiles.
@@ -78,25 +79,65 @@ class KnownCommit:
     info: CommitInfo | None = None
 
 
+def versions_made(known: KnownCommit) -> list[dict]:
+    """The versions a writer's own commit created, derived from that commit alone.
+
+    The same rule the indexer applies (a changed artifact file is the next version of its
+    artifact; deleting what never existed makes none), over the commit's changes and the
+    artifact rows at its parent, so the writer need not read the index back (where another
+    process may already have indexed the commit, or the disk may be full).
+    """
+    made = []
+    for change in known.changes:
+        found = kind_of_path(change.path)
+        if found is None:
+            continue
+        kind, name = found[0].name, found[1]
+        row = known.artifacts.get((kind, name))
+        if row is None and change.new is None:
+            continue
+        made.append({"kind": kind, "name": name, "blob": change.new,
+                     "number": (row.latest if row is not None else 0) + 1})
+    return made
+
+
 def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: bool = False,
              created: dict[str, list[dict]] | None = None,
-             known: KnownCommit | None = None) -> str | None:
+             known: KnownCommit | None = None, quiet: bool = False) -> str | None:
     """Index every commit of ``main`` not yet indexed; return the head now indexed.
 
     ``behind=True`` skips the unlocked freshness check (the caller just moved ``main``);
     ``created``, when given, receives the versions recorded for each commit sha;
-    ``known`` lets the writer of the next commit hand over what it already knows.
+    ``known`` lets the writer of the next commit hand over what it already knows;
+    ``quiet`` records no events (a stand-in index whose events the real one will record).
+
+    A missing ``main`` while the index or the reflog says there was one is damage: the
+    index is left as it is (it helps the repair) and :class:`Damaged` raised.
     """
+    with translated("updating the index"):
+        return _catch_up(store, engine, rebuild, behind, created, known, quiet)
+
+
+def _catch_up(store: GitStore, engine: Engine, rebuild: bool, behind: bool,
+              created: dict[str, list[dict]] | None, known: KnownCommit | None,
+              quiet: bool) -> str | None:
     if not rebuild and not behind:
         with engine.connect() as conn:
             indexed = conn.execute(_INDEXED_HEAD).scalar()
-        if indexed == store.head():
+        if indexed is not None and indexed == store.head():
             return indexed
     with engine.connect() as conn:
         conn.execution_options(write_lock=True)
         with conn.begin():
             indexed, writes, *maxima = prepared(conn, _LOCK_STATE).run(conn)[0]
             head = store.head()
+            if head is None:
+                damage = store.missing_main_damage() or (indexed and (
+                    f"refs/heads/main is missing, but the index reflects commit "
+                    f"{indexed[:12]}: the registry is damaged, not empty. Run '{REPAIR}' to "
+                    "restore it"))
+                if damage:
+                    raise Damaged(damage, details={"repair": REPAIR})
             if indexed == head and not rebuild:
                 return head
             if (known is not None and not rebuild and head == known.sha
@@ -105,7 +146,7 @@ def catch_up(store: GitStore, engine: Engine, *, rebuild: bool = False, behind: 
             else:
                 chain = None if rebuild or head is None else store.first_parent_chain(
                     head, indexed)
-            announce = chain is not None  # a rebuild re-records old history: no news
+            announce = chain is not None and not quiet  # a rebuild's old history: no news
             if chain is None:
                 for table in DERIVED:
                     conn.execute(table.__table__.delete())

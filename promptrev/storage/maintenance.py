@@ -1,4 +1,5 @@
-"""Consistency checks of a registry (``promptrev fsck``).
+"""Consistency checks and repairs of a registry (``promptrev fsck [--repair]``,
+``promptrev reindex``), and the stand-in index used while the real one cannot be written.
 
 Uses GitPython to run real ``git fsck``: object-level checking is where Git's own
 behaviour matters, and this is not a hot path.
@@ -6,34 +7,167 @@ behaviour matters, and this is not a hot path.
 
 from __future__ import annotations
 
+import logging
 import os
+import sqlite3
 import tempfile
 from typing import Any
 
 import git
+import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
 from promptrev.model.artifacts import KINDS
 
-from ..errors import PromptrevError
-from .gitstore import GitStore
-from .index import IndexReader, create_index_engine
+from ..errors import Damaged, PromptrevError
+from . import migrations
+from .gitstore import REPAIR, GitStore
+from .index import IndexDatabase, IndexReader, create_index_engine
 from .indexer import catch_up
 from .objects import ObjectStore
+from .sql import MEMORY, create_engine, translated
+
+log = logging.getLogger("promptrev.storage")
+REINDEX = "promptrev reindex"
 
 
-def check(store: GitStore, engine: Engine) -> dict[str, Any]:
-    """Return a report: Git objects, index vs a fresh rebuild, artifact validity, locks."""
+def check(store: GitStore, database: IndexDatabase, *, repair: bool = False
+          ) -> dict[str, Any]:
+    """Report on a registry: Git's objects and ``main``, lock files, Git's collector, the
+    index's integrity and its rows against a rebuild from Git, artifact validity.
+
+    Every problem says what repairs it. With ``repair``, what can be repaired here is
+    (``main`` restored from its reflog or the index, stale locks removed, a damaged index
+    rebuilt) and the registry checked again; ``repaired`` lists what was done.
+    """
+    repaired: list[str] = []
+    if repair:
+        repaired = _repair(store, database)
     problems: list[str] = []
+    for lock in store.stale_locks():
+        problems.append(f"stale lock file {lock} (left by a killed writer; '{REPAIR}' "
+                        "removes it)")
+    problems += _git_problems(store)
+    head, main_problem = _main(store, database)
+    if main_problem:
+        problems.append(main_problem)
+    index_problem = _index_damage(database)
+    if index_problem:
+        problems.append(index_problem)
+    rows: dict[str, int] = {}
+    if main_problem is None and index_problem is None:
+        try:
+            rows = _compare_with_rebuild(store, database, problems)
+        except PromptrevError as exc:
+            problems.append(exc.message)
+        try:
+            problems += _invalid_artifacts(store, head)
+        except Exception as exc:  # noqa: BLE001 - a checker reports, never crashes
+            problems.append(f"the artifacts of {head[:12] if head else 'main'} cannot be "
+                            f"read ({exc}); see git fsck's report")
+    report: dict[str, Any] = {"ok": not problems, "problems": problems, "head": head,
+                              "rows": rows}
+    if repair:
+        report["repaired"] = repaired
+    return report
+
+
+def _repair(store: GitStore, database: IndexDatabase) -> list[str]:
+    done = []
+    for lock in store.stale_locks():
+        if store.clear_stale_lock(os.path.join(store.path, lock)):
+            done.append(f"removed stale lock {lock}")
+    head, problem = _main(store, database)
+    if problem is not None:
+        candidates = store.main_reflog() + [_indexed_head(database)]
+        chosen = store.restore_main([c for c in candidates if c], "promptrev: fsck --repair")
+        if chosen is None:
+            raise Damaged(f"{problem.split(':')[0]}; no intact commit to restore it to was "
+                          "found in its reflog or the index. Restore the registry from a "
+                          "backup ('promptrev restore') or a clone")
+        done.append(f"restored refs/heads/main to {chosen[:12]}")
+    said = store.clear_gc_log()
+    if said is not None:
+        done.append("pruned old unreachable objects so that git gc runs again")
+    if _index_damage(database) is not None or _indexed_head(database) != store.head():
+        lost = rebuild(store, database)
+        done.append("rebuilt the index from Git" + (
+            f" (lost the unreadable tables {', '.join(lost)})" if lost else ""))
+    return done
+
+
+def _main(store: GitStore, database: IndexDatabase) -> tuple[str | None, str | None]:
+    """Where ``main`` points, and what is wrong with it (None when nothing is)."""
+    try:
+        head = store.head()
+    except Damaged as exc:
+        return None, exc.message
+    if head is None:
+        damage = store.missing_main_damage()
+        indexed = _indexed_head(database)
+        if damage is None and indexed:
+            damage = (f"refs/heads/main is missing, but the index reflects commit "
+                      f"{indexed[:12]}: the registry is damaged, not empty. Run '{REPAIR}' "
+                      "to restore it")
+        return None, damage
+    if not store.has_commit(head):
+        return head, (f"refs/heads/main points at {head[:12]}, which is missing or "
+                      f"unreadable: run '{REPAIR}' to restore it from its reflog or the index")
+    return head, None
+
+
+def _indexed_head(database: IndexDatabase) -> str | None:
+    try:
+        return IndexReader(database.engine).head()
+    except PromptrevError:
+        return None
+
+
+def _git_problems(store: GitStore) -> list[str]:
+    problems = []
     try:
         git.Repo(store.path).git.fsck("--full", "--no-dangling", "--no-progress")
     except git.GitCommandError as exc:
-        problems.append(f"git fsck: {exc.stderr.strip() or exc}")
-    for lock in store.stale_ref_locks():
-        problems.append(f"stale lock file {lock} (left by a killed writer)")
-    catch_up(store, engine)
-    current = IndexReader(engine).dump()
+        text = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n") or str(exc)
+        problems.append(f"git fsck: {text} (restore lost objects from a clone or a backup "
+                        "with 'promptrev restore')")
+    except OSError as exc:
+        problems.append(f"git fsck could not run: {exc}")
+    try:
+        with open(os.path.join(store.path, "gc.log"), encoding="utf-8",
+                  errors="replace") as fh:
+            said = fh.read().strip()
+        last = said.splitlines()[-1] if said else "gc.log"
+        problems.append(f"git gc has stopped collecting ({last}); '{REPAIR}' prunes old "
+                        "unreachable objects")
+    except OSError:
+        pass
+    return problems
+
+
+def _index_damage(database: IndexDatabase) -> str | None:
+    """What SQLite's integrity check finds wrong with the index file (None: nothing)."""
+    if database.file is None:
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{database.file}?mode=ro", uri=True, timeout=60)
+        try:
+            found = [row[0] for row in conn.execute("PRAGMA integrity_check(20)")]
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        found = [str(exc)]
+    if found == ["ok"]:
+        return None
+    return (f"the index database {database.file} is damaged ({'; '.join(found[:3])}): run "
+            f"'{REINDEX}' to rebuild it from Git")
+
+
+def _compare_with_rebuild(store: GitStore, database: IndexDatabase,
+                          problems: list[str]) -> dict[str, int]:
+    catch_up(store, database.engine)
+    current = IndexReader(database.engine).dump()
     with tempfile.TemporaryDirectory() as tmp:
         fresh_engine = create_index_engine("sqlite:///" + os.path.join(tmp, "rebuild.sqlite"))
         try:
@@ -44,15 +178,132 @@ def check(store: GitStore, engine: Engine) -> dict[str, Any]:
     for table in rebuilt:
         if rebuilt[table] != current.get(table):
             problems.append(f"index table '{table}' differs from a rebuild from Git "
-                            "(run 'promptrev reindex')")
-    invalid = _invalid_artifacts(store)
-    problems += invalid
-    return {"ok": not problems, "problems": problems, "head": store.head(),
-            "rows": {t: len(r) for t, r in current.items()}}
+                            f"(run '{REINDEX}')")
+    return {t: len(r) for t, r in current.items()}
 
 
-def _invalid_artifacts(store: GitStore) -> list[str]:
-    head = store.head()
+# ---- the index: rebuilt beside, swapped in; a stand-in in memory ---------------------
+def rebuild(store: GitStore, database: IndexDatabase) -> list[str]:
+    """Rebuild the index from Git into a new file, then swap it in; return lost tables.
+
+    The rows not derived from Git are copied from the old file, table by table; a table
+    the old file no longer lets us read is named in the result. The swap copies the new
+    file into the live one with SQLite's backup API (one transaction: other processes'
+    connections see the old index or the new one); a file SQLite cannot write at all is
+    replaced, and other processes reopen it when they notice. On PostgreSQL the rows are
+    replaced in one transaction.
+    """
+    if database.file is None:
+        with translated("rebuilding the index"):
+            catch_up(store, database.engine, rebuild=True)
+        return []
+    fresh_file = database.file + ".rebuild"
+    _remove_database(fresh_file)
+    fresh = create_index_engine("sqlite:///" + fresh_file)
+    try:
+        catch_up(store, fresh, rebuild=True)
+        lost = _copy_kept(database.file, fresh)
+        with translated("writing the rebuilt index"), fresh.connect() as conn:
+            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        fresh.dispose()
+    _install(fresh_file, database)
+    return lost
+
+
+def _copy_kept(old_file: str, fresh: Engine) -> list[str]:
+    """Copy the rows of the tables not derived from Git (and the event log); return the
+    tables that were unreadable."""
+    meta = sa.MetaData()
+    meta.reflect(fresh)
+    kept = set(migrations.kept_tables("registry", list(meta.tables))) | (
+        migrations.TRANSIENT_TABLES & set(meta.tables))  # the event log stays readable
+    lost = []
+    try:
+        old = sqlite3.connect(f"file:{old_file}?mode=ro", uri=True, timeout=60)
+    except sqlite3.Error:
+        return sorted(kept)
+    try:
+        with fresh.begin() as conn:
+            for table in meta.sorted_tables:
+                if table.name not in kept:
+                    continue
+                try:
+                    cursor = old.execute(f'SELECT * FROM "{table.name}"')
+                    names = [d[0] for d in cursor.description]
+                    rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+                except sqlite3.Error as exc:
+                    log.warning("could not read table %s of the old index: %s", table.name,
+                                exc)
+                    lost.append(table.name)
+                    continue
+                columns = set(table.columns.keys())
+                rows = [{k: v for k, v in row.items() if k in columns} for row in rows]
+                if rows:
+                    conn.execute(table.insert(), rows)
+    finally:
+        old.close()
+    return lost
+
+
+def _install(fresh_file: str, database: IndexDatabase) -> None:
+    try:
+        source = sqlite3.connect(fresh_file)
+        try:
+            target = sqlite3.connect(database.file, timeout=60)
+            try:
+                source.backup(target)
+            finally:
+                target.close()
+        finally:
+            source.close()
+    except sqlite3.DatabaseError as exc:
+        log.warning("the old index %s cannot be written (%s); replacing the file",
+                    database.file, exc)
+        database.dispose()
+        _remove_database(database.file, keep_main=True)
+        os.replace(fresh_file, database.file)
+    else:
+        database.dispose()  # connections opened on the old content drop their caches
+    _remove_database(fresh_file)
+    database.reopen(quiet=True)
+
+
+def _remove_database(file: str, *, keep_main: bool = False) -> None:
+    for suffix in ("-wal", "-shm", "-journal") if keep_main else ("", "-wal", "-shm",
+                                                                    "-journal"):
+        try:
+            os.unlink(file + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def standin_index(database: IndexDatabase) -> Engine:
+    """An index in memory, copied from the real one where it can be read, else empty.
+
+    The caller catches it up from Git; it answers reads while the real one cannot be
+    written (a full disk) and is dropped once it can.
+    """
+    if database.file is not None:
+        engine = create_engine(MEMORY, migrate=False)
+        try:
+            source = sqlite3.connect(f"file:{database.file}?mode=ro", uri=True, timeout=5)
+            try:
+                raw = engine.raw_connection()
+                try:
+                    source.backup(raw.driver_connection)
+                finally:
+                    raw.close()
+            finally:
+                source.close()
+            return engine
+        except sqlite3.Error as exc:
+            log.warning("could not copy the index (%s); rebuilding it in memory", exc)
+            engine.dispose()
+    return create_index_engine(MEMORY)
+
+
+def _invalid_artifacts(store: GitStore, head: str | None) -> list[str]:
     if head is None:
         return []
     out = []
@@ -73,6 +324,8 @@ def _invalid_artifacts(store: GitStore) -> list[str]:
                 out.append(f"{path}: not UTF-8")
             except PromptrevError as exc:
                 out.append(exc.message)
+            except (KeyError, OSError) as exc:  # a tree or blob Git fsck also reports
+                out.append(f"{path}: cannot be read ({exc})")
     return out
 
 

@@ -7,31 +7,101 @@ SQLAlchemy URL (PostgreSQL for several processes or machines) is used as it is.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
 
+from ..errors import Busy, Damaged, PromptrevError, StorageError, StorageFull
 from . import migrations
+
+log = logging.getLogger("promptrev.storage")
+MEMORY = "sqlite://"  # a private in-memory database (one connection, any thread)
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def create_engine(url: str, *, database: str = "registry", migrate: bool = True) -> Engine:
     """An engine for ``url``, its schema brought up to date unless ``migrate`` is false."""
-    if url.startswith("sqlite"):
+    if url == MEMORY:
+        engine = sa.create_engine(url, poolclass=StaticPool,
+                                  connect_args={"check_same_thread": False})
+        _configure_sqlite(engine)
+    elif url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _configure_sqlite(engine)
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
     if migrate:
         try:
-            migrations.upgrade(engine, database)
+            with translated("opening the database"):
+                migrations.upgrade(engine, database)
         except BaseException:
             engine.dispose()
             raise
     return engine
+
+
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite URL, or None (another database, or one in memory)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        return None
+    if not parsed.drivername.startswith("sqlite") or parsed.database in (None, "", ":memory:"):
+        return None
+    return os.path.abspath(parsed.database)
+
+
+def database_error(exc: BaseException, what: str) -> PromptrevError:
+    """The promptrev error that explains a failed database operation."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    low = text.lower()
+    if "disk is full" in low or "no space left" in low or type(orig).__name__ == "DiskFull":
+        return StorageFull(f"the disk holding the index database is full: {what} failed "
+                           f"({text}). Free space; promptrev catches up by itself",
+                           details={"database": text})
+    if "malformed" in low or "not a database" in low or "corrupt" in low:
+        return Damaged(f"the index database is damaged: {what} failed ({text}). Run "
+                       "'promptrev reindex' to rebuild it from Git",
+                       details={"repair": "promptrev reindex"})
+    if "locked" in low:
+        return Busy(f"the index database stayed locked: {what} failed ({text}); try again")
+    if "i/o error" in low or "readonly" in low or "read-only" in low or \
+            "unable to open" in low:
+        return StorageError(f"the index database cannot be used: {what} failed ({text}). "
+                            "If its file was deleted or replaced, run 'promptrev reindex'")
+    log.warning("database error while %s", what, exc_info=exc)
+    return StorageError(f"the index database failed: {what} ({text})")
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Raise database failures inside as the :class:`PromptrevError` that explains them."""
+    try:
+        yield
+    except sa.exc.DBAPIError as exc:
+        raise database_error(exc, what) from None
+
+
+def translating(what: str) -> Callable[[F], F]:
+    """Decorator form of :func:`translated`."""
+    def wrap(fn: F) -> F:
+        @functools.wraps(fn)
+        def inner(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except sa.exc.DBAPIError as exc:
+                raise database_error(exc, what) from None
+        return inner  # type: ignore[return-value]
+    return wrap
 
 
 @contextmanager
