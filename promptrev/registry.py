@@ -161,6 +161,11 @@ class Registry:
             raise self.database.broken
         if self._standin is None or time.monotonic() >= self._retry_at:
             try:
+                if self.database.unavailable is not None:  # could not even be opened
+                    self.database.reopen(quiet=True)
+                    if self.database.unavailable is not None:
+                        raise self.database.unavailable
+                    self.index = IndexReader(self.database.engine)
                 catch_up(self.store, self.engine)
             except (Damaged, Busy):
                 raise
@@ -444,7 +449,7 @@ class Registry:
     def delete(self, name: str, *, message: str | None = None, author: str = DEFAULT_AUTHOR,
                base: int | None = None, kind: str | None = None) -> Version:
         """Delete an artifact; the deletion is a version, and history stays."""
-        kind = kind or self._artifact(parse_reference(name)).kind
+        kind = kind or self._kind_of(name)
         with self.transaction(message=message or f"delete {name}", author=author) as tx:
             tx.delete(name, base=base, kind=kind)
         return tx.result_for(kind, name)
@@ -452,7 +457,7 @@ class Registry:
     def set_label(self, name: str, label: str, version: int, *, message: str | None = None,
                   author: str = DEFAULT_AUTHOR, kind: str | None = None) -> LabelEvent | None:
         """Point ``label`` at ``version`` (a commit with author and message)."""
-        kind = kind or self._artifact(parse_reference(name)).kind
+        kind = kind or self._kind_of(name)
         msg = message or f"label {name}@{label} -> {version}"
         with self.transaction(message=msg, author=author) as tx:
             tx.set_label(name, label, version, kind=kind)
@@ -461,7 +466,7 @@ class Registry:
     def remove_label(self, name: str, label: str, *, message: str | None = None,
                      author: str = DEFAULT_AUTHOR, kind: str | None = None) -> LabelEvent | None:
         """Remove a label from an artifact."""
-        kind = kind or self._artifact(parse_reference(name)).kind
+        kind = kind or self._kind_of(name)
         with self.transaction(message=message or f"remove label {name}@{label}",
                               author=author) as tx:
             tx.remove_label(name, label, kind=kind)
@@ -475,7 +480,7 @@ class Registry:
         Callers that pass a key to :meth:`resolve_for` get a version stable for that key;
         everyone else keeps getting the version the label points at.
         """
-        kind = kind or self._artifact(parse_reference(name)).kind
+        kind = kind or self._kind_of(name)
         what = ", ".join(f"v{v}: {w}" for v, w in sorted(arms.items())) or "ended"
         with self.transaction(message=message or f"split {name}@{label} ({what})",
                               author=author) as tx:
@@ -509,7 +514,7 @@ class Registry:
         Restoring writes version ``to``'s content as a new version, so nothing is lost and
         the rollback itself is in history.
         """
-        kind = kind or self._artifact(parse_reference(name)).kind
+        kind = kind or self._kind_of(name)
         if label is not None:
             what = f"rollback {name}@{label} to {to}"
             return self.set_label(name, label, to, kind=kind, author=author,
@@ -569,6 +574,10 @@ class Registry:
         what = "label or commit" if ref.may_be_commit else "label"
         raise NotFound(f"{art.kind} '{art.name}' has no {what} '{ref.selector}' "
                        f"(labels: {known})")
+
+    def _kind_of(self, name: str) -> str:
+        self.sync()
+        return self._artifact(parse_reference(name)).kind
 
     def _artifact(self, ref: Reference):
         if ref.kind is not None:

@@ -541,6 +541,20 @@ class GitStore:
 
     def _move_ref_once(self, name: str, expected: str | None, new: str | None,
                        reason: str) -> None:
+        logs = [os.path.join(self.path, "logs", name), os.path.join(self.path, "logs", "HEAD")]
+        sizes = [_size(log_file) for log_file in logs]
+        try:
+            self._set_ref(name, expected, new, reason)
+        except (_Locked, StorageError):
+            # libgit2 appends to the reflogs before it renames the lock into place: a move
+            # that failed must not leave a line saying it happened (fsck --repair trusts them).
+            for log_file, size in zip(logs, sizes, strict=True):
+                if size is not None and (_size(log_file) or 0) > size:
+                    os.truncate(log_file, size)
+            raise
+
+    def _set_ref(self, name: str, expected: str | None, new: str | None,
+                 reason: str) -> None:
         try:
             ref = self.repo.references.get(name)
             if expected is None:
@@ -670,6 +684,13 @@ class GitStore:
             yield
         finally:
             os.close(fd)
+
+
+def _size(path: str) -> int | None:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
 
 
 def _stale(path: str, seen: os.stat_result) -> bool:

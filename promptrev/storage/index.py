@@ -7,6 +7,7 @@ mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from typing import Any, NamedTuple, Optional
@@ -15,8 +16,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
-from ..errors import Damaged
-from .sql import create_engine, sqlite_file, translated, translating, writing
+from ..errors import Damaged, StorageError, StorageFull
+from .sql import create_engine, database_error, sqlite_file, translated, writing
 
 log = logging.getLogger("promptrev.storage")
 
@@ -200,10 +201,14 @@ class IndexDatabase:
                     pass
         self.identity = self._identity()
         self.broken: Damaged | None = None
+        self.unavailable: StorageError | None = None
         try:
             self.engine = create_index_engine(self.url)
         except Damaged as exc:  # kept openable, so that fsck and reindex can repair it
             self.broken = exc
+            self.engine = create_engine(self.url, migrate=False)
+        except StorageFull as exc:  # the registry reads from Git meanwhile
+            self.unavailable = exc
             self.engine = create_engine(self.url, migrate=False)
         if self.identity is None:
             self.identity = self._identity()
@@ -420,6 +425,17 @@ class IndexReader:
         return out
 
 
+def _reading(method):
+    @functools.wraps(method)
+    def inner(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sa.exc.DBAPIError as exc:
+            raise database_error(exc, "reading the index",
+                                 sqlite_file(str(self.engine.url))) from None
+    return inner
+
+
 for _name, _method in list(vars(IndexReader).items()):
     if not _name.startswith("_") and callable(_method):
-        setattr(IndexReader, _name, translating("reading the index")(_method))
+        setattr(IndexReader, _name, _reading(_method))

@@ -90,10 +90,18 @@ def _repair(store: GitStore, database: IndexDatabase) -> list[str]:
     said = store.clear_gc_log()
     if said is not None:
         done.append("pruned old unreachable objects so that git gc runs again")
-    if _index_damage(database) is not None or _indexed_head(database) != store.head():
-        lost = rebuild(store, database)
-        done.append("rebuilt the index from Git" + (
-            f" (lost the unreadable tables {', '.join(lost)})" if lost else ""))
+    if _index_damage(database) is None and database.broken is None:
+        try:
+            catch_up(store, database.engine)  # a lagging index records its missed events
+            differs: list[str] = []
+            _compare_with_rebuild(store, database, differs)
+            if not differs:
+                return done
+        except PromptrevError as exc:
+            log.warning("the index cannot be caught up (%s); rebuilding it", exc.message)
+    lost = rebuild(store, database)
+    done.append("rebuilt the index from Git" + (
+        f" (lost the unreadable tables {', '.join(lost)})" if lost else ""))
     return done
 
 

@@ -7,12 +7,11 @@ SQLAlchemy URL (PostgreSQL for several processes or machines) is used as it is.
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -24,7 +23,6 @@ from . import migrations
 
 log = logging.getLogger("promptrev.storage")
 MEMORY = "sqlite://"  # a private in-memory database (one connection, any thread)
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def create_engine(url: str, *, database: str = "registry", migrate: bool = True) -> Engine:
@@ -40,7 +38,7 @@ def create_engine(url: str, *, database: str = "registry", migrate: bool = True)
         engine = sa.create_engine(url, pool_pre_ping=True)
     if migrate:
         try:
-            with translated("opening the database"):
+            with translated("opening the database", sqlite_file(url)):
                 migrations.upgrade(engine, database)
         except BaseException:
             engine.dispose()
@@ -59,12 +57,15 @@ def sqlite_file(url: str) -> str | None:
     return os.path.abspath(parsed.database)
 
 
-def database_error(exc: BaseException, what: str) -> PromptrevError:
-    """The promptrev error that explains a failed database operation."""
+def database_error(exc: BaseException, what: str, file: str | None = None
+                   ) -> PromptrevError:
+    """The promptrev error that explains a failed database operation on ``file``."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
     low = text.lower()
-    if "disk is full" in low or "no space left" in low or type(orig).__name__ == "DiskFull":
+    if "disk is full" in low or "no space left" in low or type(orig).__name__ == "DiskFull" \
+            or ("i/o error" in low and file is not None and disk_full(file)):
+        # SQLite says "disk I/O error" when it cannot size its shared-memory file.
         return StorageFull(f"the disk holding the index database is full: {what} failed "
                            f"({text}). Free space; promptrev catches up by itself",
                            details={"database": text})
@@ -82,26 +83,22 @@ def database_error(exc: BaseException, what: str) -> PromptrevError:
     return StorageError(f"the index database failed: {what} ({text})")
 
 
+def disk_full(path: str) -> bool:
+    """Whether the file system holding ``path`` has (almost) no space left."""
+    try:
+        stat = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+    except OSError:
+        return False
+    return stat.f_bavail * stat.f_frsize < 256 * 1024 or stat.f_favail == 0
+
+
 @contextmanager
-def translated(what: str) -> Iterator[None]:
+def translated(what: str, file: str | None = None) -> Iterator[None]:
     """Raise database failures inside as the :class:`PromptrevError` that explains them."""
     try:
         yield
     except sa.exc.DBAPIError as exc:
-        raise database_error(exc, what) from None
-
-
-def translating(what: str) -> Callable[[F], F]:
-    """Decorator form of :func:`translated`."""
-    def wrap(fn: F) -> F:
-        @functools.wraps(fn)
-        def inner(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return fn(*args, **kwargs)
-            except sa.exc.DBAPIError as exc:
-                raise database_error(exc, what) from None
-        return inner  # type: ignore[return-value]
-    return wrap
+        raise database_error(exc, what, file) from None
 
 
 @contextmanager
