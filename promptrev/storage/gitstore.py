@@ -17,9 +17,10 @@ import re
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import git
 import pygit2
@@ -38,6 +39,7 @@ LOCK_GRACE_SECONDS = 0.3
 STALE_LOCK_SECONDS = 10.0
 # How long a ref move waits, backing off, while a live process (git gc, a push) holds the lock.
 LOCK_WAIT_SECONDS = 10.0
+OBJECT_WRITE_TRIES = 5
 # Settings every registry carries: a reflog for ``main`` (bare repositories keep none by
 # default), so a lost or corrupted ``main`` can be restored; and cruft packs, so objects
 # that refused writes leave behind are packed by ``git gc`` rather than piling up loose
@@ -329,10 +331,54 @@ class GitStore:
     # ---- writing -------------------------------------------------------------------
     def write_blob(self, data: bytes) -> str:
         """Store a blob (idempotent: identical content gives the same id)."""
-        try:
-            return str(self.repo.create_blob(data))
-        except (pygit2.GitError, OSError) as exc:
-            raise self.write_error(exc, "storing a file") from None
+        return str(self._write_objects("storing a file", self.repo.create_blob, data))
+
+    def _write_objects(self, what: str, write: Callable[..., Any], *args: Any) -> Any:
+        """Run ``write`` (object writes only: they are idempotent), retrying what a
+        concurrent ``git gc`` or a killed writer causes; other failures explained."""
+        for attempt in range(1, OBJECT_WRITE_TRIES + 1):
+            try:
+                return write(*args)
+            except (pygit2.GitError, OSError) as exc:
+                text = str(exc)
+                if attempt < OBJECT_WRITE_TRIES:
+                    # git prune-packed removed the objects/xx folder between libgit2's
+                    # mkdir and its rename (Git itself retries this too).
+                    if "no such file or directory" in text.lower():
+                        continue
+                    # libgit2's temporary names repeat in processes forked from one parent
+                    # (gunicorn workers): killed writers' leftovers can use them all up.
+                    if "temporary file" in text and self.remove_orphan_temp_files():
+                        continue
+                raise self.write_error(exc, what) from None
+        raise AssertionError("unreachable")
+
+    def remove_orphan_temp_files(self, min_age: float = 60.0) -> int:
+        """Delete temporary object files left by killed writers; return how many.
+
+        A writer renames its temporary file into place within milliseconds of creating
+        it, so one older than ``min_age`` seconds was abandoned.
+        """
+        removed = 0
+        now = time.time()
+        objects = os.path.join(self.path, "objects")
+        folders = [objects] + [os.path.join(objects, d) for d in _listdir(objects)
+                               if len(d) == 2]
+        for folder in folders:
+            for name in _listdir(folder):
+                if not name.startswith("tmp_obj"):
+                    continue
+                full = os.path.join(folder, name)
+                try:
+                    if now - os.stat(full).st_mtime >= min_age:
+                        os.unlink(full)
+                        removed += 1
+                except FileNotFoundError:
+                    continue
+        if removed:
+            log.warning("removed %d temporary object files left by killed writers in %s",
+                        removed, self.path)
+        return removed
 
     def write_error(self, exc: BaseException, what: str) -> StorageError:
         """The error that explains a failed write: a full disk, or what Git said."""
@@ -391,10 +437,37 @@ class GitStore:
         save six loose files, and lookups slow down as they pile up.
         """
         self.clear_gc_log()
+        self.remove_orphan_temp_files()
+        if self._too_many_loose():
+            self.prune_unreachable()
         try:
             git.Git(self.path).gc("--auto", "--quiet")
         except (git.GitCommandError, OSError):
             pass  # maintenance is best effort; fsck reports real damage
+
+    def _too_many_loose(self) -> bool:
+        """Git's own estimate (one fan-out folder × 256) against its ``gc.auto`` limit."""
+        try:
+            limit = int(self.repo.config["gc.auto"]) if "gc.auto" in self.repo.config \
+                else 6700
+        except (ValueError, pygit2.GitError):
+            limit = 6700
+        sample = os.path.join(self.path, "objects", "17")
+        found = sum(1 for name in _listdir(sample) if len(name) == 38)
+        return limit > 0 and found * 256 > limit
+
+    def prune_unreachable(self) -> None:
+        """Delete unreachable objects older than an hour.
+
+        Past ``gc.auto`` loose objects, ``git gc --auto`` only repacks what is reachable;
+        the blobs refused writes stored before taking the lock stay loose, and once they
+        alone exceed the limit Git writes ``gc.log`` and stops collecting for a day. None
+        of them can be committed after an hour (a write gives up within a minute).
+        """
+        try:
+            git.Git(self.path).prune("--expire=1.hour.ago")
+        except (git.GitCommandError, OSError) as exc:
+            log.warning("git prune in %s failed: %s", self.path, exc)
 
     def clear_gc_log(self) -> str | None:
         """Settle what stopped ``git gc --auto``, which then refuses to run for a day.
@@ -411,11 +484,7 @@ class GitStore:
                 said = fh.read().strip()
         except OSError:
             return None
-        try:
-            git.Git(self.path).prune("--expire=1.hour.ago")
-        except (git.GitCommandError, OSError) as exc:
-            log.warning("git prune in %s failed: %s", self.path, exc)
-            return said
+        self.prune_unreachable()
         try:
             os.unlink(path)
         except FileNotFoundError:
@@ -442,16 +511,19 @@ class GitStore:
         base_tree = self._obj(tree, "a tree") if tree else \
             self._obj(base, "the commit main points at").tree if base else None
         split = {tuple(path.split("/")): blob for path, blob in changes.items()}
-        try:
+        sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
+        if parents is None:
+            parents = [base] if base else []
+
+        def write() -> str | None:
             new_tree = self._write_tree(base_tree, split) or self._empty().id
-            if base_tree is not None and new_tree == base_tree.id and not parents:
+            if base_tree is not None and new_tree == base_tree.id and len(parents) < 2:
                 return None
-            sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
-            if parents is None:
-                parents = [base] if base else []
-            sha = str(self.repo.create_commit(None, sig, sig, message, new_tree, parents))
-        except (pygit2.GitError, OSError) as exc:
-            raise self.write_error(exc, "writing the commit") from None
+            return str(self.repo.create_commit(None, sig, sig, message, new_tree, parents))
+
+        sha = self._write_objects("writing the commit", write)
+        if sha is None:
+            return None
         return CommitInfo(sha, sig.name, sig.email, message.strip(), sig.time,
                           tuple(str(p) for p in parents))
 
@@ -461,11 +533,9 @@ class GitStore:
         now = int(time.time())
         sig = pygit2.Signature(author.name, author.email, now, 0)
         by = pygit2.Signature(committer.name, committer.email, now, 0) if committer else sig
-        try:
-            return str(self.repo.create_commit(None, sig, by, message, pygit2.Oid(hex=tree),
-                                               [pygit2.Oid(hex=p) for p in parents]))
-        except (pygit2.GitError, OSError) as exc:
-            raise self.write_error(exc, "writing the commit") from None
+        return str(self._write_objects(
+            "writing the commit", self.repo.create_commit, None, sig, by, message,
+            pygit2.Oid(hex=tree), [pygit2.Oid(hex=p) for p in parents]))
 
     def merge(self, ours: str, theirs: str, *, favor_ours: bool = False
               ) -> tuple[str | None, list[Conflicted]]:
@@ -606,7 +676,7 @@ class GitStore:
             seen = os.stat(path)
         except FileNotFoundError:
             return True
-        if not _stale(path, seen):
+        if not _stale(path, seen, self.path):
             return False
         aside = f"{path}.stale-{os.getpid()}-{time.monotonic_ns()}"
         try:
@@ -632,7 +702,7 @@ class GitStore:
             candidates += [os.path.join(folder, n) for n in files if n.endswith(".lock")]
         for full in candidates:
             try:
-                if _stale(full, os.stat(full)):
+                if _stale(full, os.stat(full), self.path):
                     found.append(os.path.relpath(full, self.path))
             except FileNotFoundError:
                 continue
@@ -686,6 +756,80 @@ class GitStore:
             os.close(fd)
 
 
+def _stale(path: str, seen: os.stat_result, repo: str) -> bool:
+    """Whether the lock file ``path`` (stat ``seen``) of ``repo`` was left by a dead process.
+
+    Young locks are never stale. Otherwise it is stale when no process has it open and no
+    Git command is working in its repository (Git closes a lock file before it commits
+    it, so an unopened lock of a running ``git update-ref`` or push is still live); where
+    processes cannot be inspected, only when older than :data:`STALE_LOCK_SECONDS`.
+    """
+    age = time.time() - seen.st_mtime
+    if age < LOCK_GRACE_SECONDS:
+        return False
+    state = _users(os.path.realpath(path), os.path.realpath(repo), seen.st_uid)
+    if state == "open":
+        return False
+    if state in ("git", "unknown"):
+        return age >= STALE_LOCK_SECONDS
+    return True
+
+
+def _users(lock: str, repo: str, owner: int) -> str:
+    """``open`` if a process has ``lock`` open, ``git`` if a Git command works in ``repo``,
+    ``unknown`` if processes of the lock's owner cannot be inspected, else ``none``.
+
+    Reads ``/proc`` (Linux). Processes of other users are unreadable unless we are root;
+    the lock's creator runs as its owner, so only theirs must be readable.
+    """
+    if not os.path.isdir("/proc/self/fd"):
+        return "unknown"
+    git_seen = False
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        base = f"/proc/{entry.name}"
+        try:
+            names = os.listdir(f"{base}/fd")
+        except FileNotFoundError:
+            continue  # exited meanwhile
+        except PermissionError:
+            try:
+                if entry.stat().st_uid == owner:
+                    return "unknown"
+            except FileNotFoundError:
+                pass
+            continue
+        for fd in names:
+            try:
+                if os.readlink(f"{base}/fd/{fd}") == lock:
+                    return "open"
+            except OSError:
+                continue
+        if not git_seen and _git_in(base, repo):
+            git_seen = True
+    return "git" if git_seen else "none"
+
+
+def _git_in(proc: str, repo: str) -> bool:
+    """Whether process ``proc`` (``/proc/<pid>``) is a Git command working in ``repo``."""
+    try:
+        with open(f"{proc}/comm", encoding="utf-8", errors="replace") as fh:
+            if not fh.read().startswith("git"):
+                return False
+        cwd = os.readlink(f"{proc}/cwd")
+        if cwd == repo or cwd.startswith(repo + os.sep):
+            return True
+        with open(f"{proc}/cmdline", "rb") as fh:
+            args = fh.read().decode("utf-8", "replace").split("\0")
+        with open(f"{proc}/environ", "rb") as fh:
+            env = fh.read().decode("utf-8", "replace").split("\0")
+    except OSError:
+        return False
+    return any(repo in arg for arg in args) or any(
+        var.startswith("GIT_DIR=") and repo in os.path.realpath(var[8:]) for var in env)
+
+
 def _size(path: str) -> int | None:
     try:
         return os.stat(path).st_size
@@ -693,46 +837,8 @@ def _size(path: str) -> int | None:
         return None
 
 
-def _stale(path: str, seen: os.stat_result) -> bool:
-    """Whether the lock file ``path`` (stat ``seen``) was left by a process that died."""
-    age = time.time() - seen.st_mtime
-    if age < LOCK_GRACE_SECONDS:
-        return False
-    holders = _open_by(path, seen.st_uid)
-    return not holders if holders is not None else age >= STALE_LOCK_SECONDS
-
-
-def _open_by(path: str, owner: int) -> list[int] | None:
-    """The processes that have ``path`` open, or None where that cannot be known.
-
-    Reads ``/proc/<pid>/fd`` (Linux). Processes of other users are unreadable unless we
-    are root; the lock's creator runs as its owner, so only theirs must be readable.
-    """
-    if not os.path.isdir("/proc/self/fd"):
-        return None
-    real = os.path.realpath(path)
-    holders: list[int] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        folder = f"/proc/{entry.name}/fd"
-        try:
-            names = os.listdir(folder)
-        except FileNotFoundError:
-            continue  # exited meanwhile
-        except PermissionError:
-            try:
-                uid = entry.stat().st_uid
-            except FileNotFoundError:
-                continue
-            if uid == owner:
-                return None
-            continue
-        for fd in names:
-            try:
-                if os.readlink(f"{folder}/{fd}") == real:
-                    holders.append(int(entry.name))
-                    break
-            except OSError:
-                continue
-    return holders
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []

@@ -87,6 +87,9 @@ def _repair(store: GitStore, database: IndexDatabase) -> list[str]:
                           "found in its reflog or the index. Restore the registry from a "
                           "backup ('promptrev restore') or a clone")
         done.append(f"restored refs/heads/main to {chosen[:12]}")
+    orphans = store.remove_orphan_temp_files()
+    if orphans:
+        done.append(f"removed {orphans} temporary object files left by killed writers")
     said = store.clear_gc_log()
     if said is not None:
         done.append("pruned old unreachable objects so that git gc runs again")
