@@ -8,6 +8,7 @@ status: each transport translates them in exactly one place (the server's HTTP s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 
@@ -152,6 +153,26 @@ class StorageFull(StorageError):
     """The disk holding the registry is full: nothing that was refused was written."""
 
     code = "storage_full"
+
+
+_EXPLAINERS: list[Callable[[BaseException], PromptrevError | None]] = []
+
+
+def add_explainer(explain: Callable[[BaseException], PromptrevError | None]
+                  ) -> Callable[[BaseException], PromptrevError | None]:
+    """Register how a lower layer's foreign exceptions (a database driver's) read as a
+    :class:`PromptrevError`; the edges ask :func:`explain` before calling one a defect."""
+    _EXPLAINERS.append(explain)
+    return explain
+
+
+def explain(exc: BaseException) -> PromptrevError | None:
+    """The :class:`PromptrevError` that explains a foreign exception, or None."""
+    for explainer in _EXPLAINERS:
+        found = explainer(exc)
+        if found is not None:
+            return found
+    return None
 
 
 def error_from_dict(data: dict[str, Any], status: int) -> PromptrevError:

@@ -131,8 +131,16 @@ class Registry:
 
     @property
     def engine(self):
-        """The engine of the registry's database (features keep their rows there)."""
+        """The engine of the registry's database (features keep their rows there); a file
+        replaced or deleted since is reopened first."""
+        if self.database.replaced():
+            self._reopen()
         return self.database.engine
+
+    def _reopen(self) -> None:
+        self.database.reopen()
+        self.index = IndexReader(self.database.engine)
+        self._cache_head = _NOT_SYNCED
 
     def close(self) -> None:
         """Release database connections."""
@@ -149,16 +157,20 @@ class Registry:
     def sync(self) -> str | None:
         """Bring the index and caches up to ``main``; cheap when nothing moved."""
         head = self.store.head()
-        if head != self._cache_head or self._standin is not None or self.database.replaced():
-            self._index_to(head)
+        replaced = self.database.replaced()
+        if head != self._cache_head or self._standin is not None or replaced:
+            self._index_to(head, replaced)
         return head
 
-    def _index_to(self, head: str | None) -> None:
-        if self.database.replaced():
-            self.database.reopen()
-            self.index = IndexReader(self.database.engine)
-        if self.database.broken is not None:
-            raise self.database.broken
+    def _index_to(self, head: str | None, replaced: bool = False) -> None:
+        if replaced:
+            self._reopen()
+        if self.database.broken is not None:  # damaged when opened: repaired since?
+            if self.database.written_since_opened():
+                self.database.reopen(quiet=True)
+                self.index = IndexReader(self.database.engine)
+            if self.database.broken is not None:
+                raise self.database.broken
         if self._standin is None or time.monotonic() >= self._retry_at:
             try:
                 if self.database.unavailable is not None:  # could not even be opened
@@ -166,7 +178,7 @@ class Registry:
                     if self.database.unavailable is not None:
                         raise self.database.unavailable
                     self.index = IndexReader(self.database.engine)
-                catch_up(self.store, self.engine)
+                catch_up(self.store, self.database.engine)
             except (Damaged, Busy):
                 raise
             except StorageError as exc:  # cannot be written (full disk): read from Git
@@ -229,7 +241,8 @@ class Registry:
             if self._standin is not None:
                 self._index_to(new)
             else:
-                catch_up(self.store, self.engine, behind=True, created=created, known=known)
+                catch_up(self.store, self.database.engine, behind=True, created=created,
+                         known=known)
         except StorageError as exc:
             log.warning("committed %s, but the index could not follow: %s", new[:12],
                         exc.message)
@@ -276,15 +289,18 @@ class Registry:
             counts["lost"] = lost
         return counts
 
-    def fsck(self, *, repair: bool = False) -> dict[str, Any]:
+    def fsck(self, *, repair: bool = False, rewind: bool = False) -> dict[str, Any]:
         """Check Git objects, ``main``, the index against a rebuild, every current artifact.
 
         ``repair`` restores a missing or corrupt ``main`` (from its reflog or the index),
-        removes lock files left by killed writers and rebuilds a damaged index.
+        removes lock files left by killed writers and rebuilds a damaged index. When the
+        commit ``main`` last pointed at is itself lost, it refuses (the commits are to be
+        copied back from a clone or a backup) unless ``rewind`` accepts going back to the
+        newest intact one, losing the versions made after it.
         """
         self._cache_head = _NOT_SYNCED
         self._drop_standin()
-        report = maintenance.check(self.store, self.database, repair=repair)
+        report = maintenance.check(self.store, self.database, repair=repair, rewind=rewind)
         self.index = IndexReader(self.database.engine)
         return report
 

@@ -67,11 +67,12 @@ from urllib.parse import urlsplit
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from . import errors
 from .config import Settings
 from .errors import InvalidRequest, NotFound
 from .storage import outbox
 from .storage.index import prepared
-from .storage.sql import engine_of, writing
+from .storage.sql import OnDatabase, writing
 from .storage.tables import T_ATTEMPT, T_DELIVERY, T_WEBHOOK
 
 log = logging.getLogger("promptrev.webhooks")
@@ -175,11 +176,11 @@ def body_of(event: str, payload: dict[str, Any], now: float | None = None) -> st
 
 
 # ---- management ------------------------------------------------------------------------
-class Webhooks:
+class Webhooks(OnDatabase):
     """Add, list, disable and remove hooks; read and redeliver their deliveries."""
 
     def __init__(self, registry: Any):
-        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
+        self._source = registry  # a Registry (or, in the core, its engine)
 
     def add(self, url: str, *, events: list[str] | None = None, secret: str | None = None,
             created_by: str = "promptrev", active: bool = True) -> dict[str, Any]:
@@ -404,7 +405,7 @@ _CLAIM = T_DELIVERY.update().where(
     claim=sa.bindparam("_claim"), claimed_until=sa.bindparam("_until"))
 
 
-class Deliverer:
+class Deliverer(OnDatabase):
     """Sends due deliveries: claim, POST, record, schedule a retry or give up.
 
     Any number of deliverers (threads, processes, machines on one PostgreSQL) may run at
@@ -414,7 +415,7 @@ class Deliverer:
 
     def __init__(self, registry: Any, *, retry: RetryPolicy | None = None,
                  timeout: float = 10.0, batch: int = 20, transport: Any = None):
-        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
+        self._source = registry  # a Registry (or, in the core, its engine)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.batch = batch
@@ -441,8 +442,12 @@ class Deliverer:
         while not self._stop.is_set():
             try:
                 sent = self.run_once()
-            except Exception:  # a busy or unreachable database: log it and keep going
-                log.exception("webhook deliverer: batch failed")
+            except Exception as exc:  # a busy or unreachable database: log it, keep going
+                explained = errors.explain(exc)
+                if explained is not None:
+                    log.warning("webhook deliverer: %s", explained.message)
+                else:
+                    log.exception("webhook deliverer: batch failed")
                 sent = 0
             if not sent and not self._stop.is_set():
                 _WAKE.wait(poll_interval)

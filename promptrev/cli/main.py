@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from promptrev import errors
 from promptrev.accounts import User, operator
 from promptrev.config import DEFAULT_REGISTRY, Settings
 from promptrev.errors import Conflict, PromptrevError
@@ -115,6 +116,9 @@ class PromptrevGroup(click.Group):
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except Exception as exc:  # a defect: say so in one line; the trace on request
+            explained = errors.explain(exc)
+            if explained is not None:
+                report_error(explained)
             if os.environ.get("PROMPTREV_DEBUG"):
                 raise
             click.secho(f"error: internal error ({type(exc).__name__}: {exc}); run again "
@@ -455,11 +459,16 @@ def reindex(ctx: Context) -> None:
 @click.option("--repair", is_flag=True, help="Restore a missing or corrupt main from its "
               "reflog or the index, remove locks left by killed writers, let git gc run "
               "again, and rebuild a damaged index.")
+@click.option("--rewind", is_flag=True, help="With --repair, when the commit main last "
+              "pointed at is lost: go back to the newest intact commit, losing the versions "
+              "made after it (rather than copying the commits back from a clone or backup).")
 @pass_ctx
-def fsck(ctx: Context, as_json: bool, repair: bool) -> None:
+def fsck(ctx: Context, as_json: bool, repair: bool, rewind: bool) -> None:
     """Check Git objects, main, locks, the index against Git, and every current artifact."""
+    if rewind and not repair:
+        raise click.BadParameter("--rewind goes with --repair", param_hint="--rewind")
     with ctx.open() as reg:
-        report = reg.fsck(repair=repair)
+        report = reg.fsck(repair=repair, rewind=rewind)
     if as_json:
         emit_json(report)
     else:

@@ -19,16 +19,16 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..errors import InvalidRequest
-from ..storage.sql import engine_of, writing
+from ..storage.sql import OnDatabase, writing
 from ..storage.tables import T_OUTCOME
 from . import stats
 
 
-class Outcomes:
+class Outcomes(OnDatabase):
     """Outcomes in the registry's SQL database (not derived from Git; reindex keeps them)."""
 
     def __init__(self, registry: Any):
-        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
+        self._source = registry  # a Registry (or, in the core, its engine)
 
     def record(self, registry, ref: str, key: str, value: Any, metric: str = "success",
                kind: str = "prompt") -> dict[str, Any]:

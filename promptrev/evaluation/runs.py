@@ -86,7 +86,7 @@ class Evaluator:
     def __init__(self, registry, runner, *, env: dict | None = None):
         self.registry = registry
         self.runner = runner
-        self.store = EvalStore(registry.engine)
+        self.store = EvalStore(registry)
         self.env = env or {}
 
     # ---- starting ----------------------------------------------------------------------

@@ -14,16 +14,16 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..errors import NotFound
-from ..storage.sql import engine_of, writing
+from ..storage.sql import OnDatabase, writing
 from ..storage.tables import T_EVAL_RESULT as T_RESULT
 from ..storage.tables import T_EVAL_RUN as T_RUN
 
 
-class EvalStore:
+class EvalStore(OnDatabase):
     """Runs and results in the registry's SQL database."""
 
     def __init__(self, registry: Any):
-        self.engine = engine_of(registry)  # a Registry (or, in the core, its engine)
+        self._source = registry  # a Registry (or, in the core, its engine)
 
     def create(self, *, name: str, author: str, dataset: str, cases: int,
                spec: dict[str, Any]) -> int:

@@ -82,6 +82,10 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
+        explained = errors.explain(exc)  # a database failure a feature's query met
+        if explained is not None:
+            log.warning("%s %s: %s", request.method, request.path, explained.message)
+            return _promptrev(explained)
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error_response(500, "internal_error", "internal server error; the details "
                               "are in the server log")

@@ -709,6 +709,15 @@ class GitStore:
         return found
 
     # ---- repair --------------------------------------------------------------------
+    def drop_broken_reflog_entries(self) -> None:
+        """Forget reflog entries naming commits that are gone (after a rewind), which
+        ``git fsck`` would otherwise report for ever."""
+        try:
+            git.Git(self.path).reflog("expire", "--stale-fix", "--expire=never",
+                                      "--expire-unreachable=never", "--all")
+        except (git.GitCommandError, OSError) as exc:
+            log.warning("git reflog expire in %s failed: %s", self.path, exc)
+
     def restore_main(self, candidates: list[str], reason: str) -> str | None:
         """Point ``main`` at the first candidate commit that is intact; return it.
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import time
 from typing import Any, NamedTuple, Optional
 
 import sqlalchemy as sa
@@ -17,9 +18,17 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Field, SQLModel
 
 from ..errors import Damaged, StorageError, StorageFull
-from .sql import create_engine, database_error, sqlite_file, translated, writing
+from .sql import (
+    DATABASE_ERRORS,
+    create_engine,
+    database_error,
+    sqlite_file,
+    translated,
+    writing,
+)
 
 log = logging.getLogger("promptrev.storage")
+CHECK_FILE_SECONDS = 0.5  # how soon a process notices its index file was replaced or deleted
 
 
 class IndexState(SQLModel, table=True):
@@ -200,6 +209,8 @@ class IndexDatabase:
                 except FileNotFoundError:
                     pass
         self.identity = self._identity()
+        self.stamp = self._stamp()
+        self._check_at = time.monotonic() + CHECK_FILE_SECONDS
         self.broken: Damaged | None = None
         self.unavailable: StorageError | None = None
         try:
@@ -220,9 +231,34 @@ class IndexDatabase:
             return None
         return found.st_dev, found.st_ino
 
+    def _stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps = []
+        for path in (self.file, f"{self.file}-wal"):  # a write may still be in the log
+            try:
+                found = os.stat(path)  # type: ignore[arg-type]
+                stamps.append((found.st_ino, found.st_mtime_ns, found.st_size))
+            except (OSError, TypeError):
+                stamps.append(None)
+        return tuple(stamps)
+
+    def written_since_opened(self) -> bool:
+        """Whether the file (or its write-ahead log) changed since it was opened (a
+        reindex wrote into it)."""
+        return self.file is not None and self._stamp() != self.stamp
+
     def replaced(self) -> bool:
-        """Whether the database file is no longer the one this process opened."""
-        return self.file is not None and self._identity() != self.identity
+        """Whether the database file is no longer the one this process opened.
+
+        Looked at once per :data:`CHECK_FILE_SECONDS` at most: every read asks, and a
+        ``stat`` would be a tenth of a warm read.
+        """
+        if self.file is None:
+            return False
+        now = time.monotonic()
+        if now < self._check_at:
+            return False
+        self._check_at = now + CHECK_FILE_SECONDS
+        return self._identity() != self.identity
 
     def reopen(self, *, quiet: bool = False) -> None:
         """Close the old file's connections and open what is at the path now."""
@@ -430,7 +466,7 @@ def _reading(method):
     def inner(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
-        except sa.exc.DBAPIError as exc:
+        except DATABASE_ERRORS as exc:
             raise database_error(exc, "reading the index",
                                  sqlite_file(str(self.engine.url))) from None
     return inner

@@ -146,7 +146,8 @@ def _catch_up(store: GitStore, engine: Engine, rebuild: bool, behind: bool,
             else:
                 chain = None if rebuild or head is None else store.first_parent_chain(
                     head, indexed)
-            announce = chain is not None and not quiet  # a rebuild's old history: no news
+            # A rebuild, or a new index's first walk, re-reads old history: no news.
+            announce = chain is not None and indexed is not None and not quiet
             if chain is None:
                 for table in DERIVED:
                     conn.execute(table.__table__.delete())

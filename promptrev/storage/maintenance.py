@@ -32,8 +32,8 @@ log = logging.getLogger("promptrev.storage")
 REINDEX = "promptrev reindex"
 
 
-def check(store: GitStore, database: IndexDatabase, *, repair: bool = False
-          ) -> dict[str, Any]:
+def check(store: GitStore, database: IndexDatabase, *, repair: bool = False,
+          rewind: bool = False) -> dict[str, Any]:
     """Report on a registry: Git's objects and ``main``, lock files, Git's collector, the
     index's integrity and its rows against a rebuild from Git, artifact validity.
 
@@ -43,7 +43,7 @@ def check(store: GitStore, database: IndexDatabase, *, repair: bool = False
     """
     repaired: list[str] = []
     if repair:
-        repaired = _repair(store, database)
+        repaired = _repair(store, database, rewind)
     problems: list[str] = []
     for lock in store.stale_locks():
         problems.append(f"stale lock file {lock} (left by a killed writer; '{REPAIR}' "
@@ -73,20 +73,32 @@ def check(store: GitStore, database: IndexDatabase, *, repair: bool = False
     return report
 
 
-def _repair(store: GitStore, database: IndexDatabase) -> list[str]:
+def _repair(store: GitStore, database: IndexDatabase, rewind: bool) -> list[str]:
     done = []
     for lock in store.stale_locks():
         if store.clear_stale_lock(os.path.join(store.path, lock)):
             done.append(f"removed stale lock {lock}")
     head, problem = _main(store, database)
     if problem is not None:
-        candidates = store.main_reflog() + [_indexed_head(database)]
-        chosen = store.restore_main([c for c in candidates if c], "promptrev: fsck --repair")
+        candidates = [c for c in store.main_reflog() + [_indexed_head(database)] if c]
+        newest = candidates[0] if candidates else None
+        if newest is not None and not store.has_commit(newest) and not rewind:
+            raise Damaged(
+                f"refs/heads/main last pointed at {newest[:12]}, and that commit is missing "
+                "from the repository: restoring main to an older commit would drop the "
+                "versions made since. Copy the commits back from a clone (in the registry: "
+                "'git fetch CLONE main', then 'promptrev fsck --repair') or restore a backup "
+                "('promptrev restore'); or accept the loss with 'promptrev fsck --repair "
+                "--rewind'", details={"missing": newest})
+        chosen = store.restore_main(candidates, "promptrev: fsck --repair")
         if chosen is None:
             raise Damaged(f"{problem.split(':')[0]}; no intact commit to restore it to was "
                           "found in its reflog or the index. Restore the registry from a "
                           "backup ('promptrev restore') or a clone")
-        done.append(f"restored refs/heads/main to {chosen[:12]}")
+        if chosen != newest:
+            store.drop_broken_reflog_entries()
+        done.append(f"restored refs/heads/main to {chosen[:12]}" + (
+            f" (rewound from the lost {newest[:12]})" if chosen != newest and newest else ""))
     orphans = store.remove_orphan_temp_files()
     if orphans:
         done.append(f"removed {orphans} temporary object files left by killed writers")
@@ -140,7 +152,9 @@ def _git_problems(store: GitStore) -> list[str]:
     try:
         git.Repo(store.path).git.fsck("--full", "--no-dangling", "--no-progress")
     except git.GitCommandError as exc:
-        text = (exc.stderr or "").strip().removeprefix("stderr:").strip(" '\n") or str(exc)
+        said = [str(part).strip().removeprefix("stderr:").removeprefix("stdout:").strip(" '\n")
+                for part in (exc.stderr, exc.stdout) if part]
+        text = "; ".join(p for p in said if p) or f"exit status {exc.status}"
         problems.append(f"git fsck: {text} (restore lost objects from a clone or a backup "
                         "with 'promptrev restore')")
     except OSError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -18,6 +19,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
+from .. import errors
 from ..errors import Busy, Damaged, PromptrevError, StorageError, StorageFull
 from . import migrations
 
@@ -92,13 +94,30 @@ def disk_full(path: str) -> bool:
     return stat.f_bavail * stat.f_frsize < 256 * 1024 or stat.f_favail == 0
 
 
+# What database failures look like: SQLAlchemy's wrapper, or the driver's own error where
+# a statement runs on the driver's cursor (see index.Prepared).
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (sa.exc.DBAPIError, sqlite3.Error)
+try:
+    import psycopg
+
+    DATABASE_ERRORS += (psycopg.Error,)
+except ImportError:  # PostgreSQL support not installed
+    pass
+
+
 @contextmanager
 def translated(what: str, file: str | None = None) -> Iterator[None]:
     """Raise database failures inside as the :class:`PromptrevError` that explains them."""
     try:
         yield
-    except sa.exc.DBAPIError as exc:
+    except DATABASE_ERRORS as exc:
         raise database_error(exc, what, file) from None
+
+
+@errors.add_explainer
+def _explain(exc: BaseException) -> PromptrevError | None:
+    """A database failure that reached an edge unexplained (a feature's own query)."""
+    return database_error(exc, "the database") if isinstance(exc, DATABASE_ERRORS) else None
 
 
 @contextmanager
@@ -114,6 +133,21 @@ def writing(source: Any) -> Iterator[Connection]:
         conn.execution_options(write_lock=True)
         with conn.begin():
             yield conn
+
+
+class OnDatabase:
+    """For a feature service built on a registry (or an engine): its *current* engine.
+
+    A registry reopens its database when the file was replaced or deleted; a service that
+    kept the engine it was given would go on using the old file.
+    """
+
+    _source: Any
+
+    @property
+    def engine(self) -> Engine:
+        """The engine of the registry this service was built on."""
+        return engine_of(self._source)
 
 
 def engine_of(source: Any) -> Engine:
