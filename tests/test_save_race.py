@@ -9,6 +9,8 @@ never overwrite a change it has not seen.
 from __future__ import annotations
 
 import json
+import os
+import textwrap
 import threading
 import urllib.error
 import urllib.request
@@ -20,7 +22,7 @@ from promptrev import Registry
 from promptrev.errors import Conflict
 
 from .conftest import PROMPT
-from .live import start_server
+from .live import ROOT, start_server
 from .workers import text_for
 
 
@@ -158,5 +160,77 @@ def test_clients_chaining_if_match_over_http_never_overwrite_unseen_changes(tmp_
             assert f"[{token_text}]" in got["text"], (token_text, number, got["message"])
         latest = _get(server.url, token, "race")["version"]
         assert latest == 1 + len(acked)  # every acknowledged write is one version
+    finally:
+        server.stop()
+
+
+# Loaded by every Python process of the server under test (its PYTHONPATH names the folder),
+# it orders the real steps of the next save once the test arms it: right after the server
+# moves main, another process (``promptrev list``) indexes the new commit; right after the
+# server releases the writer lock, another process (``promptrev save``) writes.
+_ORDERING_HOOK = textwrap.dedent("""
+    import os, subprocess, sys
+    from contextlib import contextmanager
+
+    HERE = os.path.dirname(os.path.abspath(__file__))
+    ARMED, INDEXED = os.path.join(HERE, "armed"), os.path.join(HERE, "indexed")
+
+    def _cli(*args):
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONPATH"] = os.environ["PROMPTREV_ROOT"]
+        subprocess.run([sys.executable, "-m", "promptrev.cli", *args], env=env, check=True,
+                       capture_output=True)
+
+    from promptrev.registry import Registry
+    from promptrev.storage.gitstore import GitStore
+
+    _move_main, _writing = GitStore.move_main, Registry.writing
+
+    def move_main(self, expected, new, reason):
+        _move_main(self, expected, new, reason)
+        if os.path.exists(ARMED):
+            os.rename(ARMED, INDEXED)
+            _cli("--registry", self.path, "list")
+
+    @contextmanager
+    def writing(self, timeout=30.0):
+        with _writing(self, timeout=timeout):
+            yield
+        if os.path.exists(INDEXED):
+            os.unlink(INDEXED)
+            _cli("--registry", self.path, "--author", "them <them@test>", "save",
+                 os.path.join(HERE, "race.prompty"), "-m", "theirs")
+
+    GitStore.move_main, Registry.writing = move_main, writing
+""")
+
+
+def test_over_http_the_returned_version_is_a_safe_if_match_in_a_forced_race(tmp_path):
+    """The deterministic race, in a real server: another process indexes the server's
+    commit before the server does, and another writer saves the moment the server's lock
+    is free. The server must answer with the version its own commit made, so that sending
+    it back as If-Match is refused (409) rather than overwriting "theirs" unseen."""
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(_ORDERING_HOOK)
+    (hooks / "race.prompty").write_text(text_for("theirs"))
+    server = start_server(tmp_path, workers=1, env={
+        "PYTHONPATH": os.pathsep.join([str(hooks), str(ROOT)]), "PROMPTREV_ROOT": str(ROOT),
+        "PYTHONSAFEPATH": "1"})
+    try:
+        token = server.token()
+        status, body = _put(server.url, token, text_for("seed"), 0)
+        assert status == 201, body
+        (hooks / "armed").touch()
+        status, body = _put(server.url, token, text_for("mine"), 1)
+        assert not (hooks / "armed").exists() and not (hooks / "indexed").exists(), (
+            "the ordering hook did not run: " + server.log.read_text()[-2000:])
+        assert status == 200, body
+        assert body["version"] == 2 and body["message"] == "mine", body
+        theirs = _get(server.url, token, "race")
+        assert theirs["version"] == 3 and theirs["message"] == "theirs"
+        status, refused = _put(server.url, token, text_for("mine-again"), body["version"])
+        assert status == 409, refused  # never a silent overwrite of "theirs"
+        assert "[theirs]" in _get(server.url, token, "race")["text"]
     finally:
         server.stop()
