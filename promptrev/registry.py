@@ -31,6 +31,7 @@ from .errors import (
     Busy,
     Damaged,
     NotFound,
+    PromptrevError,
     StorageError,
     ValidationFailed,
 )
@@ -139,7 +140,8 @@ class Registry:
 
     def _reopen(self) -> None:
         self.database.reopen()
-        self.index = IndexReader(self.database.engine)
+        if self._standin is None:  # else reads stay on the stand-in until the real one works
+            self.index = IndexReader(self.database.engine)
         self._cache_head = _NOT_SYNCED
 
     def close(self) -> None:
@@ -177,7 +179,8 @@ class Registry:
                     self.database.reopen(quiet=True)
                     if self.database.unavailable is not None:
                         raise self.database.unavailable
-                    self.index = IndexReader(self.database.engine)
+                    if self._standin is None:
+                        self.index = IndexReader(self.database.engine)
                 catch_up(self.store, self.database.engine)
             except (Damaged, Busy):
                 raise
@@ -193,14 +196,14 @@ class Registry:
         catch_up(self.store, self._standin, quiet=True)
         self._caches_at(head)
 
-    def _stand_in(self, exc: StorageError) -> None:
+    def _stand_in(self, exc: PromptrevError) -> None:
         """Answer reads from an in-memory copy of the index caught up from Git."""
         self._retry_at = time.monotonic() + RETRY_INDEX_SECONDS
         if self._standin is None:
             log.warning("the index database cannot be updated (%s); answering from Git "
                         "until it can", exc.message)
             self._standin = maintenance.standin_index(self.database)
-            self.index = IndexReader(self._standin)
+        self.index = IndexReader(self._standin)
 
     def _drop_standin(self) -> None:
         if self._standin is not None:
@@ -243,13 +246,13 @@ class Registry:
             else:
                 catch_up(self.store, self.database.engine, behind=True, created=created,
                          known=known)
-        except StorageError as exc:
+        except PromptrevError as exc:  # full, damaged, locked: committed all the same
             log.warning("committed %s, but the index could not follow: %s", new[:12],
                         exc.message)
             try:
                 self._stand_in(exc)
                 catch_up(self.store, self._standin, quiet=True)
-            except StorageError as again:
+            except PromptrevError as again:
                 log.warning("no stand-in index either: %s", again.message)
                 self._drop_standin()
                 self._cache_head = _NOT_SYNCED

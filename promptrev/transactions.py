@@ -24,7 +24,14 @@ from promptrev.model.labels import (
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.validation import check_content, check_many
 
-from .errors import Busy, Conflict, InvalidName, NotFound, ValidationFailed
+from .errors import (
+    Busy,
+    Conflict,
+    InvalidName,
+    NotFound,
+    PromptrevError,
+    ValidationFailed,
+)
 from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
 from .storage.indexer import KnownCommit, versions_made
 
@@ -325,8 +332,11 @@ class Transaction:
     def _record_label_event(self, sha: str) -> None:
         if not self._labels:
             return
-        events = [e for e in self.registry.label_history(limit=len(self._labels) + 10)
-                  if e.commit == sha]
+        try:
+            history = self.registry.label_history(limit=len(self._labels) + 10)
+        except PromptrevError:  # committed; the index cannot tell the move just now
+            return
+        events = [e for e in history if e.commit == sha]
         self.label_event = events[0] if events else None
 
 

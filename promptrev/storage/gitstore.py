@@ -194,12 +194,24 @@ class GitStore:
                 lines = fh.read().decode("utf-8", "replace").splitlines()
         except OSError:
             return []
-        out: list[str] = []
-        for line in reversed(lines):
+        zero = "0" * 40
+        chain: list[str] = []
+        for line in lines:
             fields = line.split(" ", 2)
-            if len(fields) >= 2 and re.fullmatch(r"[0-9a-f]{40}", fields[1]) \
-                    and fields[1] != "0" * 40 and fields[1] not in out:
-                out.append(fields[1])
+            if len(fields) < 2 or not all(re.fullmatch(r"[0-9a-f]{40}", f) for f in fields[:2]):
+                continue
+            old, new = fields[:2]
+            # A line continues the chain when it moved main from where the previous trusted
+            # line left it; one that did not (a Git update that failed after writing its
+            # line, say) never took effect.
+            if chain and old != chain[-1] and old != zero:
+                continue
+            if new != zero:
+                chain.append(new)
+        out: list[str] = []
+        for sha in reversed(chain):
+            if sha not in out:
+                out.append(sha)
         return out
 
     def _obj(self, oid: str | pygit2.Oid, what: str):
@@ -599,7 +611,7 @@ class GitStore:
                 self._move_ref_once(name, expected, new, reason)
                 return
             except _Locked as locked:
-                if self.clear_stale_lock(locked.path):
+                if self.clear_stale_lock(locked.path) and time.monotonic() <= deadline:
                     continue
                 if time.monotonic() > deadline:
                     rel = os.path.relpath(locked.path, self.path)
@@ -615,11 +627,13 @@ class GitStore:
         sizes = [_size(log_file) for log_file in logs]
         try:
             self._set_ref(name, expected, new, reason)
-        except (_Locked, StorageError):
-            # libgit2 appends to the reflogs before it renames the lock into place: a move
-            # that failed must not leave a line saying it happened (fsck --repair trusts them).
+        except StorageError:
+            # libgit2 appends to the reflogs (holding the ref's lock) before it renames the
+            # lock into place: a move that failed there must not leave a line saying it
+            # happened (fsck --repair trusts them). Only our own last line is removed; a
+            # move refused on the lock wrote nothing (the holder's lines are not ours).
             for log_file, size in zip(logs, sizes, strict=True):
-                if size is not None and (_size(log_file) or 0) > size:
+                if size is not None and _ends_with_our_line(log_file, size, new, reason):
                     os.truncate(log_file, size)
             raise
 
@@ -644,8 +658,10 @@ class GitStore:
             text = str(exc)
             if "lock" in text.lower():
                 found = re.search(r"'([^']+\.lock)'", text)
-                raise _Locked(found.group(1) if found else
-                              os.path.join(self.path, name + ".lock")) from None
+                lock = found.group(1) if found else os.path.join(self.path, name + ".lock")
+                if os.path.exists(lock) or "failed to lock file" in text:  # another's
+                    raise _Locked(lock) from None
+                # The lock could not be created at all: a read-only or full file system.
             if "does not match" in text or "exists" in text:
                 raise RefMoved() from None
             raise self.write_error(exc, f"moving {name}") from None
@@ -772,14 +788,15 @@ def _stale(path: str, seen: os.stat_result, repo: str) -> bool:
     Git command is working in its repository (Git closes a lock file before it commits
     it, so an unopened lock of a running ``git update-ref`` or push is still live); where
     processes cannot be inspected, only when older than :data:`STALE_LOCK_SECONDS`.
+    While a Git command works in the repository its locks are never taken.
     """
     age = time.time() - seen.st_mtime
     if age < LOCK_GRACE_SECONDS:
         return False
     state = _users(os.path.realpath(path), os.path.realpath(repo), seen.st_uid)
-    if state == "open":
-        return False
-    if state in ("git", "unknown"):
+    if state in ("open", "git"):
+        return False  # never taken from a live holder: a write waits, then says busy
+    if state == "unknown":
         return age >= STALE_LOCK_SECONDS
     return True
 
@@ -827,7 +844,7 @@ def _git_in(proc: str, repo: str) -> bool:
             if not fh.read().startswith("git"):
                 return False
         cwd = os.readlink(f"{proc}/cwd")
-        if cwd == repo or cwd.startswith(repo + os.sep):
+        if _inside(cwd, repo):
             return True
         with open(f"{proc}/cmdline", "rb") as fh:
             args = fh.read().decode("utf-8", "replace").split("\0")
@@ -835,8 +852,26 @@ def _git_in(proc: str, repo: str) -> bool:
             env = fh.read().decode("utf-8", "replace").split("\0")
     except OSError:
         return False
-    return any(repo in arg for arg in args) or any(
-        var.startswith("GIT_DIR=") and repo in os.path.realpath(var[8:]) for var in env)
+    named = [arg.split("=", 1)[-1] for arg in args if arg] + [
+        var[8:] for var in env if var.startswith("GIT_DIR=")]
+    return any(_inside(os.path.realpath(os.path.join(cwd, path)), repo) for path in named)
+
+
+def _inside(path: str, repo: str) -> bool:
+    return path == repo or path.startswith(repo + os.sep)
+
+
+def _ends_with_our_line(path: str, size: int, new: str | None, reason: str) -> bool:
+    """Whether what was appended to reflog ``path`` past ``size`` is our one line."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(size)
+            added = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    lines = added.splitlines()
+    return len(lines) == 1 and new is not None and f" {new} " in lines[0] \
+        and lines[0].endswith("\t" + reason)
 
 
 def _size(path: str) -> int | None:

@@ -8,6 +8,7 @@ mode is the default; any SQLAlchemy URL works (PostgreSQL for several machines).
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import os
 import time
@@ -215,12 +216,18 @@ class IndexDatabase:
         self.unavailable: StorageError | None = None
         try:
             self.engine = create_index_engine(self.url)
+        # The errors are kept as fresh copies: the raised ones reference the frames (and the
+        # connection) that failed, which would keep the file open.
         except Damaged as exc:  # kept openable, so that fsck and reindex can repair it
-            self.broken = exc
+            self.broken = Damaged(exc.message, details=exc.details)
             self.engine = create_engine(self.url, migrate=False)
         except StorageFull as exc:  # the registry reads from Git meanwhile
-            self.unavailable = exc
+            self.unavailable = StorageFull(exc.message, details=exc.details)
             self.engine = create_engine(self.url, migrate=False)
+        if self.broken is not None or self.unavailable is not None:
+            # The failed connection sits in a reference cycle with its traceback; until it
+            # is collected the file stays open (and a full file system cannot be unmounted).
+            gc.collect()
         if self.identity is None:
             self.identity = self._identity()
 

@@ -23,7 +23,7 @@ from promptrev.model.artifacts import KINDS
 from ..errors import Damaged, PromptrevError
 from . import migrations
 from .gitstore import REPAIR, GitStore
-from .index import IndexDatabase, IndexReader, create_index_engine
+from .index import DERIVED, IndexDatabase, IndexReader, create_index_engine
 from .indexer import catch_up
 from .objects import ObjectStore
 from .sql import MEMORY, create_engine, translated
@@ -90,6 +90,14 @@ def _repair(store: GitStore, database: IndexDatabase, rewind: bool) -> list[str]
                 "'git fetch CLONE main', then 'promptrev fsck --repair') or restore a backup "
                 "('promptrev restore'); or accept the loss with 'promptrev fsck --repair "
                 "--rewind'", details={"missing": newest})
+        indexed = _indexed_head(database)
+        if newest is not None and indexed and newest != indexed and store.has_commit(newest) \
+                and store.has_commit(indexed) and not store.is_ancestor(indexed, newest):
+            raise Damaged(
+                f"refs/heads/main is damaged, and its reflog ({newest[:12]}) and the index "
+                f"({indexed[:12]}) disagree on where it was: restore the registry from a "
+                "backup ('promptrev restore') or a clone rather than guess",
+                details={"reflog": newest, "index": indexed})
         chosen = store.restore_main(candidates, "promptrev: fsck --repair")
         if chosen is None:
             raise Damaged(f"{problem.split(':')[0]}; no intact commit to restore it to was "
@@ -211,29 +219,70 @@ def _compare_with_rebuild(store: GitStore, database: IndexDatabase,
 def rebuild(store: GitStore, database: IndexDatabase) -> list[str]:
     """Rebuild the index from Git into a new file, then swap it in; return lost tables.
 
-    The rows not derived from Git are copied from the old file, table by table; a table
-    the old file no longer lets us read is named in the result. The swap copies the new
-    file into the live one with SQLite's backup API (one transaction: other processes'
-    connections see the old index or the new one); a file SQLite cannot write at all is
-    replaced, and other processes reopen it when they notice. On PostgreSQL the rows are
+    Holds the writer lock throughout, so no save lands between the rebuild and the swap.
+    The swap replaces only the rows derived from Git, in one transaction on the live file
+    (the rebuilt file attached): other processes' connections see the old rows or the new
+    ones, and the rows that are not derived from Git (reviews, webhooks, evaluations, the
+    event log, accounts kept in the same file) are not touched. A file too damaged for
+    that is replaced by the rebuilt one, into which the readable kept tables are copied
+    first; a table the old file no longer lets us read is named in the result, and other
+    processes reopen the file when they notice. On PostgreSQL the derived rows are
     replaced in one transaction.
     """
-    if database.file is None:
-        with translated("rebuilding the index"):
-            catch_up(store, database.engine, rebuild=True)
-        return []
-    fresh_file = database.file + ".rebuild"
-    _remove_database(fresh_file)
-    fresh = create_index_engine("sqlite:///" + fresh_file)
+    with store.writer_lock(timeout=60):
+        if database.file is None:
+            with translated("rebuilding the index"):
+                catch_up(store, database.engine, rebuild=True)
+            return []
+        fresh_file = database.file + ".rebuild"
+        _remove_database(fresh_file)
+        fresh = create_index_engine("sqlite:///" + fresh_file)
+        try:
+            catch_up(store, fresh, rebuild=True)
+            with translated("writing the rebuilt index"), fresh.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            try:
+                _swap_derived(fresh_file, database.file)
+                lost: list[str] = []
+            except sqlite3.DatabaseError as exc:
+                log.warning("the old index %s cannot be rewritten (%s); replacing the file",
+                            database.file, exc)
+                lost = _copy_kept(database.file, fresh)
+                fresh.dispose()
+                database.dispose()
+                _remove_database(database.file, keep_main=True)
+                os.replace(fresh_file, database.file)
+        finally:
+            fresh.dispose()
+        _remove_database(fresh_file)
+        database.reopen(quiet=True)
+        return lost
+
+
+def _swap_derived(fresh_file: str, live_file: str) -> None:
+    """Replace the live file's derived rows with the rebuilt file's, in one transaction."""
+    tables = [model.__tablename__ for model in DERIVED] + ["index_state"]  # deletion order
+    conn = sqlite3.connect(live_file, timeout=60, isolation_level=None)
     try:
-        catch_up(store, fresh, rebuild=True)
-        lost = _copy_kept(database.file, fresh)
-        with translated("writing the rebuilt index"), fresh.connect() as conn:
-            conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("ATTACH DATABASE ? AS fresh", (fresh_file,))
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for table in tables:
+                conn.execute(f'DELETE FROM main."{table}"')
+            for table in reversed(tables):
+                columns = ", ".join(f'"{row[1]}"' for row in
+                                    conn.execute(f'PRAGMA fresh.table_info("{table}")'))
+                conn.execute(f'INSERT INTO main."{table}" ({columns}) '
+                             f'SELECT {columns} FROM fresh."{table}"')
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        found = [row[0] for row in conn.execute("PRAGMA main.quick_check(5)")]
+        if found != ["ok"]:  # damage outside the derived tables
+            raise sqlite3.DatabaseError("; ".join(found))
     finally:
-        fresh.dispose()
-    _install(fresh_file, database)
-    return lost
+        conn.close()
 
 
 def _copy_kept(old_file: str, fresh: Engine) -> list[str]:
@@ -271,29 +320,6 @@ def _copy_kept(old_file: str, fresh: Engine) -> list[str]:
     return lost
 
 
-def _install(fresh_file: str, database: IndexDatabase) -> None:
-    try:
-        source = sqlite3.connect(fresh_file)
-        try:
-            target = sqlite3.connect(database.file, timeout=60)
-            try:
-                source.backup(target)
-            finally:
-                target.close()
-        finally:
-            source.close()
-    except sqlite3.DatabaseError as exc:
-        log.warning("the old index %s cannot be written (%s); replacing the file",
-                    database.file, exc)
-        database.dispose()
-        _remove_database(database.file, keep_main=True)
-        os.replace(fresh_file, database.file)
-    else:
-        database.dispose()  # connections opened on the old content drop their caches
-    _remove_database(fresh_file)
-    database.reopen(quiet=True)
-
-
 def _remove_database(file: str, *, keep_main: bool = False) -> None:
     for suffix in ("-wal", "-shm", "-journal") if keep_main else ("", "-wal", "-shm",
                                                                     "-journal"):
@@ -321,7 +347,10 @@ def standin_index(database: IndexDatabase) -> Engine:
                     raw.close()
             finally:
                 source.close()
-            return engine
+            with engine.connect() as conn:  # an empty file copies as an empty database
+                if sa.inspect(conn).has_table("index_state"):
+                    return engine
+            engine.dispose()
         except sqlite3.Error as exc:
             log.warning("could not copy the index (%s); rebuilding it in memory", exc)
             engine.dispose()
