@@ -252,8 +252,8 @@ class Registry:
             try:
                 self._stand_in(exc)
                 catch_up(self.store, self._standin, quiet=True)
-            except PromptrevError as again:
-                log.warning("no stand-in index either: %s", again.message)
+            except Exception as again:  # noqa: BLE001 - the write is committed regardless
+                log.warning("no stand-in index either: %s", again)
                 self._drop_standin()
                 self._cache_head = _NOT_SYNCED
                 return created

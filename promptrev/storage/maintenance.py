@@ -26,7 +26,7 @@ from .gitstore import REPAIR, GitStore
 from .index import DERIVED, IndexDatabase, IndexReader, create_index_engine
 from .indexer import catch_up
 from .objects import ObjectStore
-from .sql import MEMORY, create_engine, translated
+from .sql import DATABASE_ERRORS, MEMORY, create_engine, translated
 
 log = logging.getLogger("promptrev.storage")
 REINDEX = "promptrev reindex"
@@ -349,9 +349,10 @@ def standin_index(database: IndexDatabase) -> Engine:
                 source.close()
             with engine.connect() as conn:  # an empty file copies as an empty database
                 if sa.inspect(conn).has_table("index_state"):
+                    conn.exec_driver_sql("SELECT head FROM index_state").all()
                     return engine
             engine.dispose()
-        except sqlite3.Error as exc:
+        except DATABASE_ERRORS as exc:  # unreadable (truncated, damaged): build from Git
             log.warning("could not copy the index (%s); rebuilding it in memory", exc)
             engine.dispose()
     return create_index_engine(MEMORY)
