@@ -50,6 +50,11 @@ class Settings:
     webhook_max_attempts: int = 8  # then the delivery is 'failed'
     webhook_poll: float = 2.0  # seconds between looks for due deliveries
     webhook_timeout: float = 10.0  # seconds a receiver has to answer
+    # Render budgets (model/render_budget.py): per render, on every path that renders.
+    render_seconds: float = 1.0
+    render_max_chars: int = 2_000_000  # any one value and the whole output
+    render_max_iterations: int = 1_000_000
+    render_max_depth: int = 50
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -80,6 +85,11 @@ class Settings:
             "webhook_max_attempts": _int(env, "PROMPTREV_WEBHOOK_MAX_ATTEMPTS", 8),
             "webhook_poll": _float(env, "PROMPTREV_WEBHOOK_POLL", 2.0),
             "webhook_timeout": _float(env, "PROMPTREV_WEBHOOK_TIMEOUT", 10.0),
+            # Render budgets
+            "render_seconds": _float(env, "PROMPTREV_RENDER_SECONDS", 1.0),
+            "render_max_chars": _int(env, "PROMPTREV_RENDER_MAX_CHARS", 2_000_000),
+            "render_max_iterations": _int(env, "PROMPTREV_RENDER_MAX_ITERATIONS", 1_000_000),
+            "render_max_depth": _int(env, "PROMPTREV_RENDER_MAX_DEPTH", 50),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

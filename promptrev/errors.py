@@ -97,6 +97,15 @@ class RenderFailed(PromptrevError):
     code = "render_error"
 
 
+class RenderLimitExceeded(RenderFailed):
+    """A render that ran past its budget: time, size, iterations or depth.
+
+    ``details['limit']`` names which one and ``details['value']`` its setting.
+    """
+
+    code = "render_limit"
+
+
 class TooLarge(PromptrevError):
     """Content above the configured size limit."""
 

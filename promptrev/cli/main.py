@@ -21,7 +21,9 @@ from promptrev.accounts import User, operator
 from promptrev.config import DEFAULT_REGISTRY, Settings
 from promptrev.errors import Conflict, PromptrevError
 from promptrev.importing import import_folder
+from promptrev.model import render_budget
 from promptrev.model.artifacts import kind_of_file
+from promptrev.model.render_budget import RenderLimits
 from promptrev.policy import Policy
 from promptrev.registry import Registry
 
@@ -160,6 +162,7 @@ def parse_vars(pairs: tuple[str, ...], vars_file: str | None) -> dict[str, Any]:
 def main(ctx: click.Context, registry: str, index_url: str | None, author: str | None) -> None:
     """Prompt registry and version control on Git."""
     ctx.obj = Context(registry, index_url, author)
+    render_budget.configure(RenderLimits.from_settings(ctx.obj.settings))
 
 
 pass_ctx = click.make_pass_decorator(Context)

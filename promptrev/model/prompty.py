@@ -25,9 +25,11 @@ from typing import Any
 import jinja2
 import yaml
 from jinja2 import nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from promptrev.errors import RenderFailed, ValidationFailed
+
+from . import render_budget
+from .render_budget import BudgetedEnvironment, RenderLimits
 
 ROLES = ("system", "user", "assistant", "developer", "function", "tool")
 _ROLE_LINE = re.compile(
@@ -84,6 +86,9 @@ class Message:
 
 def _finalize(value: Any) -> str:
     text = "" if value is None else str(value)
+    budget = render_budget.current()
+    if budget is not None:
+        budget.add_output(len(text))
     slots = _slots.get()
     if slots is None or text.strip().lower() in ROLES:
         return text
@@ -91,7 +96,7 @@ def _finalize(value: Any) -> str:
     return f"\x00{_nonce}{len(slots) - 1}\x00"
 
 
-_ENV = ImmutableSandboxedEnvironment(
+_ENV = BudgetedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
@@ -149,13 +154,20 @@ class Prompt:
         """Declared input defaults, applied when a render call omits the variable."""
         return {n: s["default"] for n, s in self.inputs.items() if "default" in s}
 
-    def render(self, variables: dict[str, Any] | None = None) -> list[Message]:
-        """Render to chat messages; a missing variable is an error naming it."""
+    def render(self, variables: dict[str, Any] | None = None,
+               limits: RenderLimits | None = None) -> list[Message]:
+        """Render to chat messages; a missing variable is an error naming it.
+
+        The render is held to ``limits`` (the process default when None): time, size,
+        iterations and depth, each refused with :class:`RenderLimitExceeded`.
+        """
         values = {**self.defaults(), **(variables or {})}
         slots: list[str] = []
         token = _slots.set(slots)
         try:
-            text = self.template.render(values)
+            text = render_budget.run(limits, lambda budget: self._render_text(values, budget))
+        except RenderFailed:
+            raise
         except jinja2.UndefinedError as exc:
             raise RenderFailed(_undefined_message(exc, self), details={
                 "declared_inputs": sorted(self.inputs)}) from None
@@ -168,6 +180,13 @@ class Prompt:
         finally:
             _slots.reset(token)
         return _split_messages(text, slots)
+
+    def _render_text(self, values: dict[str, Any], budget: render_budget.Budget) -> str:
+        chunks = []
+        for chunk in self.template.generate(values):
+            budget.add_output(len(chunk))
+            chunks.append(chunk)
+        return "".join(chunks)
 
 
 def _undefined_message(exc: jinja2.UndefinedError, prompt: Prompt) -> str:
@@ -394,6 +413,9 @@ def _check_template(body: str, body_line: int, problems: list[Problem]) -> set[s
     except jinja2.TemplateSyntaxError as exc:
         line = body_line + (exc.lineno or 1) - 1
         problems.append(Problem(f"template syntax error: {exc.message}", line))
+        return set()
+    except RecursionError:
+        problems.append(Problem("template nests too deeply to parse", body_line))
         return set()
     for node in ast.find_all((nodes.Filter, nodes.Test)):
         is_filter = isinstance(node, nodes.Filter)

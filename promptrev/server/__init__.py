@@ -21,6 +21,8 @@ from flask_wtf.csrf import CSRFProtect
 from promptrev.accounts import Accounts
 from promptrev.config import Settings
 from promptrev.importing import import_folder
+from promptrev.model import render_budget
+from promptrev.model.render_budget import RenderLimits
 from promptrev.registry import Registry
 
 __all__ = ["Settings", "create_app", "prepare"]
@@ -84,6 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from .state import ServerState
 
     settings = (settings or Settings.from_env(os.environ)).resolved()
+    render_budget.configure(RenderLimits.from_settings(settings))  # every render path
     app = Flask(__name__, template_folder=TEMPLATES)
     app.config.update(
         SECRET_KEY=settings.secret_key,
