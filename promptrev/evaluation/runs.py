@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
+from promptrev.model import safe_yaml
 from promptrev.model.datasets import Case, parse_dataset
 
 from ..errors import InvalidRequest, ValidationFailed
@@ -46,10 +45,7 @@ class Variant:
 
 def load_spec(text: str, filename: str = "ab.yaml") -> dict[str, Any]:
     """Parse and check an evaluation spec; errors name the file and the problem."""
-    try:
-        spec = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValidationFailed(f"{filename}: invalid YAML: {exc}") from None
+    spec = safe_yaml.load(text, filename)
     if not isinstance(spec, dict):
         raise ValidationFailed(f"{filename}: an evaluation spec is a YAML mapping")
     unknown = set(spec) - _SPEC_KEYS

@@ -23,6 +23,7 @@ import yaml
 
 from promptrev.errors import ValidationFailed
 
+from . import safe_yaml
 from .lfs import Pointer
 from .prompty import Problem
 
@@ -56,7 +57,6 @@ class AdapterSource:
     ref: str | None = None  # e.g. "support/tone@3", for messages and usage records
 
 
-_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: ~15x faster on cards
 
 
 def validate_card(text: str, filename: str) -> list[Problem]:
@@ -66,15 +66,7 @@ def validate_card(text: str, filename: str) -> list[Problem]:
 
 
 def _load_card(text: str, filename: str) -> dict[str, Any]:
-    try:
-        card = yaml.load(text, Loader=_LOADER)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else None
-        raise ValidationFailed(f"{filename}: invalid YAML: {getattr(exc, 'problem', exc)}",
-                               [{"file": filename, "line": line,
-                                 "message": f"invalid YAML: {getattr(exc, 'problem', exc)}"}]
-                               ) from None
+    card = safe_yaml.load(text, filename)
     problems = _card_problems(card)
     if problems:
         raise ValidationFailed(f"{filename}: {problems[0]}",

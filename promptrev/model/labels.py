@@ -6,17 +6,14 @@ commit, so label moves are audited and revertable with ordinary Git.
 
 from __future__ import annotations
 
-import yaml
-
 from promptrev.errors import ValidationFailed
+
+from . import safe_yaml
 
 
 def parse_label_map(text: str, filename: str) -> dict[str, int]:
     """Parse a label map; raise :class:`ValidationFailed` naming the file if it is malformed."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ValidationFailed(f"{filename}: bad YAML: {exc}") from None
+    data = safe_yaml.load(text, filename) or {}
     if not isinstance(data, dict) or not all(
         isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 1
         for k, v in data.items()
@@ -37,10 +34,7 @@ def split_path(folder: str, name: str) -> str:
 
 def parse_splits(text: str, filename: str) -> dict[str, dict[int, int]]:
     """``label: {version: weight, ...}`` lines; weights are positive integers."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ValidationFailed(f"{filename}: bad YAML: {exc}") from None
+    data = safe_yaml.load(text, filename) or {}
     ok = isinstance(data, dict) and all(
         isinstance(label, str) and isinstance(arms, dict) and arms and all(
             isinstance(v, int) and not isinstance(v, bool) and v >= 1 and

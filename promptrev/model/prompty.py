@@ -28,7 +28,7 @@ from jinja2 import nodes
 
 from promptrev.errors import RenderFailed, ValidationFailed
 
-from . import render_budget
+from . import render_budget, safe_yaml
 from .render_budget import BudgetedEnvironment, RenderLimits
 
 ROLES = ("system", "user", "assistant", "developer", "function", "tool")
@@ -42,8 +42,6 @@ _ATTR = re.compile(r"\s*(\w+)\s*=\s*\"?([^\",\]]*)\"?\s*,?")
 _FRONT_MATTER = re.compile(
     r"\A[ \t]*(?P<fence>---|\+\+\+)[ \t]*\r?\n(?P<yaml>.*?)^[ \t]*(?P=fence)[ \t]*(?:\r?\n|\Z)",
                            re.DOTALL | re.MULTILINE)
-# libyaml's parser when present (about 2x faster; same nodes and line marks).
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _slots: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("slots", default=None)
 _nonce = secrets.token_hex(6)
 _SLOT = re.compile("\x00" + _nonce + r"(\d+)\x00")
@@ -250,9 +248,13 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
 
 
 def _compose_front_matter(fm_text: str, problems: list[Problem]) -> yaml.MappingNode | None:
-    """Parse the front matter to YAML nodes and check keys and tags (no Python objects yet)."""
+    """Parse the front matter to YAML nodes and check them (no Python objects yet).
+
+    :func:`safe_yaml.inspect` refuses what could not be stored and shown safely: alias
+    bombs, recursive anchors, keys that are lists, numbers JSON cannot carry, odd tags.
+    """
     try:
-        node = yaml.compose(fm_text, Loader=_YAML_LOADER)
+        node = safe_yaml.compose(fm_text)
     except yaml.YAMLError as exc:
         problems.append(Problem(f"bad YAML in front matter: {_yaml_problem(exc)}",
                                 _yaml_line(exc)))
@@ -263,9 +265,15 @@ def _compose_front_matter(fm_text: str, problems: list[Problem]) -> yaml.Mapping
         problems.append(Problem("front matter must be a YAML mapping (key: value lines)",
                                 node.start_mark.line + 2))
         return None
-    before = len(problems)
-    _find_duplicate_keys(node, (), problems)
-    return node if len(problems) == before else None
+    findings = safe_yaml.inspect(node, _duplicate_message)
+    problems.extend(Problem(f.message, f.line + 1) for f in findings)
+    return None if findings else node
+
+
+def _duplicate_message(path: tuple[str, ...], key: str, first: int) -> str:
+    if path == ("inputs",):
+        return f"input '{key}' is declared twice (first at line {first + 1})"
+    return f"key '{'.'.join(path + (key,))}' appears twice (first at line {first + 1})"
 
 
 def _value_node(node: yaml.MappingNode | None, key: str) -> yaml.Node | None:
@@ -278,46 +286,8 @@ def _value_node(node: yaml.MappingNode | None, key: str) -> yaml.Node | None:
 
 
 def _construct(node: yaml.Node | None) -> Any:
-    """Python objects for a checked node (tags were checked, so this cannot fail)."""
-    return yaml.SafeLoader("").construct_document(node) if node is not None else None
-
-
-_SAFE_TAGS = frozenset(t for t in yaml.SafeLoader.yaml_constructors if t is not None)
-_TIMESTAMP = "tag:yaml.org,2002:timestamp"
-
-
-def _find_duplicate_keys(node: yaml.Node, path: tuple[str, ...],
-                         problems: list[Problem]) -> None:
-    """Report keys that appear twice, and values the safe YAML constructor would refuse."""
-    if node.tag not in _SAFE_TAGS:
-        problems.append(Problem(f"unsupported YAML tag {node.tag!r}", node.start_mark.line + 2))
-        return
-    if node.tag == _TIMESTAMP:
-        try:
-            _construct(node)
-        except (ValueError, yaml.YAMLError) as exc:
-            problems.append(Problem(f"bad YAML in front matter: {exc}", node.start_mark.line + 2))
-        return
-    if isinstance(node, yaml.SequenceNode):
-        for child in node.value:
-            _find_duplicate_keys(child, path, problems)
-        return
-    if not isinstance(node, yaml.MappingNode):
-        return
-    seen: dict[str, int] = {}
-    for key_node, value_node in node.value:
-        key = str(key_node.value)
-        line = key_node.start_mark.line + 2
-        if key in seen:
-            if path == ("inputs",):
-                msg = f"input '{key}' is declared twice (first at line {seen[key]})"
-            else:
-                where = ".".join(path + (key,))
-                msg = f"key '{where}' appears twice (first at line {seen[key]})"
-            problems.append(Problem(msg, line))
-        else:
-            seen[key] = line
-        _find_duplicate_keys(value_node, path + (key,), problems)
+    """Python objects for a checked node (it was inspected, so this cannot fail)."""
+    return safe_yaml.construct(node)
 
 
 def _yaml_line(exc: yaml.YAMLError) -> int | None:
