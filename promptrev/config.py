@@ -9,6 +9,7 @@ nothing of promptrev but :mod:`promptrev.errors`: any layer may use it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ GIT_MAX_REQUEST_BYTES = 1024 ** 3  # one request of git push/fetch over HTTP
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"  # beside the registry, unless a URL is given
 SECRET_FILE = "promptrev-server-secret"
 _TRUE = ("1", "true", "yes", "on")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,10 @@ class Settings:
     webhook_max_attempts: int = 8  # then the delivery is 'failed'
     webhook_poll: float = 2.0  # seconds between looks for due deliveries
     webhook_timeout: float = 10.0  # seconds a receiver has to answer
+    # ---- secrets: which ${env:NAME} a stored file may read (security, item 1) ----------
+    # PROMPTREV_ALLOW_ENV=NAME1,NAME2. Unset (None): the server allows no name, the CLI on
+    # a user's own machine any; set (even to nothing) it is the whole list, for both.
+    allow_env: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -80,6 +86,8 @@ class Settings:
             "webhook_max_attempts": _int(env, "PROMPTREV_WEBHOOK_MAX_ATTEMPTS", 8),
             "webhook_poll": _float(env, "PROMPTREV_WEBHOOK_POLL", 2.0),
             "webhook_timeout": _float(env, "PROMPTREV_WEBHOOK_TIMEOUT", 10.0),
+            # ---- secrets (security, item 1) ----
+            "allow_env": _env_names(env, "PROMPTREV_ALLOW_ENV"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -143,6 +151,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(env.get(name, default))
     except ValueError:
         raise InvalidRequest(f"{name} must be a number, not {env.get(name)!r}") from None
+
+
+def _env_names(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    """A comma-separated list of environment variable names; None when ``name`` is unset."""
+    if name not in env:
+        return None
+    names = tuple(x.strip() for x in env[name].split(",") if x.strip())
+    for item in names:
+        if not _ENV_NAME.fullmatch(item):
+            raise InvalidRequest(f"{name}: {item!r} is not an environment variable name "
+                                 "(letters, digits and '_'; no wildcards)")
+    return names
 
 
 def _secret(registry: str) -> str:
