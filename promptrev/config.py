@@ -45,7 +45,7 @@ class Settings:
     author: str | None = None  # 'Name <email>' on commits made from the CLI
     models: dict | None = None  # name -> {backend, name, base_url, ...}; None: models_file
     models_file: str | None = None  # PROMPTREV_MODELS, read when models are first needed
-    env: dict = field(default_factory=dict)  # for ${env:NAME} in prompts' configuration
+    env: dict = field(default_factory=dict)  # ${env:NAME}: models file; prompts as allowed
     webhook_deliverer: bool = True  # a delivery thread in each worker process
     webhook_retry_base: float = 10.0  # seconds before the 2nd attempt; doubles each time
     webhook_retry_cap: float = 3600.0  # longest wait between two attempts

@@ -139,7 +139,7 @@ class Runner:
 
     def named_model(self, name: str) -> ModelSpec:
         """A model configured by name on this server or CLI."""
-        if name not in self.models:
+        if not isinstance(name, str) or name not in self.models:
             known = ", ".join(sorted(self.models)) or "none configured"
             raise InvalidRequest(f"unknown model {name!r} (models: {known})")
         return self.models[name]

@@ -11,7 +11,10 @@ models file (PROMPTREV_MODELS) with its key in an environment variable.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,8 +24,12 @@ from pathlib import Path
 import httpx
 import pytest
 
+from promptrev.config import Settings
+from promptrev.errors import InvalidRequest
+from promptrev.runner.trust import Trust
+
 from ..conftest import csrf_token
-from ..live import ADMIN_PASSWORD, LiveServer, start_server
+from ..live import ADMIN_PASSWORD, ROOT, LiveServer, start_server
 
 openai = pytest.importorskip("openai")
 
@@ -292,3 +299,50 @@ def test_an_evaluation_started_on_the_server_follows_the_server_rules(scene):
         _assert_no_secret(page)
     assert scene.attacker.requests == [], scene.attacker.seen()
     assert ADMIN_PASSWORD not in scene.live.log.read_text()
+
+
+# ---- the CLI on a user's own machine ------------------------------------------------
+def _cli(registry: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("PROMPTREV_")}
+    return subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry", str(registry),
+                           *args], capture_output=True, text=True, cwd=ROOT, timeout=120,
+                          env={**base, "PROMPTREV_AUTHOR": "Tester <t@example.org>", **env})
+
+
+def test_the_cli_keeps_a_prompts_own_connection_unless_the_user_restricts_it(tmp_path):
+    own = _model_server()
+    try:
+        key = "sk-users-own-key-abcdef0123"
+        registry = tmp_path / "reg"
+        assert _cli(registry, "init", env={}).returncode == 0
+        file = tmp_path / "mine.prompty"
+        file.write_text(_prompt(f"    type: openai\n    name: their-model\n"
+                                f"    base_url: {own.url}/v1\n"
+                                "    api_key: ${env:USERS_OWN_KEY}\n"))
+        assert _cli(registry, "save", str(file), env={}).returncode == 0
+        # The user's own machine: the prompt's base_url and ${env:} are used, as before.
+        done = _cli(registry, "run", "mine", env={"USERS_OWN_KEY": key})
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == ANSWER
+        assert [r.headers["authorization"] for r in own.requests] == [f"Bearer {key}"]
+        # PROMPTREV_ALLOW_ENV restricts the CLI too: the name is refused, its value unsaid.
+        refused = _cli(registry, "run", "mine",
+                       env={"USERS_OWN_KEY": key, "PROMPTREV_ALLOW_ENV": "OTHER_NAME"})
+        assert refused.returncode == 1
+        assert "USERS_OWN_KEY" in refused.stderr and "PROMPTREV_ALLOW_ENV" in refused.stderr
+        assert key not in refused.stderr + refused.stdout
+        assert len(own.requests) == 1
+    finally:
+        own.httpd.shutdown()
+        own.httpd.server_close()
+
+
+def test_allow_env_is_a_list_of_names():
+    assert Settings.from_env({}).allow_env is None
+    assert Settings.from_env({"PROMPTREV_ALLOW_ENV": ""}).allow_env == ()
+    assert Settings.from_env({"PROMPTREV_ALLOW_ENV": " A_1, B "}).allow_env == ("A_1", "B")
+    with pytest.raises(InvalidRequest, match=r"PROMPTREV_ALLOW_ENV: '\*' is not"):
+        Settings.from_env({"PROMPTREV_ALLOW_ENV": "A,*"})
+    assert Trust.server(None).env_names == frozenset()  # a server: none unless listed
+    assert Trust.local(None).env_names is None  # a user's machine: any unless listed
+    assert Trust.local(()).env_names == frozenset()
