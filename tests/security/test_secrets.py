@@ -26,7 +26,6 @@ import pytest
 
 from promptrev.config import Settings
 from promptrev.errors import InvalidRequest
-from promptrev.runner.trust import Trust
 
 from ..conftest import csrf_token
 from ..live import ADMIN_PASSWORD, ROOT, LiveServer, start_server
@@ -338,6 +337,8 @@ def test_the_cli_keeps_a_prompts_own_connection_unless_the_user_restricts_it(tmp
 
 
 def test_allow_env_is_a_list_of_names():
+    from promptrev.runner.trust import Trust
+
     assert Settings.from_env({}).allow_env is None
     assert Settings.from_env({"PROMPTREV_ALLOW_ENV": ""}).allow_env == ()
     assert Settings.from_env({"PROMPTREV_ALLOW_ENV": " A_1, B "}).allow_env == ("A_1", "B")
@@ -346,3 +347,27 @@ def test_allow_env_is_a_list_of_names():
     assert Trust.server(None).env_names == frozenset()  # a server: none unless listed
     assert Trust.local(None).env_names is None  # a user's machine: any unless listed
     assert Trust.local(()).env_names == frozenset()
+
+
+def test_an_evaluation_cannot_name_a_local_embedding_model(scene, tmp_path: Path):
+    existing = tmp_path / "minilm"
+    existing.mkdir()
+    (existing / "modules.json").write_text("[]")
+    answers = []
+    with httpx.Client(base_url=scene.live.url, timeout=60) as browser:
+        form = browser.get("/login").text
+        browser.post("/login", data={"name": "eve", "password": "eve-password",
+                                     "csrf_token": csrf_token(form)})
+        for path in (existing, tmp_path / "missing", Path("/etc")):
+            spec = ("name: probe\ndataset: sentiment@1\nmodel: configured\nlimit: 1\n"
+                    "variants:\n  - {name: a, prompt: sentiment/zero-shot}\n"
+                    "  - {name: b, prompt: sentiment/few-shot}\n"
+                    f"scorers:\n  - embedding: {{model: {path}}}\n")
+            form = browser.get("/eval/new").text
+            r = browser.post("/eval/new", data={"spec": spec, "csrf_token": csrf_token(form)})
+            assert 400 <= r.status_code < 500, r.text[:2000]
+            page = re.sub(r"\s+", " ", r.text)
+            assert "is not a configured model" in page and "PROMPTREV_MODELS" in page
+            error = re.search(r"embedding: model .*?PROMPTREV_MODELS", page).group(0)
+            answers.append((r.status_code, error.replace(str(path), "P")))
+    assert answers[0] == answers[1] == answers[2]
