@@ -138,7 +138,8 @@ def scene(tmp_path_factory) -> Iterator[Scene]:
         "  api_key: ${env:OPERATOR_KEY}\n  max_retries: 0\n")
     live = start_server(tmp, workers=1, env={
         "PROMPTREV_MODELS": str(models), "OPERATOR_KEY": OPERATOR_KEY,
-        "PROMPTREV_ALLOW_ENV": "PROMPT_MODEL", "PROMPT_MODEL": "configured"})
+        "PROMPTREV_ALLOW_ENV": "PROMPT_MODEL", "PROMPT_MODEL": "configured",
+        "OPENAI_LOG": "debug"})  # the client's own log lines go to the log file too
     live.cli("user", "add", "eve", "--role", "editor", "--password", "eve-password")
     live.cli("user", "add", "vic", "--role", "viewer")
     editor = httpx.Client(base_url=live.url + "/api/v1", timeout=60,
