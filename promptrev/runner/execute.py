@@ -120,13 +120,18 @@ class Runner:
         name = self.trust.env_value(name, self.env, f"model.configuration.{field}")
         if isinstance(name, str) and name in self.models:
             return self.models[name]
+        raise self._not_configured(conf, field, name)
+
+    def _not_configured(self, conf: dict[str, Any], field: str, name: Any
+                        ) -> ModelNotConfigured:
+        """Why a server will not run this configuration, and how an operator fixes it."""
         known = ", ".join(sorted(self.models)) or "none configured"
         ignored = self.trust.ignored(conf)
         said = "names no model" if not name else (
-            f"names model {name!r}, which is not a configured model of this server"
-            if conf.get(field) == name else
+            f"names model {repr(name)[:200]}, which is not a configured model of this server"
+            if conf.get(field) == name else  # never repeat a value read from the environment
             "names a model (from an environment variable) that is not configured here")
-        raise ModelNotConfigured(
+        return ModelNotConfigured(
             f"the prompt's model.configuration.{field} {said} (models: {known}). On a "
             "server a prompt names one of the operator's configured models"
             + (f"; its own {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} "
