@@ -9,6 +9,7 @@ nothing of promptrev but :mod:`promptrev.errors`: any layer may use it.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -22,6 +23,7 @@ GIT_MAX_REQUEST_BYTES = 1024 ** 3  # one request of git push/fetch over HTTP
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"  # beside the registry, unless a URL is given
 SECRET_FILE = "promptrev-server-secret"
 _TRUE = ("1", "true", "yes", "on")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,7 @@ class Settings:
     author: str | None = None  # 'Name <email>' on commits made from the CLI
     models: dict | None = None  # name -> {backend, name, base_url, ...}; None: models_file
     models_file: str | None = None  # PROMPTREV_MODELS, read when models are first needed
-    env: dict = field(default_factory=dict)  # for ${env:NAME} in prompts' configuration
+    env: dict = field(default_factory=dict)  # ${env:NAME}: models file; prompts as allowed
     webhook_deliverer: bool = True  # a delivery thread in each worker process
     webhook_retry_base: float = 10.0  # seconds before the 2nd attempt; doubles each time
     webhook_retry_cap: float = 3600.0  # longest wait between two attempts
@@ -55,6 +57,10 @@ class Settings:
     render_max_chars: int = 2_000_000  # any one value and the whole output
     render_max_iterations: int = 1_000_000
     render_max_depth: int = 50
+    # ---- secrets: which ${env:NAME} a stored file may read (security, item 1) ----------
+    # PROMPTREV_ALLOW_ENV=NAME1,NAME2. Unset (None): the server allows no name, the CLI on
+    # a user's own machine any; set (even to nothing) it is the whole list, for both.
+    allow_env: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -90,6 +96,8 @@ class Settings:
             "render_max_chars": _int(env, "PROMPTREV_RENDER_MAX_CHARS", 2_000_000),
             "render_max_iterations": _int(env, "PROMPTREV_RENDER_MAX_ITERATIONS", 1_000_000),
             "render_max_depth": _int(env, "PROMPTREV_RENDER_MAX_DEPTH", 50),
+            # ---- secrets (security, item 1) ----
+            "allow_env": _env_names(env, "PROMPTREV_ALLOW_ENV"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -153,6 +161,18 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
         return float(env.get(name, default))
     except ValueError:
         raise InvalidRequest(f"{name} must be a number, not {env.get(name)!r}") from None
+
+
+def _env_names(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
+    """A comma-separated list of environment variable names; None when ``name`` is unset."""
+    if name not in env:
+        return None
+    names = tuple(x.strip() for x in env[name].split(",") if x.strip())
+    for item in names:
+        if not _ENV_NAME.fullmatch(item):
+            raise InvalidRequest(f"{name}: {item!r} is not an environment variable name "
+                                 "(letters, digits and '_'; no wildcards)")
+    return names
 
 
 def _secret(registry: str) -> str:

@@ -204,3 +204,23 @@ def _all_errors() -> list[type[PromptrevError]]:
         found.append(cls)
         todo.extend(cls.__subclasses__())
     return found
+
+
+# ---- what stored content may ask of the server's models and environment (security) ----
+class ModelNotConfigured(PromptrevError):
+    """Stored content names a model, URL, key or local path the operator did not configure.
+
+    On a server a prompt may only name one of the operator's configured models; its own
+    connection fields (``base_url``, ``api_key``, a local path...) are never used.
+    """
+
+    code = "model_not_configured"
+
+
+class EnvNotAllowed(PromptrevError):
+    """A stored file reads ``${env:NAME}`` and NAME is not in ``PROMPTREV_ALLOW_ENV``.
+
+    The message names the variable, never its value.
+    """
+
+    code = "env_not_allowed"

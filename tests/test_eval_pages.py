@@ -16,8 +16,11 @@ from promptrev import Registry
 from promptrev.evaluation.runs import Evaluator
 from promptrev.evaluation.store import EvalStore
 from promptrev.runner.execute import Runner
+from promptrev.runner.trust import Trust
 
 from .conftest import csrf_token, make_server_env
+
+LOCAL = Trust.local()  # a user's own machine: the prompt's own model and ${env:}
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 WAIT_S = 60
@@ -168,7 +171,7 @@ def _crafted_run(reg, cases: int = 60, adapter: str | None = None,
         {"name": "A", "prompt": "sentiment/zero-shot@1"},
         {"name": "B", "prompt": "sentiment/zero-shot@1", "adapter": adapter}], baseline="A",
         scorers=["exact", "latency"]))
-    evaluator = Evaluator(reg, Runner(reg))
+    evaluator = Evaluator(reg, Runner(reg, trust=LOCAL))
     run_id = evaluator.start(spec, author="Tester <t@example.org>")
     rows = []
     for i in range(cases):
@@ -233,7 +236,7 @@ def test_prompt_versions_of_one_prompt_link_to_the_diff_page(env, reg):
         {"name": "v1", "prompt": "sentiment/zero-shot@1"},
         {"name": "v2", "prompt": "sentiment/zero-shot@2"},
         {"name": "few", "prompt": "sentiment/few-shot@1"}], baseline="v1"))
-    run_id = Evaluator(reg, Runner(reg)).start(spec, author="Tester <t@example.org>")
+    run_id = Evaluator(reg, Runner(reg, trust=LOCAL)).start(spec, author="Tester <t@example.org>")
     client = env.login("viewer")
     page = _page(client.get(f"/eval/{run_id}"))
     link = re.search(r'id="diff-link" href="([^"]+)"', page).group(1)

@@ -32,6 +32,9 @@ from promptrev.model.datasets import Case
 from promptrev.runner import base
 from promptrev.runner.base import Generation
 from promptrev.runner.execute import Runner
+from promptrev.runner.trust import Trust
+
+LOCAL = Trust.local()  # a user's own machine: the prompt's own model and ${env:}
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -327,7 +330,7 @@ def judge_registry(registry, monkeypatch):
 
 
 def test_judge_runs_the_versioned_judge_prompt_in_one_batch(judge_registry):
-    context = ScorerContext(runner=Runner(judge_registry))
+    context = ScorerContext(runner=Runner(judge_registry, trust=LOCAL))
     (judge,) = build_scorers([{"judge": {"prompt": "judge/answer-quality"}}], context)
     assert judge.ref == "judge/answer-quality@1" and not judge.binary
     items = [item("Paris", "Paris", question="Capital of France?"),
@@ -355,7 +358,7 @@ def test_judge_runs_the_versioned_judge_prompt_in_one_batch(judge_registry):
 
 
 def test_judge_options_are_checked(judge_registry):
-    context = ScorerContext(runner=Runner(judge_registry))
+    context = ScorerContext(runner=Runner(judge_registry, trust=LOCAL))
     with pytest.raises(InvalidRequest, match="judge: needs a runner"):
         build_scorers([{"judge": {"prompt": "judge/answer-quality"}}])
     with pytest.raises(InvalidRequest, match="needs 'prompt'"):
@@ -377,7 +380,7 @@ def test_judge_through_a_real_model_gives_none_with_the_error(registry, tiny):
                         f"type: hf\n    name: {tiny.model}").replace("max_tokens: 200",
                                                                       "max_tokens: 6")
     registry.save("judge", text)
-    runner = Runner(registry, output_retries=1)
+    runner = Runner(registry, trust=LOCAL, output_retries=1)
     (judge,) = build_scorers([{"judge": {"prompt": "judge"}}], ScorerContext(runner=runner))
     backend = runner.backend(runner.model_spec(registry.prompt("judge")))
     calls = []

@@ -7,10 +7,14 @@ import httpx
 import pytest
 
 from promptrev import Registry
+from promptrev.runner.base import ModelSpec
 from promptrev.runner.execute import Runner
+from promptrev.runner.trust import Trust
 
 from .conftest import hf_prompt
 from .live import start_server
+
+LOCAL = Trust.local()  # a user's own machine: the prompt's own model and ${env:}
 
 openai = pytest.importorskip("openai")
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -25,8 +29,9 @@ def served(tmp_path_factory, tiny):
     token = server.token()
     api = httpx.Client(base_url=server.url + "/api/v1",
                        headers={"Authorization": f"Bearer {token}"})
-    for text in (hf_prompt(tiny.model, max_tokens=6),
-                 hf_prompt(tiny.model, "user:\nTell me about {{ topic }} now.\n", 6)):
+    # On a server a prompt names a configured model ("tiny"), never a local path.
+    for text in (hf_prompt("tiny", max_tokens=6),
+                 hf_prompt("tiny", "user:\nTell me about {{ topic }} now.\n", 6)):
         base = api.get("/artifact", params={"ref": "greet"})
         headers = {"If-Match": str(base.json()["version"])} if base.status_code == 200 else {}
         api.put("/artifact", params={"name": "greet"}, headers=headers,
@@ -41,9 +46,13 @@ def served(tmp_path_factory, tiny):
     server.stop()
 
 
+def _models(tiny) -> dict:
+    return {"tiny": ModelSpec("hf", str(tiny.model))}
+
+
 def _direct(server, tiny, ref, variables, **kwargs):
     with Registry.open(server.registry) as reg:
-        return Runner(reg).run(ref, variables, **kwargs)
+        return Runner(reg, models=_models(tiny)).run(ref, variables, **kwargs)
 
 
 def test_models_lists_prompts_adapters_and_base_models(served):
@@ -81,7 +90,7 @@ def test_request_messages_are_appended_after_the_rendered_ones(served, tiny):
     answer = client.chat.completions.create(model="prompt:greet@1", messages=extra,
                                             extra_body={"variables": {"topic": "sql"}})
     with Registry.open(server.registry) as reg:
-        runner = Runner(reg)
+        runner = Runner(reg, models=_models(tiny))
         prompt, request, _ = runner.prepare("greet@1", {"topic": "sql"}, extra_messages=extra)
         assert [m["content"] for m in request.messages][-2:] == ["Sure.", "More!"]
         direct = runner.complete(request, runner.model_spec(prompt), "greet@1")
@@ -144,10 +153,10 @@ def test_openai_backend_runs_prompts_through_an_openai_compatible_server(served,
             "    api_key: ${env:PROMPTREV_TOKEN}\n  parameters:\n    max_tokens: 6\n"
             "---\nuser:\nHello there!\n")
     reg.save("remote", text)
-    result = Runner(reg, env={"PROMPTREV_TOKEN": token}).run("remote")
+    result = Runner(reg, trust=LOCAL, env={"PROMPTREV_TOKEN": token}).run("remote")
     direct = _direct(server, tiny, "greet@1", {"topic": "x"})  # warm, for token counts
     assert result.text and result.usage["completion_tokens"] <= 6 and direct.text
-    many = Runner(reg, env={"PROMPTREV_TOKEN": token}).run_many("remote", [{}] * 4)
+    many = Runner(reg, trust=LOCAL, env={"PROMPTREV_TOKEN": token}).run_many("remote", [{}] * 4)
     assert {r.text for r in many} == {result.text}
     reg.close()
 

@@ -10,15 +10,18 @@ import pytest
 from promptrev.errors import InvalidRequest, ValidationFailed
 from promptrev.runner.execute import Runner, check_output, output_schema
 from promptrev.runner.finetune import FinetuneConfig, finetune
+from promptrev.runner.trust import Trust
 
 from .conftest import hf_prompt
+
+LOCAL = Trust.local()  # a user's own machine: the prompt's own model and ${env:}
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
 def test_run_uses_the_model_named_in_the_front_matter(registry, tiny):
     registry.save("tiny", hf_prompt(tiny.model))
-    runner = Runner(registry)
+    runner = Runner(registry, trust=LOCAL)
     result = runner.run("tiny", {"topic": "git"})
     assert result.ref == "tiny@1" and result.text
     backend = runner.backend(runner.model_spec(registry.prompt("tiny")))
@@ -36,7 +39,7 @@ def test_run_on_an_adapter_version(registry, tiny):
     registry.push_adapter("tone", str(tiny.lora[0]))
     registry.push_adapter("tone", str(tiny.lora[1]), base=1)
     registry.set_label("tone", "production", 1)
-    runner = Runner(registry)
+    runner = Runner(registry, trust=LOCAL)
     base = runner.run("tiny", {"topic": "x"}).text
     one = runner.run("tiny", {"topic": "x"}, adapter="tone@production")
     two = runner.run("tiny", {"topic": "x"}, adapter="tone@2")
@@ -49,16 +52,16 @@ def test_run_on_an_adapter_version(registry, tiny):
 def test_env_and_unknown_backends(registry, tiny):
     text = hf_prompt("${env:TINY_MODEL}")
     registry.save("envy", text)
-    runner = Runner(registry, env={"TINY_MODEL": str(tiny.model)})
+    runner = Runner(registry, trust=LOCAL, env={"TINY_MODEL": str(tiny.model)})
     assert runner.model_spec(registry.prompt("envy")).name == str(tiny.model)
     registry.save("odd", hf_prompt(tiny.model).replace("type: hf", "type: teleport"))
     with pytest.raises(InvalidRequest, match="unknown backend 'teleport'"):
-        Runner(registry).run("odd", {"topic": "x"})
+        Runner(registry, trust=LOCAL).run("odd", {"topic": "x"})
     registry.save("bare", "user:\nhi\n")
     with pytest.raises(InvalidRequest, match="no 'type'"):
-        Runner(registry).run("bare")
+        Runner(registry, trust=LOCAL).run("bare")
     with pytest.raises(InvalidRequest, match="unknown model 'nope'"):
-        Runner(registry).run("bare", model="nope")
+        Runner(registry, trust=LOCAL).run("bare", model="nope")
 
 
 def test_output_schema_and_checks():
@@ -79,7 +82,7 @@ def test_output_schema_and_checks():
 def test_invalid_output_is_retried_then_reported(registry, tiny):
     extra = "outputs:\n  answer:\n    type: string\n"
     registry.save("json", hf_prompt(tiny.model, max_tokens=4, extra=extra))
-    runner = Runner(registry, output_retries=2)
+    runner = Runner(registry, trust=LOCAL, output_retries=2)
     backend = runner.backend(runner.model_spec(registry.prompt("json")))
     calls = []
     original = backend.generate
@@ -114,7 +117,7 @@ def test_finetune_lora_into_a_new_adapter_version_that_answers_valid_json(regist
     assert training["loss_curve"][-1]["loss"] < training["loss_curve"][0]["loss"]
     assert training["validation_loss"] is not None and training["hyperparameters"]["rank"] == 8
     # An unseen case of the same form (a random tiny model does not generalise further).
-    result = Runner(registry).run("json", {"topic": "t42"}, adapter=version.ref)
+    result = Runner(registry, trust=LOCAL).run("json", {"topic": "t42"}, adapter=version.ref)
     assert result.parsed == {"answer": "yes"} and result.attempts == 1
 
 
@@ -129,7 +132,8 @@ def test_finetune_prompt_tuning(registry, tiny):
     card = registry.adapter(version.ref).card
     assert card["peft_type"] == "PROMPT_TUNING" and card["num_virtual_tokens"] == 4
     registry.save("tiny", hf_prompt(tiny.model, max_tokens=4))
-    assert Runner(registry).run("tiny", {"topic": "x"}, adapter="soft").text is not None
+    soft = Runner(registry, trust=LOCAL).run("tiny", {"topic": "x"}, adapter="soft")
+    assert soft.text is not None
     with pytest.raises(ValidationFailed, match="at least 2"):
         registry.save("empty", '{"id": "a", "vars": {}}\n', kind="dataset")
         finetune(registry, dataset="empty", model_path=str(tiny.model), name="x",
@@ -182,7 +186,7 @@ def test_registry_adapters_mixed_in_one_batch(registry, tiny, tmp_path):
     registry.push_adapter("a", str(tiny.lora[0]))
     registry.push_adapter("b", str(tiny.lora[1]))
     registry.push_adapter("soft", str(tiny.prompt_tuning))
-    runner = Runner(registry)
+    runner = Runner(registry, trust=LOCAL)
     sources = [None, registry.adapter_source("a"), registry.adapter_source("b"),
                registry.adapter_source("soft"), registry.adapter_source("a@1")]
     assert sources[1].path == sources[4].path  # same version, same cached folder

@@ -10,13 +10,20 @@ from .main import Context, emit_json, main, parse_vars, pass_ctx
 
 
 def runner_for(ctx: Context, reg):
-    """A runner on ``reg`` with the configured models (PROMPTREV_MODELS)."""
+    """A runner on ``reg`` with the configured models (PROMPTREV_MODELS).
+
+    This is the user's own machine: a prompt's own ``base_url``, ``api_key`` and local
+    model path are used, and ``${env:NAME}`` reads the user's environment (only the names
+    in PROMPTREV_ALLOW_ENV when that is set).
+    """
     from promptrev.runner.base import model_specs
     from promptrev.runner.execute import Runner
+    from promptrev.runner.trust import Trust
 
     settings = ctx.settings
     models = model_specs(settings.configured_models(), settings.env)
-    return Runner(reg, env=settings.env, models=models)
+    return Runner(reg, env=settings.env, models=models,
+                  trust=Trust.local(settings.allow_env))
 
 
 @main.command()

@@ -97,9 +97,13 @@ class Evaluator:
         for i, raw in enumerate(spec["variants"]):
             prompt = reg.resolve(raw["prompt"], "prompt")
             adapter = reg.resolve(raw["adapter"], "adapter") if raw.get("adapter") else None
+            model = raw.get("model") or spec.get("model")
+            # Which model runs is decided now, under the runner's rules (a server's: a
+            # configured model only), so a refused prompt fails the start, not the run.
+            self.runner.model_spec(reg.prompt(prompt.ref), model)
             variants.append(Variant(
                 str(raw.get("name") or f"v{i + 1}"), prompt.ref,
-                adapter.ref if adapter else None, raw.get("model") or spec.get("model"),
+                adapter.ref if adapter else None, model,
                 {**(spec.get("params") or {}), **(raw.get("params") or {})}).to_dict())
         resolved = {**spec, "variants": variants, "dataset": dataset.ref,
                     "dataset_commit": dataset.commit,

