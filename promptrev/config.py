@@ -50,6 +50,9 @@ class Settings:
     webhook_max_attempts: int = 8  # then the delivery is 'failed'
     webhook_poll: float = 2.0  # seconds between looks for due deliveries
     webhook_timeout: float = 10.0  # seconds a receiver has to answer
+    # Webhook targets (security issue, item 9): public addresses only unless widened.
+    webhook_allow_private: bool = False  # also loopback, private, reserved (not link-local)
+    webhook_allow_networks: tuple[str, ...] = ()  # CIDRs allowed whatever their class
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -80,6 +83,10 @@ class Settings:
             "webhook_max_attempts": _int(env, "PROMPTREV_WEBHOOK_MAX_ATTEMPTS", 8),
             "webhook_poll": _float(env, "PROMPTREV_WEBHOOK_POLL", 2.0),
             "webhook_timeout": _float(env, "PROMPTREV_WEBHOOK_TIMEOUT", 10.0),
+            # Webhook targets (security issue, item 9)
+            "webhook_allow_private": env.get("PROMPTREV_WEBHOOK_ALLOW_PRIVATE",
+                                             "").lower() in _TRUE,
+            "webhook_allow_networks": _networks(env, "PROMPTREV_WEBHOOK_ALLOW_NETWORKS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -162,3 +169,17 @@ def _secret(registry: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(key)
     return key
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP networks (webhook targets, security issue item 9), checked now."""
+    import ipaddress
+
+    found = tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())
+    for value in found:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise InvalidRequest(f"{name}: {value[:60]!r} is not an IP network such as "
+                                 "10.0.0.0/8 or fd00::/8") from None
+    return found

@@ -195,3 +195,11 @@ def _all_errors() -> list[type[PromptrevError]]:
         found.append(cls)
         todo.extend(cls.__subclasses__())
     return found
+
+
+# ---- webhook targets (security issue, item 9) ------------------------------------------
+class TargetRefused(InvalidRequest):
+    """A webhook target on an address the operator does not allow (loopback, private,
+    link-local…); ``details['class']`` names the address class when one was found."""
+
+    code = "target_refused"
