@@ -349,7 +349,8 @@ def test_racing_deliverers_never_send_a_delivery_twice(tmp_path, index_url):
         hooks.add(slow.url + "/ok")
         for n in range(30):
             emit(regs[0].engine, "change_request.opened", {"id": n})
-        deliverers = [Deliverer(reg.engine, retry=FAST, batch=5, targets=LOOPBACK_OK) for reg in regs[1:]]
+        deliverers = [Deliverer(reg.engine, retry=FAST, batch=5, targets=LOOPBACK_OK)
+                      for reg in regs[1:]]
         start = threading.Barrier(len(deliverers))
 
         def work(deliverer):
