@@ -1,4 +1,5 @@
-"""Where webhooks may be sent: public addresses only, unless the operator widens it.
+"""Where webhooks may be sent (public addresses only, unless the operator widens it), and
+the one way to get there: to the address that was checked.
 
 An admin chooses a webhook's URL and the server POSTs to it, so a URL on loopback, on the
 private network or on the link-local metadata address (``169.254.169.254``) would let an
@@ -10,7 +11,7 @@ So a target is checked twice:
   ``[::1]``, ``[::ffff:127.0.0.1]``) or a ``localhost`` name is checked at once, with an
   error that names the address and its class;
 * **at every delivery**, the host is resolved, *every* address it resolves to is checked,
-  and the connection goes to the first of the addresses that were checked (the deliverer
+  and the connection goes to one of the addresses that were checked (the deliverer
   keeps the name in the ``Host`` header and in TLS's SNI and certificate check), so a name
   whose answer changes between the check and the connection (DNS rebinding) cannot reach a
   refused address. Redirects are never followed.
@@ -162,10 +163,10 @@ class TargetPolicy:
                                 f"{_article(found)} {found} address; webhooks go to public "
                                 f"addresses only ({ALLOW_HINT})", details={"class": found})
 
-    def connect_address(self, host: str, port: int) -> str:
-        """The address to connect to for ``host``: every address it resolves to is checked,
-        and the first is returned (connect to it, not to the name, so nothing can change
-        between the check and the connection).
+    def checked_addresses(self, host: str, port: int) -> list[str]:
+        """The addresses to connect to for ``host``, in the resolver's order: every address
+        it resolves to, each checked (connect to them, not to the name, so that nothing can
+        change between the check and the connection).
 
         Raises :class:`TargetRefused` when any address is refused, and :class:`OSError`
         when the name does not resolve.
@@ -182,7 +183,60 @@ class TargetPolicy:
                                     f"{_article(refused)} "
                                     f"{refused} address; nothing was sent ({ALLOW_HINT})",
                                     details={"class": refused})
-        return found[0]
+        return found
+
+
+# ---- getting there: to the checked address, keeping the name -------------------------
+def pinned(url: Any, policy: TargetPolicy) -> list[tuple[Any, dict[str, str]]]:
+    """An ``httpx.URL`` on each address its host resolves to, once every one was checked,
+    with the request extensions that keep the name for TLS (SNI, certificate check)."""
+    host = url.raw_host.decode("ascii")
+    port = url.port or (443 if url.scheme == "https" else 80)
+    return [(url.copy_with(host=address),
+             {"sni_hostname": host} if url.scheme == "https" and address != host else {})
+            for address in policy.checked_addresses(host, port)]
+
+
+def send(client: Any, addresses: list[tuple[Any, dict[str, str]]], body: bytes,
+         headers: dict[str, str], read: int) -> tuple[int, bytes]:
+    """POST ``body`` with an ``httpx.Client`` to the checked addresses in turn until one
+    connects (the ``Host`` header carries the name); its status and at most about ``read``
+    bytes of its answer. Redirects are the client's to refuse."""
+    import httpx  # only deliverers need it
+
+    for n, (target, extensions) in enumerate(addresses, 1):
+        try:
+            with client.stream("POST", target, content=body, headers=headers,
+                               extensions=extensions) as response:
+                kept = b""
+                for chunk in response.iter_bytes():  # the start of the answer is enough
+                    kept += chunk
+                    if len(kept) >= read:
+                        break
+                return response.status_code, kept
+        except httpx.ConnectError:  # nothing was sent: the next address, if any
+            if n == len(addresses):
+                raise
+    raise OSError("no address to send to")
+
+
+def excerpt(answer: bytes, limit: int) -> str:
+    """What a log keeps of a target's answer: its start, printable, on one line."""
+    return _clean(answer.decode("utf-8", "replace"), limit)
+
+
+def scrub(text: str, url: str) -> str:
+    """An error for a log: printable, short, without the URL's password."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    return _clean(text.replace(password, "***") if password else text, 300)
+
+
+def _clean(text: str, limit: int) -> str:
+    printable = "".join(c if c.isprintable() else " " for c in text)
+    return " ".join(printable.split())[:limit]
 
 
 def networks(values: Iterable[Any]) -> tuple[Network, ...]:

@@ -88,7 +88,7 @@ from .storage import outbox
 from .storage.index import prepared
 from .storage.sql import OnDatabase, writing
 from .storage.tables import T_ATTEMPT, T_DELIVERY, T_WEBHOOK
-from .webhook_targets import TargetPolicy
+from .webhook_targets import TargetPolicy, excerpt, pinned, scrub, send
 
 log = logging.getLogger("promptrev.webhooks")
 
@@ -394,16 +394,6 @@ def _attempt(row) -> dict[str, Any]:
             "error": row.error, "response": row.response}
 
 
-def excerpt(answer: bytes) -> str:
-    """What the attempt log keeps of an answer: its start, printable, on one line."""
-    return _clean(answer[:RESPONSE_READ].decode("utf-8", "replace"), RESPONSE_KEPT)
-
-
-def _clean(text: str, limit: int) -> str:
-    printable = "".join(c if c.isprintable() else " " for c in text)
-    return " ".join(printable.split())[:limit]
-
-
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, timezone.utc).isoformat()
 
@@ -545,7 +535,7 @@ class Deliverer(OnDatabase):
 
     def post(self, url: str, secret: str, event: str, delivery_id: int, hook_id: int,
              body: bytes) -> Outcome:
-        """POST one signed body to the address checked for it; return what came back
+        """POST one signed body to an address checked for it; return what came back
         (never raises for HTTP trouble)."""
         import httpx  # only deliverers need it: the indexer's import of this module stays light
 
@@ -557,49 +547,32 @@ class Deliverer(OnDatabase):
                                         limits=httpx.Limits(max_keepalive_connections=0))
         start = time.monotonic()
         try:
-            pinned, host_header, extensions = self._pinned(httpx.URL(url))
+            parsed = httpx.URL(url)
+            addresses = pinned(parsed, self.targets)
         except TargetRefused as exc:
             return Outcome(None, f"refused: {exc.message}", None, 0.0, final=True)
         except (httpx.InvalidURL, InvalidRequest) as exc:
-            return Outcome(None, f"invalid URL: {_clean(str(exc), 200)}", None, 0.0,
-                           final=True)
+            return Outcome(None, scrub(f"invalid URL: {exc}", url), None, 0.0, final=True)
         except OSError as exc:  # the name does not resolve (now): try again later
-            return Outcome(None, f"cannot resolve the host: {_clean(str(exc), 200)}", None,
+            return Outcome(None, scrub(f"cannot resolve the host: {exc}", url), None,
                            (time.monotonic() - start) * 1000)
-        headers = {"Host": host_header, "Content-Type": "application/json",
+        headers = {"Host": parsed.netloc.decode("ascii"), "Content-Type": "application/json",
                    "User-Agent": USER_AGENT, "X-Promptrev-Event": event,
                    "X-Promptrev-Delivery": str(delivery_id), "X-Promptrev-Hook": str(hook_id),
                    SIGNATURE_HEADER: signature(secret, body)}
-        kept = b""
         try:
-            with self._client.stream("POST", pinned, content=body, headers=headers,
-                                     extensions=extensions) as response:
-                for chunk in response.iter_bytes():  # the start of the answer is enough
-                    kept += chunk
-                    if len(kept) >= RESPONSE_READ:
-                        break
+            status, kept = send(self._client, addresses, body, headers, RESPONSE_READ)
         except httpx.TimeoutException:
             return Outcome(None, f"timed out after {self.timeout:g} s", None,
                            (time.monotonic() - start) * 1000)
         except httpx.HTTPError as exc:
-            return Outcome(None, _clean(f"{type(exc).__name__}: {exc}", 300), None,
+            return Outcome(None, scrub(f"{type(exc).__name__}: {exc}", url), None,
                            (time.monotonic() - start) * 1000)
-        elapsed = (time.monotonic() - start) * 1000
-        status = response.status_code
         error = None if 200 <= status < 300 else f"HTTP {status}"
         if 300 <= status < 400:
             error += " (redirects are not followed)"
-        return Outcome(status, error, excerpt(kept), elapsed)
-
-    def _pinned(self, url: Any) -> tuple[Any, str, dict[str, str]]:
-        """``url`` on the address its host resolves to, once every address was checked;
-        the ``Host`` header; the TLS server name (SNI and certificate check) to keep."""
-        host = url.raw_host.decode("ascii")
-        port = url.port or (443 if url.scheme == "https" else 80)
-        address = self.targets.connect_address(host, port)
-        extensions = {"sni_hostname": host} if url.scheme == "https" and address != host \
-            else {}
-        return url.copy_with(host=address), url.netloc.decode("ascii"), extensions
+        return Outcome(status, error, excerpt(kept, RESPONSE_KEPT),
+                       (time.monotonic() - start) * 1000)
 
     def _record(self, delivery_id: int, number: int, started: float, outcome: Outcome) -> None:
         now = time.time()

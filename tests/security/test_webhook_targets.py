@@ -309,12 +309,10 @@ def test_the_operator_settings_widen_only_what_they_name(tmp_path):
 
     widened = add("http://10.1.2.3/hook", PRIVATE_OK)
     assert widened.returncode == 0, widened.stderr
-    assert add("http://127.0.0.1:8/hook", PRIVATE_OK).returncode == 0
     metadata = add("http://169.254.169.254/latest/meta-data/", PRIVATE_OK)
     assert metadata.returncode == 1 and "link-local" in metadata.stderr  # never widened
     listed = {"PROMPTREV_WEBHOOK_ALLOW_NETWORKS": "169.254.169.254/32, fd00::/8"}
     assert add("http://169.254.169.254/latest/meta-data/", listed).returncode == 0
-    assert add("http://[fd00::7]/hook", listed).returncode == 0
     assert add("http://127.0.0.1:8/hook", listed).returncode == 1
     bad = add("https://hooks.example.com/", {"PROMPTREV_WEBHOOK_ALLOW_NETWORKS": "10.0.0.0/33"})
     assert bad.returncode == 1 and "PROMPTREV_WEBHOOK_ALLOW_NETWORKS" in bad.stderr
@@ -365,6 +363,19 @@ def test_a_rebinding_name_is_checked_once_and_reached_only_at_the_checked_addres
         assert refused["last_error"].startswith(
             "refused: mixed.invalid resolves to 127.0.0.1, a loopback address")
         assert len(allowed.requests) == 1 and private.requests == []
+
+        # Every address checked, the next one is tried when one does not connect.
+        hooks.add(f"http://dual.invalid:{allowed.port}/ok")
+        dns.answers["dual.invalid"] = [["127.0.0.3", "127.0.0.2"]]  # nobody on .3
+        wide = TargetPolicy(allow_networks=networks(["127.0.0.2/32", "127.0.0.3/32"]),
+                            resolve=dns)
+        emit(registry.engine, "rollback", {"n": 3})
+        deliverer.close()
+        deliverer = Deliverer(registry.engine, retry=RetryPolicy(max_attempts=1),
+                              targets=wide)
+        assert deliverer.run_once() == 2  # mixed.invalid's and dual.invalid's
+        assert len(allowed.requests) == 2 and private.requests == []
+        assert allowed.requests[1]["headers"]["Host"] == f"dual.invalid:{allowed.port}"
         deliverer.close()
     finally:
         allowed.close()
