@@ -20,6 +20,12 @@ def webhook() -> None:
     Events: version.saved, label.moved, rollback, change_request.opened,
     change_request.merged, change_request.rejected ('*' for all, or a family
     such as 'change_request.*').
+
+    \b
+    Targets must be public addresses: loopback, private, link-local and other
+    non-public addresses are refused when a hook is added and when it is
+    delivered, unless PROMPTREV_WEBHOOK_ALLOW_PRIVATE=1 (not link-local) or
+    PROMPTREV_WEBHOOK_ALLOW_NETWORKS=10.0.0.0/8,... allow them.
     """
 
 
