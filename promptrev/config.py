@@ -61,6 +61,9 @@ class Settings:
     # PROMPTREV_ALLOW_ENV=NAME1,NAME2. Unset (None): the server allows no name, the CLI on
     # a user's own machine any; set (even to nothing) it is the whole list, for both.
     allow_env: tuple[str, ...] | None = None
+    # Webhook targets (security issue, item 9): public addresses only unless widened.
+    webhook_allow_private: bool = False  # also loopback, private, reserved (not link-local)
+    webhook_allow_networks: tuple[str, ...] = ()  # CIDRs allowed whatever their class
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -98,6 +101,10 @@ class Settings:
             "render_max_depth": _int(env, "PROMPTREV_RENDER_MAX_DEPTH", 50),
             # ---- secrets (security, item 1) ----
             "allow_env": _env_names(env, "PROMPTREV_ALLOW_ENV"),
+            # Webhook targets (security issue, item 9)
+            "webhook_allow_private": env.get("PROMPTREV_WEBHOOK_ALLOW_PRIVATE",
+                                             "").lower() in _TRUE,
+            "webhook_allow_networks": _networks(env, "PROMPTREV_WEBHOOK_ALLOW_NETWORKS"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -192,3 +199,17 @@ def _secret(registry: str) -> str:
     with os.fdopen(fd, "w") as f:
         f.write(key)
     return key
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    """Comma-separated IP networks (webhook targets, security issue item 9), checked now."""
+    import ipaddress
+
+    found = tuple(x.strip() for x in env.get(name, "").split(",") if x.strip())
+    for value in found:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise InvalidRequest(f"{name}: {value[:60]!r} is not an IP network such as "
+                                 "10.0.0.0/8 or fd00::/8") from None
+    return found

@@ -224,3 +224,11 @@ class EnvNotAllowed(PromptrevError):
     """
 
     code = "env_not_allowed"
+
+
+# ---- webhook targets (security issue, item 9) ------------------------------------------
+class TargetRefused(InvalidRequest):
+    """A webhook target on an address the operator does not allow (loopback, private,
+    link-local…); ``details['class']`` names the address class when one was found."""
+
+    code = "target_refused"

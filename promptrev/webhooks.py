@@ -21,6 +21,20 @@ answer delivers it; anything else (a status of 300 or more, a timeout, a refused
 connection) schedules a retry with exponential backoff until ``max_attempts``, then the
 delivery is ``failed``. ``redeliver`` sends a copy of any delivery again.
 
+**Where it may go.** Only to public addresses unless the operator widens it
+(:mod:`.webhook_targets`): a URL is checked when a hook is added or enabled, and every
+attempt resolves the host, checks every address and connects to the checked one (the name
+stays in the ``Host`` header and TLS's SNI). A refused attempt sends nothing and fails the
+delivery at once, its reason in the log. Redirects are not followed.
+
+**What is kept of an answer.** The status, and at most :data:`RESPONSE_KEPT` characters of
+the body with control characters removed and white space collapsed: enough to read a
+receiver's error, too little to read a service through it.
+
+**Secrets.** A hook's signing secret is in the answer that creates it and nowhere else: not
+in listings, deliveries, attempts, errors or log lines; a password in a hook's URL is shown
+as ``***``.
+
 **What a receiver gets.** ``POST`` with the JSON body ``{"event", "time", "payload"}`` and
 the headers ``Content-Type: application/json``, ``User-Agent: promptrev-webhooks``,
 ``X-Promptrev-Event``, ``X-Promptrev-Delivery`` (the delivery id), ``X-Promptrev-Hook``
@@ -69,11 +83,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import errors
 from .config import Settings
-from .errors import InvalidRequest, NotFound
+from .errors import InvalidRequest, NotFound, TargetRefused
 from .storage import outbox
 from .storage.index import prepared
 from .storage.sql import OnDatabase, writing
 from .storage.tables import T_ATTEMPT, T_DELIVERY, T_WEBHOOK
+from .webhook_targets import TargetPolicy, excerpt, pinned, scrub, send
 
 log = logging.getLogger("promptrev.webhooks")
 
@@ -84,7 +99,8 @@ USER_AGENT = "promptrev-webhooks"
 SIGNATURE_HEADER = "X-Promptrev-Signature-256"
 MAX_URL = T_WEBHOOK.c.url.type.length
 MAX_SECRET = T_WEBHOOK.c.secret.type.length
-RESPONSE_KEPT = 1000  # characters of a receiver's answer kept in the attempt log
+RESPONSE_KEPT = 200  # characters of a receiver's answer kept in the attempt log (sanitized)
+RESPONSE_READ = 1024  # bytes of an answer read at most
 
 # Wakes this process's deliverers as soon as a commit enqueued something.
 _WAKE = threading.Event()
@@ -177,15 +193,23 @@ def body_of(event: str, payload: dict[str, Any], now: float | None = None) -> st
 
 # ---- management ------------------------------------------------------------------------
 class Webhooks(OnDatabase):
-    """Add, list, disable and remove hooks; read and redeliver their deliveries."""
+    """Add, list, disable and remove hooks; read and redeliver their deliveries.
 
-    def __init__(self, registry: Any):
+    ``targets`` checks a URL when a hook is added or enabled (the edges pass the operator's
+    :class:`TargetPolicy`); without one the URL is not checked here, and every delivery
+    attempt is checked anyway.
+    """
+
+    def __init__(self, registry: Any, *, targets: TargetPolicy | None = None):
         self._source = registry  # a Registry (or, in the core, its engine)
+        self.targets = targets
 
     def add(self, url: str, *, events: list[str] | None = None, secret: str | None = None,
             created_by: str = "promptrev", active: bool = True) -> dict[str, Any]:
         """Add a hook; the answer carries its secret (shown this once)."""
         url = valid_url(url)
+        if self.targets is not None:
+            self.targets.check_url(url)
         patterns = valid_events(events)
         if secret is None:
             secret = secrets.token_hex(32)
@@ -207,6 +231,14 @@ class Webhooks(OnDatabase):
             raise NotFound(f"no webhook {hook_id} (see 'promptrev webhook list')")
         return _hook(row)
 
+    def _url(self, hook_id: int) -> str:
+        with self.engine.connect() as conn:
+            url = conn.execute(sa.select(T_WEBHOOK.c.url).where(
+                T_WEBHOOK.c.id == hook_id)).scalar()
+        if url is None:
+            raise NotFound(f"no webhook {hook_id} (see 'promptrev webhook list')")
+        return url
+
     def list(self) -> list[dict[str, Any]]:
         """Every hook, oldest first (without secrets)."""
         with self.engine.connect() as conn:
@@ -215,7 +247,9 @@ class Webhooks(OnDatabase):
 
     def set_active(self, hook_id: int, active: bool) -> dict[str, Any]:
         """Enable or disable a hook; a disabled hook gets no new deliveries, and its
-        pending ones wait until it is enabled again."""
+        pending ones wait until it is enabled again. Enabling checks the URL again."""
+        if active and self.targets is not None:
+            self.targets.check_url(self._url(hook_id))
         with writing(self.engine) as conn:
             done = conn.execute(T_WEBHOOK.update().where(T_WEBHOOK.c.id == hook_id)
                                 .values(active=bool(active)))
@@ -328,8 +362,18 @@ def valid_events(events: Any) -> list[str]:
     return list(dict.fromkeys(events))
 
 
+def shown_url(url: str) -> str:
+    """``url`` as answers show it: a password in it replaced by ``***``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+
+
 def _hook(row) -> dict[str, Any]:
-    return {"id": row.id, "url": row.url, "events": json.loads(row.events),
+    return {"id": row.id, "url": shown_url(row.url), "events": json.loads(row.events),
             "active": bool(row.active), "created": _iso(row.created),
             "created_by": row.created_by}
 
@@ -383,6 +427,7 @@ class Outcome:
     error: str | None
     response: str | None
     duration_ms: float
+    final: bool = False  # no retry: the target is refused
 
     @property
     def ok(self) -> bool:
@@ -414,9 +459,11 @@ class Deliverer(OnDatabase):
     """
 
     def __init__(self, registry: Any, *, retry: RetryPolicy | None = None,
-                 timeout: float = 10.0, batch: int = 20, transport: Any = None):
+                 timeout: float = 10.0, batch: int = 20, transport: Any = None,
+                 targets: TargetPolicy | None = None):
         self._source = registry  # a Registry (or, in the core, its engine)
         self.retry = retry or RetryPolicy()
+        self.targets = targets or TargetPolicy()  # public addresses only unless widened
         self.timeout = timeout
         self.batch = batch
         self.lease = timeout + 60.0
@@ -488,33 +535,44 @@ class Deliverer(OnDatabase):
 
     def post(self, url: str, secret: str, event: str, delivery_id: int, hook_id: int,
              body: bytes) -> Outcome:
-        """POST one signed body; return what came back (never raises for HTTP trouble)."""
+        """POST one signed body to an address checked for it; return what came back
+        (never raises for HTTP trouble)."""
         import httpx  # only deliverers need it: the indexer's import of this module stays light
 
         if self._client is None:
+            # No connection is kept alive: each attempt connects to the address it checked
+            # (a pooled TLS connection could serve another name on the same address).
             self._client = httpx.Client(timeout=self.timeout, transport=self._transport,
-                                        follow_redirects=False)
-        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
-                   "X-Promptrev-Event": event, "X-Promptrev-Delivery": str(delivery_id),
-                   "X-Promptrev-Hook": str(hook_id), SIGNATURE_HEADER: signature(secret, body)}
+                                        follow_redirects=False, trust_env=False,
+                                        limits=httpx.Limits(max_keepalive_connections=0))
         start = time.monotonic()
-        kept = b""
         try:
-            with self._client.stream("POST", url, content=body, headers=headers) as response:
-                for chunk in response.iter_bytes():  # the start of the answer is enough
-                    kept += chunk
-                    if len(kept) >= RESPONSE_KEPT:
-                        break
+            parsed = httpx.URL(url)
+            addresses = pinned(parsed, self.targets)
+        except TargetRefused as exc:
+            return Outcome(None, f"refused: {exc.message}", None, 0.0, final=True)
+        except (httpx.InvalidURL, InvalidRequest) as exc:
+            return Outcome(None, scrub(f"invalid URL: {exc}", url), None, 0.0, final=True)
+        except OSError as exc:  # the name does not resolve (now): try again later
+            return Outcome(None, scrub(f"cannot resolve the host: {exc}", url), None,
+                           (time.monotonic() - start) * 1000)
+        headers = {"Host": parsed.netloc.decode("ascii"), "Content-Type": "application/json",
+                   "User-Agent": USER_AGENT, "X-Promptrev-Event": event,
+                   "X-Promptrev-Delivery": str(delivery_id), "X-Promptrev-Hook": str(hook_id),
+                   SIGNATURE_HEADER: signature(secret, body)}
+        try:
+            status, kept = send(self._client, addresses, body, headers, RESPONSE_READ)
         except httpx.TimeoutException:
             return Outcome(None, f"timed out after {self.timeout:g} s", None,
                            (time.monotonic() - start) * 1000)
         except httpx.HTTPError as exc:
-            return Outcome(None, f"{type(exc).__name__}: {exc}"[:500], None,
+            return Outcome(None, scrub(f"{type(exc).__name__}: {exc}", url), None,
                            (time.monotonic() - start) * 1000)
-        elapsed = (time.monotonic() - start) * 1000
-        status = response.status_code
         error = None if 200 <= status < 300 else f"HTTP {status}"
-        return Outcome(status, error, kept[:RESPONSE_KEPT].decode("utf-8", "replace"), elapsed)
+        if 300 <= status < 400:
+            error += " (redirects are not followed)"
+        return Outcome(status, error, excerpt(kept, RESPONSE_KEPT),
+                       (time.monotonic() - start) * 1000)
 
     def _record(self, delivery_id: int, number: int, started: float, outcome: Outcome) -> None:
         now = time.time()
@@ -523,7 +581,7 @@ class Deliverer(OnDatabase):
                                   "claimed_until": None}
         if outcome.ok:
             values.update(status="delivered", delivered=now)
-        elif number >= self.retry.max_attempts:
+        elif outcome.final or number >= self.retry.max_attempts:
             values.update(status="failed")
         else:
             values.update(next_attempt=now + self.retry.delay(number))

@@ -37,7 +37,8 @@ from .live import ROOT, LiveServer, start_server
 
 pytestmark = pytest.mark.slow
 
-ENV = {"PYTHONSAFEPATH": "1", "PROMPTREV_AUTHOR": "Tester <t@example.org>"}
+ENV = {"PYTHONSAFEPATH": "1", "PROMPTREV_AUTHOR": "Tester <t@example.org>",
+       "PROMPTREV_WEBHOOK_ALLOW_PRIVATE": "1"}  # the webhook receivers live on loopback
 INDEX = "promptrev-index.sqlite"
 _texts = itertools.count(1000)  # every saved text differs, so every blob is its own
 

@@ -2,6 +2,9 @@
 
 The receiver answers 500 to the first attempt of every delivery and 200 to the next
 (``/flaky``), always 500 (``/down``) or always 200 (``/ok``); it records every request.
+It lives on loopback, so these tests opt in to private targets (``LOOPBACK_OK``,
+``PROMPTREV_WEBHOOK_ALLOW_PRIVATE=1``); tests/security/test_webhook_targets.py checks the
+default refusal.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import sqlalchemy as sa
 
 from promptrev import Registry
 from promptrev.errors import InvalidRequest, NotFound
+from promptrev.webhook_targets import TargetPolicy
 from promptrev.webhooks import (
     T_DELIVERY,
     Deliverer,
@@ -31,11 +35,13 @@ from promptrev.webhooks import (
     verify_signature,
 )
 
-from .conftest import PROMPT, variant
+from .conftest import PROMPT, make_server_env, variant
 from .live import ROOT, free_port, start_server
 from .test_postgres import URL as PG_URL
 
 FAST = RetryPolicy(base=0.05, factor=2, cap=0.2, max_attempts=3)
+LOOPBACK_OK = TargetPolicy(allow_private=True)  # the receivers live on loopback
+PRIVATE_OK = {"PROMPTREV_WEBHOOK_ALLOW_PRIVATE": "1"}
 
 
 class Receiver:
@@ -257,7 +263,7 @@ def test_retry_after_500_then_delivered_with_a_log_of_both_attempts(registry, re
     hooks = Webhooks(registry.engine)
     hook = hooks.add(receiver.url + "/flaky", secret="topsecret")
     registry.save("greet", PROMPT)
-    deliverer = Deliverer(registry.engine, retry=FAST)
+    deliverer = Deliverer(registry.engine, retry=FAST, targets=LOOPBACK_OK)
     deliver_all(deliverer, hooks)
     first, second = receiver.got("version.saved")
     assert (first["status"], second["status"]) == (500, 200)
@@ -288,7 +294,7 @@ def test_gives_up_after_max_attempts(registry, receiver):
     hooks.add(receiver.url + "/down")
     refused = hooks.add(f"http://127.0.0.1:{free_port()}/nobody-listens")
     registry.save("greet", PROMPT)
-    deliverer = Deliverer(registry.engine, retry=FAST, timeout=5)
+    deliverer = Deliverer(registry.engine, retry=FAST, timeout=5, targets=LOOPBACK_OK)
     deliver_all(deliverer, hooks)
     down, nobody = sorted(hooks.deliveries(), key=lambda d: d["webhook_id"])
     assert down["status"] == nobody["status"] == "failed"
@@ -306,7 +312,8 @@ def test_a_receiver_slower_than_the_timeout_is_retried(registry):
         hooks = Webhooks(registry.engine)
         hooks.add(slow.url + "/ok")
         emit(registry.engine, "rollback", {})
-        deliverer = Deliverer(registry.engine, retry=FAST, timeout=0.2)
+        deliverer = Deliverer(registry.engine, retry=FAST, timeout=0.2,
+                              targets=LOOPBACK_OK)
         deliver_all(deliverer, hooks)
         (delivery,) = hooks.deliveries()
         assert delivery["status"] == "failed" and delivery["attempts"] == 3
@@ -342,7 +349,8 @@ def test_racing_deliverers_never_send_a_delivery_twice(tmp_path, index_url):
         hooks.add(slow.url + "/ok")
         for n in range(30):
             emit(regs[0].engine, "change_request.opened", {"id": n})
-        deliverers = [Deliverer(reg.engine, retry=FAST, batch=5) for reg in regs[1:]]
+        deliverers = [Deliverer(reg.engine, retry=FAST, batch=5, targets=LOOPBACK_OK)
+                      for reg in regs[1:]]
         start = threading.Barrier(len(deliverers))
 
         def work(deliverer):
@@ -393,9 +401,10 @@ def test_api_is_for_admins_and_never_shows_a_secret_twice(server_env):
     assert server_env.api("GET", "/webhook-deliveries").get_json()["deliveries"] == []
 
 
-def test_delivery_thread_starts_when_asked_and_stops_cleanly(server_env, receiver):
+def test_delivery_thread_starts_when_asked_and_stops_cleanly(tmp_path, receiver):
     from promptrev.server.webhook_delivery import start_delivery, stop_delivery
 
+    server_env = make_server_env(tmp_path, webhook_allow_private=True)
     server_env.api("POST", "/webhooks", json={"url": receiver.url + "/ok"})
     delivery = start_delivery(server_env.app)
     assert start_delivery(server_env.app) is delivery  # once per app
@@ -404,12 +413,13 @@ def test_delivery_thread_starts_when_asked_and_stops_cleanly(server_env, receive
         wait_for(lambda: receiver.got("label.moved"), what="the label.moved delivery")
     finally:
         stop_delivery(server_env.app)
+        server_env.app.extensions["promptrev"].close()
     assert not delivery.thread.is_alive()
 
 
 def test_live_server_delivers_signed_events_with_a_retry(tmp_path, receiver):
     server = start_server(tmp_path, env={"PROMPTREV_WEBHOOK_RETRY_BASE": "0.2",
-                                         "PROMPTREV_WEBHOOK_POLL": "0.1"})
+                                         "PROMPTREV_WEBHOOK_POLL": "0.1", **PRIVATE_OK})
     try:
         http = httpx.Client(base_url=server.url + "/api/v1", timeout=30,
                             headers={"Authorization": f"Bearer {server.token()}"})
@@ -466,7 +476,7 @@ def test_cli_adds_lists_and_delivers_once(tmp_path, receiver):
         out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
                               str(reg_path), *args],
                              capture_output=True, text=True, cwd=ROOT, timeout=60,
-                             env={**os.environ,
+                             env={**os.environ, **PRIVATE_OK,
                                   "PROMPTREV_WEBHOOK_RETRY_BASE": "0"})
         assert out.returncode == 0, out.stderr
         return out.stdout

@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from promptrev.webhook_targets import TargetPolicy
 from promptrev.webhooks import Deliverer, RetryPolicy, Webhooks, event_patterns
 
 from .main import Context, emit_json, main, pass_ctx
@@ -19,7 +20,18 @@ def webhook() -> None:
     Events: version.saved, label.moved, rollback, change_request.opened,
     change_request.merged, change_request.rejected ('*' for all, or a family
     such as 'change_request.*').
+
+    \b
+    Targets must be public addresses: loopback, private, link-local and other
+    non-public addresses are refused when a hook is added and when it is
+    delivered, unless PROMPTREV_WEBHOOK_ALLOW_PRIVATE=1 (not link-local) or
+    PROMPTREV_WEBHOOK_ALLOW_NETWORKS=10.0.0.0/8,... allow them.
     """
+
+
+def _targets(ctx: Context) -> TargetPolicy:
+    """Where this server's webhooks may go (PROMPTREV_WEBHOOK_ALLOW_PRIVATE, _NETWORKS)."""
+    return TargetPolicy.from_settings(ctx.settings)
 
 
 @webhook.command("add")
@@ -37,8 +49,9 @@ def webhook_add(ctx: Context, url: str, secret: str | None, events: tuple[str, .
     """Call URL when one of the events happens."""
     with ctx.open() as reg:
         ctx.policy.require(ctx.acting, "manage_webhooks", "managing webhooks")
-        hook = Webhooks(reg).add(url, events=list(events) or None, secret=secret,
-                                        created_by=ctx.author, active=not disabled)
+        hook = Webhooks(reg, targets=_targets(ctx)).add(
+            url, events=list(events) or None, secret=secret, created_by=ctx.author,
+            active=not disabled)
     if as_json:
         emit_json(hook)
         return
@@ -89,7 +102,7 @@ def webhook_disable(ctx: Context, hook_id: int) -> None:
 def webhook_enable(ctx: Context, hook_id: int) -> None:
     """Send to a disabled webhook again."""
     with ctx.open() as reg:
-        Webhooks(reg).set_active(hook_id, True)
+        Webhooks(reg, targets=_targets(ctx)).set_active(hook_id, True)
     click.echo(f"enabled webhook {hook_id}")
 
 
@@ -143,7 +156,8 @@ def webhook_deliver(ctx: Context, once: bool, poll: float | None) -> None:
     poll = poll if poll is not None else settings.webhook_poll
     with ctx.open() as reg:
         deliverer = Deliverer(reg, retry=RetryPolicy.from_settings(settings),
-                              timeout=settings.webhook_timeout)
+                              timeout=settings.webhook_timeout,
+                              targets=TargetPolicy.from_settings(settings))
         if once:
             total = 0
             while True:  # every batch that is due now, not only the first

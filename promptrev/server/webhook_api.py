@@ -9,6 +9,7 @@ from __future__ import annotations
 from flask import Response, g
 
 from promptrev.errors import InvalidRequest
+from promptrev.webhook_targets import TargetPolicy
 from promptrev.webhooks import Webhooks
 
 from .api import bp
@@ -20,7 +21,7 @@ MAX_ID = 2 ** 31 - 1
 
 def _hooks() -> Webhooks:
     state().policy.require(g.user, "manage_webhooks", "managing webhooks")
-    return Webhooks(state().registry)
+    return Webhooks(state().registry, targets=TargetPolicy.from_settings(state().settings))
 
 
 def _id(name: str = "id") -> int:
@@ -46,7 +47,7 @@ def add_webhook() -> Response:
 
 @bp.patch("/webhooks")
 def update_webhook() -> Response:
-    """Enable or disable a webhook."""
+    """Enable or disable a webhook (enabling checks its URL against the targets allowed)."""
     hooks = _hooks()
     hook_id = _id()
     return json_response(hooks.set_active(hook_id, field(json_body(), "active", bool)))

@@ -14,6 +14,7 @@ import threading
 from flask import Flask
 
 from promptrev.registry import Registry
+from promptrev.webhook_targets import TargetPolicy
 from promptrev.webhooks import Deliverer, RetryPolicy
 
 log = logging.getLogger("promptrev.webhooks")
@@ -28,7 +29,8 @@ class DeliveryThread:
         self.registry = Registry.open(settings.registry, index_url=settings.index_url,
                                       max_bytes=settings.max_bytes)
         self.deliverer = Deliverer(self.registry, retry=RetryPolicy.from_settings(settings),
-                                   timeout=settings.webhook_timeout)
+                                   timeout=settings.webhook_timeout,
+                                   targets=TargetPolicy.from_settings(settings))
         self.thread = threading.Thread(target=self._run, name="promptrev-webhooks",
                                        daemon=True)
 
