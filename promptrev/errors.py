@@ -195,3 +195,10 @@ def _all_errors() -> list[type[PromptrevError]]:
         found.append(cls)
         todo.extend(cls.__subclasses__())
     return found
+
+
+# ---- slow clients and decompression bombs (issue 14, item 7) ---------------------------
+class UnsupportedEncoding(InvalidRequest):
+    """A request body in a Content-Encoding this endpoint does not decode."""
+
+    code = "unsupported_encoding"

@@ -30,6 +30,7 @@ STATUSES: dict[type[PromptrevError], int] = {
     errors.TooLarge: 413, errors.ValidationFailed: 422, errors.RenderFailed: 422,
     errors.PreconditionRequired: 428, errors.StorageError: 503, errors.StorageFull: 507,
     errors.RemoteFailed: 502, errors.Busy: 503, PromptrevError: 500,
+    errors.UnsupportedEncoding: 415,  # issue 14, item 7
 }
 
 
