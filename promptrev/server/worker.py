@@ -105,7 +105,9 @@ class ClientSocket(socket.socket):
         try:
             return call(*args)
         except TimeoutError:
-            self._give_up(way)
+            if wait < timeout or timeout >= self.idle_timeout:  # our limit, not a caller's
+                self._give_up(way)
+            raise  # a shorter wait asked for by gunicorn (draining a body it will not use)
         finally:
             self.waited[way] += time.monotonic() - start
             if wait < timeout:
@@ -125,12 +127,13 @@ class ClientSocket(socket.socket):
 class _Reading:
     """A connection whose next request head the poller is reading."""
 
-    __slots__ = ("conn", "buffer", "deadline", "started", "want")
+    __slots__ = ("conn", "buffer", "deadline", "started", "want", "scanned")
 
     def __init__(self, conn: TConn, buffer: bytes, deadline: float, started: bool):
         self.conn, self.buffer, self.deadline = conn, bytearray(buffer), deadline
         self.started = started  # a byte of this request arrived (else: kept alive, idle)
         self.want = 0  # bytes the buffer must hold (head + small body) once the head is in
+        self.scanned = 0  # where the search for the head's end resumes
 
 
 class GuardedWorker(ThreadWorker):
@@ -166,6 +169,7 @@ class GuardedWorker(ThreadWorker):
         self._read_head(conn, b"", started=True)
 
     def _read_head(self, conn: TConn, buffer: bytes, *, started: bool) -> None:
+        conn.sock.setblocking(False)  # the poller never waits on one client
         now = time.monotonic()
         started = started or bool(buffer)
         waiting = _Reading(conn, buffer, now + (self.header_timeout if started
@@ -192,7 +196,7 @@ class GuardedWorker(ThreadWorker):
         if not data:  # the client went away before sending a whole request
             self.poller.unregister(sock)
             self._forget(conn)
-            self._close(conn)
+            self._drop(conn)
             return
         if not waiting.started:  # a kept-alive connection's next request begins
             del self.idle[conn]
@@ -213,8 +217,9 @@ class GuardedWorker(ThreadWorker):
     def _complete(self, waiting: _Reading) -> bool:
         """Whether the buffer holds a whole head (and the small body it announces)."""
         if not waiting.want:
-            buffer = waiting.buffer
-            ends = [buffer.find(mark) for mark in _HEAD_END]
+            buffer, start = waiting.buffer, max(0, waiting.scanned - 3)
+            waiting.scanned = len(buffer)  # a byte at a time must not cost a rescan each
+            ends = [buffer.find(mark, start) for mark in _HEAD_END]
             ends = [end + len(mark) for end, mark in zip(ends, _HEAD_END, strict=True)
                     if end >= 0]
             if not ends:
