@@ -246,3 +246,35 @@ def test_the_limits_are_settings_that_name_a_bad_value():
                         ("PROMPTREV_CLIENT_IDLE_TIMEOUT", "nan")):
         with pytest.raises(InvalidRequest, match=name):
             Settings.from_env({name: value})
+
+
+# ---- what the poller reads must still be plain HTTP ------------------------------------------
+def raw_exchange(server: LiveServer, data: bytes, until: bytes, timeout: float = 10) -> bytes:
+    """Send ``data`` at once and read until ``until`` has been seen twice or EOF."""
+    parts = urlsplit(server.url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        answer = b""
+        while answer.count(until) < 2 and (chunk := sock.recv(65536)):
+            answer += chunk
+    return answer
+
+
+def test_pipelined_requests_and_a_small_body_on_one_connection_are_all_answered(server):
+    token = server.tokens["admin"]
+    get = (f"GET /api/v1/artifacts HTTP/1.1\r\nHost: x\r\n"
+           f"Authorization: Bearer {token}\r\n\r\n").encode()
+    form = b"name=x&password=wrong"
+    post = (b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-"
+            b"urlencoded\r\nContent-Length: " + str(len(form)).encode() + b"\r\n\r\n" + form)
+    answer = raw_exchange(server, get + post, b"HTTP/1.1 ")
+    first, _, second = answer.partition(b"HTTP/1.1 ")[2].partition(b"HTTP/1.1 ")
+    assert first.startswith(b"200 ") and b'"name"' in first
+    assert second[:3] in (b"200", b"400")  # the login form answered (CSRF: no token sent)
+
+
+def test_a_head_larger_than_the_buffer_is_refused_431(server):
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"a" * 1000) for i in range(70))
+    answer = raw_exchange(server, head, b"HTTP/1.1 ")
+    assert answer.startswith(b"HTTP/1.1 431 ") and b"larger than 65536 bytes" in answer
