@@ -20,6 +20,9 @@ from .errors import InvalidRequest
 DEFAULT_REGISTRY = ".promptrev"
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024  # largest artifact file accepted
 GIT_MAX_REQUEST_BYTES = 1024 ** 3  # one request of git push/fetch over HTTP
+# A gzip body sent to Git, once decompressed: git gzips only requests that fit its
+# http.postBuffer (1 MiB by default), and git http-backend buffers at most 10 MB of one.
+GIT_MAX_INFLATED_BYTES = 10 * 1024 * 1024
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"  # beside the registry, unless a URL is given
 SECRET_FILE = "promptrev-server-secret"
 _TRUE = ("1", "true", "yes", "on")
@@ -64,6 +67,13 @@ class Settings:
     # Webhook targets (security issue, item 9): public addresses only unless widened.
     webhook_allow_private: bool = False  # also loopback, private, reserved (not link-local)
     webhook_allow_networks: tuple[str, ...] = ()  # CIDRs allowed whatever their class
+    # Slow clients and decompression bombs (issue 14, item 7): the server's worker threads,
+    # how long it waits for a client, and how far a gzip body sent to Git may expand.
+    server_threads: int = 64  # request threads in each worker process of promptrev serve
+    header_timeout: float = 10.0  # a request head must arrive within it; the rate's grace
+    client_min_rate: int = 1024  # bytes/s a body or an answer averages after the grace
+    client_idle_timeout: float = 60.0  # the longest single wait on a client
+    git_max_inflated_bytes: int = GIT_MAX_INFLATED_BYTES  # a gzip body, decompressed
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -105,6 +115,13 @@ class Settings:
             "webhook_allow_private": env.get("PROMPTREV_WEBHOOK_ALLOW_PRIVATE",
                                              "").lower() in _TRUE,
             "webhook_allow_networks": _networks(env, "PROMPTREV_WEBHOOK_ALLOW_NETWORKS"),
+            # Slow clients and decompression bombs (issue 14, item 7)
+            "server_threads": _positive(env, "PROMPTREV_THREADS", 64, int),
+            "header_timeout": _positive(env, "PROMPTREV_HEADER_TIMEOUT", 10.0, float),
+            "client_min_rate": _positive(env, "PROMPTREV_CLIENT_MIN_RATE", 1024, int),
+            "client_idle_timeout": _positive(env, "PROMPTREV_CLIENT_IDLE_TIMEOUT", 60.0, float),
+            "git_max_inflated_bytes": _positive(env, "PROMPTREV_GIT_MAX_INFLATED_BYTES",
+                                                GIT_MAX_INFLATED_BYTES, int),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -180,6 +197,18 @@ def _env_names(env: Mapping[str, str], name: str) -> tuple[str, ...] | None:
             raise InvalidRequest(f"{name}: {item!r} is not an environment variable name "
                                  "(letters, digits and '_'; no wildcards)")
     return names
+
+
+def _positive(env: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    """A number above zero (a whole one when ``kind`` is int), or a message naming it."""
+    what = "a whole number above 0" if kind is int else "a number above 0"
+    try:
+        value = kind(env.get(name, default))
+    except ValueError:
+        raise InvalidRequest(f"{name} must be {what}, not {env.get(name)!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise InvalidRequest(f"{name} must be {what}, not {env.get(name)!r}")
+    return value
 
 
 def _secret(registry: str) -> str:

@@ -232,3 +232,10 @@ class TargetRefused(InvalidRequest):
     link-local…); ``details['class']`` names the address class when one was found."""
 
     code = "target_refused"
+
+
+# ---- slow clients and decompression bombs (issue 14, item 7) ---------------------------
+class UnsupportedEncoding(InvalidRequest):
+    """A request body in a Content-Encoding this endpoint does not decode."""
+
+    code = "unsupported_encoding"

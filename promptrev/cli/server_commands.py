@@ -26,14 +26,16 @@ def _accounts(ctx: Context) -> Accounts:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", "-w", type=int, default=None,
-              help="gunicorn sync workers (default: 2 x cores + 1, at most 8).")
+              help="gunicorn worker processes (default: 2 x cores + 1, at most 8).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Request threads per worker (default: PROMPTREV_THREADS or 64).")
 @click.option("--dev", is_flag=True, help="Flask's development server with the reloader.")
 @click.option("--anonymous-read", is_flag=True, default=None,
               help="Let anyone read without logging in (writes still need an account).")
 @click.option("--access-log", is_flag=True, help="Log every request to stdout.")
 @pass_ctx
-def serve(ctx: Context, host: str, port: int, workers: int | None, dev: bool,
-          anonymous_read: bool | None, access_log: bool) -> None:
+def serve(ctx: Context, host: str, port: int, workers: int | None, threads: int | None,
+          dev: bool, anonymous_read: bool | None, access_log: bool) -> None:
     """Run the server (web pages + JSON API) on the registry, creating it if needed.
 
     A new registry is seeded from ./prompts (PROMPTREV_SEED); the first start creates
@@ -56,7 +58,8 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, dev: bool,
     mode = "anonymous reads allowed" if done.settings.anonymous_read else "login required"
     click.echo(f"serving {ctx.path} on http://{host}:{port}/ ({mode})")
     sys.stdout.flush()
-    run(done.settings, host=host, port=port, workers=workers, dev=dev, access_log=access_log)
+    run(done.settings, host=host, port=port, workers=workers, threads=threads, dev=dev,
+        access_log=access_log)
 
 
 @main.group()

@@ -32,6 +32,7 @@ STATUSES: dict[type[PromptrevError], int] = {
     errors.RemoteFailed: 502, errors.Busy: 503, PromptrevError: 500,
     # stored content that asks for a model, connection or secret the operator did not give
     errors.ModelNotConfigured: 422, errors.EnvNotAllowed: 422,
+    errors.UnsupportedEncoding: 415,  # issue 14, item 7
 }
 
 

@@ -8,6 +8,11 @@ pushing the editor role. Every push goes through the receive hooks in ``githooks
 which run ``promptrev hook pre-receive|post-receive`` (:mod:`promptrev.receive`): the
 pushed artifacts are checked before any ref moves, and the index, labels and change
 requests follow the push before ``git push`` returns.
+
+A gzip-compressed request body (Git compresses fetch negotiations) is decompressed here,
+not by Git, into a spooled file counted against ``PROMPTREV_GIT_MAX_INFLATED_BYTES``: a
+few megabytes that expand to gigabytes are refused with 413 as soon as the limit is
+passed, before Git ever runs.
 """
 
 from __future__ import annotations
@@ -19,7 +24,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
+import zlib
 from collections.abc import Iterator
 from typing import IO
 
@@ -29,7 +36,13 @@ from werkzeug.wsgi import get_input_stream
 
 import promptrev
 from promptrev.accounts import User
-from promptrev.errors import PromptrevError, Unauthorized
+from promptrev.errors import (
+    InvalidRequest,
+    PromptrevError,
+    TooLarge,
+    Unauthorized,
+    UnsupportedEncoding,
+)
 
 from .auth import ANONYMOUS, state
 from .errors import http_status
@@ -39,6 +52,7 @@ HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "githooks")
 HOOK_NAMES = ("pre-receive", "post-receive")
 CHALLENGE = 'Basic realm="promptrev"'
 CHUNK = 64 * 1024
+SPOOL = 1024 * 1024  # a decompressed body larger than this waits in a temporary file
 # The folder holding the ``promptrev`` (and ``cli``) packages, for the hooks' Python.
 PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(promptrev.__file__)))
 
@@ -58,11 +72,14 @@ def backend(path: str) -> Response:
         body = get_input_stream(request.environ, safe_fallback=False,
                                 max_content_length=settings.git_max_request_bytes) \
             if request.method == "POST" else None
+        length = None  # the body as received (Content-Length or chunked)
+        if body is not None and _gzipped():
+            body, length = _inflated(body, settings.git_max_inflated_bytes)
     except PromptrevError as exc:
         return _refusal(http_status(exc), exc.message)
     except RequestEntityTooLarge:
         return _too_large(settings.git_max_request_bytes)
-    return _run(path, user, body)
+    return _run(path, user, body, length)
 
 
 def _service(path: str) -> str:
@@ -101,6 +118,51 @@ def _token(header: str) -> str | None:
     return None
 
 
+def _gzipped() -> bool:
+    """Whether the body is gzip-compressed: the one Content-Encoding Git uses."""
+    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    if encoding in ("", "identity"):
+        return False
+    if encoding in ("gzip", "x-gzip"):
+        return True
+    raise UnsupportedEncoding(f"unsupported Content-Encoding {encoding[:40]!r}: Git over "
+                              "HTTP takes a gzip-compressed body or an uncompressed one")
+
+
+def _inflated(body: IO[bytes], limit: int) -> tuple[IO[bytes], int]:
+    """Decompress a gzip body into a spooled file; refuse it once it exceeds ``limit``.
+
+    Every decompressed byte is counted, whatever the compressed size, so a small body
+    that expands to gigabytes costs at most ``limit`` bytes of work before its 413.
+    """
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = tempfile.SpooledTemporaryFile(max_size=SPOOL)
+    total = 0
+    try:
+        while not inflater.eof and (data := body.read(CHUNK)):
+            while data and not inflater.eof:
+                piece = inflater.decompress(data, CHUNK)
+                total += len(piece)
+                if total > limit:
+                    raise TooLarge(f"the request's gzip-compressed body expands to more than "
+                                   f"this server's limit for Git of {limit} bytes "
+                                   f"(PROMPTREV_GIT_MAX_INFLATED_BYTES)")
+                out.write(piece)
+                data = inflater.unconsumed_tail
+    except zlib.error as exc:
+        out.close()
+        raise InvalidRequest(f"the request body is not valid gzip data, as its "
+                             f"Content-Encoding says ({exc})") from None
+    except BaseException:
+        out.close()
+        raise
+    if not inflater.eof:
+        out.close()
+        raise InvalidRequest("the request body ends in the middle of its gzip data")
+    out.seek(0)
+    return out, total
+
+
 def _refusal(status: int, message: str) -> Response:
     """A plain-text answer: Git prints it to the user as ``remote: <message>``."""
     headers = {"WWW-Authenticate": CHALLENGE} if status == 401 else {}
@@ -113,12 +175,13 @@ def _too_large(limit: int) -> Response:
 
 
 # ---- the CGI program ----------------------------------------------------------------------
-def _run(path: str, user: User, body: IO[bytes] | None) -> Response:
+def _run(path: str, user: User, body: IO[bytes] | None, length: int | None) -> Response:
+    """Run the backend; ``length`` is the size of a body this server decompressed."""
     settings = state().settings
     process = subprocess.Popen(
         ["git", "-c", f"core.hooksPath={hooks_dir(settings.registry)}", "http-backend"],
         stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
-        stdout=subprocess.PIPE, env=_environ(path, user), cwd=settings.registry,
+        stdout=subprocess.PIPE, env=_environ(path, user, length), cwd=settings.registry,
         start_new_session=True)  # its own process group: stopping it stops receive-pack too
     feed = _Feed(body, process) if body is not None else None
     try:
@@ -139,8 +202,11 @@ def _run(path: str, user: User, body: IO[bytes] | None) -> Response:
                     headers, direct_passthrough=True)
 
 
-def _environ(path: str, user: User) -> dict[str, str]:
-    """The CGI variables of ``git http-backend``, and what the receive hooks need."""
+def _environ(path: str, user: User, length: int | None = None) -> dict[str, str]:
+    """The CGI variables of ``git http-backend``, and what the receive hooks need.
+
+    A body decompressed here (``length`` bytes) reaches Git uncompressed.
+    """
     settings = state().settings
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "PROMPTREV_"))}
     policy = state().policy
@@ -168,10 +234,11 @@ def _environ(path: str, user: User) -> dict[str, str]:
                     "PROMPTREV_PUSHER_ID": str(user.id), "PROMPTREV_PUSHER_EMAIL": user.email,
                     "PROMPTREV_PUSHER_ROLE": user.role})
     for header, variable in (("Content-Length", "CONTENT_LENGTH"),
-                             ("Content-Encoding", "HTTP_CONTENT_ENCODING"),
                              ("Git-Protocol", "HTTP_GIT_PROTOCOL")):
         if request.headers.get(header):
             env[variable] = request.headers[header]
+    if length is not None:
+        env["CONTENT_LENGTH"] = str(length)
     return env
 
 
@@ -236,6 +303,8 @@ class _Feed(threading.Thread):
                 sink.close()
             except OSError:
                 pass
+            if isinstance(self.body, tempfile.SpooledTemporaryFile):
+                self.body.close()  # a body decompressed here
 
 
 def _stream(process: subprocess.Popen, feed: _Feed | None, first: bytes, *, push: bool

@@ -1,8 +1,10 @@
-"""Run the server: gunicorn with several sync workers, or Flask's reloader with ``--dev``.
+"""Run the server: gunicorn with several threaded workers, or Flask's reloader with ``--dev``.
 
 Each gunicorn worker builds its own app after the fork (no preloading), so no database
 connection or Git handle is ever shared between processes; each then starts its webhook
-deliverer thread, and stops it when the worker exits.
+deliverer thread, and stops it when the worker exits. Each worker serves requests in a
+pool of threads (``PROMPTREV_THREADS``) behind a poller that reads request heads, so slow
+or hostile clients cannot hold the workers (:mod:`promptrev.server.worker`).
 """
 
 from __future__ import annotations
@@ -21,8 +23,20 @@ def default_workers() -> int:
     return min(8, 2 * (os.cpu_count() or 1) + 1)
 
 
+def worker_class(settings: Settings) -> type:
+    """The gunicorn worker class, with the settings' limits on slow clients."""
+    from .worker import ClientSocket, GuardedWorker
+
+    socket_class = type("ClientSocket", (ClientSocket,), {
+        "idle_timeout": settings.client_idle_timeout, "grace": settings.header_timeout,
+        "min_rate": float(settings.client_min_rate)})
+    return type("GuardedWorker", (GuardedWorker,), {
+        "header_timeout": settings.header_timeout, "socket_class": socket_class})
+
+
 def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
-        workers: int | None = None, dev: bool = False, access_log: bool = False) -> None:
+        workers: int | None = None, threads: int | None = None, dev: bool = False,
+        access_log: bool = False) -> None:
     """Serve until interrupted."""
     if dev:
         app = create_app(settings)
@@ -43,7 +57,10 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
             options: dict[str, Any] = {
                 "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
                 "workers": workers or default_workers(),
-                "worker_class": "sync",
+                "worker_class": worker_class(settings),
+                "threads": threads or settings.server_threads,
+                # A worker whose poller stops answering for this long is replaced; a slow
+                # request never counts (ClientSocket bounds every wait on a client).
                 "timeout": 120,
                 "graceful_timeout": 10,
                 "preload_app": False,
