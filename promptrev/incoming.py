@@ -95,11 +95,13 @@ def _line(problem: dict[str, str]) -> str:
     return message + where
 
 
-def check_history(registry: Registry, old: str | None, new: str) -> Incoming:
+def check_history(registry: Registry, old: str | None, new: str, *,
+                  foreign: bool = False) -> Incoming:
     """Check ``main`` moving from ``old`` to ``new`` commit by commit (oldest first).
 
     The index must be at ``old`` (call ``registry.sync()`` first): label targets are
-    counted from it.
+    counted from it. ``foreign``: the history is a followed remote's (a pull), whose files
+    outside the layout's folders are left alone.
     """
     store = registry.store
     out = Incoming()
@@ -116,26 +118,32 @@ def check_history(registry: Registry, old: str | None, new: str) -> Incoming:
                     "again")
         return out
     out.commits = chain
-    refused = _check_entries(registry, store.commits_only_in(new, old), out)
+    refused = _check_entries(registry, store.commits_only_in(new, old), out, foreign)
     counter = _Counter(registry)
     for sha in chain:
         _check_commit(registry, sha, store.changes(sha), counter, out, refused)
     return out
 
 
-def check_changes(registry: Registry, base: str, new: str) -> Incoming:
-    """Check the net change from ``base`` to ``new`` (a proposal), as one commit would be."""
+def check_changes(registry: Registry, base: str, new: str, *,
+                  foreign: bool = False) -> Incoming:
+    """Check the net change from ``base`` to ``new`` (a proposal), as one commit would be.
+
+    ``foreign`` as for :func:`check_history`.
+    """
     store = registry.store
     out = Incoming()
     out.commits = [new]
     # Every commit of a proposal is in the registry (and its clones), not only its end.
-    refused = _check_entries(registry, store.commits_only_in(new, base, store.head()), out)
+    refused = _check_entries(registry, store.commits_only_in(new, base, store.head()), out,
+                             foreign)
     changes = store.diff(base, new)
     _check_commit(registry, new, changes, _Counter(registry), out, refused)
     return out
 
 
-def _check_entries(registry: Registry, commits: list[str], out: Incoming) -> set[str]:
+def _check_entries(registry: Registry, commits: list[str], out: Incoming,
+                   foreign: bool) -> set[str]:
     """Check the file entries each commit brings in; return the objects of those refused.
 
     Refused objects are never read afterwards: a gitlink names no blob, and a blob over
@@ -144,7 +152,8 @@ def _check_entries(registry: Registry, commits: list[str], out: Incoming) -> set
     refused: set[str] = set()
     for sha in reversed(commits):  # oldest first, as the person pushing made them
         for entry in registry.store.new_entries(sha):
-            problems = entry_problems(entry.path, entry.mode, entry.size, registry.max_bytes)
+            problems = entry_problems(entry.path, entry.mode, entry.size, registry.max_bytes,
+                                      foreign=foreign)
             for problem in problems:
                 out.problem(entry.path, sha, problem)
             if problems:

@@ -34,8 +34,22 @@ def describe() -> str:
     return f"{', '.join(names[:-1])} and {names[-1]} (plus {', '.join(TOP_FILES)})"
 
 
-def entry_problems(path: str, mode: int, size: int | None, max_bytes: int) -> list[str]:
-    """What is wrong with a file entry a commit brings in (nothing: it may stay)."""
+def in_layout(path: str) -> bool:
+    """Whether ``path`` lies inside the layout: in one of its folders, or a top file."""
+    top, sep, _ = path.partition("/")
+    return top in folders() if sep else path in TOP_FILES
+
+
+def entry_problems(path: str, mode: int, size: int | None, max_bytes: int, *,
+                   foreign: bool = False) -> list[str]:
+    """What is wrong with a file entry a commit brings in (nothing: it may stay).
+
+    ``foreign``: the entry comes from a team's repository the registry follows (a pull),
+    where files outside the layout are the team's own (code, CI files) and are left alone;
+    inside the layout the same rules hold.
+    """
+    if foreign and not in_layout(path):
+        return []
     control = _git_control(path)
     if control:
         return [f"{path}: a Git control file ({control}) is not accepted: it would change "
@@ -50,8 +64,7 @@ def entry_problems(path: str, mode: int, size: int | None, max_bytes: int) -> li
         return [f"{path}: file mode {mode:o} is not accepted: the registry holds regular "
                 "files only"]
     problems = []
-    top, sep, _ = path.partition("/")
-    if not (top in folders() if sep else path in TOP_FILES):
+    if not in_layout(path):
         problems.append(f"{path}: outside the registry's layout: files live in {describe()}")
     if size is not None and size > max_bytes:
         problems.append(f"{path}: is {size:,} bytes; the limit is {max_bytes:,} bytes for any "

@@ -323,3 +323,35 @@ def test_import_never_follows_a_symlink(server, git, tmp_path):
     os.unlink(work / "prompts/linked")
     cli(reg, "import", str(work))
     assert "summarize" in cli(reg, "list").stdout
+
+
+def test_a_pull_refuses_a_symlink_prompt_and_leaves_the_teams_own_files_alone(tmp_path):
+    """Content from a followed remote meets the same rules inside the layout's folders."""
+    bare, work, reg = tmp_path / "team.git", tmp_path / "team", tmp_path / "reg"
+    def team(*args):
+        subprocess.run(["git", "-c", "user.name=Tea Mate", "-c", "user.email=t@example.org",
+                        *args], cwd=work, check=True, capture_output=True)
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", str(work)], check=True)
+    (work / "prompts").mkdir()
+    (work / "prompts/greet.prompty").write_text(PROMPT)
+    (work / "src.py").write_text("print('the team keeps code here too')\n")
+    (work / ".gitignore").write_text("*.pyc\n")
+    (work / "prompts/passwd.prompty").symlink_to("/etc/passwd")
+    team("add", "-A")
+    team("commit", "-q", "-m", "team prompts")
+    team("push", "-q", str(bare), "HEAD:main")
+    cli(reg, "init")
+    cli(reg, "remote", "add", "origin", str(bare))
+    out = cli(reg, "pull", check=False)
+    assert out.returncode != 0
+    assert "prompts/passwd.prompty" in out.stderr and "symbolic link" in out.stderr
+    assert "greet" not in cli(reg, "list").stdout
+    team("rm", "-q", "prompts/passwd.prompty")  # the link leaves the history itself
+    team("commit", "-q", "--amend", "-m", "team prompts")
+    team("push", "-q", "--force", str(bare), "HEAD:main")
+    cli(reg, "pull")
+    assert "greet" in cli(reg, "list").stdout
+    tree = subprocess.run(["git", "--git-dir", str(reg), "ls-tree", "--name-only", "main"],
+                          capture_output=True, text=True, check=True).stdout.split()
+    assert {"src.py", ".gitignore", "prompts"} <= set(tree)
