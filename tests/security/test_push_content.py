@@ -172,7 +172,10 @@ def test_a_big_blob_inside_the_artifact_folders_is_refused(server, git):
     config = blob(git, work, b" " * (11 * MIB))
     commit_with(git, work, [("prompts/huge.prompty", "100644", big),
                             ("adapters/tone/adapter_config.json", "100644", config)])
-    push_refused(git, server, work, "prompts/huge.prompty", "adapters/tone/adapter_config.json",
+    # Every blob has the limit, not only the artifact's own file (the config was refused
+    # before only because its sha256 no longer matched the card, after being read).
+    push_refused(git, server, work, "prompts/huge.prompty: is 20,971,",
+                 "adapters/tone/adapter_config.json: is 11,534,336 bytes",
                  "the limit is 10,485,760 bytes")
 
 
