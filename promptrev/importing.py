@@ -4,11 +4,16 @@ Files are recognised by suffix (``.prompty`` → prompt, ``.jsonl`` → dataset)
 the path relative to the folder without the suffix; a leading kind folder (``datasets/``,
 ``prompts/``) is dropped, so a checkout of a registry imports under the same names.
 Everything is validated first and written as one commit: all files or none.
+
+Only regular files are read, and no link is ever followed: a folder may be a clone of a
+registry that once accepted a link named like a prompt and pointing at any file of this
+machine. A link, or anything else that is not a regular file, is refused by name.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 
 from promptrev.model.artifacts import kind_of_file
@@ -32,30 +37,76 @@ class ImportReport:
                 "unchanged": self.unchanged, "commit": self.commit}
 
 
-def collect(root: str) -> list[tuple[str, str, bytes]]:
-    """(kind, name, bytes) for every artifact file under ``root``, sorted by name."""
+def collect(root: str, max_bytes: int | None = None) -> list[tuple[str, str, bytes]]:
+    """(kind, name, bytes) for every artifact file under ``root``, sorted by name.
+
+    Walks by open folder handles and opens with ``O_NOFOLLOW``, so a link swapped in
+    while it runs is not followed either. Links, other non-regular files and files over
+    ``max_bytes`` are refused (:class:`ValidationFailed` naming each), never read.
+    """
     if not os.path.isdir(root):
         raise NotFound(f"{root} is not a folder")
-    found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    found: list[tuple[str, str, bytes]] = []
+    problems: list[dict[str, str]] = []
+    for folder, dirs, files, fd in os.fwalk(root):  # never descends into a linked folder
+        dirs.sort()
+        for dirname in [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
+            problems.append(_refused(root, folder, dirname, "is a symbolic link to a "
+                                     "folder: import reads regular files only"))
+        dirs[:] = [d for d in dirs if not d.startswith(".") and not os.path.islink(
+            os.path.join(folder, d))]
         for filename in sorted(files):
             kind = kind_of_file(filename)
             if kind is None:
                 continue
-            rel = os.path.relpath(os.path.join(folder, filename), root).replace(os.sep, "/")
-            name = rel[: -len(kind.suffix)]
+            data = _read_regular(fd, filename, max_bytes)
+            if isinstance(data, str):
+                problems.append(_refused(root, folder, filename, data))
+                continue
+            name = _relative(root, folder, filename)[: -len(kind.suffix)]
             if name.startswith(kind.folder + "/"):
                 name = name[len(kind.folder) + 1:]
-            with open(os.path.join(folder, filename), "rb") as fh:
-                found.append((kind.name, name, fh.read()))
+            found.append((kind.name, name, data))
+    if problems:
+        first = problems[0]
+        raise ValidationFailed(f"{len(problems)} problem(s) in {root}; nothing was imported: "
+                               f"{first['file']} {first['message']}", problems)
     return found
+
+
+def _read_regular(dir_fd: int, filename: str, max_bytes: int | None) -> bytes | str:
+    """The file's bytes, or why it is not read (a link, not a regular file, too large)."""
+    try:
+        fd = os.open(filename, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
+    except OSError as exc:
+        try:
+            link = stat.S_ISLNK(os.lstat(filename, dir_fd=dir_fd).st_mode)
+        except OSError:
+            link = False
+        if link:
+            return "is a symbolic link: import reads regular files only, never a link's target"
+        return f"cannot be read ({exc.strerror})"
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fh.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            return "is not a regular file: import reads regular files only"
+        if max_bytes is not None and info.st_size > max_bytes:
+            return f"is {info.st_size:,} bytes; the limit is {max_bytes:,} bytes"
+        return fh.read()
+
+
+def _relative(root: str, folder: str, filename: str) -> str:
+    return os.path.relpath(os.path.join(folder, filename), root).replace(os.sep, "/")
+
+
+def _refused(root: str, folder: str, filename: str, why: str) -> dict[str, str]:
+    return {"file": _relative(root, folder, filename), "message": why}
 
 
 def import_folder(registry: Registry, root: str, *, message: str | None = None,
                   author: str = DEFAULT_AUTHOR) -> ImportReport:
     """Import every artifact file under ``root`` in one commit."""
-    files = collect(root)
+    files = collect(root, registry.max_bytes)
     report = ImportReport()
     problems: list[dict] = []
     existing = {(s.kind, s.name): s for s in registry.list(include_deleted=True)}

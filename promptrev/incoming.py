@@ -5,6 +5,10 @@ plain Git are checked here before ``main`` (or a review branch) may point at the
 registry only ever holds artifacts the server would have accepted. Each problem names the
 file, and the commit it came in, so the person pushing knows what to fix.
 
+First, for every commit that arrives, each file entry it brings in must fit the registry's
+tree (:mod:`promptrev.model.layout`): a regular file inside the layout's folders, within
+the size limit. Files that fail are never read; the rest are checked by content.
+
 Two shapes of check:
 
 * :func:`check_history` for ``main`` moving from ``old`` to ``new``: ``old`` must stay on
@@ -17,12 +21,15 @@ Two shapes of check:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
 from promptrev.model.artifacts import KINDS, kind_of_path
 from promptrev.model.labels import parse_label_map, parse_splits
+from promptrev.model.layout import entry_problems
 from promptrev.model.names import validate_name
 from promptrev.model.validation import check_content
 
@@ -88,11 +95,13 @@ def _line(problem: dict[str, str]) -> str:
     return message + where
 
 
-def check_history(registry: Registry, old: str | None, new: str) -> Incoming:
+def check_history(registry: Registry, old: str | None, new: str, *,
+                  foreign: bool = False) -> Incoming:
     """Check ``main`` moving from ``old`` to ``new`` commit by commit (oldest first).
 
     The index must be at ``old`` (call ``registry.sync()`` first): label targets are
-    counted from it.
+    counted from it. ``foreign``: the history is a followed remote's (a pull), whose files
+    outside the layout's folders are left alone.
     """
     store = registry.store
     out = Incoming()
@@ -109,20 +118,47 @@ def check_history(registry: Registry, old: str | None, new: str) -> Incoming:
                     "again")
         return out
     out.commits = chain
+    refused = _check_entries(registry, store.commits_only_in(new, old), out, foreign)
     counter = _Counter(registry)
     for sha in chain:
-        _check_commit(registry, sha, store.changes(sha), counter, out)
+        _check_commit(registry, sha, store.changes(sha), counter, out, refused)
     return out
 
 
-def check_changes(registry: Registry, base: str, new: str) -> Incoming:
-    """Check the net change from ``base`` to ``new`` (a proposal), as one commit would be."""
+def check_changes(registry: Registry, base: str, new: str, *,
+                  foreign: bool = False) -> Incoming:
+    """Check the net change from ``base`` to ``new`` (a proposal), as one commit would be.
+
+    ``foreign`` as for :func:`check_history`.
+    """
     store = registry.store
     out = Incoming()
     out.commits = [new]
+    # Every commit of a proposal is in the registry (and its clones), not only its end.
+    refused = _check_entries(registry, store.commits_only_in(new, base, store.head()), out,
+                             foreign)
     changes = store.diff(base, new)
-    _check_commit(registry, new, changes, _Counter(registry), out)
+    _check_commit(registry, new, changes, _Counter(registry), out, refused)
     return out
+
+
+def _check_entries(registry: Registry, commits: list[str], out: Incoming,
+                   foreign: bool) -> set[str]:
+    """Check the file entries each commit brings in; return the objects of those refused.
+
+    Refused objects are never read afterwards: a gitlink names no blob, and a blob over
+    the limit is not worth decompressing.
+    """
+    refused: set[str] = set()
+    for sha in reversed(commits):  # oldest first, as the person pushing made them
+        for entry in registry.store.new_entries(sha):
+            problems = entry_problems(entry.path, entry.mode, entry.size, registry.max_bytes,
+                                      foreign=foreign)
+            for problem in problems:
+                out.problem(entry.path, sha, problem)
+            if problems:
+                refused.add(entry.oid)
+    return refused
 
 
 class _Counter:
@@ -162,12 +198,14 @@ class _Counter:
 
 
 def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: _Counter,
-                  out: Incoming) -> None:
+                  out: Incoming, refused: set[str]) -> None:
     store = registry.store
     adapter_folders: set[str] = set()
     label_files: list[tuple[str, str, Change, bool]] = []
     for change in changes:
         path = change.path
+        if change.new in refused:  # its problem is recorded; never read it
+            continue
         top = path.split("/", 1)[0]
         found = kind_of_path(path)
         if found is not None:
@@ -178,7 +216,8 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
                 out.problem(path, sha, exc.message)
                 continue
             if change.new is not None:
-                _check_content(registry, kind.name, name, path, change.new, sha, out)
+                with _checking(path, sha, out):
+                    _check_content(registry, kind.name, name, path, change.new, sha, out)
             counter.add((kind.name, name), change.new is None)
             out.versions.append((kind.name, name, sha))
             if kind.sidecars:
@@ -201,9 +240,30 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
             out.problem(path, sha, f"not a {kind.name} file: {kind.name}s are stored as "
                         f"{kind.path('<name>')}")
     for folder in sorted(adapter_folders):
-        _check_adapter_folder(registry, sha, folder, out)
+        with _checking(f"{folder}/adapter.yaml", sha, out):
+            _check_adapter_folder(registry, sha, folder, out, refused)
     for kind, name, change, split in label_files:
-        _check_labels(store, sha, kind, name, change, split, counter, out)
+        with _checking(change.path, sha, out):
+            _check_labels(store, sha, kind, name, change, split, counter, out)
+
+
+@contextmanager
+def _checking(path: str, sha: str, out: Incoming) -> Iterator[None]:
+    """Whatever a check of untrusted content raises refuses the file, naming it.
+
+    Parsers meet input nobody planned for (a YAML alias that contains itself); the person
+    pushing gets a problem line, never a traceback, and the rest is still checked.
+    """
+    try:
+        yield
+    except PromptrevError as exc:
+        out.problem(path, sha, exc.message)
+    except RecursionError:
+        out.problem(path, sha, f"{path}: nested too deeply to check (a YAML alias that "
+                    "contains itself?)")
+    except Exception as exc:  # any failure on pushed content is a refusal
+        out.problem(path, sha, f"{path}: could not be checked ({type(exc).__name__}: "
+                    f"{exc})")
 
 
 def _labelled(path: str, top: str) -> tuple[str, str] | None:
@@ -233,11 +293,14 @@ def _check_content(registry: Registry, kind: str, name: str, path: str, blob: st
             out.problem(path, sha, exc.message)
 
 
-def _check_adapter_folder(registry: Registry, sha: str, folder: str, out: Incoming) -> None:
+def _check_adapter_folder(registry: Registry, sha: str, folder: str, out: Incoming,
+                          refused: set[str]) -> None:
     store = registry.store
     card_path = f"{folder}/adapter.yaml"
     card_blob = store.blob_at(sha, card_path)
     blobs = {name: store.blob_at(sha, f"{folder}/{name}") for name in (CONFIG, WEIGHTS)}
+    if refused & {card_blob, *blobs.values()}:
+        return  # a file of it is refused already (a link, a gitlink, too large)
     if card_blob is None:
         for name, blob in blobs.items():
             if blob is not None:
@@ -256,10 +319,16 @@ def _check_adapter_folder(registry: Registry, sha: str, folder: str, out: Incomi
     except PromptrevError as exc:
         out.problem(card_path, sha, exc.message)
         return
-    if not registry.objects.exists(pointer.oid):
+    stored = registry.objects.size(pointer.oid)
+    if stored is None:
         out.problem(f"{folder}/{WEIGHTS}", sha, f"the weights {pointer.oid[:12]}… are not in "
                     "this registry's object store: push adapters with 'promptrev adapter "
                     "push', which uploads the weights before the pointer")
+    elif stored != pointer.size:
+        out.problem(f"{folder}/{WEIGHTS}", sha, f"{folder}/{WEIGHTS} says the weights "
+                    f"{pointer.oid[:12]}… are {pointer.size:,} bytes, but that object is "
+                    f"{stored:,} bytes: a pointer (and its card) must give its object's true "
+                    "size. Push adapters with 'promptrev adapter push'")
 
 
 def _check_labels(store, sha: str, kind: str, name: str, change: Change, split: bool,

@@ -258,12 +258,12 @@ def _integrate(registry: Registry, remote: Remote, theirs: str | None, merge: bo
     if theirs is None or theirs == ours or (ours and store.is_ancestor(theirs, ours)):
         return PullResult(remote, "up to date", ours, ours)
     if ours is None or (_fresh(registry, ours) and not store.is_ancestor(ours, theirs)):
-        incoming = check_history(registry, None, theirs)
+        incoming = check_history(registry, None, theirs, foreign=True)
         incoming.raise_for_problems(f"the history of {remote.where}")
         return _move(registry, remote, ours, theirs, "adopt", incoming)
     if store.is_ancestor(ours, theirs):
         if store.first_parent_chain(theirs, ours) is not None:
-            incoming = check_history(registry, ours, theirs)
+            incoming = check_history(registry, ours, theirs, foreign=True)
             incoming.raise_for_problems(f"the history of {remote.where}")
             return _move(registry, remote, ours, theirs, "fast-forward", incoming)
         # main is on the remote only through a merge's second parent: a merge commit here
@@ -306,7 +306,7 @@ def _merge(registry: Registry, remote: Remote, ours: str, theirs: str, author: S
         lines.append(f"... and {len(arriving) - len(lines)} more")
     message = f"Merge {remote.where} into main\n\n" + "\n".join(lines)
     sha = store.commit_tree(tree, [ours, theirs], message, author, committer)
-    incoming = check_changes(registry, ours, sha)
+    incoming = check_changes(registry, ours, sha, foreign=True)
     incoming.raise_for_problems(f"merging {remote.where}")
     return _move(registry, remote, ours, sha, "merge", incoming)
 

@@ -48,29 +48,48 @@ def _fail(exc: PromptrevError) -> None:
     sys.exit(1)
 
 
+def _fail_unexpectedly(exc: Exception, what: str) -> None:
+    """One ``remote:`` line for a failure nobody planned for: never a traceback to a pusher."""
+    if isinstance(exc, RecursionError):
+        reason = "something in it is nested too deeply (a YAML alias that contains itself?)"
+    else:
+        reason = f"{type(exc).__name__}: {exc}"
+    click.echo(f"error: {what}: {reason}", err=True)
+    sys.exit(1)
+
+
 @hook.command("pre-receive")
 @pass_ctx
 def pre_receive(ctx: Context) -> None:
     """Refuse the push (exit 1) unless every ref update is allowed and valid."""
-    updates = parse_updates(sys.stdin)
     try:
+        updates = parse_updates(sys.stdin)
         with ctx.open() as reg:
             read_pushed_objects(reg, _quarantine())
             check_push(reg, Policy.from_settings(ctx.settings), _pusher(), updates)
     except PromptrevError as exc:
         _fail(exc)
+    except click.ClickException:
+        raise
+    except Exception as exc:  # a push that cannot be checked is refused
+        _fail_unexpectedly(exc, "the push was refused: it could not be checked")
 
 
 @hook.command("post-receive")
 @pass_ctx
 def post_receive(ctx: Context) -> None:
     """Update the index and change requests after the refs moved."""
-    updates = parse_updates(sys.stdin)
     try:
+        updates = parse_updates(sys.stdin)
         with ctx.open() as reg:
             lines = after_push(reg, Policy.from_settings(ctx.settings), _pusher(), updates,
                                os.environ.get("PROMPTREV_BASE_URL", ""))
     except PromptrevError as exc:
         _fail(exc)  # the refs moved already; the message still reaches the pusher
+    except click.ClickException:
+        raise
+    except Exception as exc:  # the pusher gets one line, never a traceback
+        _fail_unexpectedly(exc, "the push was accepted, but updating the index and change "
+                           "requests after it failed")
     for line in lines:
         click.echo(line)

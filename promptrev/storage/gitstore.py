@@ -44,12 +44,17 @@ OBJECT_WRITE_TRIES = 5
 # default), so a lost or corrupted ``main`` can be restored; and cruft packs, so objects
 # that refused writes leave behind are packed by ``git gc`` rather than piling up loose
 # until Git stops collecting (its "too many unreachable loose objects" gc.log).
-REGISTRY_CONFIG = {"core.logAllRefUpdates": "always", "gc.cruftPacks": "true"}
+REGISTRY_CONFIG = {"core.logAllRefUpdates": "always", "gc.cruftPacks": "true",
+                   # Push content: Git checks every object it receives (a push, and a pull
+                   # from a remote) and refuses malformed ones, a ``.git`` entry among them,
+                   # before promptrev's own checks of the tree run.
+                   "receive.fsckObjects": "true", "transfer.fsckObjects": "true"}
 # From this many new blobs on, one `git fast-import` pack beats one loose file per blob
 # (and keeps bulk imports from filling the repository with tens of thousands of files).
 FAST_IMPORT_MIN_BLOBS = 64
 _TREE = pygit2.enums.FileMode.TREE
 _BLOB = pygit2.enums.FileMode.BLOB
+_GITLINK = pygit2.enums.FileMode.COMMIT
 
 # Keep hot trees in libgit2's cache so path lookups stay in microseconds.
 pygit2.settings.cache_object_limit(pygit2.enums.ObjectType.TREE, 64 * 1024)
@@ -114,6 +119,20 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Entry:
+    """A file entry of a commit's tree: its path, Git file mode, object and size.
+
+    ``mode`` is Git's: 0o100644 or 0o100755 for a file, 0o120000 for a symbolic link,
+    0o160000 for a gitlink (a commit of another repository, whose ``size`` is None).
+    """
+
+    path: str
+    mode: int
+    oid: str
+    size: int | None
+
+
+@dataclass(frozen=True)
 class Conflicted:
     """A path both sides of a merge changed incompatibly (blob ids; None: absent)."""
 
@@ -126,6 +145,14 @@ class Conflicted:
 def valid_ref_name(name: str) -> bool:
     """Whether ``name`` (``refs/heads/...``) is a reference name Git accepts."""
     return pygit2.reference_is_valid_name(name)
+
+
+def _same_entry(tree: pygit2.Tree, entry: Entry) -> bool:
+    try:
+        found = tree[entry.path]
+    except KeyError:
+        return False
+    return str(found.id) == entry.oid and int(found.filemode) == entry.mode
 
 
 def _entry_id(entry) -> str | None:
@@ -299,6 +326,45 @@ class GitStore:
                          self._obj(new, "a commit").tree, "", out)
         return out
 
+    def new_entries(self, sha: str) -> list[Entry]:
+        """File entries a commit brings in: in its tree, in none of its parents' as they are.
+
+        An entry counts when its object or its mode differs (a file turned into a link is
+        new). A merge's entries that one of its parents already had are not its own.
+        """
+        commit = self._obj(sha, "a commit")
+        parents = [self._obj(p, f"a parent of commit {sha[:12]}").tree
+                   for p in commit.parent_ids]
+        out: list[Entry] = []
+        self._new_entries(parents[0] if parents else None, commit.tree, "", out)
+        return [entry for entry in out
+                if not any(_same_entry(tree, entry) for tree in parents[1:])]
+
+    def _new_entries(self, old: pygit2.Tree | None, new: pygit2.Tree, prefix: str,
+                     out: list[Entry]) -> None:
+        before = {e.name: e for e in old} if old is not None else {}
+        for entry in new:
+            was = before.get(entry.name)
+            if was is not None and was.id == entry.id and was.filemode == entry.filemode:
+                continue
+            path = prefix + entry.name
+            if entry.filemode == _TREE:
+                was_tree = was is not None and was.filemode == _TREE
+                self._new_entries(self._obj(was.id, f"folder {path}") if was_tree else None,
+                                  self._obj(entry.id, f"folder {path}"), path + "/", out)
+            else:
+                out.append(Entry(path, int(entry.filemode), str(entry.id),
+                                 self._size(entry)))
+
+    def _size(self, entry) -> int | None:
+        if entry.filemode == _GITLINK:
+            return None
+        try:
+            return self.repo.odb.read_header(entry.id)[1]
+        except (KeyError, ValueError, pygit2.GitError, OSError):
+            self._obj(entry.id, f"file {entry.name}")  # raises Damaged naming it
+            raise
+
     def merge_base(self, a: str, b: str) -> str | None:
         """The best common ancestor of two commits, or None."""
         base = self.repo.merge_base(a, b)
@@ -308,12 +374,13 @@ class GitStore:
         """Whether ``ancestor`` is reachable from ``commit`` (or is it)."""
         return ancestor == commit or self.repo.descendant_of(commit, ancestor)
 
-    def commits_only_in(self, head: str, other: str | None) -> list[str]:
-        """Commits reachable from ``head`` but not from ``other``, newest first."""
+    def commits_only_in(self, head: str, other: str | None, *more: str | None) -> list[str]:
+        """Commits reachable from ``head`` but not from ``other`` (nor ``more``), newest first."""
         walker = self.repo.walk(head, pygit2.enums.SortMode.TOPOLOGICAL
                                 | pygit2.enums.SortMode.TIME)
-        if other is not None:
-            walker.hide(other)
+        for hidden in (other, *more):
+            if hidden is not None:
+                walker.hide(hidden)
         return [str(commit.id) for commit in walker]
 
     def _diff_trees(self, old: pygit2.Tree | None, new: pygit2.Tree | None, prefix: str,

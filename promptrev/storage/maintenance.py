@@ -20,7 +20,7 @@ from sqlalchemy.engine import Engine
 from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
 from promptrev.model.artifacts import KINDS
 
-from ..errors import Damaged, PromptrevError
+from ..errors import Damaged, PromptrevError, ValidationFailed
 from . import migrations
 from .gitstore import REPAIR, GitStore
 from .index import DERIVED, IndexDatabase, IndexReader, create_index_engine
@@ -394,7 +394,10 @@ def _check_sidecars(store: GitStore, head: str, folder: str, card_text: str) -> 
         blobs[name] = store.blob(blob)
     pointer = check_sidecars(parse_card(card_text), blobs[CONFIG],
                              blobs[WEIGHTS].decode("utf-8", "replace"), folder)
-    ObjectStore(os.path.join(store.path, "lfs", "objects")).verify(pointer)
+    try:
+        ObjectStore(os.path.join(store.path, "lfs", "objects")).verify(pointer)
+    except ValidationFailed as exc:  # the pointer is wrong, not the (shared) object
+        raise ValidationFailed(f"{folder}/{WEIGHTS}: {exc.message}") from None
 
 
 def _walk(store: GitStore, entry, prefix: str):

@@ -44,6 +44,13 @@ class ObjectStore:
         """Whether the object is stored (not verified)."""
         return os.path.exists(self.path(oid))
 
+    def size(self, oid: str) -> int | None:
+        """The stored object's size in bytes (not verified), or None if it is not stored."""
+        try:
+            return os.stat(self.path(oid)).st_size
+        except FileNotFoundError:
+            return None
+
     def put_file(self, source: str) -> Pointer:
         """Store a file's bytes (streamed); identical content is stored once."""
         with open(source, "rb") as fh:
@@ -131,7 +138,9 @@ class ObjectStore:
                     size += len(chunk)
         except FileNotFoundError:
             raise NotFound(f"{path} is missing") from None
-        if digest.hexdigest() != pointer.oid or size != pointer.size:
+        if digest.hexdigest() == pointer.oid and size != pointer.size:
+            raise _wrong_size(pointer, size)
+        if digest.hexdigest() != pointer.oid:
             raise CorruptObject(f"{path} is corrupt: its sha256 is {digest.hexdigest()[:12]}…,"
                                 f" expected {pointer.oid[:12]}… (delete it to fetch again)")
 
@@ -151,8 +160,23 @@ class ObjectStore:
             raise
 
     def _verify(self, pointer: Pointer, oid: str, size: int) -> None:
-        if oid != pointer.oid or size != pointer.size:
+        if oid == pointer.oid and size != pointer.size:
+            raise _wrong_size(pointer, size)
+        if oid != pointer.oid:
             raise CorruptObject(f"object {pointer.oid[:12]}… is corrupt: its content hashes "
                                 f"to {oid[:12]}… ({size} bytes, expected {pointer.size}); "
                                 "restore it from a backup or push the adapter again")
 
+
+
+def _wrong_size(pointer: Pointer, size: int) -> ValidationFailed:
+    """The object is exactly the one the pointer names; only the pointer's size is wrong.
+
+    Deleting or re-fetching the object would not help (and would break every other
+    pointer that shares it): the pointer is what must be fixed.
+    """
+    return ValidationFailed(
+        f"the pointer says {pointer.size:,} bytes, but object {pointer.oid[:12]}… is "
+        f"{size:,} bytes and intact (its sha256 matches): the pointer is wrong, not the "
+        "object, so keep the object and fix the pointer and its card (push the adapter again "
+        "with 'promptrev adapter push')")
