@@ -37,7 +37,7 @@ from .errors import (
 )
 from .storage import maintenance
 from .storage.gitstore import GitStore, Signature
-from .storage.index import VERSION_FIELDS, IndexDatabase, IndexReader
+from .storage.index import ACCOUNT_FIELD, VERSION_FIELDS, IndexDatabase, IndexReader
 from .storage.indexer import catch_up
 from .storage.objects import ObjectStore
 from .storage.sql import translated
@@ -362,8 +362,8 @@ class Registry:
             by_version[number] = by_version.get(number, ()) + (label,)
         kind, name, none = art.kind, art.name, ()
         return [Version(kind, name, n, sha, blob, bool(deleted), author, email, message, ts,
-                        by_version.get(n, none))
-                for n, sha, blob, deleted, author, email, message, ts in
+                        by_version.get(n, none), account)
+                for n, sha, blob, deleted, author, email, message, ts, account in
                 self.index.history(art.id)]
 
     def labels(self, name: str, kind: str | None = None) -> dict[str, int]:
@@ -377,7 +377,7 @@ class Registry:
         self.sync()
         art_id = self._artifact(parse_reference(name, kind)).id if name else None
         return [LabelEvent(r.kind, r.name, r.label, r.old, r.new, r.sha, r.author,
-                           r.message, _utc(r.timestamp))
+                           r.message, _utc(r.timestamp), r.account)
                 for r in self.index.label_events(art_id, limit)]
 
     def audit(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
@@ -397,7 +397,8 @@ class Registry:
             moved.setdefault(seq, []).append(
                 {"kind": kind, "name": name, "label": label, "from": old, "to": new})
         return [AuditEntry(c.seq, c.sha, c.author, c.email, c.message, _utc(c.timestamp),
-                           tuple(made.get(c.seq, ())), tuple(moved.get(c.seq, ())))
+                           tuple(made.get(c.seq, ())), tuple(moved.get(c.seq, ())),
+                           c.account)
                 for c in commits]
 
     def diff(self, ref_a: str, ref_b: str, variables: dict[str, Any] | None = None,
@@ -648,5 +649,5 @@ def _utc(timestamp: int) -> datetime:
 
 
 def _version(row, labels: tuple[str, ...] = ()) -> Version:
-    return Version(*row[:VERSION_FIELDS], labels)
+    return Version(*row[:VERSION_FIELDS], labels, row[ACCOUNT_FIELD])
 
