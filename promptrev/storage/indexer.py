@@ -26,7 +26,6 @@ from promptrev.model.labels import parse_label_map
 from ..errors import Damaged, ValidationFailed
 from . import outbox
 from .gitstore import REPAIR, Change, CommitInfo, GitStore
-from .provenance import Notes, trailer_account
 from .index import (
     DERIVED,
     T_ARTIFACT,
@@ -37,6 +36,7 @@ from .index import (
     T_VERSION,
     prepared,
 )
+from .provenance import Notes, trailer_account, without_account
 from .sql import translated
 
 FLUSH_EVERY = 500
@@ -238,8 +238,9 @@ class _Applier:
         self.sha = sha
         self.seq += 1
         self.account = self._account(sha, info, own is not None)
+        self.message = without_account(info.message)
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
-                             "email": info.email, "message": info.message,
+                             "email": info.email, "message": self.message,
                              "timestamp": info.timestamp, "account": self.account})
         content, label_changes = [], []
         changes = self.known.pop(sha, None)
@@ -273,7 +274,7 @@ class _Applier:
                 **v, "ref": f"{v['name']}@{v['version']}", **who, "email": info.email}))
         for m in self.moved:
             self.outbox.append(("label.moved", {**m, **who}))
-        entry = AuditEntry(self.seq, self.sha, info.author, info.email, info.message,
+        entry = AuditEntry(self.seq, self.sha, info.author, info.email, self.message,
                            when, tuple(self.made), tuple(self.moved), self.account)
         if entry.action == "rollback":
             self.outbox.append(("rollback", {

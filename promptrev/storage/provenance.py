@@ -38,10 +38,16 @@ _SERVER = pygit2.Signature("promptrev", "promptrev@localhost")
 
 
 def with_account(message: str, account: str | None) -> str:
-    """``message`` with the trailer naming ``account`` (unchanged when None)."""
+    """``message`` with the trailer naming ``account`` and no other such trailer.
+
+    A trailer someone typed into the message (a save's message, a request's description)
+    is removed whatever ``account`` is, so a server-made commit names only the account
+    that the server authenticated, or none.
+    """
+    body = "\n".join(line for line in message.rstrip("\n").split("\n")
+                     if not line.startswith(f"{TRAILER}:")).rstrip("\n")
     if not account:
-        return message
-    body = message.rstrip("\n")
+        return body + "\n" if message.endswith("\n") else body
     last = body.rsplit("\n\n", 1)[-1]
     joined = "\n" if "\n\n" in body and all(
         _ANY_TRAILER.match(line) for line in last.splitlines()) else "\n\n"
@@ -49,13 +55,21 @@ def with_account(message: str, account: str | None) -> str:
 
 
 def trailer_account(message: str) -> str | None:
-    """The account a server-made commit's trailer names, or None."""
+    """The account a server-made commit's trailer names (the last one), or None."""
     found = None
     for line in message.rstrip("\n").rsplit("\n\n", 1)[-1].splitlines():
         match = _TRAILER_LINE.match(line)
         if match:
             found = match.group(1)
     return found
+
+
+def without_account(message: str) -> str:
+    """``message`` as people read it: without the account trailer (the index keeps the
+    account in its own column)."""
+    if f"{TRAILER}:" not in message:
+        return message
+    return with_account(message, None).rstrip()
 
 
 class Notes:
