@@ -2,9 +2,12 @@
 
 One object, built at the edge from settings, asked with the acting account by every path
 that writes: the API, the pages, the CLI, change-request merges, ``git push`` and pulls
-from a remote. Editors may always propose and approve changes; writing to ``main``
-directly (saving, merging, pushing to ``main``) takes ``merge_role``; moving a protected
-label (or splitting its traffic) takes the admin role. Each rule is written here once.
+from a remote. Editors may always propose, comment on and approve changes (an approval
+counts only from an account that made no commit of the request); writing to ``main``
+directly (saving, merging, pushing to ``main``) takes ``merge_role``; closing someone
+else's request (rejecting it, or deleting its branch) takes ``merge_role`` too; moving a
+protected label (or splitting its traffic) takes the admin role. Each rule is written
+here once.
 """
 
 from __future__ import annotations
@@ -65,6 +68,45 @@ class Policy:
         for label in sorted(set(labels)):
             if label in self.protected_labels:
                 user.require("move_protected_label", f"{what} protected label '{label}'")
+
+    # ---- change requests ----------------------------------------------------------
+    def require_comment(self, user: User, number: int) -> None:
+        """Commenting on a change request is for editors (viewers read)."""
+        user.require("write", f"commenting on change request #{number}")
+
+    def may_close_request(self, user: User, author: str) -> bool:
+        """Whether ``user`` may close (reject) a request opened by ``author``."""
+        return user.name == author or self.may_write_main(user)
+
+    def require_close_request(self, user: User, number: int, author: str,
+                              what: str = "rejecting") -> None:
+        """Raise :class:`Forbidden` unless ``user`` may close request ``number``.
+
+        One rule for every way of closing it: rejecting it (API, pages, CLI) or deleting
+        its branch with ``git push --delete``.
+        """
+        user.require("write", f"{what} change request #{number}")
+        if not self.may_close_request(user, author):
+            raise Forbidden(f"{what} change request #{number} needs the {self.merge_role} "
+                            f"role (or being its author, {author})",
+                            details={"role": user.role, "needs": self.merge_role})
+
+    def counts_as_approval(self, approver: str, contributors: Iterable[str]) -> bool:
+        """An approval counts only from an account that made no commit of the request
+        (and did not open it)."""
+        return approver not in set(contributors)
+
+    def require_approve(self, user: User, number: int, contributors: dict[str, str]) -> None:
+        """Raise :class:`Forbidden` if ``user`` may not approve request ``number``.
+
+        ``contributors`` maps each account that opened the request or made one of its
+        commits (pushed it, or saved it through the server) to what it did.
+        """
+        user.require("write", f"approving change request #{number}")
+        if not self.counts_as_approval(user.name, contributors):
+            raise Forbidden(f"{user.name} {contributors[user.name]} change request #{number} "
+                            "and cannot approve it: approvals count only from reviewers who "
+                            "made no commit in it", details={"contributed": True})
 
     def require_incoming(self, user: User, incoming: Incoming, what: str) -> None:
         """Check the label moves that arriving history makes."""

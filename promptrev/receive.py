@@ -27,6 +27,7 @@ from .policy import Policy
 from .registry import Registry
 from .reviews import ZERO, Reviews, valid_branch
 from .storage.gitstore import MAIN
+from .storage.provenance import new_commits, record_pushed
 
 REVIEW_PREFIX = "refs/heads/review/"
 ACCEPTED_REFS = "refs/heads/main and refs/heads/review/<name>"
@@ -115,7 +116,8 @@ def _check_review(registry: Registry, policy: Policy, user: User, update: RefUpd
                   ) -> None:
     policy.require(user, "write", f"pushing {update.branch}")
     valid_branch(update.branch)
-    if update.deleted:
+    if update.deleted:  # closes its request: the same right as rejecting it
+        Reviews(registry, policy).check_branch_deletion(update.branch, user)
         return
     head = registry.store.head()
     base = registry.store.merge_base(head, update.new) if head else None
@@ -124,6 +126,21 @@ def _check_review(registry: Registry, policy: Policy, user: User, update: RefUpd
                              "main ('git switch -c review/<name> origin/main')")
     incoming = check_changes(registry, base, update.new)
     incoming.raise_for_problems(f"the proposal {update.branch}")
+
+
+def note_pushers(registry: Registry, user: User, updates: list[RefUpdate]) -> None:
+    """Record in Git that ``user`` pushed every commit this push brings in.
+
+    Run by pre-receive once the push is accepted, before any ref moves, so whoever
+    indexes the new ``main`` finds the pusher already there (a trailer the pusher typed
+    into a message is overruled: see :mod:`.storage.provenance`). A push that then fails
+    leaves notes on commits no branch holds, rewritten when they are pushed again.
+    """
+    shas: list[str] = []
+    for update in updates:
+        if not update.deleted:
+            shas += new_commits(registry.store, update.new)
+    record_pushed(registry.store, shas, user.name)
 
 
 def _span(old: str | None, new: str) -> str:

@@ -37,7 +37,7 @@ from .errors import (
 )
 from .storage import maintenance
 from .storage.gitstore import GitStore, Signature
-from .storage.index import VERSION_FIELDS, IndexDatabase, IndexReader
+from .storage.index import ACCOUNT_FIELD, VERSION_FIELDS, IndexDatabase, IndexReader
 from .storage.indexer import catch_up
 from .storage.objects import ObjectStore
 from .storage.sql import translated
@@ -362,8 +362,8 @@ class Registry:
             by_version[number] = by_version.get(number, ()) + (label,)
         kind, name, none = art.kind, art.name, ()
         return [Version(kind, name, n, sha, blob, bool(deleted), author, email, message, ts,
-                        by_version.get(n, none))
-                for n, sha, blob, deleted, author, email, message, ts in
+                        by_version.get(n, none), account)
+                for n, sha, blob, deleted, author, email, message, ts, account in
                 self.index.history(art.id)]
 
     def labels(self, name: str, kind: str | None = None) -> dict[str, int]:
@@ -377,7 +377,7 @@ class Registry:
         self.sync()
         art_id = self._artifact(parse_reference(name, kind)).id if name else None
         return [LabelEvent(r.kind, r.name, r.label, r.old, r.new, r.sha, r.author,
-                           r.message, _utc(r.timestamp))
+                           r.message, _utc(r.timestamp), r.account)
                 for r in self.index.label_events(art_id, limit)]
 
     def audit(self, limit: int = 100, before: int | None = None) -> list[AuditEntry]:
@@ -397,7 +397,8 @@ class Registry:
             moved.setdefault(seq, []).append(
                 {"kind": kind, "name": name, "label": label, "from": old, "to": new})
         return [AuditEntry(c.seq, c.sha, c.author, c.email, c.message, _utc(c.timestamp),
-                           tuple(made.get(c.seq, ())), tuple(moved.get(c.seq, ())))
+                           tuple(made.get(c.seq, ())), tuple(moved.get(c.seq, ())),
+                           c.account)
                 for c in commits]
 
     def diff(self, ref_a: str, ref_b: str, variables: dict[str, Any] | None = None,
@@ -419,7 +420,7 @@ class Registry:
     # ---- adapters ------------------------------------------------------------------
     def push_adapter(self, name: str, folder: str, *, message: str | None = None,
                      author: str = DEFAULT_AUTHOR, base: int | None = None,
-                     **card: Any) -> Version:
+                     account: str | None = None, **card: Any) -> Version:
         """Version a PEFT adapter folder (card from its config; weights to the object store).
 
         ``card`` may carry ``lineage``, ``training``, ``metrics`` and ``description``.
@@ -427,7 +428,8 @@ class Registry:
         from . import adapters
 
         files = adapters.read_folder(folder, self.objects, **card)
-        with self.transaction(message=message or f"push adapter {name}", author=author) as tx:
+        with self.transaction(message=message or f"push adapter {name}", author=author,
+                              account=account) as tx:
             tx.save_adapter(name, files, base=base)
         return tx.result_for("adapter", name)
 
@@ -445,55 +447,64 @@ class Registry:
 
     # ---- writing -------------------------------------------------------------------
     @contextmanager
-    def transaction(self, *, message: str, author: str = DEFAULT_AUTHOR
-                    ) -> Iterator[Transaction]:
-        """Group saves, deletions and label moves into one commit (all or nothing)."""
-        tx = Transaction(self, message, author)
+    def transaction(self, *, message: str, author: str = DEFAULT_AUTHOR,
+                    account: str | None = None) -> Iterator[Transaction]:
+        """Group saves, deletions and label moves into one commit (all or nothing).
+
+        ``account`` is the authenticated account making it (the server's user), recorded
+        next to the Git ``author``; None for local writes.
+        """
+        tx = Transaction(self, message, author, account)
         yield tx
         tx.commit()
 
     def save(self, name: str, text: str | bytes, *, message: str | None = None,
              author: str = DEFAULT_AUTHOR, base: int | None = None,
-             kind: str = "prompt") -> Version:
+             kind: str = "prompt", account: str | None = None) -> Version:
         """Store ``text`` as the next version of ``name``.
 
         ``base`` is the version the edit started from: if the artifact has moved on since,
         :class:`Conflict` is raised with what changed. ``base=0`` means "create only".
         Saving the same content again returns the existing version without a commit.
         """
-        with self.transaction(message=message or f"save {name}", author=author) as tx:
+        with self.transaction(message=message or f"save {name}", author=author,
+                              account=account) as tx:
             tx.save(name, text, base=base, kind=kind)
         return tx.result_for(kind, name)
 
     def delete(self, name: str, *, message: str | None = None, author: str = DEFAULT_AUTHOR,
-               base: int | None = None, kind: str | None = None) -> Version:
+               base: int | None = None, kind: str | None = None,
+               account: str | None = None) -> Version:
         """Delete an artifact; the deletion is a version, and history stays."""
         kind = kind or self._kind_of(name)
-        with self.transaction(message=message or f"delete {name}", author=author) as tx:
+        with self.transaction(message=message or f"delete {name}", author=author,
+                              account=account) as tx:
             tx.delete(name, base=base, kind=kind)
         return tx.result_for(kind, name)
 
     def set_label(self, name: str, label: str, version: int, *, message: str | None = None,
-                  author: str = DEFAULT_AUTHOR, kind: str | None = None) -> LabelEvent | None:
+                  author: str = DEFAULT_AUTHOR, kind: str | None = None,
+                  account: str | None = None) -> LabelEvent | None:
         """Point ``label`` at ``version`` (a commit with author and message)."""
         kind = kind or self._kind_of(name)
         msg = message or f"label {name}@{label} -> {version}"
-        with self.transaction(message=msg, author=author) as tx:
+        with self.transaction(message=msg, author=author, account=account) as tx:
             tx.set_label(name, label, version, kind=kind)
         return tx.label_event
 
     def remove_label(self, name: str, label: str, *, message: str | None = None,
-                     author: str = DEFAULT_AUTHOR, kind: str | None = None) -> LabelEvent | None:
+                     author: str = DEFAULT_AUTHOR, kind: str | None = None,
+                     account: str | None = None) -> LabelEvent | None:
         """Remove a label from an artifact."""
         kind = kind or self._kind_of(name)
         with self.transaction(message=message or f"remove label {name}@{label}",
-                              author=author) as tx:
+                              author=author, account=account) as tx:
             tx.remove_label(name, label, kind=kind)
         return tx.label_event
 
     def set_split(self, name: str, label: str, arms: dict[int, int], *,
                   message: str | None = None, author: str = DEFAULT_AUTHOR,
-                  kind: str | None = None) -> str | None:
+                  kind: str | None = None, account: str | None = None) -> str | None:
         """Split the traffic of ``label`` over versions by weight (``{}`` ends the split).
 
         Callers that pass a key to :meth:`resolve_for` get a version stable for that key;
@@ -502,7 +513,7 @@ class Registry:
         kind = kind or self._kind_of(name)
         what = ", ".join(f"v{v}: {w}" for v, w in sorted(arms.items())) or "ended"
         with self.transaction(message=message or f"split {name}@{label} ({what})",
-                              author=author) as tx:
+                              author=author, account=account) as tx:
             tx.set_split(name, label, arms, kind=kind)
         return tx.commit_sha
 
@@ -527,7 +538,8 @@ class Registry:
 
     def rollback(self, name: str, to: int, *, label: str | None = None,
                  message: str | None = None, author: str = DEFAULT_AUTHOR,
-                 kind: str | None = None) -> Version | LabelEvent | None:
+                 kind: str | None = None, account: str | None = None
+                 ) -> Version | LabelEvent | None:
         """Roll back: move ``label`` to version ``to``, or (no label) restore its content.
 
         Restoring writes version ``to``'s content as a new version, so nothing is lost and
@@ -536,7 +548,7 @@ class Registry:
         kind = kind or self._kind_of(name)
         if label is not None:
             what = f"rollback {name}@{label} to {to}"
-            return self.set_label(name, label, to, kind=kind, author=author,
+            return self.set_label(name, label, to, kind=kind, author=author, account=account,
                                   message=f"{what}: {message}" if message else what)
         old = self.resolve(f"{name}@{to}", kind)
         if old.deleted:
@@ -548,11 +560,11 @@ class Registry:
         if kind == "adapter":
             files = self.adapter(f"{name}@{to}").files
             with self.transaction(message=f"{what}: {message}" if message else what,
-                                  author=author) as tx:
+                                  author=author, account=account) as tx:
                 tx.save_adapter(name, files, base=current.number)
             return tx.result_for(kind, name)
         return self.save(name, text, kind=kind, author=author, base=current.number,
-                         message=f"{what}: {message}" if message else what)
+                         account=account, message=f"{what}: {message}" if message else what)
 
     # ---- internals -----------------------------------------------------------------
     def _resolve(self, ref: Reference) -> Version:
@@ -648,5 +660,5 @@ def _utc(timestamp: int) -> datetime:
 
 
 def _version(row, labels: tuple[str, ...] = ()) -> Version:
-    return Version(*row[:VERSION_FIELDS], labels)
+    return Version(*row[:VERSION_FIELDS], labels, row[ACCOUNT_FIELD])
 

@@ -16,7 +16,10 @@ changes nothing. Merges run under the registry's writer lock, so two requests me
 the same moment are merged one after the other against the real ``main``.
 
 Approvals count for the commit they were given on: pushing new commits to a request asks
-for review again.
+for review again. An approval counts only from an account that made no commit of the
+request and did not open it: who made a commit is the authenticated account recorded in
+Git (the pusher, or the user whose edit the server committed; see
+:mod:`.storage.provenance`), not its Git author, which anyone can type.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from .incoming import check_changes, check_history
 from .policy import Policy
 from .storage import outbox
 from .storage.gitstore import RefMoved, Signature, valid_ref_name
+from .storage.provenance import accounts_of, with_account
 from .storage.sql import writing
 from .storage.tables import T_REVIEW as T_REQ
 from .storage.tables import T_REVIEW_APPROVAL as T_APPROVAL
@@ -97,6 +101,8 @@ class ChangeRequest:
     required_approvals: int = 0
     comments: list[dict[str, Any]] = field(default_factory=list)
     versions: list[str] = field(default_factory=list)  # made by its merge (set by merge())
+    # Accounts that opened it or made one of its commits: their approvals do not count.
+    contributors: list[str] = field(default_factory=list)
 
     @property
     def approved(self) -> bool:
@@ -108,7 +114,7 @@ class ChangeRequest:
         out = {k: getattr(self, k) for k in (
             "number", "title", "description", "author", "branch", "head", "status",
             "created", "updated", "closed_by", "reason", "merge_commit", "approvals",
-            "required_approvals", "comments")}
+            "required_approvals", "comments", "contributors")}
         out["approved"] = self.approved
         if self.versions:
             out["versions"] = self.versions
@@ -172,10 +178,35 @@ class Reviews:
             comments = conn.execute(sa.select(T_COMMENT).where(
                 T_COMMENT.c.request_id == number).order_by(T_COMMENT.c.id)).all()
         request = self._request(row)
+        made = self.contributors(request)
+        request.contributors = sorted(made)
         request.approvals = [{"user": a.user, "created": a.created} for a in approvals
-                             if a.user != row.author]
+                             if self.policy.counts_as_approval(a.user, made)]
         request.comments = [_comment(c, row.head) for c in comments]
         return request
+
+    def contributors(self, request: ChangeRequest) -> dict[str, str]:
+        """Account → what it did, for whoever opened the request or made one of its commits.
+
+        A commit's maker is the account recorded in Git (its pusher, or the user whose
+        edit the server committed); for a commit older than those records, its Git author.
+        """
+        out = {request.author: "opened"}
+        for sha, account in accounts_of(self.store, self._commits(request)).items():
+            who = account or self.store.commit_info(sha).author
+            out.setdefault(who, f"made commit {sha[:10]} of")
+        return out
+
+    def _commits(self, request: ChangeRequest) -> list[str]:
+        """The request's own commits: on its branch and not on ``main`` (before its merge,
+        for a merged one)."""
+        other = self.store.head()
+        if request.merge_commit and self.store.has_commit(request.merge_commit):
+            parents = self.store.commit_info(request.merge_commit).parents
+            other = parents[0] if parents else other
+        if not self.store.has_commit(request.head):
+            return []
+        return self.store.commits_only_in(request.head, other)
 
     def list(self, status: str | None = None, limit: int = 200) -> list[ChangeRequest]:
         """Requests, newest first (``status`` filters: open, merged, rejected, closed)."""
@@ -186,15 +217,20 @@ class Reviews:
             query = query.where(T_REQ.c.status == status)
         with self.engine.connect() as conn:
             rows = conn.execute(query).all()
-            counts = dict(conn.execute(
-                sa.select(T_APPROVAL.c.request_id, sa.func.count()).select_from(
-                    T_APPROVAL.join(T_REQ, T_REQ.c.id == T_APPROVAL.c.request_id)).where(
-                    T_APPROVAL.c.head == T_REQ.c.head, T_APPROVAL.c.user != T_REQ.c.author
-                ).group_by(T_APPROVAL.c.request_id)).all())
+            approvers: dict[int, list[str]] = {}
+            for number, approver in conn.execute(
+                    sa.select(T_APPROVAL.c.request_id, T_APPROVAL.c.user).select_from(
+                        T_APPROVAL.join(T_REQ, T_REQ.c.id == T_APPROVAL.c.request_id)).where(
+                        T_APPROVAL.c.head == T_REQ.c.head, T_APPROVAL.c.user != T_REQ.c.author,
+                        T_REQ.c.id.in_([r.id for r in rows]))):
+                approvers.setdefault(number, []).append(approver)
         out = []
         for row in rows:
             request = self._request(row)
-            request.approvals = [{}] * counts.get(row.id, 0)
+            given = approvers.get(row.id, [])
+            made = self.contributors(request) if given else {}
+            request.approvals = [{}] * sum(
+                self.policy.counts_as_approval(a, made) for a in given)
             out.append(request)
         return out
 
@@ -331,6 +367,16 @@ class Reviews:
         self._set(number, head=commit)
         return self.get(number)
 
+    def check_branch_deletion(self, branch: str, user: User) -> None:
+        """Refuse deleting ``branch`` (``git push --delete``) when that would close a
+        request ``user`` may not close: deleting it closes it, as rejecting would."""
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T_REQ.c.id, T_REQ.c.author).where(
+                T_REQ.c.branch == branch, T_REQ.c.status == "open")).first()
+        if row is not None:
+            self.policy.require_close_request(
+                user, row.id, row.author, f"deleting {branch}, which closes")
+
     def on_push(self, branch: str, old: str, new: str, user: User) -> ChangeRequest | None:
         """Keep requests in step with a ``git push`` to ``review/...``.
 
@@ -368,6 +414,7 @@ class Reviews:
         """Comment on a request, or on ``line`` of ``path`` in its changed files."""
         if user.id == 0:
             raise Forbidden("anonymous users cannot comment: log in")
+        self.policy.require_comment(user, number)
         body = _text_field(body, "comment")
         if not body:
             raise ValidationFailed("a comment needs text")
@@ -394,9 +441,7 @@ class Reviews:
         """Approve the request as its branch stands now."""
         self.policy.require(user, "write", "approving a change request")
         request = self._open_request(number)
-        if user.name == request.author:
-            raise Forbidden(f"{user.name} opened change request #{number} and cannot approve "
-                            "it: another reviewer must")
+        self.policy.require_approve(user, number, self.contributors(request))
         with writing(self.engine) as conn:
             exists = conn.execute(sa.select(T_APPROVAL.c.id).where(
                 T_APPROVAL.c.request_id == number, T_APPROVAL.c.user == user.name,
@@ -411,9 +456,7 @@ class Reviews:
         """Close the request without merging it (its branch stays, for the record)."""
         self.policy.require(user, "write", "rejecting a change request")
         request = self._open_request(number)
-        if user.name != request.author and not self.policy.may_write_main(user):
-            raise Forbidden(f"rejecting #{number} needs the {self.policy.merge_role} role "
-                            f"(or being its author, {request.author})")
+        self.policy.require_close_request(user, number, request.author)
         self._close(number, "rejected", user.name, _text_field(reason, "reason") or None)
         return self.get(number)
 
@@ -434,7 +477,8 @@ class Reviews:
                     raise NotApproved(
                         f"change request #{number} has {len(request.approvals)} of the "
                         f"{request.required_approvals} approval(s) it needs (approvals count "
-                        "for its latest commit, and not the author's own)",
+                        "for its latest commit, and only from reviewers who neither opened it nor "
+                        "made any of its commits)",
                         details={"approvals": len(request.approvals),
                                  "required": request.required_approvals})
                 main = self.registry.sync()
@@ -450,7 +494,7 @@ class Reviews:
                         "since the request started. Update the request on top of main and "
                         "merge again", details={"conflicts": found})
                 commit = self.store.commit_tree(
-                    tree, [main, head], _merge_message(request),
+                    tree, [main, head], with_account(_merge_message(request), user.name),
                     Signature.parse(request.author_line), Signature.parse(user.author))
                 incoming = check_history(self.registry, main, commit)
                 incoming.raise_for_problems(f"merging change request #{number}")
@@ -494,7 +538,8 @@ class Reviews:
             text, _warnings = check_content(edit.kind, edit.name, edit.text,
                                             self.registry.max_bytes)
             changes[path] = self.store.write_blob(text.encode("utf-8"))
-        message = title + (f"\n\n{description}" if description else "")
+        message = with_account(title + (f"\n\n{description}" if description else ""),
+                               user.name)
         commit = self.store.commit(parent, changes, message, Signature.parse(user.author),
                                    tree=tree, parents=parents)
         if commit is None:

@@ -34,6 +34,7 @@ from .errors import (
 )
 from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
 from .storage.indexer import KnownCommit, versions_made
+from .storage.provenance import trailer_account, with_account, without_account
 
 if TYPE_CHECKING:
     from .registry import Registry
@@ -47,11 +48,14 @@ class Transaction:
     # STALE_LOCK_SECONDS), short enough that a caller is told rather than left hanging.
     RETRY_SECONDS = 30.0
 
-    def __init__(self, registry: Registry, message: str, author: str):
+    def __init__(self, registry: Registry, message: str, author: str,
+                 account: str | None = None):
         if not message or not message.strip():
             raise ValidationFailed("a commit message is required")
         self.registry = registry
-        self.message = message
+        # The authenticated account (the API's or the pages' user) rides in the commit as
+        # a trailer, so the index (and a rebuild of it) can name it next to the author.
+        self.message = with_account(message, account)
         self.author = Signature.parse(author)
         self._saves: dict[tuple[str, str], tuple[str | None, int | None]] = {}
         self._labels: list[tuple[str, str, str, int | None]] = []
@@ -222,8 +226,9 @@ class Transaction:
 
     def _made_versions(self, info: CommitInfo, rows: list[dict]) -> list[Version]:
         return [Version(r["kind"], r["name"], r["number"], info.sha, r["blob"],
-                        r["blob"] is None, info.author, info.email, info.message,
-                        info.timestamp)
+                        r["blob"] is None, info.author, info.email,
+                        without_account(info.message), info.timestamp, (),
+                        trailer_account(info.message))
                 for r in sorted(rows, key=lambda r: (r["kind"], r["name"]))]
 
     def _changes(self, head: str) -> tuple[dict[str, str | None], KnownCommit]:

@@ -290,7 +290,10 @@ def test_a_registry_made_by_0_1_0_is_backed_up_and_restored_with_every_row(tmp_p
     assert kept(after_index, "registry") == kept(before_index, "registry")
     assert kept(after_accounts, "accounts") == kept(before_accounts, "accounts")
     for table in DERIVED:
-        assert after_index[table] == before_index[table], table
+        # r0004 gave commits an account column, empty for those made before it existed
+        width = len(before_index[table][0]) if before_index[table] else 0
+        assert [row[:width] for row in after_index[table]] == before_index[table], table
+    assert all(row[-1] is None for row in after_index["commit"])
     assert after_index["alembic_version"] == [(migrations.DATABASES["registry"][1],)]
     assert refs(target) == refs(source)
     with Registry.open(target) as reg:

@@ -330,21 +330,29 @@ def test_rewritten_history_rebuilds_the_index(registry, prompt_text, tmp_path):
 
 
 def test_rebuilt_index_equals_incremental(registry, prompt_text, tmp_path):
-    for n in range(5):
-        registry.save(f"p{n % 3}", variant(prompt_text, n))
-    with registry.transaction(message="batch") as tx:
+    for n in range(5):  # accounts (and a trailer typed to claim one) survive a rebuild
+        registry.save(f"p{n % 3}", variant(prompt_text, n), account="alice" if n % 2 else None,
+                      message=f"save {n}\n\nPromptrev-Account: mallory")
+    with registry.transaction(message="batch", account="carol") as tx:
         tx.save("team/a", prompt_text)
         tx.save("x", prompt_text)  # x.prompty sorts before x/…, but a tree walk finds x/ first
         tx.save("x/y", prompt_text)
         tx.save("x-y", prompt_text)
         tx.save("cases", '{"id": 1, "vars": {}}\n', kind="dataset")
         tx.set_label("p0", "production", 1)
-    registry.set_label("p1", "production", 1)
+    registry.set_label("p1", "production", 1, account="bob")
     registry.delete("p2")
     registry.rollback("p0", to=1, label="production")
     registry.set_label("p0", "production", 2)
-    registry.rollback("p2", to=1)
+    registry.rollback("p2", to=1, account="bob")
     incremental = registry.index.dump()
+    accounts = {e.message: e.account for e in registry.audit()}
+    assert accounts == {**{f"save {n}": "alice" if n % 2 else None for n in range(5)},
+                        "batch": "carol", "label p1@production -> 1": "bob",
+                        "rollback p2 to version 1": "bob", **{m: None for m in (
+                            "initialize registry", "delete p2",
+                            "label p0@production -> 2")}}
+    assert registry.history("p2")[0].account == "bob"
     fresh = Registry.open(registry.path, index_url=f"sqlite:///{tmp_path / 'other.sqlite'}")
     assert fresh.history("p0") == registry.history("p0")
     assert fresh.index.dump() == incremental

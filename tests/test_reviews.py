@@ -252,10 +252,12 @@ def test_comments_rejections_and_bad_input(reg):
     rv = Reviews(reg)
     cr = rv.open(ALICE, "c", [Edit("greet", GREET.replace("Be kind.", "Be nice."))])
     rv.comment(cr.number, BOB, "Why nice?", path="prompts/greet.prompty", line=6)
-    rv.comment(cr.number, VIEWER, "Looks fine to me")
+    rv.comment(cr.number, ADMIN, "Looks fine to me")
+    with pytest.raises(Forbidden, match="commenting on change request #1 needs the editor"):
+        rv.comment(cr.number, VIEWER, "me too")  # commenting is for editors
     comments = rv.get(cr.number).comments
     assert [(c["author"], c["path"], c["line"]) for c in comments] == [
-        ("bob", "prompts/greet.prompty", 6), ("vic", None, None)]
+        ("bob", "prompts/greet.prompty", 6), ("root", None, None)]
     with pytest.raises(ValidationFailed, match="is not changed by"):
         rv.comment(cr.number, BOB, "x", path="prompts/nope.prompty")
     with pytest.raises(ValidationFailed, match="needs text"):
@@ -303,6 +305,8 @@ def test_api_open_review_comment_approve_merge(tmp_path):
     [change] = detail["changes"]
     assert change["name"] == SUMMARY and "+" in change["diff"]["text"]["unified"]
     assert env.api("POST", f"/reviews/{number}/comments", role="viewer", json={
+        "body": "nit", "path": "prompts/summarize.prompty", "line": 3}).status_code == 403
+    assert env.api("POST", f"/reviews/{number}/comments", role="admin", json={
         "body": "nit", "path": "prompts/summarize.prompty", "line": 3}).status_code == 201
     assert env.api("POST", "/reviews", role="viewer", json={
         "title": "x", "edits": [{"name": SUMMARY, "text": new}]}).status_code == 403

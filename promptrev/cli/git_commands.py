@@ -16,7 +16,13 @@ import click
 from promptrev.accounts import User
 from promptrev.errors import PromptrevError
 from promptrev.policy import Policy
-from promptrev.receive import after_push, check_push, parse_updates, read_pushed_objects
+from promptrev.receive import (
+    after_push,
+    check_push,
+    note_pushers,
+    parse_updates,
+    read_pushed_objects,
+)
 
 from .main import Context, main, pass_ctx
 
@@ -67,6 +73,7 @@ def pre_receive(ctx: Context) -> None:
         with ctx.open() as reg:
             read_pushed_objects(reg, _quarantine())
             check_push(reg, Policy.from_settings(ctx.settings), _pusher(), updates)
+            note_pushers(reg, _pusher(), updates)
     except PromptrevError as exc:
         _fail(exc)
     except click.ClickException:

@@ -109,6 +109,9 @@ def review_show(ctx: Context, number: int, as_json: bool) -> None:
     click.echo(f"by {req.author} on {req.branch} ({req.head[:10]}); approvals "
                f"{len(req.approvals)}/{req.required_approvals}"
                + (f": {', '.join(a['user'] for a in req.approvals)}" if req.approvals else ""))
+    others = [name for name in req.contributors if name != req.author]
+    if others:  # they made commits of it, so their approvals do not count
+        click.echo(f"commits also by {', '.join(others)}")
     if req.description:
         click.echo("\n" + req.description)
     for c in conflicts:

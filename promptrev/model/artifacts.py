@@ -107,6 +107,11 @@ def kind_of_file(filename: str) -> Kind | None:
     return None
 
 
+def other_account(author: str, account: str | None) -> str | None:
+    """``account`` when it differs from the Git ``author`` name, else None."""
+    return account if account and account != author else None
+
+
 class Version(NamedTuple):
     """One immutable version of an artifact (metadata; content via ``Registry.get``).
 
@@ -124,6 +129,12 @@ class Version(NamedTuple):
     message: str
     timestamp: int
     labels: tuple[str, ...] = ()
+    account: str | None = None  # the authenticated account that made it (None: unknown)
+
+    @property
+    def other_account(self) -> str | None:
+        """The account, when it is not the Git author's name (pages then show both)."""
+        return other_account(self.author, self.account)
 
     @property
     def time(self) -> datetime:
@@ -139,8 +150,9 @@ class Version(NamedTuple):
         """Return a JSON-ready dict."""
         return {"kind": self.kind, "name": self.name, "version": self.number,
                 "commit": self.commit, "blob": self.blob, "deleted": self.deleted,
-                "author": self.author, "email": self.email, "message": self.message,
-                "time": self.time.isoformat(), "labels": list(self.labels)}
+                "author": self.author, "email": self.email, "account": self.account,
+                "message": self.message, "time": self.time.isoformat(),
+                "labels": list(self.labels)}
 
 
 @dataclass(frozen=True)
@@ -171,12 +183,19 @@ class LabelEvent:
     author: str
     message: str
     time: datetime
+    account: str | None = None  # the authenticated account that made it (None: unknown)
+
+    @property
+    def other_account(self) -> str | None:
+        """The account, when it is not the Git author's name (pages then show both)."""
+        return other_account(self.author, self.account)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"kind": self.kind, "name": self.name, "label": self.label, "from": self.old,
                 "to": self.new, "commit": self.commit, "author": self.author,
-                "message": self.message, "time": self.time.isoformat()}
+                "account": self.account, "message": self.message,
+                "time": self.time.isoformat()}
 
 
 @dataclass(frozen=True)
@@ -191,6 +210,12 @@ class AuditEntry:
     time: datetime
     versions: tuple[dict[str, Any], ...]
     label_moves: tuple[dict[str, Any], ...]
+    account: str | None = None  # the authenticated account that made it (None: unknown)
+
+    @property
+    def other_account(self) -> str | None:
+        """The account, when it is not the Git author's name (pages then show both)."""
+        return other_account(self.author, self.account)
 
     @property
     def action(self) -> str:
@@ -211,6 +236,7 @@ class AuditEntry:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"seq": self.seq, "commit": self.commit, "author": self.author,
-                "email": self.email, "message": self.message, "time": self.time.isoformat(),
+                "email": self.email, "account": self.account, "message": self.message,
+                "time": self.time.isoformat(),
                 "action": self.action, "versions": list(self.versions),
                 "label_moves": list(self.label_moves)}

@@ -121,7 +121,7 @@ def set_split() -> Response:
     if any(isinstance(w, bool) or not isinstance(w, int) for w in arms.values()):
         raise InvalidRequest("split weights must be positive integers")
     registry().set_split(name, label, arms, message=field(data, "message", str, None),
-                     author=g.user.author, kind=kind)
+                     author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label,
                   "arms": {str(v): w for v, w in sorted(arms.items())}})
 
@@ -131,7 +131,7 @@ def end_split() -> Response:
     """End a label's traffic split (everyone gets the labelled version again)."""
     name, label, kind = arg("name"), arg("label"), kind_arg()
     state().policy.require_label(g.user, label)
-    registry().set_split(name, label, {}, author=g.user.author, kind=kind)
+    registry().set_split(name, label, {}, author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label, "arms": {}})
 
 
@@ -248,7 +248,8 @@ def put_artifact() -> Response:
                 f"your edit is based on, e.g. If-Match: \"{current.number}\"",
                 details={"current": current.number})
         base = current.number if current is not None else 0
-    version = reg.save(name, text, message=message, author=g.user.author, base=base, kind=kind)
+    version = reg.save(name, text, message=message, author=g.user.author, base=base, kind=kind,
+                       account=g.user.name)
     status = 201 if version.number == 1 else 200
     return json_response(version.to_dict(), status,
                          {"Location": f"/api/v1/artifact?ref={version.ref}"})
@@ -261,7 +262,7 @@ def delete_artifact() -> Response:
     name, kind = arg("name"), kind_arg()
     message = arg("message", None)
     version = registry().delete(name, message=message, author=g.user.author, base=if_match(),
-                            kind=kind)
+                                kind=kind, account=g.user.name)
     return json_response(version.to_dict())
 
 
@@ -279,7 +280,7 @@ def restore() -> Response:
             raise NotFound(f"'{name}' has no version with content to restore")
         to = history[0].number
     version = reg.rollback(name, to, message=field(data, "message", str, None),
-                           author=g.user.author, kind=kind)
+                           author=g.user.author, account=g.user.name, kind=kind)
     return json_response(version.to_dict())
 
 
@@ -291,7 +292,7 @@ def set_label() -> Response:
     data = json_body()
     version = field(data, "version", int)
     event = registry().set_label(name, label, version, message=field(data, "message", str, None),
-                             author=g.user.author, kind=kind)
+                             author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label, "version": version,
                   "event": event.to_dict() if event else None})
 
@@ -302,7 +303,7 @@ def remove_label() -> Response:
     name, label, kind = arg("name"), arg("label"), kind_arg()
     state().policy.require_label(g.user, label)
     event = registry().remove_label(name, label, message=arg("message", None),
-                                author=g.user.author, kind=kind)
+                                author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label,
                           "event": event.to_dict() if event else None})
 
@@ -319,7 +320,7 @@ def rollback() -> Response:
     else:
         state().policy.require_label(g.user, label)
     result = registry().rollback(name, to, label=label, message=field(data, "message", str, None),
-                             author=g.user.author, kind=kind)
+                             author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "to": to, "label": label,
                   "result": result.to_dict() if result else None})
 

@@ -119,7 +119,7 @@ _SCHEMAS: dict[str, Any] = {
                      "time", "labels"],
                     kind=_STR, name=_STR, version=_INT, commit=_STR,
                     blob={"type": "string", "nullable": True}, deleted={"type": "boolean"},
-                    author=_STR, email=_STR, message=_STR, time=_STR,
+                    author=_STR, email=_STR, account=_NULL_STR, message=_STR, time=_STR,
                     labels={"type": "array", "items": _STR}),
     "Snapshot": {"allOf": [_ref("Version"), _obj(["text", "warnings"], text=_STR, warnings={
         "type": "array", "items": {"type": "object"}})]},
@@ -128,8 +128,8 @@ _SCHEMAS: dict[str, Any] = {
                     labels={"type": "object", "additionalProperties": _INT}, author=_STR,
                     time=_STR, message=_STR),
     "LabelEvent": _obj(["kind", "name", "label", "from", "to", "commit"], kind=_STR,
-                       name=_STR, label=_STR, commit=_STR, author=_STR, message=_STR,
-                       time=_STR, **{"from": _NULL_INT, "to": _NULL_INT}),
+                       name=_STR, label=_STR, commit=_STR, author=_STR, account=_NULL_STR,
+                       message=_STR, time=_STR, **{"from": _NULL_INT, "to": _NULL_INT}),
     "Diff": _obj(["left", "right", "text", "fields", "contract_changes"], left=_STR,
                  right=_STR, text=_obj(["unified", "rows", "added", "removed"], unified=_STR,
                                        rows={"type": "array"}, added=_INT, removed=_INT),
@@ -147,7 +147,8 @@ _SCHEMAS: dict[str, Any] = {
                    approvals={"type": "array", "items": {"type": "object"}},
                    required_approvals=_INT, approved={"type": "boolean"},
                    comments={"type": "array", "items": {"type": "object"}},
-                   versions={"type": "array", "items": _STR}),
+                   versions={"type": "array", "items": _STR},
+                   contributors={"type": "array", "items": _STR}),
     "Comment": _obj(["id", "author", "body", "path", "line", "head", "created", "outdated"],
                     id=_INT, author=_STR, body=_STR,
                     path={"type": "string", "nullable": True}, line=_NULL_INT, head=_STR,
@@ -168,8 +169,8 @@ _SCHEMAS: dict[str, Any] = {
         attempt_log={"type": "array", "items": _ref("WebhookAttempt")}),
     "AuditEntry": _obj(["seq", "commit", "author", "message", "time", "action", "versions",
                         "label_moves"], seq=_INT, commit=_STR, author=_STR, email=_STR,
-                       message=_STR, time=_STR, action=_STR, versions={"type": "array"},
-                       label_moves={"type": "array"}),
+                       account=_NULL_STR, message=_STR, time=_STR, action=_STR,
+                       versions={"type": "array"}, label_moves={"type": "array"}),
 }
 
 

@@ -209,7 +209,7 @@ def edit(user: User) -> str | Response:
         state().policy.require_write_main(user, "saving to main")
         try:
             version = reg.save(name, text, message=message, author=user.author, base=base,
-                               kind=kind)
+                               kind=kind, account=user.name)
         except Conflict as exc:
             conflict = exc
             base = exc.details.get("current", base)
@@ -266,10 +266,12 @@ def label(user: User) -> str | Response:
     if request.method == "POST":
         message = request.form.get("message", "").strip() or None
         if remove:
-            reg.remove_label(name, label_name, message=message, author=user.author, kind=kind)
+            reg.remove_label(name, label_name, message=message, author=user.author, kind=kind,
+                             account=user.name)
             flash(f"removed label {label_name} from {name}")
         else:
-            reg.set_label(name, label_name, to, message=message, author=user.author, kind=kind)
+            reg.set_label(name, label_name, to, message=message, author=user.author, kind=kind,
+                          account=user.name)
             flash(f"{label_name} now points at {name}@{to}"
                   + (f" (was version {current})" if current else ""))
         return redirect(url_for("web.artifact", name=name, kind=kind))
@@ -298,7 +300,7 @@ def rollback(user: User) -> str | Response:
     if request.method == "POST":
         message = request.form.get("message", "").strip() or None
         reg.rollback(name, to, label=label_name, message=message, author=user.author,
-                     kind=kind)
+                     kind=kind, account=user.name)
         flash(f"rolled back {name}" + (f"@{label_name}" if label_name else "")
               + f" to version {to}")
         return redirect(url_for("web.artifact", name=name, kind=kind))

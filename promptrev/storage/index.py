@@ -51,6 +51,9 @@ class CommitRow(SQLModel, table=True):
     email: str
     message: str
     timestamp: int  # seconds since the epoch (UTC): cheap to read back in bulk
+    # The authenticated account that made it (pusher or API user), from Git: see
+    # :mod:`.provenance`. None for commits made before accounts were recorded, or offline.
+    account: Optional[str] = Field(default=None, max_length=64)
 
 
 class ArtifactRow(SQLModel, table=True):
@@ -287,13 +290,15 @@ _VERSION_COLUMNS = (
     T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_VERSION.c.number, T_COMMIT.c.sha,
     T_VERSION.c.blob, T_VERSION.c.deleted, T_COMMIT.c.author, T_COMMIT.c.email,
     T_COMMIT.c.message, T_COMMIT.c.timestamp, T_VERSION.c.artifact_id, T_COMMIT.c.seq,
+    T_COMMIT.c.account,
 )
+ACCOUNT_FIELD = 12  # where the account sits in a version row
 _ARTIFACT_BY_KEY = sa.select(*T_ARTIFACT.c).where(
     T_ARTIFACT.c.kind == sa.bindparam("kind"), T_ARTIFACT.c.name == sa.bindparam("name"))
 _VERSION_JOIN = T_VERSION.join(T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).join(
     T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)
 
-_HISTORY = sa.select(*_VERSION_COLUMNS[2:VERSION_FIELDS]).select_from(
+_HISTORY = sa.select(*_VERSION_COLUMNS[2:VERSION_FIELDS], T_COMMIT.c.account).select_from(
     T_VERSION.join(T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)).where(
     T_VERSION.c.artifact_id == sa.bindparam("artifact_id")).order_by(T_VERSION.c.number.desc())
 
@@ -367,7 +372,7 @@ class IndexReader:
 
     def history(self, artifact_id: int) -> list[tuple]:
         """Version rows of one artifact, newest first: the ``Version`` fields after kind
-        and name (``deleted`` as the driver returns it: 0/1 on SQLite).
+        and name (``deleted`` as the driver returns it: 0/1 on SQLite), then the account.
 
         This is the query ``promptrev log`` and the history page wait on, so it skips what
         costs per row: no join with ``artifact`` (the caller knows kind and name), and the
@@ -417,7 +422,8 @@ class IndexReader:
     def label_events(self, artifact_id: int | None = None, limit: int = 1000) -> list:
         """Label moves, newest first."""
         stmt = sa.select(T_EVENT, T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_COMMIT.c.sha,
-                         T_COMMIT.c.author, T_COMMIT.c.message, T_COMMIT.c.timestamp).join(
+                         T_COMMIT.c.author, T_COMMIT.c.message, T_COMMIT.c.timestamp,
+                         T_COMMIT.c.account).join(
             T_ARTIFACT, T_EVENT.c.artifact_id == T_ARTIFACT.c.id).join(
             T_COMMIT, T_EVENT.c.commit_seq == T_COMMIT.c.seq).order_by(
             T_EVENT.c.id.desc()).limit(limit)

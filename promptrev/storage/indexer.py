@@ -36,6 +36,7 @@ from .index import (
     T_VERSION,
     prepared,
 )
+from .provenance import Notes, trailer_account, without_account
 from .sql import translated
 
 FLUSH_EVERY = 500
@@ -197,6 +198,7 @@ class _Applier:
         self.arts: dict[tuple[str, str], _Art | None] = {}
         self.known: dict[str, list[Change]] = {}
         self.infos: dict[str, CommitInfo] = {}
+        self.notes: Notes | None = None  # read when a commit not made here needs them
         self._reset_batch()
 
     def prime(self, known: KnownCommit) -> None:
@@ -221,13 +223,25 @@ class _Applier:
                 self._flush()
         self._flush()
 
+    def _account(self, sha: str, info: CommitInfo, own: bool) -> str | None:
+        """Who made the commit: a writer's own commit names its account in its trailer;
+        any other may have been pushed, and then its note wins (see :mod:`.provenance`)."""
+        if own:
+            return trailer_account(info.message)
+        if self.notes is None:
+            self.notes = Notes(self.store)
+        return self.notes.account(sha, info.message)
+
     def _apply_commit(self, sha: str) -> None:
-        info = self.infos.pop(sha, None) or self.store.commit_info(sha)
+        own = self.infos.pop(sha, None)
+        info = own or self.store.commit_info(sha)
         self.sha = sha
         self.seq += 1
+        self.account = self._account(sha, info, own is not None)
+        self.message = without_account(info.message)
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
-                             "email": info.email, "message": info.message,
-                             "timestamp": info.timestamp})
+                             "email": info.email, "message": self.message,
+                             "timestamp": info.timestamp, "account": self.account})
         content, label_changes = [], []
         changes = self.known.pop(sha, None)
         for change in changes if changes is not None else self.store.changes(sha):
@@ -260,8 +274,8 @@ class _Applier:
                 **v, "ref": f"{v['name']}@{v['version']}", **who, "email": info.email}))
         for m in self.moved:
             self.outbox.append(("label.moved", {**m, **who}))
-        entry = AuditEntry(self.seq, self.sha, info.author, info.email, info.message,
-                           when, tuple(self.made), tuple(self.moved))
+        entry = AuditEntry(self.seq, self.sha, info.author, info.email, self.message,
+                           when, tuple(self.made), tuple(self.moved), self.account)
         if entry.action == "rollback":
             self.outbox.append(("rollback", {
                 **who, "email": info.email, "versions": list(self.made),
