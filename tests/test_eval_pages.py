@@ -15,12 +15,14 @@ from markupsafe import escape
 from promptrev import Registry
 from promptrev.evaluation.runs import Evaluator
 from promptrev.evaluation.store import EvalStore
+from promptrev.runner.base import model_specs
 from promptrev.runner.execute import Runner
 from promptrev.runner.trust import Trust
 
 from .conftest import csrf_token, make_server_env
 
 LOCAL = Trust.local()  # a user's own machine: the prompt's own model and ${env:}
+MODELS: dict = {}  # the server's configured models, for runs started in the test itself
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 WAIT_S = 60
@@ -28,8 +30,11 @@ WAIT_S = 60
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, tiny):
-    server_env = make_server_env(tmp_path_factory.mktemp("eval-pages"),
-                                 models={"tiny": {"backend": "hf", "path": str(tiny.model)}})
+    models = {"tiny": {"backend": "hf", "path": str(tiny.model)},
+              # configured, but its weights are missing: a run on it fails while running
+              "zz-broken": {"backend": "hf", "path": str(tiny.model) + "-missing"}}
+    server_env = make_server_env(tmp_path_factory.mktemp("eval-pages"), models=models)
+    MODELS.update(model_specs(models, {}))
     yield server_env
     server_env.app.extensions["promptrev"].close()
 
@@ -171,7 +176,7 @@ def _crafted_run(reg, cases: int = 60, adapter: str | None = None,
         {"name": "A", "prompt": "sentiment/zero-shot@1"},
         {"name": "B", "prompt": "sentiment/zero-shot@1", "adapter": adapter}], baseline="A",
         scorers=["exact", "latency"]))
-    evaluator = Evaluator(reg, Runner(reg, trust=LOCAL))
+    evaluator = Evaluator(reg, Runner(reg, models=MODELS, trust=LOCAL))
     run_id = evaluator.start(spec, author="Tester <t@example.org>")
     rows = []
     for i in range(cases):
@@ -236,7 +241,8 @@ def test_prompt_versions_of_one_prompt_link_to_the_diff_page(env, reg):
         {"name": "v1", "prompt": "sentiment/zero-shot@1"},
         {"name": "v2", "prompt": "sentiment/zero-shot@2"},
         {"name": "few", "prompt": "sentiment/few-shot@1"}], baseline="v1"))
-    run_id = Evaluator(reg, Runner(reg, trust=LOCAL)).start(spec, author="Tester <t@example.org>")
+    run_id = Evaluator(reg, Runner(reg, models=MODELS, trust=LOCAL)).start(
+        spec, author="Tester <t@example.org>")
     client = env.login("viewer")
     page = _page(client.get(f"/eval/{run_id}"))
     link = re.search(r'id="diff-link" href="([^"]+)"', page).group(1)
@@ -265,14 +271,22 @@ def test_prompt_versions_of_one_prompt_link_to_the_diff_page(env, reg):
     assert "dataset_commit" not in again and again["dataset"] == "sentiment@1"
 
 
+def test_an_unknown_model_is_refused_on_the_form(env, reg):
+    client = env.login("editor")
+    before = len(EvalStore(reg.engine).runs())
+    page = _page(_post_spec(client, _spec(model="nope", limit=2)), 400)
+    assert "unknown model &#39;nope&#39;" in page and "tiny" in page
+    assert len(EvalStore(reg.engine).runs()) == before
+
+
 def test_a_failing_run_shows_its_error(env, reg):
     client = env.login("editor")
-    run_id = _run_id(_post_spec(client, _spec(model="nope", limit=2)))
+    run_id = _run_id(_post_spec(client, _spec(model="zz-broken", limit=2)))
     run = _wait(reg, run_id)
     assert run["status"] == "failed"
     page = _page(client.get(f"/eval/{run_id}"))
     assert 'id="status">failed<' in page and 'id="run-error"' in page
-    assert "unknown model &#39;nope&#39;" in page and "(models: tiny)" in page
+    assert "-missing" in page
     assert f"promptrev eval resume {run_id}" in page
     assert 'http-equiv="refresh"' not in page
 
