@@ -66,6 +66,20 @@ class Policy:
             if label in self.protected_labels:
                 user.require("move_protected_label", f"{what} protected label '{label}'")
 
+    def require_outcomes(self, user: User) -> None:
+        """Raise :class:`Forbidden` unless ``user`` may post A/B outcomes.
+
+        Applications post outcomes with a token granted the ``outcomes`` scope by the
+        operator; editors and admins may too. A plain viewer (a person) may not: outcomes
+        steer which version wins.
+        """
+        if "outcomes" in user.scopes or user.may("write"):
+            return
+        raise Forbidden(f"user '{user.name}' is a {user.role} without the 'outcomes' scope; "
+                        "posting outcomes needs a token with the 'outcomes' scope ('promptrev "
+                        "token create USER --scope outcomes') or the editor role",
+                        details={"role": user.role, "needs": "scope outcomes or editor"})
+
     def require_incoming(self, user: User, incoming: Incoming, what: str) -> None:
         """Check the label moves that arriving history makes."""
         self.require_labels(user, (m.label for m in incoming.label_moves), what)

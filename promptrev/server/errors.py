@@ -30,6 +30,7 @@ STATUSES: dict[type[PromptrevError], int] = {
     errors.TooLarge: 413, errors.ValidationFailed: 422, errors.RenderFailed: 422,
     errors.PreconditionRequired: 428, errors.StorageError: 503, errors.StorageFull: 507,
     errors.RemoteFailed: 502, errors.Busy: 503, PromptrevError: 500,
+    errors.TooManyAttempts: 429,
 }
 
 
@@ -61,7 +62,10 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(PromptrevError)
     def _promptrev(exc: PromptrevError) -> Response:
-        return error_response(http_status(exc), exc.code, exc.message, exc.details)
+        response = error_response(http_status(exc), exc.code, exc.message, exc.details)
+        if isinstance(exc, errors.TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Response:
@@ -75,6 +79,8 @@ def install(app: Flask) -> None:
         if exc.code == 413:
             code, message = "too_large", (f"request body is larger than the limit of "
                                           f"{app.config['MAX_CONTENT_LENGTH']} bytes")
+        if exc.code == 429:  # Flask-Limiter: its description names the limit
+            code = "too_many_requests"
         response = error_response(exc.code or 500, code, message)
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)
