@@ -14,8 +14,10 @@ attempts and refused tokens per client.
 from __future__ import annotations
 
 import gc
+import math
 import os
 import secrets
+import time
 from dataclasses import dataclass
 
 from flask import Flask
@@ -134,9 +136,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(git_http.bp)
     errors.install(app)
     web.install_filters(app)
-    _protect(app, settings, client_address, token_refused,
-             login=web.login, token_blueprints=(api.bp, review_api.bp, openai_api.bp,
-                                                git_http.bp))
+    _protect(app, settings, client_address, token_refused, login="web.login",
+             token_blueprints=(api.bp, review_api.bp, openai_api.bp, git_http.bp))
     app.session_interface = _NoSessionForApis()
     app.wsgi_app = FastReads(app.wsgi_app, state,  # cached label reads below Flask
                              security_headers(), hsts=HSTS if settings.cookie_secure else None)
@@ -146,8 +147,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     return app
 
 
-def _protect(app: Flask, settings: Settings, client, refused, *, login, token_blueprints
-             ) -> Limiter:
+def _protect(app: Flask, settings: Settings, client, refused, *, login: str,
+             token_blueprints) -> Limiter:
     """Security headers on every response; per-client limits on logins and bad tokens.
 
     Limiter's ``memory://`` storage counts per worker process (N workers allow up to N
@@ -164,10 +165,23 @@ def _protect(app: Flask, settings: Settings, client, refused, *, login, token_bl
              session_cookie_secure=settings.cookie_secure, session_cookie_http_only=True,
              x_content_type_options=True)
     limiter = Limiter(client, app=app, storage_uri=settings.rate_limit_storage,
-                      headers_enabled=True, strategy="moving-window")
-    limiter.limit(settings.login_rate_limit, methods=["POST"], error_message=(
-        f"too many login attempts from this client (limit: {settings.login_rate_limit}); "
-        "wait and try again"))(login)
+                      strategy="moving-window")
+
+    @app.after_request
+    def _retry_after(response):
+        """A refusal by a limit says when to come back (a backoff's own 429 already does)."""
+        limit = limiter.current_limit
+        if response.status_code == 429 and "Retry-After" not in response.headers and \
+                limit is not None and limit.breached:
+            response.headers["Retry-After"] = str(max(1, math.ceil(limit.reset_at
+                                                                   - time.time())))
+        return response
+
+    # this app's login view, wrapped by this app's limiter (blueprints are shared by apps)
+    app.view_functions[login] = limiter.limit(
+        settings.login_rate_limit, methods=["POST"], error_message=(
+            f"too many login attempts from this client (limit: {settings.login_rate_limit})"
+            "; wait and try again"))(app.view_functions[login])
     refusals = limiter.shared_limit(
         settings.auth_failure_limit, scope="refused-credentials", deduct_when=refused,
         error_message=(f"too many refused credentials from this client (limit: "
