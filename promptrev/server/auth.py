@@ -50,8 +50,11 @@ def client_address() -> str:
 
 
 def token_refused(response) -> bool:
-    """Whether a response refused the caller's credentials (counts against its limit)."""
-    return response.status_code == 401
+    """Whether a response refused credentials the caller sent (counts against its limit).
+
+    A request without any (Git's first, which asks for the challenge) is not a guess.
+    """
+    return response.status_code == 401 and "Authorization" in request.headers
 
 
 def state():

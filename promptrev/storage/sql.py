@@ -38,7 +38,6 @@ def create_engine(url: str, *, database: str = "registry", migrate: bool = True)
                                   connect_args={"check_same_thread": False})
         _configure_sqlite(engine)
     elif url.startswith("sqlite"):
-        private_file(sqlite_file(url))
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
         _configure_sqlite(engine, sqlite_file(url))
     else:
@@ -193,6 +192,12 @@ def engine_of(source: Any) -> Engine:
 def _configure_sqlite(engine: Engine, file: str | None = None) -> None:
     # pysqlite's own transaction handling defers BEGIN until the first write, which
     # breaks read-then-write isolation; take control as SQLAlchemy's docs recommend.
+    @event.listens_for(engine, "do_connect")
+    def _private(_dialect, _record, _args, _kwargs):
+        # SQLite creates a missing file when it first connects (not when the engine is
+        # made): create it 0600 just before, as SQLite would have, but private.
+        private_file(file)
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None

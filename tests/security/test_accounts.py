@@ -110,6 +110,9 @@ def test_spraying_many_accounts_backs_off_per_client(tmp_path):
         assert "too many login attempts from this client (limit: 8 per minute)" in \
             messages[-1][1] and statuses[-1] == 429
 
+        # asking without credentials (Git does, for the challenge) is not guessing
+        for _ in range(12):  # more than twice the limit: a worker would have tripped
+            assert requests.get(live.url + "/api/v1/me").status_code == 401
         # guessing API tokens: refused tokens are limited per client too
         answers = [requests.get(live.url + "/api/v1/me",
                                 headers={"Authorization": f"Bearer prv_guess{i}"})
