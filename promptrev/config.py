@@ -74,6 +74,14 @@ class Settings:
     client_min_rate: int = 1024  # bytes/s a body or an answer averages after the grace
     client_idle_timeout: float = 60.0  # the longest single wait on a client
     git_max_inflated_bytes: int = GIT_MAX_INFLATED_BYTES  # a gzip body, decompressed
+    # ---- accounts hardening (issue 14, items 6 and 10): login backoff, rate limits ----
+    login_free_attempts: int = 5  # consecutive failed logins of an account before backoff
+    login_client_free_attempts: int = 20  # the same, per client address
+    login_backoff_base: float = 1.0  # seconds refused after the first failure past those
+    login_backoff_cap: float = 900.0  # longest refusal; the wait doubles up to it
+    login_rate_limit: str = "30 per minute"  # login POSTs per client (Flask-Limiter)
+    auth_failure_limit: str = "60 per minute"  # refused API/Git tokens per client
+    rate_limit_storage: str = "memory://"  # Flask-Limiter storage; memory: per worker
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -122,6 +130,15 @@ class Settings:
             "client_idle_timeout": _positive(env, "PROMPTREV_CLIENT_IDLE_TIMEOUT", 60.0, float),
             "git_max_inflated_bytes": _positive(env, "PROMPTREV_GIT_MAX_INFLATED_BYTES",
                                                 GIT_MAX_INFLATED_BYTES, int),
+            # ---- accounts hardening (issue 14, items 6 and 10) ----
+            "login_free_attempts": _int(env, "PROMPTREV_LOGIN_FREE_ATTEMPTS", 5),
+            "login_client_free_attempts": _int(env, "PROMPTREV_LOGIN_CLIENT_FREE_ATTEMPTS",
+                                               20),
+            "login_backoff_base": _float(env, "PROMPTREV_LOGIN_BACKOFF_BASE", 1.0),
+            "login_backoff_cap": _float(env, "PROMPTREV_LOGIN_BACKOFF_CAP", 900.0),
+            "login_rate_limit": env.get("PROMPTREV_LOGIN_RATE_LIMIT") or "30 per minute",
+            "auth_failure_limit": env.get("PROMPTREV_AUTH_FAILURE_LIMIT") or "60 per minute",
+            "rate_limit_storage": env.get("PROMPTREV_RATE_LIMIT_STORAGE") or "memory://",
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)

@@ -239,3 +239,18 @@ class UnsupportedEncoding(InvalidRequest):
     """A request body in a Content-Encoding this endpoint does not decode."""
 
     code = "unsupported_encoding"
+
+
+# ---- accounts hardening (issue 14, items 6 and 10) -------------------------------------
+class TooManyAttempts(PromptrevError):
+    """Too many failed logins for one account or from one client: wait, then try again.
+
+    ``details["retry_after"]`` is the whole number of seconds to wait (HTTP Retry-After).
+    """
+
+    code = "too_many_attempts"
+
+    @property
+    def retry_after(self) -> int:
+        """Seconds before checking is allowed again."""
+        return int(self.details.get("retry_after", 1))

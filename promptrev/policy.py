@@ -107,6 +107,19 @@ class Policy:
             raise Forbidden(f"{user.name} {contributors[user.name]} change request #{number} "
                             "and cannot approve it: approvals count only from reviewers who "
                             "made no commit in it", details={"contributed": True})
+    def require_outcomes(self, user: User) -> None:
+        """Raise :class:`Forbidden` unless ``user`` may post A/B outcomes.
+
+        Applications post outcomes with a token granted the ``outcomes`` scope by the
+        operator; editors and admins may too. A plain viewer (a person) may not: outcomes
+        steer which version wins.
+        """
+        if "outcomes" in user.scopes or user.may("write"):
+            return
+        raise Forbidden(f"user '{user.name}' is a {user.role} without the 'outcomes' scope; "
+                        "posting outcomes needs a token with the 'outcomes' scope ('promptrev "
+                        "token create USER --scope outcomes') or the editor role",
+                        details={"role": user.role, "needs": "scope outcomes or editor"})
 
     def require_incoming(self, user: User, incoming: Incoming, what: str) -> None:
         """Check the label moves that arriving history makes."""

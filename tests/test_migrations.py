@@ -85,7 +85,13 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     assert after_index.pop("event") == []  # r0003's outbox starts empty
     # r0004: commits made before accounts were recorded have none
     assert after_index.pop("commit") == [row + (None,) for row in before_index.pop("commit")]
-    assert after_accounts.pop("alembic_version_accounts") == [("a0001",)]
+    assert after_accounts.pop("alembic_version_accounts") == [("a0002",)]
+    assert after_accounts.pop("account_throttle") == []  # a0002's throttle starts empty
+    # a0002 gave every user session generation 0 and every token no scopes
+    assert after_accounts.pop("account_user") == [
+        (*row, 0) for row in before_accounts.pop("account_user")]
+    assert after_accounts.pop("account_token") == [
+        (*row, "") for row in before_accounts.pop("account_token")]
     assert after_accounts == before_accounts
     # index_state lost its unread schema_version column and nothing else
     (state_id, head, _schema_version, writes), = before_index.pop("index_state")

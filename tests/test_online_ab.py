@@ -113,8 +113,12 @@ def test_split_api_and_outcomes_endpoint(server_env):
         again = api("GET", f"/artifact?ref=summarize@staging&key=user-{i}", role="viewer")
         assert again.get_json()["version"] == seen[f"user-{i}"]
     assert set(seen.values()) == {1, 2}
+    # the application posts with a token granted the 'outcomes' scope (a plain viewer: 403)
+    assert api("POST", "/outcomes", role="viewer", json={
+        "ref": "summarize@staging", "key": "user-0", "value": True}).status_code == 403
+    app_token = server_env.accounts.create_token("viewer", "app", ("outcomes",))[0]
     for key, version in seen.items():
-        r = api("POST", "/outcomes", role="viewer",
+        r = api("POST", "/outcomes", role=None, headers={"Authorization": f"Bearer {app_token}"},
                 json={"ref": "summarize@staging", "key": key, "value": version == 2})
         assert r.status_code == 201 and r.get_json()["version"] == version
     stats = api("GET", "/experiments?name=summarize&label=staging").get_json()

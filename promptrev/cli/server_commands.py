@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 
 import click
 
-from promptrev.accounts import ROLES, Accounts
+from promptrev.accounts import ROLES, SCOPES, Accounts
 
 from .main import Context, emit_json, main, pass_ctx
 
@@ -145,17 +145,21 @@ def token() -> None:
 @token.command("create")
 @click.argument("user_name", metavar="USER")
 @click.option("--label", default="cli", show_default=True, help="What the token is for.")
+@click.option("--scope", "scopes", multiple=True, type=click.Choice(SCOPES),
+              help="Grant the token more than USER's role: 'outcomes' lets an application "
+                   "post A/B outcomes (repeatable).")
 @pass_ctx
-def token_create(ctx: Context, user_name: str, label: str) -> None:
+def token_create(ctx: Context, user_name: str, label: str, scopes: tuple[str, ...]) -> None:
     """Create a token for USER and print it (the only time it is shown)."""
     accounts = _accounts(ctx)
     try:
-        secret, info = accounts.create_token(user_name, label)
+        secret, info = accounts.create_token(user_name, label, scopes)
     finally:
         accounts.close()
     click.echo(secret)
-    click.echo(f"token {info.id} for {info.user} ({info.label}); it is not shown again",
-               err=True)
+    granted = f", scopes: {', '.join(info.scopes)}" if info.scopes else ""
+    click.echo(f"token {info.id} for {info.user} ({info.label}{granted}); it is not shown "
+               "again", err=True)
 
 
 @token.command("list")
@@ -175,7 +179,9 @@ def token_list(ctx: Context, user_name: str | None, as_json: bool) -> None:
     for t in tokens:
         created = datetime.fromtimestamp(t.created, timezone.utc).strftime("%Y-%m-%d")
         state = "revoked" if t.revoked else "active"
-        click.echo(f"{t.id:>4}  {t.prefix}…  {t.user:<16} {state:<8} {created}  {t.label}")
+        scopes = f"  [{', '.join(t.scopes)}]" if t.scopes else ""
+        click.echo(f"{t.id:>4}  {t.prefix}…  {t.user:<16} {state:<8} {created}  {t.label}"
+                   f"{scopes}")
 
 
 @token.command("revoke")

@@ -5,21 +5,30 @@ requests), ``web`` (pages) and ``git_http`` (Git's smart HTTP protocol under
 ``/git/registry.git``). ``prepare`` makes a fresh machine ready before any worker starts:
 registry, seed prompts, session key and a first admin account, so the server never runs
 open to writes by accident.
+
+Every response carries security headers (Flask-Talisman; the cached label reads below
+Flask get the same ones from :data:`security_headers`), and Flask-Limiter counts login
+attempts and refused tokens per client.
 """
 
 from __future__ import annotations
 
 import gc
+import math
 import os
 import secrets
+import time
 from dataclasses import dataclass
 
 from flask import Flask
 from flask.sessions import SecureCookieSessionInterface
+from flask_limiter import Limiter
+from flask_talisman import Talisman
 from flask_wtf.csrf import CSRFProtect
 
 from promptrev.accounts import Accounts
 from promptrev.config import Settings
+from promptrev.errors import InvalidRequest
 from promptrev.importing import import_folder
 from promptrev.model import render_budget
 from promptrev.model.render_budget import RenderLimits
@@ -28,6 +37,20 @@ from promptrev.registry import Registry
 __all__ = ["Settings", "create_app", "prepare"]
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 csrf = CSRFProtect()
+# The pages use no script and no inline style; nothing is loaded from another origin.
+CSP = {"default-src": "'none'", "style-src": "'self'", "img-src": "'self' data:",
+       "form-action": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'"}
+CSP_TEXT = "; ".join(f"{k} {v}" for k, v in CSP.items())
+REFERRER_POLICY = "same-origin"
+PERMISSIONS_POLICY = "browsing-topics=()"
+HSTS = "max-age=31556926; includeSubDomains"  # only with PROMPTREV_COOKIE_SECURE, over HTTPS
+
+
+def security_headers() -> list[tuple[str, str]]:
+    """The headers Talisman adds to every Flask response (HSTS aside), for the fast path."""
+    return [("Permissions-Policy", PERMISSIONS_POLICY), ("X-Frame-Options", "DENY"),
+            ("X-Content-Type-Options", "nosniff"), ("Content-Security-Policy", CSP_TEXT),
+            ("Referrer-Policy", REFERRER_POLICY)]
 
 
 @dataclass
@@ -81,7 +104,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         web,
         webhook_api,  # noqa: F401 - adds its routes to api.bp
     )
-    from .auth import login_manager
+    from .auth import client_address, login_manager, token_refused
     from .fastpath import FastReads
     from .state import ServerState
 
@@ -116,12 +139,69 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(git_http.bp)
     errors.install(app)
     web.install_filters(app)
+    _protect(app, settings, client_address, token_refused, login="web.login",
+             token_blueprints=(api.bp, review_api.bp, openai_api.bp, git_http.bp))
     app.session_interface = _NoSessionForApis()
-    app.wsgi_app = FastReads(app.wsgi_app, state)  # cached label reads below Flask
+    app.wsgi_app = FastReads(app.wsgi_app, state,  # cached label reads below Flask
+                             security_headers(), hsts=HSTS if settings.cookie_secure else None)
     # Everything built so far lives as long as the worker: keep the collector from
     # walking it again (a full collection over it stalled queued requests for ~100 ms).
     gc.freeze()
     return app
+
+
+def _protect(app: Flask, settings: Settings, client, refused, *, login: str,
+             token_blueprints) -> Limiter:
+    """Security headers on every response; per-client limits on logins and bad tokens.
+
+    Limiter's ``memory://`` storage counts per worker process (N workers allow up to N
+    times a limit); the per-account and per-client login backoff lives in the accounts
+    database and is shared. No HTTPS redirect: the server runs on loopback over HTTP by
+    default; HSTS is sent only when ``cookie_secure`` is set and the request is HTTPS.
+    """
+    for name in ("login_rate_limit", "auth_failure_limit"):
+        _check_limit(name, getattr(settings, name))
+    Talisman(app, force_https=False, frame_options="DENY", content_security_policy=CSP,
+             referrer_policy=REFERRER_POLICY, permissions_policy=PERMISSIONS_POLICY,
+             feature_policy={}, document_policy={},
+             strict_transport_security=settings.cookie_secure,
+             session_cookie_secure=settings.cookie_secure, session_cookie_http_only=True,
+             x_content_type_options=True)
+    limiter = Limiter(client, app=app, storage_uri=settings.rate_limit_storage,
+                      strategy="moving-window")
+
+    @app.after_request
+    def _retry_after(response):
+        """A refusal by a limit says when to come back (a backoff's own 429 already does)."""
+        limit = limiter.current_limit
+        if response.status_code == 429 and "Retry-After" not in response.headers and \
+                limit is not None and limit.breached:
+            response.headers["Retry-After"] = str(max(1, math.ceil(limit.reset_at
+                                                                   - time.time())))
+        return response
+
+    # this app's login view, wrapped by this app's limiter (blueprints are shared by apps)
+    app.view_functions[login] = limiter.limit(
+        settings.login_rate_limit, methods=["POST"], error_message=(
+            f"too many login attempts from this client (limit: {settings.login_rate_limit})"
+            "; wait and try again"))(app.view_functions[login])
+    refusals = limiter.shared_limit(
+        settings.auth_failure_limit, scope="refused-credentials", deduct_when=refused,
+        error_message=(f"too many refused credentials from this client (limit: "
+                       f"{settings.auth_failure_limit}); wait and try again"))
+    for blueprint in token_blueprints:
+        refusals(blueprint)
+    return limiter
+
+
+def _check_limit(name: str, value: str) -> None:
+    from limits import parse_many
+
+    try:
+        parse_many(value)
+    except ValueError:
+        raise InvalidRequest(f"PROMPTREV_{name.upper()} must be a rate such as "
+                             f"'30 per minute', not {value!r}") from None
 
 
 class _NoSessionForApis(SecureCookieSessionInterface):

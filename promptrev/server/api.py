@@ -140,6 +140,7 @@ def post_outcome() -> Response:
     """Record an application's outcome for a caller key under a split label."""
     from promptrev.evaluation.online import Outcomes
 
+    state().policy.require_outcomes(g.user)
     data = json_body()
     ref, key = field(data, "ref", str), field(data, "key", str)
     if "value" not in data:

@@ -2,6 +2,9 @@
 
 The API takes no cookies, so a browser session can never be replayed against it by a
 hostile page; the web forms take cookies and every one carries a CSRF token (Flask-WTF).
+A session cookie names the user's session generation: a logout or a password change
+moves it (in the accounts database, shared by every worker), and older cookies load no
+user. Per-client request limits (Flask-Limiter) guard the login form and token checks.
 """
 
 from __future__ import annotations
@@ -25,14 +28,33 @@ class SessionUser(UserMixin):
         self.user = user
 
     def get_id(self) -> str:
-        """The id kept in the signed session cookie."""
-        return str(self.user.id)
+        """What the signed session cookie keeps: ``<user id>.<session generation>``."""
+        return f"{self.user.id}.{self.user.session_generation}"
 
 
 @login_manager.user_loader
-def _load(user_id: str) -> SessionUser | None:
+def _load(session_id: str) -> SessionUser | None:
+    user_id, _, generation = session_id.partition(".")
+    if not user_id.isdigit() or not generation.isdigit():
+        return None  # a cookie from before session generations: log in again
     user = state().accounts.user_by_id(int(user_id))
-    return SessionUser(user) if user and not user.disabled else None
+    if user is None or user.disabled or user.session_generation != int(generation):
+        return None  # logged out or password changed since this cookie was issued
+    return SessionUser(user)
+
+
+def client_address() -> str:
+    """The address rate limits and login backoff count per client (the peer's address;
+    behind a reverse proxy, that proxy's unless the operator's WSGI setup rewrites it)."""
+    return request.remote_addr or "unknown"
+
+
+def token_refused(response) -> bool:
+    """Whether a response refused credentials the caller sent (counts against its limit).
+
+    A request without any (Git's first, which asks for the challenge) is not a guess.
+    """
+    return response.status_code == 401 and "Authorization" in request.headers
 
 
 def state():

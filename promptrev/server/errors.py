@@ -33,6 +33,7 @@ STATUSES: dict[type[PromptrevError], int] = {
     # stored content that asks for a model, connection or secret the operator did not give
     errors.ModelNotConfigured: 422, errors.EnvNotAllowed: 422,
     errors.UnsupportedEncoding: 415,  # issue 14, item 7
+    errors.TooManyAttempts: 429,
 }
 
 
@@ -64,7 +65,10 @@ def install(app: Flask) -> None:
 
     @app.errorhandler(PromptrevError)
     def _promptrev(exc: PromptrevError) -> Response:
-        return error_response(http_status(exc), exc.code, exc.message, exc.details)
+        response = error_response(http_status(exc), exc.code, exc.message, exc.details)
+        if isinstance(exc, errors.TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
 
     @app.errorhandler(CSRFError)
     def _csrf(exc: CSRFError) -> Response:
@@ -78,6 +82,8 @@ def install(app: Flask) -> None:
         if exc.code == 413:
             code, message = "too_large", (f"request body is larger than the limit of "
                                           f"{app.config['MAX_CONTENT_LENGTH']} bytes")
+        if exc.code == 429:  # Flask-Limiter: its description names the limit
+            code = "too_many_requests"
         response = error_response(exc.code or 500, code, message)
         if exc.code == 405 and getattr(exc, "valid_methods", None):
             response.headers["Allow"] = ", ".join(exc.valid_methods)

@@ -7,7 +7,8 @@ exactly the bytes and headers the Flask view would send — and hands every othe
 (a cache miss, a missing or bad token, a ``key`` for a traffic split, anything else) to
 the Flask app unchanged (as is one that fails here: a damaged registry or index gets
 Flask's JSON error, never the WSGI server's page). It skips Flask's request context, hooks
-and routing, which cost more than the read itself.
+and routing, which cost more than the read itself, so it adds the security headers that
+Talisman adds to Flask's answers itself.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ _PATH = "/api/v1/artifact"
 class FastReads:
     """WSGI middleware: cached label reads without the framework, the rest to ``app``."""
 
-    def __init__(self, app: Callable, state: Any):
+    def __init__(self, app: Callable, state: Any, headers: list[tuple[str, str]] = (),
+                 *, hsts: str | None = None):
         self.app = app
         self.state = state
+        self.headers = list(headers)  # the security headers of every answer
+        self.hsts = hsts  # Strict-Transport-Security, sent over HTTPS only
 
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         """Serve a cached read, or pass the request on."""
@@ -40,6 +44,10 @@ class FastReads:
                 answer = None
             if answer is not None:
                 status, headers, body = answer
+                headers += self.headers
+                if self.hsts and (environ.get("wsgi.url_scheme") == "https" or environ.get(
+                        "HTTP_X_FORWARDED_PROTO") == "https"):
+                    headers.append(("Strict-Transport-Security", self.hsts))
                 start_response(status, headers)
                 return [body]
         return self.app(environ, start_response)

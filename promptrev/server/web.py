@@ -20,18 +20,19 @@ from flask import (
     redirect,
     render_template,
     request,
+    session,
     url_for,
 )
 from flask_login import current_user, login_user, logout_user
 
-from promptrev.accounts import User
-from promptrev.errors import Conflict, InvalidRequest, NotFound, Unauthorized
+from promptrev.accounts import Backoff, User
+from promptrev.errors import Conflict, InvalidRequest, NotFound, TooManyAttempts, Unauthorized
 from promptrev.model.artifacts import KINDS
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.prompty import parse_prompt
 from promptrev.reviews import Edit, Reviews
 
-from .auth import SessionUser, state, web_user
+from .auth import SessionUser, client_address, state, web_user
 from .highlight import highlight_artifact, stylesheet
 
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
@@ -315,25 +316,39 @@ def rollback(user: User) -> str | Response:
 # ---- accounts --------------------------------------------------------------------------
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> str | Response:
-    """Log in with name and password (session cookie)."""
-    error = None
+    """Log in with name and password (session cookie).
+
+    Failed logins back off per account name and per client (429 with Retry-After). A
+    successful login starts a new session: what the old one held, its CSRF token
+    included, is dropped.
+    """
+    error, status, headers = None, 200, {}
     if request.method == "POST":
         try:
-            user = state().accounts.login(request.form.get("name", ""),
-                                          request.form.get("password", ""))
+            user = state().accounts.login(
+                request.form.get("name", ""), request.form.get("password", ""),
+                client=client_address(), backoff=Backoff.from_settings(state().settings))
+        except TooManyAttempts as exc:
+            error, status = exc.message, 429
+            headers["Retry-After"] = str(exc.retry_after)
         except Unauthorized as exc:
             error = exc.message
         else:
+            session.clear()  # rotates the CSRF token: a pre-login one is refused from now
             login_user(SessionUser(user))
             return redirect(_safe_next(request.form.get("next")))
-    return render_template("login.html", user=web_user(), error=error,
+    page = render_template("login.html", user=web_user(), error=error,
                            next=request.values.get("next", ""))
+    return Response(page, status, headers, mimetype="text/html")
 
 
 @bp.post("/logout")
 def logout() -> Response:
-    """End the session."""
+    """End the session, and every other session of the same user (their cookies too)."""
+    if current_user.is_authenticated:
+        state().accounts.end_sessions(current_user.user.name)
     logout_user()
+    session.clear()
     return redirect(url_for("web.login"))
 
 

@@ -3,6 +3,10 @@
 SQLite gets WAL, a busy timeout, foreign keys and real transactions (``BEGIN`` when a
 transaction starts, ``BEGIN IMMEDIATE`` for connections marked ``write_lock``); any other
 SQLAlchemy URL (PostgreSQL for several processes or machines) is used as it is.
+
+SQLite files hold password hashes and webhook secrets: they are created mode 0600 (SQLite
+gives its ``-wal``, ``-shm`` and ``-journal`` files the database's mode), and an existing
+file (or side file) readable by others is tightened to 0600 when it is opened.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def create_engine(url: str, *, database: str = "registry", migrate: bool = True)
         _configure_sqlite(engine)
     elif url.startswith("sqlite"):
         engine = sa.create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, sqlite_file(url))
     else:
         engine = sa.create_engine(url, pool_pre_ping=True)
     if migrate:
@@ -46,6 +50,32 @@ def create_engine(url: str, *, database: str = "registry", migrate: bool = True)
             engine.dispose()
             raise
     return engine
+
+
+PRIVATE_MODE = 0o600
+SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def private_file(path: str | None) -> None:
+    """Create the SQLite file ``path`` with mode 0600, or tighten it and its side files.
+
+    Best effort: a file this process cannot create or change is left to SQLite, which
+    reports what is wrong when it opens it.
+    """
+    if path is None:
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE))
+    except FileExistsError:
+        pass
+    except OSError:  # no such folder, read-only, full: SQLite says so in its own words
+        return
+    for name in (path, *(path + suffix for suffix in SIDE_FILES)):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, PRIVATE_MODE)
+        except OSError:  # absent, or not ours to change
+            pass
 
 
 def sqlite_file(url: str) -> str | None:
@@ -159,9 +189,15 @@ def engine_of(source: Any) -> Engine:
     return getattr(source, "engine", source)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, file: str | None = None) -> None:
     # pysqlite's own transaction handling defers BEGIN until the first write, which
     # breaks read-then-write isolation; take control as SQLAlchemy's docs recommend.
+    @event.listens_for(engine, "do_connect")
+    def _private(_dialect, _record, _args, _kwargs):
+        # SQLite creates a missing file when it first connects (not when the engine is
+        # made): create it 0600 just before, as SQLite would have, but private.
+        private_file(file)
+
     @event.listens_for(engine, "connect")
     def _connect(dbapi_conn, _record):
         dbapi_conn.isolation_level = None
@@ -172,6 +208,7 @@ def _configure_sqlite(engine: Engine) -> None:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
+            private_file(file)  # side files made by an older release, or by WAL just now
         except BaseException:
             # The pool never received this connection: close it here, or the file stays
             # open for as long as the error (kept for its message) is referenced.

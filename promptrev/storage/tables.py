@@ -54,6 +54,8 @@ class UserRow(SQLModel, table=True):
     password_hash: Optional[str] = None
     disabled: bool = False
     created: int
+    # bumped by a logout or a password change: older session cookies are refused
+    session_generation: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class TokenRow(SQLModel, table=True):
@@ -67,11 +69,24 @@ class TokenRow(SQLModel, table=True):
     digest: str = Field(unique=True, max_length=64)
     created: int
     revoked: Optional[int] = None
+    # extra grants of this token, comma-separated (accounts.SCOPES)
+    scopes: str = Field(default="", max_length=200, sa_column_kwargs={"server_default": ""})
+
+
+class ThrottleRow(SQLModel, table=True):
+    """Consecutive failed logins of one account name or one client, and the backoff."""
+
+    __tablename__ = "account_throttle"
+    subject: str = Field(primary_key=True, max_length=300)  # "user:NAME", "client:ADDRESS"
+    failures: int
+    blocked_until: float  # seconds since the epoch; checking is refused until then
+    updated: float
 
 
 T_ACCOUNT_STATE = AccountState.__table__
 T_USER = UserRow.__table__
 T_TOKEN = TokenRow.__table__
+T_THROTTLE = ThrottleRow.__table__
 
 
 # ---- change requests -------------------------------------------------------------------

@@ -33,7 +33,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # tests/test_migrations.py checks these heads against the revision files.
 DATABASES = {
     "registry": ("alembic_version", "r0004"),
-    "accounts": ("alembic_version_accounts", "a0001"),
+    "accounts": ("alembic_version_accounts", "a0002"),
 }
 
 
