@@ -16,7 +16,6 @@ Authentication is the API's bearer token; errors use the API's one JSON error sh
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from promptrev.runner.base import GenerationRequest, ModelSpec
 from promptrev.runner.execute import Runner, build_request
 
 from .auth import api_user, state
+from .params import json_object
 from .state import json_bytes
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -74,9 +74,11 @@ def chat_completions() -> Response:
                              "configured model name (see GET /v1/models)")
     messages = _messages(body.get("messages", []))
     params = _params(body)
-    adapter = body.get("adapter")
-    if adapter is not None and not isinstance(adapter, str):
-        raise InvalidRequest("'adapter' must be a reference such as 'support/tone@2'")
+    adapter = _optional_text(body, "adapter", "a reference such as 'support/tone@2'")
+    base_model = _optional_text(body, "base_model", "the name of a configured model")
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise InvalidRequest("'stream_options' must be an object")
     prompt, ref = None, model
     if model.startswith("prompt:"):
         variables = body.get("variables") or {}
@@ -89,7 +91,7 @@ def chat_completions() -> Response:
         prompt, req, ref = runner.prepare(ref, variables,
                                           extra_messages=messages, adapter=adapter,
                                           params=params)
-        spec = runner.model_spec(prompt, body.get("base_model"))
+        spec = runner.model_spec(prompt, base_model)
         ref = f"prompt:{ref}"
     else:
         if not messages:
@@ -101,7 +103,7 @@ def chat_completions() -> Response:
             req.adapter = runner.registry.adapter_source(adapter)
         spec = _base_model(runner, model, adapter)
     if body.get("stream"):
-        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        include_usage = bool(stream_options.get("include_usage"))
         return Response(stream_with_context(_sse(runner, req, spec, ref, include_usage)),
                         mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -164,13 +166,7 @@ def _sse(runner: Runner, req: GenerationRequest, spec: ModelSpec, ref: str,
 
 
 def _body() -> dict[str, Any]:
-    try:
-        data = json.loads(request.data or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return data
+    return json_object(request.data or b"{}")
 
 
 def _messages(raw: Any) -> list[dict[str, str]]:
@@ -182,24 +178,45 @@ def _messages(raw: Any) -> list[dict[str, str]]:
             raise InvalidRequest(f"messages[{i}] needs a role ({', '.join(_ROLES)})")
         content = m.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = "".join(p["text"] for p in content
+                              if isinstance(p, dict) and isinstance(p.get("text"), str))
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be text")
         out.append({"role": m["role"], "content": content})
     return out
 
 
+# Sampling parameters a request may set: (lowest, highest, integers only). The JSON
+# parser has already refused NaN, Infinity, 1e999 and integers beyond 64 bits.
+_PARAM_RANGES: dict[str, tuple[int, int, bool]] = {
+    "temperature": (0, 2, False), "top_p": (0, 1, False), "max_tokens": (1, 32768, True),
+    "seed": (-(2**63), 2**63 - 1, True)}
+
+
 def _params(body: dict[str, Any]) -> dict[str, Any]:
     params = {k: body.get(k) for k in ("temperature", "top_p", "stop", "seed")}
-    params["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens")
-    for key in ("temperature", "top_p", "max_tokens", "seed"):
-        value = params[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise InvalidRequest(f"'{key}' must be a number")
-    if params["max_tokens"] is not None and not 1 <= params["max_tokens"] <= 32768:
-        raise InvalidRequest("'max_tokens' must be between 1 and 32768")
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
+        else "max_tokens"
+    params["max_tokens"] = body.get(key)
+    for name, (low, high, integer) in _PARAM_RANGES.items():
+        shown = key if name == "max_tokens" else name
+        value = params[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise InvalidRequest(f"'{shown}' must be {'an integer' if integer else 'a number'}")
+        if not low <= value <= high:
+            raise InvalidRequest(f"'{shown}' must be between {low} and {high}, not {value}")
     stop = params["stop"]
     if stop is not None and not (isinstance(stop, str) or (
-            isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
-        raise InvalidRequest("'stop' must be a string or a list of strings")
+            isinstance(stop, list) and len(stop) <= 16 and all(isinstance(s, str) for s in stop))):
+        raise InvalidRequest("'stop' must be a string or a list of up to 16 strings")
     return params
+
+
+def _optional_text(body: dict[str, Any], name: str, what: str) -> str | None:
+    """``body[name]``: absent, null, or a string; ``what`` says what it should name."""
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be {what}, not a {type(value).__name__}")
+    return value or None
