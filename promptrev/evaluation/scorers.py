@@ -180,7 +180,9 @@ def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
     if opts["pattern"] is not None:
         fixed, problem = _compile_regex(opts["pattern"], opts["ignore_case"])
         if problem:
-            raise InvalidRequest(f"regex: invalid pattern {_short(opts['pattern'])}: {problem}")
+            shown = _text(opts["pattern"])  # as written: repr() would double backslashes
+            shown = shown if len(shown) <= 80 else shown[:80] + "…"
+            raise InvalidRequest(f"regex: invalid pattern '{shown}': {problem}")
 
     def score(item: ScoreInput) -> Score:
         patterns = [fixed] if fixed is not None else _answers(item.case.expected)

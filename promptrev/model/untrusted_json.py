@@ -103,4 +103,5 @@ def _join(path: str, key: Any) -> str:
 def _where(path: str, what: str) -> str:
     if not path:
         return what
-    return f"field '{path}'" if len(path) <= 80 else f"field '{path[:40]}…{path[-30:]}'"
+    shown = path if len(path) <= 80 else f"{path[:40]}…{path[-30:]}"
+    return f"field '{shown}'" + ("" if what == "request body" else f" of {what}")
