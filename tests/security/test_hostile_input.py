@@ -222,3 +222,26 @@ def test_the_regex_scorer_takes_linear_time_on_a_catastrophic_pattern():
         with pytest.raises(InvalidRequest, match="regex: invalid pattern") as caught:
             build_scorers([{"regex": {"pattern": pattern}}])
         assert why in str(caught.value)
+
+
+def test_a_dataset_line_nested_100000_levels_deep_is_an_invalid_file(live):
+    _, api = live
+    for line, why in [('{"id": "d", "vars": ' + '{"a": ' * 100_000 + "1" + "}" * 100_001,
+                       "nested too deeply"),
+                      ('{"id": "d", "vars": {"n": ' + "1" * 5000 + "}}", "4300 digits")]:
+        r = api.put("/api/v1/artifact", params={"name": "hostile-cases", "kind": "dataset"},
+                    json={"text": line + "\n"})
+        assert r.status_code == 422, (r.status_code, r.text[:300])
+        message = r.json()["error"]["message"]
+        assert "hostile-cases.jsonl, line 1: invalid JSON" in message and why in message
+
+
+def test_numbers_beyond_float_range_are_shown_not_raised():
+    from promptrev.server.eval_pages import _num, _signed, axis
+
+    for value in (10**400, -(10**400), float("inf"), float("nan"), None, "x"):
+        assert _num(value) == "—" and _signed(value) == "—"
+    assert _num(1.7e308) == "1.7e+308" and _signed(-2.5) == "-2.5"
+    assert axis([1.7e308, -1.7e308, float("nan")], False)[:2] == (0.0, 1.0)
+    low, high, ticks = axis([2.0, 4.0, float("inf")], False)
+    assert low <= 2.0 and high >= 4.0 and ticks
