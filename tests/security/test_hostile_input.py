@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from promptrev.errors import InvalidRequest
-from promptrev.evaluation.scorers import ScoreInput, build_scorers
+from promptrev.evaluation.scorers import Score, ScoreInput, build_scorers
 from promptrev.model.datasets import Case
 
 from ..live import ADMIN_PASSWORD, start_server
@@ -245,3 +245,25 @@ def test_numbers_beyond_float_range_are_shown_not_raised():
     assert axis([1.7e308, -1.7e308, float("nan")], False)[:2] == (0.0, 1.0)
     low, high, ticks = axis([2.0, 4.0, float("inf")], False)
     assert low <= 2.0 and high >= 4.0 and ticks
+
+
+def test_json_schema_patterns_run_in_linear_time_too():
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}},
+              "patternProperties": {"^x(y+)+$": {"type": "integer"}},
+              "additionalProperties": False}
+    (scorer,) = build_scorers([{"json_schema": {"schema": schema}}])
+
+    def timed(output: str) -> tuple[float, Score]:
+        start = time.perf_counter()
+        (score,) = scorer.score([ScoreInput(Case("c", {}, None), output)])
+        return time.perf_counter() - start, score
+
+    # 24 characters: about a second with Python's `re` (what jsonschema uses by default).
+    for output in ('{"a": "%s!"}' % ("a" * 24), '{"x%s!": 1}' % ("y" * 24)):
+        elapsed, score = timed(output)
+        assert score.value == 0.0 and elapsed < 0.2, (elapsed, score)
+    assert timed('{"a": "aaa", "xyy": 3}')[1].value == 1.0
+    assert "not match" in timed('{"a": "%s!"}' % ("a" * 10_000))[1].detail
+    assert "nested too deeply" in timed("[" * 100_000 + "]" * 100_000)[1].detail
+    with pytest.raises(InvalidRequest, match=r"json_schema: invalid pattern '\(a\)\\1'"):
+        build_scorers([{"json_schema": {"schema": {"type": "string", "pattern": r"(a)\1"}}}])
