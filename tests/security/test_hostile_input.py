@@ -267,3 +267,19 @@ def test_json_schema_patterns_run_in_linear_time_too():
     assert "nested too deeply" in timed("[" * 100_000 + "]" * 100_000)[1].detail
     with pytest.raises(InvalidRequest, match=r"json_schema: invalid pattern '\(a\)\\1'"):
         build_scorers([{"json_schema": {"schema": {"type": "string", "pattern": r"(a)\1"}}}])
+
+
+@pytest.mark.parametrize("parameter", ["max_tokens: .inf", "temperature: .nan",
+                                       "temperature: -.inf", "top_p: 1.0e+999"])
+def test_non_finite_parameters_in_a_stored_prompt_are_refused_when_it_runs(live, parameter):
+    _, api = live
+    text = ("---\nname: hostile\nmodel:\n  api: chat\n  configuration:\n    type: openai\n"
+            f"    name: gpt-4o-mini\n  parameters:\n    {parameter}\n---\nuser:\nhi\n")
+    name = "hostile-" + parameter.split(":")[0].replace("_", "-")
+    current = api.get("/api/v1/artifact", params={"ref": name})
+    headers = {"If-Match": str(current.json()["version"])} if current.status_code == 200 else {}
+    saved = api.put("/api/v1/artifact", params={"name": name}, headers=headers,
+                    json={"text": text})
+    assert saved.status_code in (200, 201), saved.text
+    _refused(api.post("/v1/chat/completions", json={"model": f"prompt:{name}"}),
+             "invalid model parameter", parameter.split(":")[0].split("_")[0])
