@@ -63,7 +63,7 @@ def runs(user) -> str:
 
 
 # ---- one run ------------------------------------------------------------------------
-@bp.get("/<int:run_id>")
+@bp.get("/<int(max=2147483647):run_id>")  # beyond: 404, not a SQL overflow
 @reader
 def run(user, run_id: int) -> str:
     """Verdict, interval charts, comparisons, cost and latency, prompts, per-case table."""
@@ -112,7 +112,7 @@ def _prompts(reg, variants: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _page_arg() -> int:
     value = request.args.get("page", "1")
-    return int(value) if value.isdigit() and len(value) < 7 else 1
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 7 else 1
 
 
 def _quality_metrics(spec: dict[str, Any]) -> list[str]:
@@ -208,7 +208,8 @@ def _name(ref: str) -> str:
 
 def _version(ref: str) -> int | None:
     number = ref.rpartition("@")[2]
-    return int(number) if number.isdigit() else None
+    return int(number) if number.isascii() and number.isdigit() and len(number) < 10 \
+        else None
 
 
 # ---- interval charts ----------------------------------------------------------------
@@ -341,7 +342,7 @@ def new(user) -> str | Response | tuple[str, int]:
 
 def _spec_of(run_id: str) -> str | None:
     """The spec of an earlier run as YAML (its references pinned to exact versions)."""
-    if not run_id.isdigit() or len(run_id) > 12:
+    if not (run_id.isascii() and run_id.isdigit()) or len(run_id) > 12:
         return None
     try:
         spec = dict(_store().run(int(run_id))["spec"])

@@ -124,7 +124,7 @@ def if_match() -> int | None:
     if header is None:
         return None
     value = header.strip().removeprefix("W/").strip('"')
-    if value.isdigit() and len(value) < 10:
+    if value.isascii() and value.isdigit() and len(value) < 10:
         return int(value)
     raise InvalidRequest(f"If-Match must carry the version the change is based on, e.g. "
                          f'If-Match: "3"; got {header[:40]!r}')

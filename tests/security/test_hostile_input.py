@@ -283,3 +283,20 @@ def test_non_finite_parameters_in_a_stored_prompt_are_refused_when_it_runs(live,
     assert saved.status_code in (200, 201), saved.text
     _refused(api.post("/v1/chat/completions", json={"model": f"prompt:{name}"}),
              "invalid model parameter", parameter.split(":")[0].split("_")[0])
+
+
+def test_numbers_in_references_and_query_strings_are_refused_not_crashed(live):
+    """'²'.isdigit() is true but int('²') fails; 23 digits overflow a SQL integer."""
+    server, api = live
+    for ref in ("summarize@²", "summarize@" + "9" * 23, "summarize@٣"):
+        r = api.get("/api/v1/artifact", params={"ref": ref})
+        assert r.status_code in (400, 404), (ref, r.status_code, r.text[:200])
+        assert "summarize" in r.json()["error"]["message"]
+    r = api.get("/api/v1/diff", params={"a": "summarize@²", "b": "summarize"})
+    assert r.status_code == 400, r.text[:200]
+    with closing(_browser(server)) as browser:
+        for path, statuses in [("/a/summarize?v=²", {400}), ("/eval/new?from=²", {200}),
+                               ("/eval/?page=²", {200}), ("/eval/" + "9" * 25, {404}),
+                               ("/a/summarize?v=" + "9" * 25, {400})]:
+            r = browser.get(path)
+            assert r.status_code in statuses, (path, r.status_code)
