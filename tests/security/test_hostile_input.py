@@ -300,3 +300,30 @@ def test_numbers_in_references_and_query_strings_are_refused_not_crashed(live):
                                ("/a/summarize?v=" + "9" * 25, {400})]:
             r = browser.get(path)
             assert r.status_code in statuses, (path, r.status_code)
+
+
+def test_experiments_answer_strict_json_even_when_a_statistic_is_undefined(live):
+    """One outcome per arm: no interval exists; the answer says null, never NaN."""
+    import json
+
+    _, api = live
+    arms: dict[int, str] = {}  # one caller key per version of the split
+    for i in range(200):
+        version = api.get("/api/v1/artifact", params={"ref": SPLIT, "key": f"solo-{i}"}
+                          ).json()["version"]
+        arms.setdefault(version, f"solo-{i}")
+        if len(arms) == 2:
+            break
+    for key in arms.values():
+        api.post("/api/v1/outcomes", json={"ref": SPLIT, "key": key, "value": 2.5,
+                                           "metric": "solo"}).raise_for_status()
+    r = api.get("/api/v1/experiments", params={"name": "summarize", "label": "staging"})
+    assert r.status_code == 200
+
+    def refuse(token):
+        raise AssertionError(f"{token} in a JSON answer: {r.text[:300]}")
+
+    report = json.loads(r.text, parse_constant=refuse)
+    (solo,) = [m for m in report["metrics"] if m["metric"] == "solo"]
+    assert solo["comparisons"][0]["test"] == "too few outcomes"
+    assert solo["comparisons"][0]["diff"] is None
