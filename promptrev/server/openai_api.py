@@ -67,6 +67,7 @@ def _model(model_id: str, created: int, owner: str = "promptrev-registry") -> di
 def chat_completions() -> Response:
     """Run a prompt version, an adapter, or a base model, OpenAI-style."""
     body = _body()
+    _check_options(body)
     runner = _runner()
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -74,11 +75,9 @@ def chat_completions() -> Response:
                              "configured model name (see GET /v1/models)")
     messages = _messages(body.get("messages", []))
     params = _params(body)
-    adapter = _optional_text(body, "adapter", "a reference such as 'support/tone@2'")
-    base_model = _optional_text(body, "base_model", "the name of a configured model")
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise InvalidRequest("'stream_options' must be an object")
+    adapter = body.get("adapter")
+    if adapter is not None and not isinstance(adapter, str):
+        raise InvalidRequest("'adapter' must be a reference such as 'support/tone@2'")
     prompt, ref = None, model
     if model.startswith("prompt:"):
         variables = body.get("variables") or {}
@@ -91,7 +90,7 @@ def chat_completions() -> Response:
         prompt, req, ref = runner.prepare(ref, variables,
                                           extra_messages=messages, adapter=adapter,
                                           params=params)
-        spec = runner.model_spec(prompt, base_model)
+        spec = runner.model_spec(prompt, body.get("base_model"))
         ref = f"prompt:{ref}"
     else:
         if not messages:
@@ -103,7 +102,7 @@ def chat_completions() -> Response:
             req.adapter = runner.registry.adapter_source(adapter)
         spec = _base_model(runner, model, adapter)
     if body.get("stream"):
-        include_usage = bool(stream_options.get("include_usage"))
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return Response(stream_with_context(_sse(runner, req, spec, ref, include_usage)),
                         mimetype="text/event-stream",
                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
@@ -214,9 +213,11 @@ def _params(body: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _optional_text(body: dict[str, Any], name: str, what: str) -> str | None:
-    """``body[name]``: absent, null, or a string; ``what`` says what it should name."""
-    value = body.get(name)
-    if value is not None and not isinstance(value, str):
-        raise InvalidRequest(f"'{name}' must be {what}, not a {type(value).__name__}")
-    return value or None
+def _check_options(body: dict[str, Any]) -> None:
+    """Refuse request options of the wrong type (``base_model`` given as a list)."""
+    base_model = body.get("base_model")
+    if base_model is not None and not isinstance(base_model, str):
+        raise InvalidRequest("'base_model' must be the name of a configured model, not a "
+                             f"{type(base_model).__name__}")
+    if not isinstance(body.get("stream_options") or {}, dict):
+        raise InvalidRequest("'stream_options' must be an object")
