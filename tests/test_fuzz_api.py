@@ -104,3 +104,67 @@ def test_fuzz_reached_every_handler():
     never = {op: sorted(codes) for op, codes in STATUSES.items()
              if not any(200 <= c < 300 for c in codes)}
     assert never == {}, f"operations never answered 2xx (statuses seen): {never}"
+
+
+# ---- hostile JSON ----------------------------------------------------------------------
+# Raw JSON tokens that Python's json reads but promptrev cannot hold (security issue, item
+# 8): each is put in place of one field of a generated valid body, or is the whole body.
+_HOSTILE_TOKENS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1.7e308", "-1.7e308",
+                   "1" * 400, "-" + "9" * 5000, str(2**63), '"\\ud800"', '"a\\udfffb"',
+                   '{"\\udc00": 1}', '["gpt-4o-mini"]', '{"a": [1e999]}', "[]", "{}", "null"]
+_PLACEHOLDER = "\x00hostile\x00"
+# Number strings for query parameters: '²'.isdigit() is true but int('²') fails; 25 digits
+# overflow a SQL integer.
+_HOSTILE_QUERY = ["²", "٣", "9" * 25, "1e999", "NaN", "-1", "summarize@²",
+                  "summarize@" + "9" * 25, '{"a": NaN}', "[" * 5000]
+
+
+def _hostile_token():
+    from hypothesis import strategies as st
+
+    deep = st.integers(65, 100_000).map(lambda n: "[" * n + "]" * n)
+    surrogate = st.integers(0xD800, 0xDFFF).map(lambda c: f'"x\\u{c:04x}y"')
+    return st.one_of(st.sampled_from(_HOSTILE_TOKENS), deep, surrogate)
+
+
+def test_hostile_json_and_numbers_never_get_a_server_error(api_schema, fuzz_env):
+    import json
+
+    from hypothesis import given
+    from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+
+    operations = [result.ok() for result in api_schema.get_all_operations()]
+    auth = {"Authorization": f"Bearer {fuzz_env.tokens['admin']}"}
+    refused: set[str] = set()  # operations that answered a hostile request with 400
+
+    @settings(max_examples=max(MAX_EXAMPLES * 4, 150), deadline=None,
+              derandomize=DERANDOMIZE, suppress_health_check=list(HealthCheck))
+    @given(st.data())
+    def attack(data):
+        operation = data.draw(st.sampled_from(operations), label="operation")
+        case = data.draw(operation.as_strategy(), label="case")
+        queries = [p.name for p in operation.query]
+        name = data.draw(st.sampled_from([None, *queries]), label="query parameter")
+        if name is not None:
+            case.query = {**(case.query or {}), name: data.draw(
+                st.sampled_from(_HOSTILE_QUERY), label="query value")}
+        kwargs = {}
+        if operation.body:
+            token = data.draw(_hostile_token(), label="token")
+            body = case.body if isinstance(case.body, dict) else {}
+            fields = sorted({*body, *operation.body[0].definition.get("schema", {}).get(
+                "properties", {})})
+            target = data.draw(st.sampled_from([None, *fields]), label="field")
+            raw = token if target is None else json.dumps(
+                {**body, target: _PLACEHOLDER}).replace(json.dumps(_PLACEHOLDER), token)
+            kwargs["data"] = raw.encode("utf-8")
+        response = case.call(headers=auth, **kwargs)
+        assert response.status_code < 500, (operation.label, case.query, kwargs.get(
+            "data", b"")[:200], response.text[:300])
+        case.validate_response(response, checks=[not_a_server_error])
+        if response.status_code == 400:
+            refused.add(operation.label)
+
+    attack()
+    assert len(refused) >= len(operations) // 2, f"hostile requests reached only {refused}"

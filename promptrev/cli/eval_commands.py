@@ -152,7 +152,7 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
     if not end:
         for arm in arms:
             version, sep, weight = arm.partition("=")
-            if not sep or not version.isdigit() or not weight.isdigit():
+            if not sep or not _ascii_int(version) or not _ascii_int(weight):
                 raise click.BadParameter(f"{arm!r} is not VERSION=WEIGHT", param_hint="ARMS")
             weights[int(version)] = int(weight)
         if not weights:
@@ -191,3 +191,8 @@ def ab_stats(ctx: Context, name: str, label_name: str, as_json: bool) -> None:
                        f"n={iv['n']}")
     for line in report["verdict"]:
         click.echo(line)
+
+
+def _ascii_int(text: str) -> bool:
+    """Whether ``text`` is a small number in ASCII digits (``'²'.isdigit()`` is true)."""
+    return text.isascii() and text.isdigit() and len(text) <= 9

@@ -19,6 +19,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from ..errors import InvalidRequest
+from ..model.outcomes import MAX_OUTCOME, outcome_value, usable_outcome
 from ..storage.sql import OnDatabase, writing
 from ..storage.tables import T_OUTCOME
 from . import stats
@@ -36,7 +37,7 @@ class Outcomes(OnDatabase):
         if not isinstance(key, str) or not key or len(key) > 200:
             raise InvalidRequest("'key' must be the caller key (1 to 200 characters) used "
                                  "to resolve the prompt")
-        number = _number(value)
+        number = outcome_value(value)
         if not isinstance(metric, str) or not metric or len(metric) > 100:
             raise InvalidRequest("'metric' must be a short name, e.g. 'success'")
         parsed_ref = registry.resolve_for(ref, key, kind)
@@ -62,10 +63,14 @@ class Outcomes(OnDatabase):
                 T_OUTCOME.c.kind == kind, T_OUTCOME.c.name == name,
                 T_OUTCOME.c.label == label)).all()
         values: dict[str, dict[int, list[float]]] = {}
+        left_out: dict[str, int] = {}
         for metric, version, value in rows:
-            values.setdefault(metric, {}).setdefault(version, []).append(value)
-        metrics = [_metric_report(metric, by_version, alpha)
-                   for metric, by_version in sorted(values.items())]
+            if usable_outcome(value):
+                values.setdefault(metric, {}).setdefault(version, []).append(float(value))
+            else:
+                left_out[metric] = left_out.get(metric, 0) + 1
+        metrics = [_metric_report(metric, values.get(metric, {}), alpha, left_out.get(metric, 0))
+                   for metric in sorted(values.keys() | left_out.keys())]
         return {"name": name, "label": label, "kind": kind,
                 "split": {str(v): w for v, w in sorted(arms.items())}, "metrics": metrics,
                 "verdict": [line for m in metrics for line in m["verdict"]]}
@@ -97,8 +102,8 @@ def independent_test(a: list[float], b: list[float], *, confidence: float = 0.95
             "p_value": p_value, "test": test, "n": [len(x), len(y)]}
 
 
-def _metric_report(metric: str, by_version: dict[int, list[float]], alpha: float
-                   ) -> dict[str, Any]:
+def _metric_report(metric: str, by_version: dict[int, list[float]], alpha: float,
+                   left_out: int = 0) -> dict[str, Any]:
     versions = sorted(by_version)
     arms = {f"v{v}": stats.mean_ci(by_version[v], n_boot=2000).to_dict() for v in versions}
     pairs = [(a, b) for i, a in enumerate(versions) for b in versions[i + 1:]]
@@ -119,13 +124,9 @@ def _metric_report(metric: str, by_version: dict[int, list[float]], alpha: float
                            f"(p={p_adj:.3g}, n={test['n'][0]} and {test['n'][1]})")
     correction = ("Holm-Bonferroni over " f"{len(pairs)} comparisons" if len(pairs) > 1
                   else "none (one comparison)")
+    if left_out:
+        verdict.append(f"{metric}: {left_out} stored outcome{'s' if left_out > 1 else ''} "
+                       f"outside ±{MAX_OUTCOME:g} or not finite left out (recorded by an "
+                       "older version)")
     return {"metric": metric, "arms": arms, "comparisons": comparisons,
-            "correction": correction, "verdict": verdict}
-
-
-def _number(value: Any) -> float:
-    if isinstance(value, bool):
-        return 1.0 if value else 0.0
-    if isinstance(value, (int, float)) and math.isfinite(value):
-        return float(value)
-    raise InvalidRequest("'value' must be a number or true/false")
+            "correction": correction, "verdict": verdict, "left_out": left_out}

@@ -22,14 +22,16 @@ Any spec may add ``name`` to tell two scorers of the same kind apart in results.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
-import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+import re2  # google-re2: linear-time matching for patterns users write
 
 from promptrev.model.datasets import Case
 
@@ -175,13 +177,13 @@ def _contains(options: dict[str, Any], context: ScorerContext) -> Scorer:
 def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
     opts = _options("regex", options, {"pattern": None, "strip": True, "ignore_case": False,
                                        "full": False})
-    flags = re.IGNORECASE if opts["ignore_case"] else 0
     fixed = None
     if opts["pattern"] is not None:
-        try:
-            fixed = re.compile(str(opts["pattern"]), flags)
-        except re.error as exc:
-            raise InvalidRequest(f"regex: invalid pattern {opts['pattern']!r}: {exc}") from None
+        fixed, problem = _compile_regex(opts["pattern"], opts["ignore_case"])
+        if problem:
+            shown = _text(opts["pattern"])  # as written: repr() would double backslashes
+            shown = shown if len(shown) <= 80 else shown[:80] + "…"
+            raise InvalidRequest(f"regex: invalid pattern '{shown}': {problem}")
 
     def score(item: ScoreInput) -> Score:
         patterns = [fixed] if fixed is not None else _answers(item.case.expected)
@@ -189,10 +191,10 @@ def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
             return _NO_EXPECTED
         output = item.output.strip() if opts["strip"] else item.output
         for pattern in patterns:
-            try:
-                compiled = re.compile(_text(pattern), flags) if fixed is None else pattern
-            except re.error as exc:
-                return Score(None, f"invalid pattern {_short(pattern)}: {exc}")
+            compiled, problem = (pattern, None) if fixed is not None else \
+                _compile_regex(pattern, opts["ignore_case"])
+            if problem:
+                return Score(None, f"invalid pattern {_short(pattern)}: {problem}")
             found = compiled.fullmatch(output) if opts["full"] else compiled.search(output)
             if found:
                 return Score(1.0, f"matches /{compiled.pattern}/")
@@ -200,6 +202,36 @@ def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
         return Score(0.0, f"matches none of {_choices(shown)}")
 
     return ItemScorer("regex", score, binary=True)
+
+
+MAX_PATTERN = 2000  # characters of one regex scorer pattern
+
+
+def _compile_regex(pattern: Any, ignore_case: bool) -> tuple[Any, str | None]:
+    """``pattern`` compiled by RE2, or the reason it cannot be.
+
+    RE2 matches in time linear in the text, whatever the pattern (``^(a+)+$`` against
+    ``aaaa…!`` takes microseconds, where Python's ``re`` takes seconds); the price is
+    that it has no backreferences and no lookaround, and ``\\d``/``\\w``/``\\b`` are ASCII.
+    """
+    text = _text(pattern)
+    if len(text) > MAX_PATTERN:
+        return None, f"longer than {MAX_PATTERN} characters"
+    return _re2(text, ignore_case)
+
+
+@functools.lru_cache(maxsize=512)
+def _re2(text: str, ignore_case: bool) -> tuple[Any, str | None]:
+    options = re2.Options()
+    options.log_errors = False
+    options.case_sensitive = not ignore_case
+    try:
+        return re2.compile(text, options), None
+    except re2.error as exc:
+        reason = exc.args[0] if exc.args else exc
+        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
+        return None, (f"{reason} (patterns run on RE2, in linear time: no backreferences or "
+                      "lookaround)")
 
 
 # ---- JSON -----------------------------------------------------------------------------
@@ -227,9 +259,19 @@ def _json_schema(options: dict[str, Any], context: ScorerContext) -> Scorer:
         jsonschema.validators.validator_for(schema).check_schema(schema)
     except jsonschema.SchemaError as exc:
         raise InvalidRequest(f"json_schema: the schema is not valid: {exc.message}") from None
+    for pattern in _schema_patterns(schema):
+        problem = _compile_regex(pattern, False)[1]
+        if problem:
+            raise InvalidRequest(f"json_schema: invalid pattern '{pattern[:80]}': {problem}")
+    validator = _re2_validator(schema)
 
     def score(item: ScoreInput) -> Score:
-        error, _ = _check_json(item.output, schema, opts["fences"])
+        error, parsed = _check_json(item.output, {}, opts["fences"])
+        if error is None:
+            failure = jsonschema.exceptions.best_match(validator.iter_errors(parsed))
+            if failure is not None:
+                where = "/".join(str(p) for p in failure.absolute_path) or "the answer"
+                error = f"{where}: {failure.message}"
         return Score(0.0, error) if error else Score(1.0, "matches the schema")
 
     return ItemScorer("json_schema", score, binary=True)
@@ -239,7 +281,71 @@ def _check_json(text: str, schema: dict, fences: bool) -> tuple[str | None, Any]
     """The runner's check (```json fences allowed), or a strict parse without fences."""
     if not fences and text.strip().startswith("```"):
         return "the answer is fenced, not bare JSON", None
-    return check_output(text, schema)
+    try:
+        return check_output(text, schema)
+    except RecursionError:  # an answer of thousands of nested brackets
+        return "the answer is nested too deeply to read as JSON", None
+
+
+def _schema_patterns(schema: Any) -> list[str]:
+    """Every regular expression in a JSON schema: ``pattern`` values, ``patternProperties`` keys."""
+    found, stack = [], [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("pattern"), str):
+                found.append(node["pattern"])
+            if isinstance(node.get("patternProperties"), dict):
+                found += [k for k in node["patternProperties"] if isinstance(k, str)]
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+    return found
+
+
+def _re2_validator(schema: dict[str, Any]):
+    """A validator for ``schema`` whose regular expressions run on RE2 (linear time).
+
+    jsonschema matches ``pattern`` and ``patternProperties`` (and, through them,
+    ``additionalProperties``) with Python's backtracking ``re``, so a schema pattern like
+    ``^(a+)+$`` could hold a worker for minutes on one answer.
+    """
+    import jsonschema
+    from jsonschema.exceptions import ValidationError
+
+    def search(pattern: str, text: str) -> bool:
+        return _compile_regex(pattern, False)[0].search(text) is not None
+
+    def pattern(validator, patrn, instance, schema):
+        if validator.is_type(instance, "string") and not search(patrn, instance):
+            yield ValidationError(f"{_short(instance)} does not match {_short(patrn)}")
+
+    def pattern_properties(validator, patterns, instance, schema):
+        if validator.is_type(instance, "object"):
+            for patrn, subschema in patterns.items():
+                for key, value in instance.items():
+                    if search(patrn, key):
+                        yield from validator.descend(value, subschema, path=key,
+                                                     schema_path=patrn)
+
+    def additional_properties(validator, extra, instance, schema):
+        if not validator.is_type(instance, "object"):
+            return
+        known, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
+        extras = sorted(k for k in instance if k not in known
+                        and not any(search(p, k) for p in patterns))
+        if validator.is_type(extra, "object"):
+            for key in extras:
+                yield from validator.descend(instance[key], extra, path=key)
+        elif extra is False and extras:
+            yield ValidationError("additional properties are not allowed ("
+                                  f"{', '.join(_short(k) for k in extras[:5])} unexpected)")
+
+    base = jsonschema.validators.validator_for(schema)
+    cls = jsonschema.validators.extend(base, {
+        "pattern": pattern, "patternProperties": pattern_properties,
+        "additionalProperties": additional_properties})
+    return cls(schema)
 
 
 # ---- what the answer took -------------------------------------------------------------

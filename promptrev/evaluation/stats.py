@@ -402,6 +402,8 @@ def _bca_bounds(values: np.ndarray, boot: np.ndarray, confidence: float) -> tupl
     z0 = special.ndtri(np.clip(below, 0.5 / len(boot), 1 - 0.5 / len(boot)))
     z = special.ndtri(np.array([(1 - confidence) / 2, (1 + confidence) / 2]))
     levels = special.ndtr(z0 + (z0 + z) / (1 - accel * (z0 + z)))
+    if not np.isfinite(levels).all():  # sums overflowed (values near the float limit)
+        levels = special.ndtr(z)  # the plain percentile interval
     low, high = np.quantile(boot, levels)
     return float(low), float(high)
 

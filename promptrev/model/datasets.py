@@ -38,6 +38,12 @@ def parse_dataset(text: str, filename: str = "<dataset>") -> list[Case]:
         except json.JSONDecodeError as exc:
             problems.append(Problem(f"invalid JSON: {exc.msg} (column {exc.colno})", number))
             continue
+        except RecursionError:  # hostile nesting: thousands of [ or {
+            problems.append(Problem("invalid JSON: nested too deeply", number))
+            continue
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            problems.append(Problem(f"invalid JSON: {exc}", number))
+            continue
         case = _case(obj, number, problems)
         if case is None:
             continue

@@ -16,6 +16,12 @@ from .names import validate_name
 
 _HEX = re.compile(r"[0-9a-f]{4,40}\Z")
 _LABELISH = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,62}\Z")
+_MAX_VERSION_DIGITS = 9  # more digits is no version number (and would overflow SQL integers)
+
+
+def _is_version_number(selector: str) -> bool:
+    """ASCII digits only (``str.isdigit`` also accepts '²', which ``int`` refuses), not too many."""
+    return selector.isascii() and selector.isdigit() and len(selector) <= _MAX_VERSION_DIGITS
 
 
 @dataclass(frozen=True)
@@ -29,7 +35,7 @@ class Reference:
     @property
     def number(self) -> int | None:
         """The version number when the selector is ``@N``."""
-        if self.selector is not None and self.selector.isdigit():
+        if self.selector is not None and _is_version_number(self.selector):
             return int(self.selector)
         return None
 
@@ -83,7 +89,7 @@ def parse_reference(text: object, kind: str | None = None) -> Reference:
         return Reference(name=name, kind=ref_kind)
     if not selector:
         raise InvalidReference(f"reference {text!r} has nothing after '@'")
-    if selector.isdigit():
+    if _is_version_number(selector):
         if int(selector) < 1 and len(selector) < 4:
             raise InvalidReference(f"reference {text!r}: versions are numbered from 1")
         # Keep leading zeros when it may be a commit prefix ("0123abc…" minus letters).

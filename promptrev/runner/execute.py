@@ -12,6 +12,7 @@ variable; the CLI passes :meth:`Trust.local`.
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -258,14 +259,26 @@ def build_request(messages: list[dict[str, str]], parameters: dict[str, Any],
     stop = merged.get("stop")
     if isinstance(stop, str):
         stop = [stop]
+    return GenerationRequest(
+        messages, max_tokens=_parameter(merged, "max_tokens", 256, int),
+        temperature=_parameter(merged, "temperature", 0.0, float),
+        top_p=_parameter(merged, "top_p", 1.0, float), stop=stop,
+        seed=_parameter(merged, "seed", None, int))
+
+
+def _parameter(merged: dict[str, Any], name: str, default: Any, kind: type) -> Any:
+    """``merged[name]`` as a finite ``kind`` (``.inf`` and ``.nan`` in YAML are refused)."""
+    value = merged.get(name)
+    if value is None:
+        return default
     try:
-        return GenerationRequest(
-            messages, max_tokens=int(merged.get("max_tokens", 256)),
-            temperature=float(merged.get("temperature", 0.0)),
-            top_p=float(merged.get("top_p", 1.0)), stop=stop,
-            seed=int(merged["seed"]) if merged.get("seed") is not None else None)
-    except (TypeError, ValueError) as exc:
-        raise InvalidRequest(f"invalid model parameter: {exc}") from None
+        number = kind(value)  # int(.inf) raises OverflowError
+        if math.isfinite(number):
+            return number
+    except (TypeError, ValueError, OverflowError):
+        pass
+    raise InvalidRequest(f"invalid model parameter: {name} must be a finite "
+                         f"{'integer' if kind is int else 'number'}, not {str(value)[:40]!r}")
 
 
 def output_schema(prompt: Prompt) -> dict[str, Any] | None:

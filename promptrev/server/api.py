@@ -7,8 +7,6 @@ query parameters rather than in the path; every route is documented in
 
 from __future__ import annotations
 
-import json
-
 from flask import Blueprint, Response, g, request
 
 from promptrev.errors import InvalidRequest, NotFound, PreconditionRequired
@@ -17,15 +15,18 @@ from promptrev.model.names import validate_name
 from .auth import api_user, state
 from .openapi import openapi_document
 from .params import (
+    MAX_INT_FIELD,
     arg,
     bool_arg,
     field,
     if_match,
     int_arg,
     json_body,
+    json_object,
     json_response,
     kind_arg,
     registry,
+    to_int,
     valid_kind,
 )
 
@@ -113,13 +114,11 @@ def set_split() -> Response:
     state().policy.require_label(g.user, label)
     data = json_body()
     raw = field(data, "arms", dict)
-    try:
-        arms = {int(v): w for v, w in raw.items()}
-    except ValueError:
+    if any(not v.isascii() or not v.isdigit() for v in raw):
         raise InvalidRequest("'arms' maps version numbers to weights, e.g. "
-                             '{"4": 90, "5": 10}') from None
-    if any(isinstance(w, bool) or not isinstance(w, int) for w in arms.values()):
-        raise InvalidRequest("split weights must be positive integers")
+                             '{"4": 90, "5": 10}')
+    arms = {to_int(v, "arms (a version)", 1, MAX_INT_FIELD):
+            to_int(w, f"arms.{v} (a weight)", 1, MAX_INT_FIELD) for v, w in raw.items()}
     registry().set_split(name, label, arms, message=field(data, "message", str, None),
                      author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label,
@@ -178,14 +177,7 @@ def diff() -> Response:
     """Text, field and rendered diff between two references."""
     a, b, kind = arg("a"), arg("b"), kind_arg()
     raw = arg("variables", None, max_len=65536)
-    variables = None
-    if raw is not None:
-        try:
-            variables = json.loads(raw)
-        except ValueError:
-            raise InvalidRequest("'variables' must be a JSON object") from None
-        if not isinstance(variables, dict):
-            raise InvalidRequest("'variables' must be a JSON object")
+    variables = None if raw is None else json_object(raw, "query parameter 'variables'")
     return _cached_read(("diff", a, b, kind, raw),
                         lambda reg: reg.diff(a, b, variables, kind=kind).to_dict())
 

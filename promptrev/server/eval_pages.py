@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ def runs(user) -> str:
 
 
 # ---- one run ------------------------------------------------------------------------
-@bp.get("/<int:run_id>")
+@bp.get("/<int(max=2147483647):run_id>")  # beyond: 404, not a SQL overflow
 @reader
 def run(user, run_id: int) -> str:
     """Verdict, interval charts, comparisons, cost and latency, prompts, per-case table."""
@@ -113,7 +114,7 @@ def _prompts(reg, variants: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _page_arg() -> int:
     value = request.args.get("page", "1")
-    return int(value) if value.isdigit() and len(value) < 7 else 1
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 7 else 1
 
 
 def _quality_metrics(spec: dict[str, Any]) -> list[str]:
@@ -209,7 +210,8 @@ def _name(ref: str) -> str:
 
 def _version(ref: str) -> int | None:
     number = ref.rpartition("@")[2]
-    return int(number) if number.isdigit() else None
+    return int(number) if number.isascii() and number.isdigit() and len(number) < 10 \
+        else None
 
 
 # ---- interval charts ----------------------------------------------------------------
@@ -281,11 +283,15 @@ def interval_chart(metric: dict[str, Any], *, binary: bool, baseline: str | None
 
 def axis(values: list[float], binary: bool) -> tuple[float, float, list[tuple[float, str]]]:
     """Axis bounds and labelled ticks: 0..1 for pass/fail, else nice steps over the data."""
+    values = [v for v in map(_finite, values) if v is not None]
+    unit = 0.0, 1.0, [(t, f"{t:g}") for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
     if binary or not values:
-        return 0.0, 1.0, [(t, f"{t:g}") for t in (0.0, 0.25, 0.5, 0.75, 1.0)]
+        return unit
     lo, hi = min(values), max(values)
     span = (hi - lo) or abs(hi) * 0.2 or 1.0
     low, high = lo - span * 0.1, hi + span * 0.1
+    if not math.isfinite(high - low):  # values near the float limit: no axis can hold them
+        return unit
     if lo >= 0 > low:  # never below zero for data that cannot be negative
         low = 0.0
     step = _nice_step((high - low) / 4)
@@ -338,7 +344,7 @@ def new(user) -> str | Response | tuple[str, int]:
 
 def _spec_of(run_id: str) -> str | None:
     """The spec of an earlier run as YAML (its references pinned to exact versions)."""
-    if not run_id.isdigit() or len(run_id) > 12:
+    if not (run_id.isascii() and run_id.isdigit()) or len(run_id) > 12:
         return None
     try:
         spec = dict(_store().run(int(run_id))["spec"])
@@ -390,16 +396,27 @@ def _execute(settings, models: dict, backends: dict, run_id: int) -> None:
 # ---- template helpers ---------------------------------------------------------------
 @bp.app_template_filter("num")
 def _num(value: Any, digits: int = 4) -> str:
-    """A number with ``digits`` significant digits; a dash for none."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    return f"{value:.{digits}g}"
+    """A number with ``digits`` significant digits; a dash for none or not finite."""
+    number = _finite(value)
+    return "—" if number is None else f"{number:.{digits}g}"
 
 
 @bp.app_template_filter("signed")
 def _signed(value: Any, digits: int = 3) -> str:
-    """A difference with its sign."""
-    return "—" if value is None else f"{value:+.{digits}g}"
+    """A difference with its sign; a dash for none or not finite."""
+    number = _finite(value)
+    return "—" if number is None else f"{number:+.{digits}g}"
+
+
+def _finite(value: Any) -> float | None:
+    """``value`` as a finite float, or None (none, not a number, or too large for a float)."""
+    if not isinstance(value, numbers.Real):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 @bp.app_template_filter("visible")

@@ -20,7 +20,6 @@ Authentication is the API's bearer token; errors use the API's one JSON error sh
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from promptrev.runner.execute import Runner, build_request
 from promptrev.runner.trust import Trust
 
 from .auth import api_user, state
+from .params import json_object
 from .state import json_bytes
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
@@ -74,6 +74,7 @@ def _model(model_id: str, created: int, owner: str = "promptrev-registry") -> di
 def chat_completions() -> Response:
     """Run a prompt version, an adapter, or a base model, OpenAI-style."""
     body = _body()
+    _check_options(body)
     runner = _runner()
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -173,13 +174,7 @@ def _sse(runner: Runner, req: GenerationRequest, spec: ModelSpec, ref: str,
 
 
 def _body() -> dict[str, Any]:
-    try:
-        data = json.loads(request.data or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return data
+    return json_object(request.data or b"{}")
 
 
 def _messages(raw: Any) -> list[dict[str, str]]:
@@ -191,24 +186,47 @@ def _messages(raw: Any) -> list[dict[str, str]]:
             raise InvalidRequest(f"messages[{i}] needs a role ({', '.join(_ROLES)})")
         content = m.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = "".join(p["text"] for p in content
+                              if isinstance(p, dict) and isinstance(p.get("text"), str))
         if not isinstance(content, str):
             raise InvalidRequest(f"messages[{i}].content must be text")
         out.append({"role": m["role"], "content": content})
     return out
 
 
+# Sampling parameters a request may set: (lowest, highest, integers only). The JSON
+# parser has already refused NaN, Infinity, 1e999 and integers beyond 64 bits.
+_PARAM_RANGES: dict[str, tuple[int, int, bool]] = {
+    "temperature": (0, 2, False), "top_p": (0, 1, False), "max_tokens": (1, 32768, True),
+    "seed": (-(2**63), 2**63 - 1, True)}
+
+
 def _params(body: dict[str, Any]) -> dict[str, Any]:
     params = {k: body.get(k) for k in ("temperature", "top_p", "stop", "seed")}
-    params["max_tokens"] = body.get("max_completion_tokens") or body.get("max_tokens")
-    for key in ("temperature", "top_p", "max_tokens", "seed"):
-        value = params[key]
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise InvalidRequest(f"'{key}' must be a number")
-    if params["max_tokens"] is not None and not 1 <= params["max_tokens"] <= 32768:
-        raise InvalidRequest("'max_tokens' must be between 1 and 32768")
+    key = "max_completion_tokens" if body.get("max_completion_tokens") is not None \
+        else "max_tokens"
+    params["max_tokens"] = body.get(key)
+    for name, (low, high, integer) in _PARAM_RANGES.items():
+        shown = key if name == "max_tokens" else name
+        value = params[name]
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            raise InvalidRequest(f"'{shown}' must be {'an integer' if integer else 'a number'}")
+        if not low <= value <= high:
+            raise InvalidRequest(f"'{shown}' must be between {low} and {high}, not {value}")
     stop = params["stop"]
     if stop is not None and not (isinstance(stop, str) or (
-            isinstance(stop, list) and all(isinstance(s, str) for s in stop))):
-        raise InvalidRequest("'stop' must be a string or a list of strings")
+            isinstance(stop, list) and len(stop) <= 16 and all(isinstance(s, str) for s in stop))):
+        raise InvalidRequest("'stop' must be a string or a list of up to 16 strings")
     return params
+
+
+def _check_options(body: dict[str, Any]) -> None:
+    """Refuse request options of the wrong type (``base_model`` given as a list)."""
+    base_model = body.get("base_model")
+    if base_model is not None and not isinstance(base_model, str):
+        raise InvalidRequest("'base_model' must be the name of a configured model, not a "
+                             f"{type(base_model).__name__}")
+    if not isinstance(body.get("stream_options") or {}, dict):
+        raise InvalidRequest("'stream_options' must be an object")

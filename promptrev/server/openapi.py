@@ -12,7 +12,10 @@ from typing import Any
 
 from promptrev import __version__
 from promptrev.model.artifacts import KINDS, text_kinds
+from promptrev.model.outcomes import MAX_OUTCOME
 from promptrev.webhooks import STATUSES, event_patterns
+
+from .params import MAX_INT_FIELD
 
 _STR = {"type": "string"}
 _INT = {"type": "integer"}
@@ -21,6 +24,13 @@ _NONEMPTY = {"type": "string", "minLength": 1}
 _KINDS = {"type": "string", "enum": list(KINDS)}
 _NULL_STR = {"type": "string", "nullable": True}
 _ID = {"type": "integer", "minimum": 1, "maximum": 2 ** 31 - 1}
+# Bounds the server enforces on what it reads (hostile numbers): an integer field (version,
+# weight, line) is at most 1,000,000 and an outcome within ±1e12. Every JSON body is refused
+# with 400 when it nests deeper than 64 levels, holds NaN/Infinity/1e999, an integer beyond
+# 64 bits, or a lone surrogate (`\ud800`): see promptrev.model.untrusted_json.
+_IN_INT = {"type": "integer", "minimum": 1, "maximum": MAX_INT_FIELD}
+_OUTCOME = {"oneOf": [{"type": "number", "minimum": -MAX_OUTCOME, "maximum": MAX_OUTCOME},
+                      {"type": "boolean"}]}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -210,7 +220,7 @@ def openapi_document() -> dict[str, Any]:
                      [_q("name", "artifact name, e.g. `support/reply`", True,
                          example="drafts/summarize"), _KIND, _IF_MATCH],
                      _input(["text"], text=_STR, message=_STR,
-                            base={"type": "integer", "minimum": 0}),
+                            base={**_IN_INT, "minimum": 0}),
                      _ref("Version"), {"201": _ok(_ref("Version"), "created")},
                      {"text": "---\nname: summarize\n---\nuser:\nSummarize in at most "
                               "{{max_words}} words: {{text}}\n", "message": "shorter prompt"}),
@@ -220,7 +230,7 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/restore": _write("post", "Restore a deleted or old version as a new version",
                                   [], _input(["name"], name=_NONEMPTY, kind=_KINDS,
-                                             version=_INT, message=_STR), _ref("Version"),
+                                             version=_IN_INT, message=_STR), _ref("Version"),
                                   example={"name": "summarize", "version": 1}),
         "/api/v1/versions": _read("History of an artifact, newest first", [_NAME, _KIND],
                                   _obj(["name", "versions", "labels"], name=_STR,
@@ -235,7 +245,7 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/labels": {
             **_read("Labels of an artifact", [_NAME, _KIND], labels_schema),
             **_write("put", "Set or move a label", [_NAME, label_q, _KIND],
-                     _input(["version"], version={"type": "integer", "minimum": 1},
+                     _input(["version"], version=_IN_INT,
                             message=_STR), label_result,
                      example={"version": 1, "message": "promote"}),
             **_write("delete", "Remove a label", [_NAME, label_q, _KIND,
@@ -255,8 +265,8 @@ def openapi_document() -> dict[str, Any]:
                     _obj(["name", "splits"], name=_STR, splits={"type": "object"})),
             **_write("put", "Split a label's traffic over versions (sticky per caller key)",
                      [_NAME, _q("label", "label name", True, example="staging"), _KIND],
-                     _input(["arms"], arms={"type": "object", "additionalProperties": {
-                         "type": "integer", "minimum": 1}}, message=_STR),
+                     _input(["arms"], arms={"type": "object", "additionalProperties": _IN_INT},
+                            message=_STR),
                      _obj(["name", "label", "arms"], name=_STR, label=_STR,
                           arms={"type": "object"}),
                      example={"arms": {"1": 60, "2": 40}}),
@@ -267,9 +277,9 @@ def openapi_document() -> dict[str, Any]:
         },
         "/api/v1/outcomes": _write(
             "post", "Record an outcome for a caller key under a split label", [],
-            _input(["ref", "key", "value"], ref=_NONEMPTY, key=_NONEMPTY,
-                   value={"oneOf": [{"type": "number"}, {"type": "boolean"}]},
-                   metric=_NONEMPTY, kind=_KINDS),
+            _input(["ref", "key", "value"], ref=_NONEMPTY,
+                   key={**_NONEMPTY, "maxLength": 200}, value=_OUTCOME,
+                   metric={**_NONEMPTY, "maxLength": 100}, kind=_KINDS),
             _obj(["name", "label", "version", "metric", "value"], name=_STR, label=_STR,
                  version=_INT, metric=_STR, value={"type": "number"}),
             example={"ref": "summarize@staging", "key": "user-1", "value": True},
@@ -283,8 +293,8 @@ def openapi_document() -> dict[str, Any]:
                  kind=_STR, split={"type": "object"}, metrics={"type": "array"},
                  verdict={"type": "array", "items": _STR}), etag=False),
         "/api/v1/rollback": _write("post", "Roll back by label move or content restore", [],
-                                   _input(["name", "to"], name=_NONEMPTY, to={
-                                       "type": "integer", "minimum": 1}, label=_NONEMPTY,
+                                   _input(["name", "to"], name=_NONEMPTY, to=_IN_INT,
+                                          label=_NONEMPTY,
                                           kind=_KINDS, message=_STR),
                                    _obj(["name", "to"], name=_STR, to=_INT,
                                         label={"type": "string", "nullable": True},
@@ -351,7 +361,7 @@ def _review_paths() -> dict[str, Any]:
         "/api/v1/reviews/{number}/comments": _write(
             "post", "Comment on a request, or on a line of one of its files", [_number(1)],
             _input(["body"], body=_NONEMPTY, path=_NONEMPTY,
-                   line={"type": "integer", "minimum": 1}),
+                   line=_IN_INT),
             _ref("Comment"), {"201": _ok(_ref("Comment"), "created")},
             example={"body": "Looks good", "path": "prompts/summarize.prompty", "line": 2}),
         "/api/v1/reviews/{number}/approve": _write(

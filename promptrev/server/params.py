@@ -6,13 +6,13 @@ Shared by the API's blueprints (artifacts, reviews, webhooks). Every refusal is 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from flask import Response, request
 
 from promptrev.errors import InvalidRequest
 from promptrev.model.artifacts import KINDS
+from promptrev.model.untrusted_json import parse_untrusted_json
 
 from .auth import state
 from .state import json_bytes
@@ -36,7 +36,11 @@ def arg(name: str, default: Any = ..., *, max_len: int = 1024) -> str:
     return value
 
 
-def int_arg(name: str, default: int | None, lo: int = 0, hi: int = 1_000_000) -> int | None:
+MAX_INT_FIELD = 1_000_000  # versions, weights, lines: the largest integer a field takes
+
+
+def int_arg(name: str, default: int | None, lo: int = 0, hi: int = MAX_INT_FIELD
+            ) -> int | None:
     """Query parameter ``name`` as an integer in ``lo..hi``, or ``default``."""
     value = request.args.get(name)
     if value in (None, ""):
@@ -44,7 +48,7 @@ def int_arg(name: str, default: int | None, lo: int = 0, hi: int = 1_000_000) ->
     return to_int(value, name, lo, hi)
 
 
-def to_int(value: Any, name: str, lo: int = 0, hi: int = 1_000_000) -> int:
+def to_int(value: Any, name: str, lo: int = 0, hi: int = MAX_INT_FIELD) -> int:
     """``value`` as an integer in ``lo..hi``; the error names ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, str)):
         raise InvalidRequest(f"'{name}' must be an integer")
@@ -79,15 +83,22 @@ def valid_kind(kind: str | None) -> str | None:
 
 
 def json_body() -> dict[str, Any]:
-    """The request body as a JSON object (``{}`` when empty)."""
+    """The request body as a JSON object (``{}`` when empty).
+
+    Every JSON body of every route is read here (or through :func:`json_object`):
+    nesting, NaN/Infinity, numbers too large to hold and lone surrogates are refused
+    with a 400 that names the field (:mod:`promptrev.model.untrusted_json`).
+    """
     if not request.data:
         return {}
-    try:
-        data = json.loads(request.data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"request body is not valid JSON: {exc}") from None
+    return json_object(request.data)
+
+
+def json_object(raw: bytes | str, what: str = "request body") -> dict[str, Any]:
+    """``raw`` parsed as untrusted JSON that must be an object; ``what`` names it in errors."""
+    data = parse_untrusted_json(raw, what)
     if not isinstance(data, dict):
-        raise InvalidRequest("request body must be a JSON object")
+        raise InvalidRequest(f"{what} must be a JSON object")
     return data
 
 
@@ -113,7 +124,7 @@ def if_match() -> int | None:
     if header is None:
         return None
     value = header.strip().removeprefix("W/").strip('"')
-    if value.isdigit() and len(value) < 10:
+    if value.isascii() and value.isdigit() and len(value) < 10:
         return int(value)
     raise InvalidRequest(f"If-Match must carry the version the change is based on, e.g. "
                          f'If-Match: "3"; got {header[:40]!r}')

@@ -61,7 +61,7 @@ def act(user: User, number: int, action: str) -> Response:
     try:
         if action == "comment":
             line = request.form.get("line", "").strip()
-            if line and (not line.isdigit() or len(line) > 7):
+            if line and (not (line.isascii() and line.isdigit()) or len(line) > 7):
                 raise InvalidRequest(f"line must be a line number, not {line[:20]!r}")
             rv.comment(number, user, request.form.get("body", ""),
                        path=request.form.get("path") or None, line=int(line) if line else None)

@@ -87,7 +87,7 @@ def _int(name: str, default: int | None = None) -> int | None:
         if default is None:
             raise InvalidRequest(f"'{name}' is required")
         return default
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise InvalidRequest(f"'{name}' must be a version number, not {value[:20]!r}")
     return int(value)
 
