@@ -22,7 +22,6 @@ Any spec may add ``name`` to tell two scorers of the same kind apart in results.
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import threading
@@ -31,9 +30,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import re2  # google-re2: linear-time matching for patterns users write
-
 from promptrev.model.datasets import Case
+from promptrev.model.patterns import MAX_PATTERN  # noqa: F401 - part of this module's API
+from promptrev.model.patterns import compile_regex as _compile_regex
+from promptrev.model.patterns import re2_validator as _re2_validator
+from promptrev.model.patterns import schema_patterns as _schema_patterns
 
 from ..errors import InvalidRequest, ModelNotConfigured
 from ..runner.base import Generation
@@ -204,36 +205,6 @@ def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
     return ItemScorer("regex", score, binary=True)
 
 
-MAX_PATTERN = 2000  # characters of one regex scorer pattern
-
-
-def _compile_regex(pattern: Any, ignore_case: bool) -> tuple[Any, str | None]:
-    """``pattern`` compiled by RE2, or the reason it cannot be.
-
-    RE2 matches in time linear in the text, whatever the pattern (``^(a+)+$`` against
-    ``aaaa…!`` takes microseconds, where Python's ``re`` takes seconds); the price is
-    that it has no backreferences and no lookaround, and ``\\d``/``\\w``/``\\b`` are ASCII.
-    """
-    text = _text(pattern)
-    if len(text) > MAX_PATTERN:
-        return None, f"longer than {MAX_PATTERN} characters"
-    return _re2(text, ignore_case)
-
-
-@functools.lru_cache(maxsize=512)
-def _re2(text: str, ignore_case: bool) -> tuple[Any, str | None]:
-    options = re2.Options()
-    options.log_errors = False
-    options.case_sensitive = not ignore_case
-    try:
-        return re2.compile(text, options), None
-    except re2.error as exc:
-        reason = exc.args[0] if exc.args else exc
-        reason = reason.decode("utf-8", "replace") if isinstance(reason, bytes) else str(reason)
-        return None, (f"{reason} (patterns run on RE2, in linear time: no backreferences or "
-                      "lookaround)")
-
-
 # ---- JSON -----------------------------------------------------------------------------
 
 @scorer("json_valid")
@@ -285,67 +256,6 @@ def _check_json(text: str, schema: dict, fences: bool) -> tuple[str | None, Any]
         return check_output(text, schema)
     except RecursionError:  # an answer of thousands of nested brackets
         return "the answer is nested too deeply to read as JSON", None
-
-
-def _schema_patterns(schema: Any) -> list[str]:
-    """Every regular expression in a JSON schema: ``pattern`` values, ``patternProperties`` keys."""
-    found, stack = [], [schema]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if isinstance(node.get("pattern"), str):
-                found.append(node["pattern"])
-            if isinstance(node.get("patternProperties"), dict):
-                found += [k for k in node["patternProperties"] if isinstance(k, str)]
-            stack += node.values()
-        elif isinstance(node, list):
-            stack += node
-    return found
-
-
-def _re2_validator(schema: dict[str, Any]):
-    """A validator for ``schema`` whose regular expressions run on RE2 (linear time).
-
-    jsonschema matches ``pattern`` and ``patternProperties`` (and, through them,
-    ``additionalProperties``) with Python's backtracking ``re``, so a schema pattern like
-    ``^(a+)+$`` could hold a worker for minutes on one answer.
-    """
-    import jsonschema
-    from jsonschema.exceptions import ValidationError
-
-    def search(pattern: str, text: str) -> bool:
-        return _compile_regex(pattern, False)[0].search(text) is not None
-
-    def pattern(validator, patrn, instance, schema):
-        if validator.is_type(instance, "string") and not search(patrn, instance):
-            yield ValidationError(f"{_short(instance)} does not match {_short(patrn)}")
-
-    def pattern_properties(validator, patterns, instance, schema):
-        if validator.is_type(instance, "object"):
-            for patrn, subschema in patterns.items():
-                for key, value in instance.items():
-                    if search(patrn, key):
-                        yield from validator.descend(value, subschema, path=key,
-                                                     schema_path=patrn)
-
-    def additional_properties(validator, extra, instance, schema):
-        if not validator.is_type(instance, "object"):
-            return
-        known, patterns = schema.get("properties", {}), schema.get("patternProperties", {})
-        extras = sorted(k for k in instance if k not in known
-                        and not any(search(p, k) for p in patterns))
-        if validator.is_type(extra, "object"):
-            for key in extras:
-                yield from validator.descend(instance[key], extra, path=key)
-        elif extra is False and extras:
-            yield ValidationError("additional properties are not allowed ("
-                                  f"{', '.join(_short(k) for k in extras[:5])} unexpected)")
-
-    base = jsonschema.validators.validator_for(schema)
-    cls = jsonschema.validators.extend(base, {
-        "pattern": pattern, "patternProperties": pattern_properties,
-        "additionalProperties": additional_properties})
-    return cls(schema)
 
 
 # ---- what the answer took -------------------------------------------------------------

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptrev.model.adapter_cards import AdapterSource
+from promptrev.model.patterns import compile_regex, re2_validator, schema_patterns
 from promptrev.model.prompty import Prompt
 
 from ..errors import InvalidRequest, ModelNotConfigured, ValidationFailed
@@ -298,7 +299,11 @@ def output_schema(prompt: Prompt) -> dict[str, Any] | None:
 
 
 def check_output(text: str, schema: dict[str, Any]) -> tuple[str | None, Any]:
-    """(None, parsed JSON) when ``text`` satisfies ``schema``, else (error, None)."""
+    """(None, parsed JSON) when ``text`` satisfies ``schema``, else (error, None).
+
+    The schema's patterns run on RE2 (linear time): a prompt's ``outputs`` pattern such as
+    ``^(a+)+$`` cannot hold a worker, and one RE2 cannot run is reported as the error.
+    """
     import jsonschema
 
     body = text.strip()
@@ -309,11 +314,21 @@ def check_output(text: str, schema: dict[str, Any]) -> tuple[str | None, Any]:
         parsed = json.loads(body)
     except ValueError as exc:
         return f"the answer is not JSON ({exc.msg} at position {exc.pos})", None
+    except RecursionError:  # an answer of thousands of nested brackets
+        return "the answer is nested too deeply to read as JSON", None
+    if not schema:
+        return None, parsed
+    for pattern in schema_patterns(schema):
+        problem = compile_regex(pattern, False)[1]
+        if problem:
+            return f"the output schema's pattern {pattern[:80]!r} cannot be used: {problem}", None
     try:
-        jsonschema.validate(parsed, schema)
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "the answer"
-        return f"{where}: {exc.message}", None
+        failure = jsonschema.exceptions.best_match(re2_validator(schema).iter_errors(parsed))
+    except (jsonschema.SchemaError, RecursionError) as exc:
+        return f"the output schema cannot be checked: {getattr(exc, 'message', exc)}", None
+    if failure is not None:
+        where = "/".join(str(p) for p in failure.absolute_path) or "the answer"
+        return f"{where}: {failure.message}", None
     return None, parsed
 
 

@@ -269,6 +269,22 @@ def test_json_schema_patterns_run_in_linear_time_too():
         build_scorers([{"json_schema": {"schema": {"type": "string", "pattern": r"(a)\1"}}}])
 
 
+def test_a_prompts_output_schema_patterns_run_in_linear_time():
+    """The runner checks a prompt's ``outputs`` (runner and /v1) with the same RE2 patterns."""
+    from promptrev.runner.execute import check_output
+
+    schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a+)+$"}}}
+    start = time.perf_counter()
+    error, parsed = check_output('{"a": "%s!"}' % ("a" * 10_000), schema)
+    assert time.perf_counter() - start < 0.5
+    assert parsed is None and "does not match" in error
+    assert check_output('{"a": "aaa"}', schema) == (None, {"a": "aaa"})
+    error, _ = check_output('{"a": "x"}', {"properties": {"a": {"pattern": r"(a)\1"}}})
+    assert "cannot be used" in error and "backreferences" in error
+    error, _ = check_output("[" * 100_000 + "]" * 100_000, schema)
+    assert "nested too deeply" in error
+
+
 @pytest.mark.parametrize("parameter", ["max_tokens: .inf", "temperature: .nan",
                                        "temperature: -.inf", "top_p: 1.0e+999"])
 def test_non_finite_parameters_in_a_stored_prompt_are_refused_when_it_runs(live, parameter):
