@@ -119,6 +119,9 @@ def _check_review(registry: Registry, policy: Policy, user: User, update: RefUpd
     if update.deleted:  # closes its request: the same right as rejecting it
         Reviews(registry, policy).check_branch_deletion(update.branch, user)
         return
+    if not update.created:  # a forced push replaces the request: the same right again
+        Reviews(registry, policy).check_branch_rewrite(update.branch, update.old, update.new,
+                                                       user)
     head = registry.store.head()
     base = registry.store.merge_base(head, update.new) if head else None
     if base is None:

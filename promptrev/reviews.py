@@ -367,6 +367,20 @@ class Reviews:
         self._set(number, head=commit)
         return self.get(number)
 
+    def check_branch_rewrite(self, branch: str, old: str, new: str, user: User) -> None:
+        """Refuse rewriting someone else's request (a push that is not a fast-forward)
+        unless ``user`` may close it: replacing its commits is as final as rejecting it.
+        Adding commits on top stays open to every editor (their approvals then don't count).
+        """
+        if self.store.is_ancestor(old, new):
+            return
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(T_REQ.c.id, T_REQ.c.author).where(
+                T_REQ.c.branch == branch, T_REQ.c.status == "open")).first()
+        if row is not None:
+            self.policy.require_close_request(
+                user, row.id, row.author, f"rewriting {branch} (a forced push), which replaces")
+
     def check_branch_deletion(self, branch: str, user: User) -> None:
         """Refuse deleting ``branch`` (``git push --delete``) when that would close a
         request ``user`` may not close: deleting it closes it, as rejecting would."""
@@ -493,8 +507,9 @@ class Reviews:
                         f"{', '.join(c['path'] for c in found)}: main changed the same lines "
                         "since the request started. Update the request on top of main and "
                         "merge again", details={"conflicts": found})
+                message = _merge_message(request, sorted(self.contributors(request)))
                 commit = self.store.commit_tree(
-                    tree, [main, head], with_account(_merge_message(request), user.name),
+                    tree, [main, head], with_account(message, user.name),
                     Signature.parse(request.author_line), Signature.parse(user.author))
                 incoming = check_history(self.registry, main, commit)
                 incoming.raise_for_problems(f"merging change request #{number}")
@@ -604,12 +619,20 @@ def _comment(row, head: str) -> dict[str, Any]:
             "outdated": row.path is not None and row.head != head}
 
 
-def _merge_message(request: ChangeRequest) -> str:
+def _merge_message(request: ChangeRequest, contributors: list[str]) -> str:
+    """The merge's message: who approved and, by account, everyone who made its commits.
+
+    The merge's Git author is the request's opener; ``Contributed-by`` keeps the accounts
+    that pushed or saved its commits visible in the history, whatever author they typed.
+    """
     approvers = ", ".join(a["user"] for a in request.approvals)
     text = f"Merge change request #{request.number}: {request.title}"
+    trailers = []
+    if contributors:
+        trailers.append(f"Contributed-by: {', '.join(contributors)}")
     if approvers:
-        text += f"\n\nApproved-by: {approvers}"
-    return text
+        trailers.append(f"Approved-by: {approvers}")
+    return text + ("\n\n" + "\n".join(trailers) if trailers else "")
 
 
 def _title(title: Any) -> str:

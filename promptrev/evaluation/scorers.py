@@ -31,10 +31,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from promptrev.model.datasets import Case
-from promptrev.model.patterns import MAX_PATTERN  # noqa: F401 - part of this module's API
+from promptrev.model.patterns import (
+    MAX_PATTERN,  # noqa: F401 - part of this module's API
+    schema_problem,
+)
 from promptrev.model.patterns import compile_regex as _compile_regex
 from promptrev.model.patterns import re2_validator as _re2_validator
-from promptrev.model.patterns import schema_patterns as _schema_patterns
 
 from ..errors import InvalidRequest, ModelNotConfigured
 from ..runner.base import Generation
@@ -226,14 +228,9 @@ def _json_schema(options: dict[str, Any], context: ScorerContext) -> Scorer:
     schema = opts["schema"]
     if not isinstance(schema, dict):
         raise InvalidRequest("json_schema: needs 'schema', a JSON schema object")
-    try:
-        jsonschema.validators.validator_for(schema).check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise InvalidRequest(f"json_schema: the schema is not valid: {exc.message}") from None
-    for pattern in _schema_patterns(schema):
-        problem = _compile_regex(pattern, False)[1]
-        if problem:
-            raise InvalidRequest(f"json_schema: invalid pattern '{pattern[:80]}': {problem}")
+    problem = schema_problem(schema)
+    if problem:
+        raise InvalidRequest(f"json_schema: {problem}")
     validator = _re2_validator(schema)
 
     def score(item: ScoreInput) -> Score:

@@ -6,9 +6,10 @@ commit, so label moves are audited and revertable with ordinary Git.
 
 from __future__ import annotations
 
-from promptrev.errors import ValidationFailed
+from promptrev.errors import InvalidName, ValidationFailed
 
 from . import safe_yaml
+from .names import validate_label
 
 
 def parse_label_map(text: str, filename: str) -> dict[str, int]:
@@ -19,7 +20,18 @@ def parse_label_map(text: str, filename: str) -> dict[str, int]:
         for k, v in data.items()
     ):
         raise ValidationFailed(f"{filename}: a label map must be 'label: version-number' lines")
+    _check_names(data, filename)
     return data
+
+
+def _check_names(labels: dict, filename: str) -> None:
+    """Every label of a stored file must be one the API could have set (a push can write
+    any text: an empty name or escape sequences would reach every page)."""
+    for label in labels:
+        try:
+            validate_label(label)
+        except InvalidName as exc:
+            raise ValidationFailed(f"{filename}: {exc.message}") from None
 
 
 def dump_label_map(labels: dict[str, int]) -> str:
@@ -43,6 +55,7 @@ def parse_splits(text: str, filename: str) -> dict[str, dict[int, int]]:
     if not ok:
         raise ValidationFailed(f"{filename}: a split file holds 'label: {{version: weight}}' "
                                "entries with positive integers")
+    _check_names(data, filename)
     return data
 
 

@@ -113,4 +113,56 @@ def re2_validator(schema: dict[str, Any]):
     cls = jsonschema.validators.extend(base, {
         "pattern": pattern, "patternProperties": pattern_properties,
         "additionalProperties": additional_properties})
-    return cls(schema)
+    return cls(schema, registry=_LOCAL_ONLY())
+
+
+def _LOCAL_ONLY():  # noqa: N802 - built on first use: referencing is jsonschema's dependency
+    """A reference registry that never fetches: no URL, no ``file://``, no network."""
+    from referencing import Registry
+    from referencing.exceptions import NoSuchResource
+
+    def refuse(uri: str):
+        raise NoSuchResource(ref=uri)
+
+    return Registry(retrieve=refuse)
+
+
+# Keywords that make a schema point elsewhere: a remote or file reference would make the
+# server fetch what an editor chose, and local ones can nest exponentially.
+_REFERENCES = ("$ref", "$dynamicRef", "$recursiveRef")
+MAX_SCHEMA_NODES = 10_000
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` (written by a user) cannot be used to check answers, or None.
+
+    Refused: references (``$ref`` and its kin: write the schema inline), schemas larger
+    than 10,000 values, invalid schemas, and patterns RE2 cannot run.
+    """
+    import jsonschema
+
+    if not isinstance(schema, dict):
+        return "a JSON schema must be an object"
+    seen, stack = 0, [schema]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_SCHEMA_NODES:
+            return f"the schema has more than {MAX_SCHEMA_NODES:,} values"
+        if isinstance(node, dict):
+            for keyword in _REFERENCES:
+                if keyword in node:
+                    return (f"{keyword} is not supported ({_short(node[keyword])}): write the "
+                            "schema inline")
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return f"the schema is not valid: {exc.message}"
+    for pattern in schema_patterns(schema):
+        problem = compile_regex(pattern, False)[1]
+        if problem:
+            return f"invalid pattern '{pattern[:80]}': {problem}"
+    return None

@@ -83,8 +83,10 @@ class Message:
 
 
 def _finalize(value: Any) -> str:
-    text = "" if value is None else str(value)
     budget = render_budget.current()
+    if budget is not None:
+        budget.check_size(value)  # before str() of a list builds its text
+    text = "" if value is None else str(value)
     if budget is not None:
         budget.add_output(len(text))
     slots = _slots.get()

@@ -103,7 +103,7 @@ class Budget:
             raise _exceeded("iterations", "the template iterated more than "
                             f"{self.limits.max_iterations:,} times",
                             self.limits.max_iterations, "PROMPTREV_RENDER_MAX_ITERATIONS")
-        if not self.iterations & 63:
+        if not self.iterations & 7:
             self.check_time()
 
     def add_output(self, n: int) -> None:
@@ -122,8 +122,9 @@ class Budget:
         elif isinstance(value, (str, bytes)):
             if len(value) > self.limits.max_chars:
                 raise self._too_long("a value")
-        elif isinstance(value, (list, tuple, dict, set)):
+        elif isinstance(value, (list, tuple, dict, set, frozenset)):
             self.expect_items(len(value))
+            self.expect(weight(value, self.limits.max_chars), "a value")
         return value
 
     def expect_items(self, n: float) -> None:
@@ -152,6 +153,34 @@ class Budget:
         for item in iterable:
             self.tick()
             yield item
+
+
+def weight(value: Any, limit: int) -> int:
+    """Characters and items in ``value``, counted through nested lists and mappings.
+
+    A list of 100,000 references to one long string is cheap to build but not to compare,
+    sort or print; its weight says what such operations cost. Each distinct container is
+    counted once per place it appears (``[s] * n`` weighs n times ``s``). Stops counting
+    once past ``limit``.
+    """
+    total = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (str, bytes)):
+            total += len(item)
+        elif isinstance(item, (list, tuple, set, frozenset)):
+            total += len(item)
+            stack.extend(item)
+        elif isinstance(item, dict):
+            total += len(item)
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        else:
+            total += 1
+        if total > limit:
+            return total
+    return total
 
 
 def _exceeded(limit: str, what: str, value: float, setting: str | None) -> RenderLimitExceeded:
@@ -272,6 +301,8 @@ def _filter_count(name: str, args: tuple, kwargs: Mapping) -> int:
     """Iterations a filter makes of its own accord (not bounded by its input)."""
     if name == "slice":
         return _as_int(args[1] if len(args) > 1 else kwargs.get("slices"))
+    if name == "batch":  # a batch is padded to its length with fill_with
+        return _as_int(args[1] if len(args) > 1 else kwargs.get("linecount"))
     return 0
 
 
@@ -306,6 +337,8 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
                         budget.expect(len(seq) * _as_int(n), "a repeated value")
                     elif isinstance(seq, (list, tuple)) and _as_int(n) > 0:
                         budget.expect_items(len(seq) * _as_int(n))
+                        budget.expect(weight(seq, budget.limits.max_chars) * _as_int(n),
+                                      "a repeated value")
             elif operator == "**" and _as_int(left) and _as_int(right) > 0:
                 if abs(left) > 1 and abs(left).bit_length() * right > MAX_INT_BITS:
                     raise _exceeded("size", f"a number would have more than {MAX_INT_BITS:,}"
@@ -421,6 +454,11 @@ def _budgeted_filter(name: str, func: Callable) -> Callable:
         if count > budget.limits.max_iterations:
             raise _exceeded("iterations", f"|{name} would iterate {count:,} times",
                             budget.limits.max_iterations, "PROMPTREV_RENDER_MAX_ITERATIONS")
+        if name == "sum" and not isinstance(
+                kwargs.get("start", own[2] if len(own) > 2 else 0), (int, float)):
+            raise RenderLimitExceeded("render limit reached: |sum adds numbers (summing lists "
+                                      "or strings takes quadratic time): use |join or a loop",
+                                      details={"limit": "size", "value": 0})
         if own and isinstance(own[0], Iterator):  # a lazy sequence (map, select, range…)
             args = (*args[:skip], budget.iterate(own[0]), *own[1:])
         if name == "join":

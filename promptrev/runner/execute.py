@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from promptrev.model.adapter_cards import AdapterSource
-from promptrev.model.patterns import compile_regex, re2_validator, schema_patterns
+from promptrev.model.patterns import re2_validator, schema_problem
 from promptrev.model.prompty import Prompt
 
 from ..errors import InvalidRequest, ModelNotConfigured, ValidationFailed
@@ -215,11 +215,11 @@ class Runner:
     def complete(self, request: GenerationRequest, spec: ModelSpec, ref: str,
                  prompt: Prompt | None = None) -> RunResult:
         """Run one prepared request (validating the output when the prompt declares it)."""
+        schema = output_schema(prompt) if prompt is not None else None
         backend = self.backend(spec)
         generation = backend.generate([request])[0]
         result = RunResult(ref, generation.text, generation, request.messages)
         _count(result, generation)
-        schema = output_schema(prompt) if prompt is not None else None
         if schema is not None:
             self._validate(backend, request, result, schema)
         return result
@@ -283,7 +283,20 @@ def _parameter(merged: dict[str, Any], name: str, default: Any, kind: type) -> A
 
 
 def output_schema(prompt: Prompt) -> dict[str, Any] | None:
-    """A JSON schema from the prompt's ``outputs`` (Prompty style or a full schema)."""
+    """A JSON schema from the prompt's ``outputs`` (Prompty style or a full schema).
+
+    Raises :class:`ValidationFailed` (before any model runs) for a schema that cannot be
+    used safely: references, invalid schemas, patterns RE2 cannot run.
+    """
+    schema = _output_schema(prompt)
+    problem = schema_problem(schema) if schema is not None else None
+    if problem:
+        raise ValidationFailed(f"the prompt's outputs cannot be used: {problem}",
+                               [{"file": "outputs", "line": None, "message": problem}])
+    return schema
+
+
+def _output_schema(prompt: Prompt) -> dict[str, Any] | None:
     outputs = prompt.front.get("outputs")
     if not isinstance(outputs, dict) or not outputs:
         return None
@@ -318,14 +331,13 @@ def check_output(text: str, schema: dict[str, Any]) -> tuple[str | None, Any]:
         return "the answer is nested too deeply to read as JSON", None
     if not schema:
         return None, parsed
-    for pattern in schema_patterns(schema):
-        problem = compile_regex(pattern, False)[1]
-        if problem:
-            return f"the output schema's pattern {pattern[:80]!r} cannot be used: {problem}", None
+    problem = schema_problem(schema)
+    if problem:
+        return f"the output schema cannot be used: {problem}", None
     try:
         failure = jsonschema.exceptions.best_match(re2_validator(schema).iter_errors(parsed))
-    except (jsonschema.SchemaError, RecursionError) as exc:
-        return f"the output schema cannot be checked: {getattr(exc, 'message', exc)}", None
+    except RecursionError:
+        return "the answer is nested too deeply to check", None
     if failure is not None:
         where = "/".join(str(p) for p in failure.absolute_path) or "the answer"
         return f"{where}: {failure.message}", None

@@ -273,6 +273,8 @@ class GuardedWorker(ThreadWorker):
         """A last answer for a request that never got to a thread, then close."""
         body = (message + "\n").encode()
         answer = (f"HTTP/1.1 {status}\r\nConnection: close\r\nContent-Type: text/plain\r\n"
+                  "X-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n"
+                  "Content-Security-Policy: default-src 'none'; frame-ancestors 'none'\r\n"
                   f"Content-Length: {len(body)}\r\n\r\n").encode() + body
         try:
             conn.sock.send(answer)  # non-blocking: what does not fit is not sent

@@ -358,3 +358,18 @@ def test_a_pull_refuses_a_symlink_prompt_and_leaves_the_teams_own_files_alone(tm
     tree = subprocess.run(["git", "--git-dir", str(reg), "ls-tree", "--name-only", "main"],
                           capture_output=True, text=True, check=True).stdout.split()
     assert {"src.py", ".gitignore", "prompts"} <= set(tree)
+
+
+@pytest.mark.parametrize("text", ['"": 1\n', '"we ird/../\\x1b[31m": 1\n', "latest: 1\n"])
+def test_label_names_the_api_would_refuse_are_refused_in_a_push(server, admin, text):
+    """Found by an attack on the first version: a pushed label file stored an empty name
+    and an escape sequence, which every page then showed and no command could remove."""
+    work = admin.clone(f"labels-{abs(hash(text))}")
+    (work / "labels/prompts/summarize.yaml").write_text(text)
+    before = remote_main(server)
+    admin.commit(work, "odd label names")
+    out = admin("push", "origin", "main", cwd=work, check=False)
+    assert out.returncode != 0, out.stderr
+    assert "labels/prompts/summarize.yaml" in out.stderr and "label" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert remote_main(server) == before

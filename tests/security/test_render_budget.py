@@ -34,6 +34,13 @@ BOMBS = {
     "slow": ("{% for k in range(9) %}{% for i in range(90000) %}"
              "{% if ('a' * 1000000)|length == 0 %}x{% endif %}{% endfor %}{% endfor %}", "time"),
     "macro": ("{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "depth"),
+    # Found by an attack on the first version: cheap to build, costly to compare or print.
+    "compare": ("{% set s = 'a' * 1000000 %}{% set t = 'a' * 999999 ~ 'a' %}"
+                "{% set A = [s] * 99999 + ['x'] %}{% set B = [t] * 99999 + ['y'] %}"
+                "{{ B in [A] * 3 }}", "size"),
+    "print-list": ("{% set s = 'a' * 10000 %}{{ [s] * 100000 }}", "size"),
+    "batch": ("{{ ([1] | batch(100000000, 0) | first) | length }}", "iterations"),
+    "sum": ("{{ ([[1] * 10] * 1000) | sum(start=[]) | length }}", "size"),
 }
 
 

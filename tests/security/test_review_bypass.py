@@ -128,6 +128,46 @@ def test_deleting_someone_elses_review_branch_is_refused(server, tmp_path):
     assert call(server, "admin", "GET", f"/reviews/{number}").json()["status"] == "closed"
 
 
+def test_rewriting_someone_elses_request_is_refused_and_merges_name_every_contributor(
+        server, tmp_path):
+    """Found by an attack on the first version: alice force-pushed her own text onto bob's
+    request (authored as bob), or emptied it, and the merged version named only bob."""
+    opened = call(server, "bob", "POST", "/reviews", json={"title": "bob's wording", "edits": [
+        {"name": "summarize", "text": call(server, "bob", "GET", "/artifact", params={
+            "ref": "summarize"}).json()["text"].replace("system:", "system:\nBob's line.", 1)}]})
+    assert opened.status_code == 201, opened.text
+    number, branch = opened.json()["number"], opened.json()["branch"]
+    alice = git_for(server, tmp_path, "alice")
+    work = alice.clone("alice-hijack")
+    for target in ("origin/main", None):  # empty it; replace its commit with her own
+        if target:
+            out = alice("push", "origin", "--force", f"{target}:{branch}", cwd=work,
+                        check=False)
+            assert out.returncode != 0 and "rewriting " + branch in out.stderr, out.stderr
+        else:
+            alice("switch", "-q", "-c", "mine", cwd=work)
+            edit(work, "EVE PAYLOAD")
+            alice.commit(work, "bob's wording", author="bob <bob@localhost>")
+            out = alice("push", "origin", "--force", f"HEAD:{branch}", cwd=work, check=False)
+            assert out.returncode != 0 and "rewriting " + branch in out.stderr, out.stderr
+            assert f"change request #{number} needs the admin role" in out.stderr
+    shown = call(server, "admin", "GET", f"/reviews/{number}").json()
+    assert shown["contributors"] == ["bob"] and "Bob's line." in str(shown["changes"])
+    # adding a commit on top stays open to other editors, and the merge names them
+    alice("fetch", "-q", "origin", branch, cwd=work)
+    alice("switch", "-q", "-c", "on-top", "FETCH_HEAD", cwd=work)
+    edit(work, "Alice's addition.")
+    alice.commit(work, "addition", author="bob <bob@localhost>")
+    alice("push", "origin", f"HEAD:{branch}", cwd=work)
+    assert call(server, "admin", "POST", f"/reviews/{number}/approve").status_code == 200
+    merged = call(server, "admin", "POST", f"/reviews/{number}/merge")
+    assert merged.status_code == 200, merged.text
+    version = call(server, "admin", "GET", "/versions", params={"name": "summarize"}
+                   ).json()["versions"][0]
+    assert "Contributed-by: alice, bob" in version["message"], version["message"]
+    assert version["account"] == "admin"
+
+
 def test_a_viewer_cannot_comment(server, tmp_path):
     number = push_review(server, tmp_path, "bob", "review/comments")
     r = call(server, "vic", "POST", f"/reviews/{number}/comments", json={"body": "lgtm"})
