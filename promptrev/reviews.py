@@ -374,9 +374,7 @@ class Reviews:
         """
         if self.store.is_ancestor(old, new):
             return
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(T_REQ.c.id, T_REQ.c.author).where(
-                T_REQ.c.branch == branch, T_REQ.c.status == "open")).first()
+        row = self._open_on(branch)
         if row is not None:
             self.policy.require_close_request(
                 user, row.id, row.author, f"rewriting {branch} (a forced push), which replaces")
@@ -384,12 +382,16 @@ class Reviews:
     def check_branch_deletion(self, branch: str, user: User) -> None:
         """Refuse deleting ``branch`` (``git push --delete``) when that would close a
         request ``user`` may not close: deleting it closes it, as rejecting would."""
-        with self.engine.connect() as conn:
-            row = conn.execute(sa.select(T_REQ.c.id, T_REQ.c.author).where(
-                T_REQ.c.branch == branch, T_REQ.c.status == "open")).first()
+        row = self._open_on(branch)
         if row is not None:
             self.policy.require_close_request(
                 user, row.id, row.author, f"deleting {branch}, which closes")
+
+    def _open_on(self, branch: str):
+        """The open request of ``branch`` (its id and author), or None."""
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(T_REQ.c.id, T_REQ.c.author).where(
+                T_REQ.c.branch == branch, T_REQ.c.status == "open")).first()
 
     def on_push(self, branch: str, old: str, new: str, user: User) -> ChangeRequest | None:
         """Keep requests in step with a ``git push`` to ``review/...``.

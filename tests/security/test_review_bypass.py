@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..live import ADMIN_PASSWORD, LiveServer, start_server
-from ..test_git_http import Git
+from ..live import LiveServer, start_server
+from ..test_git_http import Git, logged_in
 
 FORGED = "admin <admin@localhost>"
 
@@ -203,9 +203,9 @@ def test_the_pusher_is_recorded_next_to_the_git_author_and_survives_reindex(
         assert "Promptrev-Account" not in version["message"], when
         live.cli("reindex")
 
-    page = _logged_in(live).get("/a/summarize")
+    page = logged_in(live).get("/a/summarize")
     assert page.status_code == 200 and "(account alice)" in page.text
-    audit = _logged_in(live).get("/audit")
+    audit = logged_in(live).get("/audit")
     assert "(account alice)" in audit.text
     notes = subprocess.run(["git", "--git-dir", str(live.registry), "notes", "--ref",
                             "promptrev-accounts", "show", sha], capture_output=True, text=True)
@@ -237,13 +237,3 @@ def test_pushes_to_the_notes_ref_are_refused(open_server, tmp_path):
     notes = subprocess.run(["git", "--git-dir", str(open_server.registry), "notes", "--ref",
                             "promptrev-accounts", "show", head], capture_output=True, text=True)
     assert "admin" not in notes.stdout
-
-
-def _logged_in(live: LiveServer) -> httpx.Client:
-    browser = httpx.Client(base_url=live.url, timeout=30)
-    form = browser.get("/login").text
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
-    r = browser.post("/login", data={"name": "admin", "password": ADMIN_PASSWORD,
-                                     "csrf_token": csrf})
-    assert r.status_code == 302
-    return browser

@@ -22,7 +22,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from promptrev.webhooks import Deliverer, RetryPolicy, Webhooks, emit, verify_si
 
 from ..conftest import PROMPT
 from ..live import ROOT, LiveServer, start_server
+from ..test_webhooks import wait_for
 
 FAST = {"PROMPTREV_WEBHOOK_RETRY_BASE": "0.1", "PROMPTREV_WEBHOOK_RETRY_CAP": "0.2",
         "PROMPTREV_WEBHOOK_MAX_ATTEMPTS": "2", "PROMPTREV_WEBHOOK_POLL": "0.1"}
@@ -91,17 +91,6 @@ def receiver():
     r = Receiver()
     yield r
     r.close()
-
-
-def wait_for(condition, timeout: float = 30.0, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def admin(server: LiveServer) -> httpx.Client:
