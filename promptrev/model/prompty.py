@@ -84,9 +84,12 @@ class Message:
 
 def _finalize(value: Any) -> str:
     budget = render_budget.current()
-    if budget is not None:
-        budget.check_size(value)  # before str() of a list builds its text
-    text = "" if value is None else str(value)
+    if value.__class__ is str:
+        text = value
+    else:
+        if budget is not None:
+            budget.check_size(value)  # before str() of a list builds its text
+        text = "" if value is None else str(value)
     if budget is not None:
         budget.add_output(len(text))
     slots = _slots.get()
@@ -182,9 +185,16 @@ class Prompt:
         return _split_messages(text, slots)
 
     def _render_text(self, values: dict[str, Any], budget: render_budget.Budget) -> str:
+        """The template's output, its length counted chunk by chunk (a loop of literal text
+        is refused as it grows, not once it is whole)."""
+        template = self.template
         chunks = []
-        for chunk in self.template.generate(values):
-            budget.add_output(len(chunk))
+        limit = budget.limits.max_chars
+        total = 0
+        for chunk in template.root_render_func(template.new_context(values)):
+            total += len(chunk)
+            if total + budget.output > limit:
+                budget.add_output(total)  # raises, naming the limit
             chunks.append(chunk)
         return "".join(chunks)
 
@@ -267,7 +277,7 @@ def _compose_front_matter(fm_text: str, problems: list[Problem]) -> yaml.Mapping
         problems.append(Problem("front matter must be a YAML mapping (key: value lines)",
                                 node.start_mark.line + 2))
         return None
-    findings = safe_yaml.inspect(node, _duplicate_message)
+    findings = safe_yaml.inspect(node, _duplicate_message, shared="*" in fm_text)
     problems.extend(Problem(f.message, f.line + 1) for f in findings)
     return None if findings else node
 

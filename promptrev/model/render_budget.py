@@ -321,10 +321,12 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         self.filters = {name: _budgeted_filter(name, f) for name, f in self.filters.items()}
 
-    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
-        tree = super()._parse(source, name, filename)
-        _instrument(tree)
-        return tree
+    def _generate(self, source: nodes.Template, name: str | None, filename: str | None,
+                  defer_init: bool = False) -> str:
+        """Compile with every loop and concatenation instrumented (parsing alone, which
+        validation does, is left as Jinja2 makes it)."""
+        _instrument(source)
+        return super()._generate(source, name, filename, defer_init=defer_init)
 
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         """Run an operator that can grow a value, refusing growth past the budget."""

@@ -56,99 +56,123 @@ def _default_duplicate(path: tuple[str, ...], key: str, first: int) -> str:
     return f"key '{'.'.join(path + (key,))}' appears twice (first at line {first})"
 
 
-def inspect(root: yaml.Node, duplicate: DuplicateMessage = _default_duplicate
-            ) -> list[Finding]:
-    """Everything in ``root`` that cannot be stored and shown safely, in document order."""
+def inspect(root: yaml.Node, duplicate: DuplicateMessage = _default_duplicate,
+            *, shared: bool = True) -> list[Finding]:
+    """Everything in ``root`` that cannot be stored and shown safely, in document order.
+
+    ``shared=False`` says the document has no aliases (its text has no ``*``): each node
+    is then reached once, and the walk skips the bookkeeping that aliases need.
+    """
     findings: list[Finding] = []
-    sizes: dict[int, int] = {}  # id(node) -> values it expands to
+    sizes: dict[int, int] = {}  # id(node) -> values it expands to (aliased documents)
     active: set[int] = set()
     node_count = 0
 
-    def line(node: yaml.Node) -> int:
-        return node.start_mark.line + 1
-
     def walk(node: yaml.Node, path: tuple[str, ...], depth: int) -> int:
         nonlocal node_count
-        key = id(node)
-        if key in sizes:
-            return sizes[key]
-        if key in active:
-            findings.append(Finding("a YAML alias refers to the value that contains it "
-                                    "(a recursive anchor)", line(node)))
-            return 1
+        if shared:
+            key = id(node)
+            if key in sizes:
+                return sizes[key]
+            if key in active:
+                findings.append(Finding("a YAML alias refers to the value that contains it "
+                                        "(a recursive anchor)", _line(node)))
+                return 1
+            active.add(key)
         node_count += 1
-        if depth > MAX_DEPTH:
-            findings.append(Finding(f"values nest more than {MAX_DEPTH} levels deep",
-                                    line(node)))
-            sizes[key] = 1
-            return 1
-        if node.tag not in ALLOWED_TAGS:
-            findings.append(Finding(f"unsupported YAML tag {node.tag!r}", line(node)))
-            sizes[key] = 1
-            return 1
-        active.add(key)
         size = 1
-        if isinstance(node, yaml.ScalarNode):
-            _check_scalar(node, findings)
-        elif isinstance(node, yaml.SequenceNode):
+        tag = node.tag
+        if tag not in ALLOWED_TAGS:
+            findings.append(Finding(f"unsupported YAML tag {tag!r}", _line(node)))
+        elif depth > MAX_DEPTH:
+            findings.append(Finding(f"values nest more than {MAX_DEPTH} levels deep",
+                                    _line(node)))
+        elif isinstance(node, yaml.ScalarNode):
+            if tag in _CHECKED_SCALARS:
+                _check_scalar(node, findings)
+            elif tag in _NESTING:
+                findings.append(Finding(f"tag {tag.removeprefix(_TAG)!r} on a plain value",
+                                        _line(node)))
+        elif tag != (_SEQ if isinstance(node, yaml.SequenceNode) else _MAP):
+            findings.append(Finding(f"tag {tag.removeprefix(_TAG)!r} on a list or mapping",
+                                    _line(node)))
+        elif tag == _SEQ:
             for child in node.value:
                 size += walk(child, path, depth + 1)
-        elif isinstance(node, yaml.MappingNode):
-            seen: dict[str, int] = {}
+        else:
+            seen: dict[str, yaml.Node] = {}
             for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag not in _KEY_TAGS:
+                key_tag = key_node.tag
+                if key_tag not in _KEY_TAGS or not isinstance(key_node, yaml.ScalarNode):
                     what = "a list or mapping" if not isinstance(key_node, yaml.ScalarNode) \
-                        else f"a {key_node.tag.removeprefix(_TAG)} value"
+                        else f"a {key_tag.removeprefix(_TAG)} value"
                     findings.append(Finding(f"a key must be plain text or a number, not {what}",
-                                            line(key_node)))
+                                            _line(key_node)))
                     continue
-                _check_scalar(key_node, findings)
+                if key_tag in _CHECKED_SCALARS:
+                    _check_scalar(key_node, findings)
                 name = str(key_node.value)
-                if key_node.tag != _TAG + "merge":
+                if key_tag != _MERGE:
                     if name in seen:
-                        findings.append(Finding(duplicate(path, name, seen[name]),
-                                                line(key_node)))
+                        findings.append(Finding(duplicate(path, name, _line(seen[name])),
+                                                _line(key_node)))
                     else:
-                        seen[name] = line(key_node)
-                size += walk(value_node, path + (name,), depth + 1)
-        active.discard(key)
-        sizes[key] = size
+                        seen[name] = key_node
+                if isinstance(value_node, yaml.ScalarNode):
+                    size += walk(value_node, path, depth + 1)  # no path needed
+                else:
+                    size += walk(value_node, path + (name,), depth + 1)
+        if shared:
+            active.discard(key)
+            sizes[key] = size
         return size
 
     total = walk(root, (), 0)
     if total > MAX_VALUES and total > node_count:
         findings.append(Finding(f"YAML aliases expand this document to {total:,} values, more "
-                                f"than the {MAX_VALUES:,} allowed", line(root)))
+                                f"than the {MAX_VALUES:,} allowed", _line(root)))
     return findings
 
 
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+_SEQ, _MAP, _MERGE = _TAG + "seq", _TAG + "map", _TAG + "merge"
+_NESTING = frozenset({_SEQ, _MAP})
+_CHECKED_SCALARS = frozenset(_TAG + t for t in ("int", "float", "bool", "timestamp"))
+
+
+_PLAIN_INT = re.compile(r"[-+]?[0-9]{1,18}")
+_PLAIN_FLOAT = re.compile(r"[-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]{1,2})?")
+
+
 def _check_scalar(node: yaml.ScalarNode, findings: list[Finding]) -> None:
-    """Numbers JSON and Python can print; timestamps that parse."""
-    if node.tag == _TAG + "int":
-        if len(_DIGITS.findall(node.value)) > 24:  # before int() refuses 4,300 digits
-            findings.append(Finding(f"integer {node.value[:20]}… is too large (at most "
-                                    f"{MAX_INT_BITS} bits)", node.start_mark.line + 1))
-            return
-        try:
-            value = yaml.SafeLoader("").construct_object(node)
-        except (ValueError, yaml.YAMLError):
-            value = 0
-        if abs(value).bit_length() > MAX_INT_BITS:
-            findings.append(Finding(f"integer {node.value} is too large (at most "
-                                    f"{MAX_INT_BITS} bits)", node.start_mark.line + 1))
-    elif node.tag == _TAG + "float":
-        try:
-            value = yaml.SafeLoader("").construct_object(node)
-        except (ValueError, yaml.YAMLError):
-            return
-        if not math.isfinite(value):
-            findings.append(Finding(f"number {node.value!r} is not finite",
-                                    node.start_mark.line + 1))
-    elif node.tag == _TAG + "timestamp":
-        try:
-            yaml.SafeLoader("").construct_object(node)
-        except (ValueError, yaml.YAMLError) as exc:
-            findings.append(Finding(f"bad date: {exc}", node.start_mark.line + 1))
+    """Numbers JSON and Python can print; booleans and timestamps that parse."""
+    tag, text = node.tag, node.value
+    if tag == _TAG + "int" and _PLAIN_INT.fullmatch(text):
+        return  # the common case, decided without building a constructor
+    if tag == _TAG + "float" and _PLAIN_FLOAT.fullmatch(text):
+        return
+    if tag == _TAG + "bool" and text.lower() in yaml.SafeLoader.bool_values:
+        return
+    what = tag.removeprefix(_TAG)
+    if tag == _TAG + "int" and len(_DIGITS.findall(text)) > 24:  # int() refuses 4,300
+        findings.append(Finding(f"integer {text[:20]}… is too large (at most {MAX_INT_BITS} "
+                                "bits)", _line(node)))
+        return
+    try:
+        value = yaml.SafeLoader("").construct_object(node)
+    except (ValueError, LookupError, TypeError, yaml.YAMLError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        findings.append(Finding(f"{text[:40]!r} is not a valid {what} ({reason})",
+                                _line(node)))
+        return
+    if tag == _TAG + "int" and abs(value).bit_length() > MAX_INT_BITS:
+        findings.append(Finding(f"integer {text} is too large (at most {MAX_INT_BITS} bits)",
+                                _line(node)))
+    elif tag == _TAG + "float" and not math.isfinite(value):
+        findings.append(Finding(f"number {text!r} is not finite", _line(node)))
 
 
 class _JsonShapedLoader(yaml.SafeLoader):
@@ -182,7 +206,7 @@ def load(text: str, filename: str, *, line_offset: int = 0) -> Any:
         raise _failed(filename, [Finding("invalid YAML: nested too deeply", 0)]) from None
     if node is None:
         return None
-    findings = inspect(node)
+    findings = inspect(node, shared="*" in text)
     if findings:
         raise _failed(filename, [Finding(f.message, f.line + line_offset) for f in findings])
     return construct(node)
