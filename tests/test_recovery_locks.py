@@ -385,14 +385,16 @@ def test_150_writers_killed_mid_write_leave_no_stuck_registry(tmp_path):
     assert max(resume) < LOCK_WAIT / 2, resume  # resumed, never waited out the Busy bound
     report = reg.fsck()
     assert report["ok"], report["problems"]
-    assert not (path / MAIN_LOCK).exists()
     acked = [record for pid in dead for record in writers.acked(pid)]
     assert len(acked) >= 150
     for record in acked:  # no acknowledged write was lost to a kill or a lock removal
         snap = reg.get(f"{record['name']}@{record['version']}")
         assert snap.version.message == record["token"]
+    # The last writers were killed mid-write too, so a lock may be left until the next
+    # write; that write clears it and leaves none behind.
     reg.save("alpha", text_for("the-end"))
     assert reg.get("alpha").text == text_for("the-end")
+    assert not (path / MAIN_LOCK).exists()
     reg.close()
 
 
