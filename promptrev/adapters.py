@@ -28,6 +28,7 @@ from promptrev.model.adapter_cards import (
     dump_card,
     parse_card,
 )
+from promptrev.model.artifacts import KINDS
 from promptrev.model.diffing import Diff, field_diff, text_diff
 from promptrev.model.lfs import Pointer
 
@@ -203,7 +204,13 @@ def load_version(registry: Registry, ref) -> AdapterVersion:
         raise NotFound(f"adapter '{version.name}' version {version.number} is a deletion")
     card_text = registry.store.blob(version.blob).decode("utf-8")
     card = parse_card(card_text)
-    folder = f"adapters/{version.name}"
+    kind = KINDS["adapter"]
+    # The card's own path at that commit: in its bucket, or where versions made before
+    # buckets (model.fanout) kept it.
+    card_path = next((p for p in kind.paths(version.name)
+                      if registry.store.blob_at(version.commit, p) == version.blob),
+                     kind.path(version.name))
+    folder = card_path.rsplit("/", 1)[0]
     blobs = {}
     for filename in SIDECARS:
         blob = registry.store.blob_at(version.commit, f"{folder}/{filename}")

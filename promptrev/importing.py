@@ -2,7 +2,9 @@
 
 Files are recognised by suffix (``.prompty`` → prompt, ``.jsonl`` → dataset). The name is
 the path relative to the folder without the suffix; a leading kind folder (``datasets/``,
-``prompts/``) is dropped, so a checkout of a registry imports under the same names.
+``prompts/``) and the hashed bucket folders of a registry's tree (``@e/@7/``, see
+:mod:`promptrev.model.fanout`) are dropped, so a checkout of a registry imports under the
+same names.
 Everything is validated first and written as one commit: all files or none.
 
 Only regular files are read, and no link is ever followed: a folder may be a clone of a
@@ -63,9 +65,13 @@ def collect(root: str, max_bytes: int | None = None) -> list[tuple[str, str, byt
             if isinstance(data, str):
                 problems.append(_refused(root, folder, filename, data))
                 continue
-            name = _relative(root, folder, filename)[: -len(kind.suffix)]
-            if name.startswith(kind.folder + "/"):
-                name = name[len(kind.folder) + 1:]
+            relative = _relative(root, folder, filename)
+            # A checkout of a registry keeps its files in buckets (model.fanout); the name
+            # is the path without them.
+            if not relative.startswith(kind.folder + "/"):
+                relative = f"{kind.folder}/{relative}"
+            name = kind.artifact_of(relative) or relative[len(kind.folder) + 1:
+                                                          -len(kind.suffix)]
             found.append((kind.name, name, data))
     if problems:
         first = problems[0]

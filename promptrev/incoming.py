@@ -26,8 +26,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from promptrev.model import fanout
 from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
-from promptrev.model.artifacts import KINDS, kind_of_path
+from promptrev.model.artifacts import KINDS, by_artifact, label_of_path, split_of_path
 from promptrev.model.labels import parse_label_map, parse_splits
 from promptrev.model.layout import entry_problems
 from promptrev.model.names import validate_name
@@ -201,50 +202,70 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
                   out: Incoming, refused: set[str]) -> None:
     store = registry.store
     adapter_folders: set[str] = set()
-    label_files: list[tuple[str, str, Change, bool]] = []
     for change in changes:
+        if change.new is not None and change.new not in refused:
+            _check_place(change.path, sha, out)
+    content, rest = by_artifact(changes)
+    for touched in content:
+        kind, name, path = touched.kind, touched.name, touched.path
+        if touched.new in refused:  # its problem is recorded; never read it
+            continue
+        try:
+            validate_name(name)
+        except PromptrevError as exc:
+            out.problem(path, sha, exc.message)
+            continue
+        if touched.new is not None:
+            with _checking(path, sha, out):
+                _check_content(registry, kind.name, name, path, touched.new, sha, out)
+        counter.add((kind.name, name), touched.new is None)
+        out.versions.append((kind.name, name, sha))
+        if kind.sidecars:
+            adapter_folders.add(path.rsplit("/", 1)[0])
+    labels, rest = by_artifact(rest, label_of_path)
+    splits, rest = by_artifact(rest, split_of_path)
+    for change in rest:
         path = change.path
-        if change.new in refused:  # its problem is recorded; never read it
-            continue
         top = path.split("/", 1)[0]
-        found = kind_of_path(path)
-        if found is not None:
-            kind, name = found
-            try:
-                validate_name(name)
-            except PromptrevError as exc:
-                out.problem(path, sha, exc.message)
-                continue
-            if change.new is not None:
-                with _checking(path, sha, out):
-                    _check_content(registry, kind.name, name, path, change.new, sha, out)
-            counter.add((kind.name, name), change.new is None)
-            out.versions.append((kind.name, name, sha))
-            if kind.sidecars:
-                adapter_folders.add(path.rsplit("/", 1)[0])
-            continue
-        if top in ("labels", "splits"):
-            label = _labelled(path, top)
-            if label is None:
-                out.problem(path, sha, f"not a {top[:-1]} file: {top} files live at "
-                            f"{top}/<kind folder>/<artifact name>.yaml")
-            else:
-                label_files.append((label[0], label[1], change, top == "splits"))
-            continue
         if top == "adapters" and path.rsplit("/", 1)[-1] in (CONFIG, WEIGHTS):
             adapter_folders.add(path.rsplit("/", 1)[0])
-            continue
-        if top in _FOLDERS and change.new is not None:
-            kinds = {k.folder: k for k in KINDS.values()}
-            kind = kinds[top]
+        elif change.new is not None and top in ("labels", "splits"):
+            out.problem(path, sha, f"not a {top[:-1]} file: {top} files are stored as "
+                        f"{fanout.pattern(f'{top}/<kind folder>', '.yaml')}")
+        elif change.new is not None and top in _FOLDERS:
+            kind = next(k for k in KINDS.values() if k.folder == top)
             out.problem(path, sha, f"not a {kind.name} file: {kind.name}s are stored as "
-                        f"{kind.path('<name>')}")
+                        f"{fanout.pattern(kind.folder, kind.suffix)}")
     for folder in sorted(adapter_folders):
         with _checking(f"{folder}/adapter.yaml", sha, out):
             _check_adapter_folder(registry, sha, folder, out, refused)
-    for kind, name, change, split in label_files:
-        with _checking(change.path, sha, out):
-            _check_labels(store, sha, kind, name, change, split, counter, out)
+    for touched, split in [(t, False) for t in labels] + [(t, True) for t in splits]:
+        try:
+            validate_name(touched.name)
+        except PromptrevError as exc:
+            out.problem(touched.path, sha, exc.message)
+            continue
+        with _checking(touched.path, sha, out):
+            _check_labels(store, sha, touched.kind.name, touched.name, touched, split,
+                          counter, out)
+
+
+def _check_place(path: str, sha: str, out: Incoming) -> None:
+    """A file a commit adds or changes must sit where its name's bucket puts it
+    (:mod:`promptrev.model.fanout`): one name, one path, whatever client wrote it."""
+    for kind in KINDS.values():
+        for top, suffix, where in ((kind.folder, kind.suffix, kind.path),
+                                   (f"labels/{kind.folder}", ".yaml", kind.label_path),
+                                   (f"splits/{kind.folder}", ".yaml", kind.split_path)):
+            name = fanout.name_of(top, path, suffix) or fanout.meant(top, path, suffix)
+            if name is None:
+                continue
+            right = where(name)
+            if right != path:
+                out.problem(path, sha, f"{path}: '{name}' is stored at {right}: each name "
+                            f"has one place, in the bucket its name gives (see 'promptrev "
+                            f"path {name}')")
+            return
 
 
 @contextmanager
@@ -264,19 +285,6 @@ def _checking(path: str, sha: str, out: Incoming) -> Iterator[None]:
     except Exception as exc:  # any failure on pushed content is a refusal
         out.problem(path, sha, f"{path}: could not be checked ({type(exc).__name__}: "
                     f"{exc})")
-
-
-def _labelled(path: str, top: str) -> tuple[str, str] | None:
-    for kind in KINDS.values():
-        prefix = f"{top}/{kind.folder}/"
-        if path.startswith(prefix) and path.endswith(".yaml") and len(path) > len(prefix) + 5:
-            name = path[len(prefix):-5]
-            try:
-                validate_name(name)
-            except PromptrevError:
-                return None
-            return kind.name, name
-    return None
 
 
 def _check_content(registry: Registry, kind: str, name: str, path: str, blob: str, sha: str,

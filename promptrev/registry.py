@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-from promptrev.model.artifacts import KINDS, AuditEntry, LabelEvent, Snapshot, Version
+from promptrev.model import fanout
+from promptrev.model.artifacts import KINDS, AuditEntry, LabelEvent, Snapshot, Version, placed
 from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
 from promptrev.model.labels import assign, parse_splits, split_path
 from promptrev.model.prompty import Message, Prompt, parse_prompt
@@ -36,7 +37,7 @@ from .errors import (
     ValidationFailed,
 )
 from .storage import maintenance
-from .storage.gitstore import GitStore, Signature
+from .storage.gitstore import MAIN, GitStore, RefMoved, Signature
 from .storage.index import ACCOUNT_FIELD, VERSION_FIELDS, IndexDatabase, IndexReader
 from .storage.indexer import catch_up
 from .storage.objects import ObjectStore
@@ -56,11 +57,37 @@ _REGISTRY_README = """\
 
 This Git repository is a promptrev registry. Layout on `main`:
 
+    prompts/<folders>/@x/@y/<leaf>.prompty     prompts (Prompty: front matter + template)
+    datasets/<folders>/@x/@y/<leaf>.jsonl      evaluation datasets, one case per line
+    labels/<kind>/<folders>/@x/@y/<leaf>.yaml  label -> version maps; each move a commit
+
+The prompt `support/reply` is `prompts/support/@2/@0/reply.prompty`: `x` and `y` are the
+first two hex digits of the SHA-1 of the whole name, so that no folder grows past a few
+hundred entries (`printf %s support/reply | sha1sum | cut -c1-2`, or `promptrev path
+NAME`).
+Edit with promptrev or with plain Git; versions are numbered per artifact.
+"""
+# What 'promptrev init' wrote before buckets: a registry moved into them gets the above.
+_README_BEFORE_BUCKETS = """\
+# promptrev registry
+
+This Git repository is a promptrev registry. Layout on `main`:
+
     prompts/<name>.prompty     prompts (Prompty: YAML front matter + chat template)
     datasets/<name>.jsonl      evaluation datasets, one case per line
     labels/<kind>/<name>.yaml  label -> version maps; every move is a commit
 
 Edit with promptrev or with plain Git; versions are numbered per artifact.
+"""
+# Set in a registry's Git config once its branches hold every file in its bucket.
+LAYOUT_KEY = "promptrev.layout"
+LAYOUT = "buckets"
+_BUCKETS_MESSAGE = """\
+Move files into buckets
+
+Each artifact's files, label map and splits now sit in two folders named by the first two
+hex digits of the SHA-1 of its name (prompts/support/@2/@0/reply.prompty), so no folder of
+the tree grows past a few hundred entries. Names, versions and labels are unchanged.
 """
 
 
@@ -102,6 +129,7 @@ class Registry:
         self._prompts: OrderedDict[str, Prompt] = OrderedDict()
         self._texts: OrderedDict[str, str] = OrderedDict()
         self.commits_since_maintenance = 0
+        self._bucketed = False
 
     # ---- lifecycle -----------------------------------------------------------------
     @classmethod
@@ -118,6 +146,7 @@ class Registry:
         commit = store.commit(None, {"README.md": readme}, "initialize registry",
                               Signature.parse(author))
         store.move_main(None, commit, "promptrev: init")
+        store.set_config(LAYOUT_KEY, LAYOUT)
         return cls(path, store, index_url or _default_index_url(path), max_bytes=max_bytes)
 
     @classmethod
@@ -127,8 +156,66 @@ class Registry:
         path = os.fspath(path)
         if not os.path.exists(os.path.join(path, "HEAD")):
             raise NotFound(f"no registry at {path} (create one with 'promptrev init')")
-        return cls(path, GitStore(path), index_url or _default_index_url(path),
-                   max_bytes=max_bytes)
+        registry = cls(path, GitStore(path), index_url or _default_index_url(path),
+                       max_bytes=max_bytes)
+        if not registry.bucketed():
+            try:
+                registry.move_into_buckets()
+            except PromptrevError as exc:  # read-only, full: reads work in either layout
+                log.warning("could not move %s into the bucket layout: %s (writes will try "
+                            "again)", path, exc.message)
+        return registry
+
+    # ---- the bucket layout (model.fanout) ------------------------------------------
+    def bucketed(self) -> bool:
+        """Whether every branch of the registry keeps its files in their buckets."""
+        if not self._bucketed:  # once moved, a registry stays moved: read it once
+            self._bucketed = self.store.config(LAYOUT_KEY) == LAYOUT
+        return self._bucketed
+
+    def move_into_buckets(self, author: str = DEFAULT_AUTHOR) -> dict[str, str]:
+        """Move every file of every branch into its name's bucket (:mod:`.model.fanout`).
+
+        One commit per branch that has files to move, made like any other write (``main``
+        by compare-and-swap through :meth:`advance_main`), so history is kept and nothing
+        is renumbered: a file that moves without changing makes no version. Returns the
+        new commit of each branch that moved. Registries made before buckets are moved
+        when first opened; ``promptrev fsck --repair`` moves files a plain-Git client put
+        outside their bucket.
+        """
+        moved: dict[str, str] = {}
+        with self.store.writer_lock():
+            for ref, head in sorted(self.store.refs("refs/heads/").items()):
+                commit = self._bucket_commit(head, author)
+                if commit is None:
+                    continue
+                try:
+                    if ref == MAIN:
+                        self.advance_main(head, commit, "move files into buckets")
+                    else:
+                        self.store.move_ref(ref, head, commit, "promptrev: move files into "
+                                            "buckets")
+                except RefMoved:
+                    raise Busy(f"{ref} moved while its files were being moved into buckets; "
+                               "try again") from None
+                moved[ref] = commit
+            self.store.set_config(LAYOUT_KEY, LAYOUT)
+            self._bucketed = True
+        return moved
+
+    def _bucket_commit(self, head: str, author: str) -> str | None:
+        changes: dict[str, str | None] = {}
+        for entry in self.store.files(head):
+            path = placed(entry.path)
+            if path != entry.path:
+                changes[entry.path] = None
+                changes[path] = entry.oid
+            elif entry.path == "README.md" and \
+                    entry.oid == GitStore.blob_id(_README_BEFORE_BUCKETS.encode()):
+                changes[entry.path] = self.store.write_blob(_REGISTRY_README.encode())
+        if not any(blob is not None for path, blob in changes.items() if path != "README.md"):
+            return None
+        return self.store.commit(head, changes, _BUCKETS_MESSAGE, Signature.parse(author))
 
     @property
     def engine(self):
@@ -219,6 +306,8 @@ class Registry:
         a remote) reads ``main``, builds its commit and calls :meth:`advance_main` inside
         this lock, so their compare-and-swaps never interleave.
         """
+        if not self.bucketed():  # never write beside files still outside their bucket
+            self.move_into_buckets()
         return self.store.writer_lock(timeout=timeout)
 
     def advance_main(self, old: str | None, new: str, reason: str, *,
@@ -305,6 +394,13 @@ class Registry:
         self._drop_standin()
         report = maintenance.check(self.store, self.database, repair=repair, rewind=rewind)
         self.index = IndexReader(self.database.engine)
+        if repair and any("outside its bucket" in p for p in report["problems"]):
+            self._bucketed = False  # someone put files back outside their bucket
+            moved = self.move_into_buckets()
+            report = {**maintenance.check(self.store, self.database),
+                      "repaired": report["repaired"] + [
+                          f"moved the files of {ref} into their buckets" for ref in moved]}
+            self.index = IndexReader(self.database.engine)
         return report
 
     # ---- reading -------------------------------------------------------------------
@@ -523,6 +619,9 @@ class Registry:
         art = self._artifact(parse_reference(name, kind))
         path = split_path(KINDS[art.kind].folder, art.name)
         blob = self.store.blob_at(head, path) if head else None
+        if blob is None and head and not self.bucketed():  # not moved yet (read-only)
+            path = fanout.unbucketed(f"splits/{KINDS[art.kind].folder}", art.name, ".yaml")
+            blob = self.store.blob_at(head, path)
         return parse_splits(self._text(blob), path) if blob else {}
 
     def resolve_for(self, ref: str | Reference, key: str, kind: str | None = None) -> Version:
@@ -638,7 +737,7 @@ class Registry:
     def _prompt(self, version: Version) -> Prompt:
         prompt = self._prompts.get(version.blob)
         if prompt is None:
-            prompt = parse_prompt(self._text(version.blob), KINDS["prompt"].path(version.name))
+            prompt = parse_prompt(self._text(version.blob), KINDS["prompt"].filename(version.name))
             self._prompts[version.blob] = prompt
             if len(self._prompts) > 512:
                 self._prompts.popitem(last=False)

@@ -31,8 +31,9 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from promptrev.model.artifacts import KINDS, kind_of_path
+from promptrev.model.artifacts import KINDS, by_artifact, only_moves
 from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
+from promptrev.model.fanout import shown
 from promptrev.model.names import validate_name
 from promptrev.model.validation import check_content
 
@@ -172,6 +173,8 @@ class Reviews:
             row = conn.execute(sa.select(T_REQ).where(T_REQ.c.id == number)).first()
             if row is None:
                 raise NotFound(f"no change request #{number}")
+        row = self._follow_bucket_move(row)
+        with self.engine.connect() as conn:
             approvals = conn.execute(sa.select(T_APPROVAL).where(
                 T_APPROVAL.c.request_id == number, T_APPROVAL.c.head == row.head
             ).order_by(T_APPROVAL.c.id)).all()
@@ -185,6 +188,28 @@ class Reviews:
         request.comments = [_comment(c, row.head) for c in comments]
         return request
 
+    def _follow_bucket_move(self, row):
+        """An open request whose branch was moved into buckets (:mod:`.model.fanout`) by a
+        commit that changes no content keeps its approvals and comments on the new head."""
+        if row.status != "open":
+            return row
+        tip = self.store.ref("refs/heads/" + row.branch)
+        if tip is None or tip == row.head or not self._only_moves(tip, row.head):
+            return row
+        with writing(self.engine) as conn:
+            for table in (T_APPROVAL, T_COMMENT):
+                conn.execute(table.update().where(table.c.request_id == row.id,
+                                                  table.c.head == row.head).values(head=tip))
+            conn.execute(T_REQ.update().where(T_REQ.c.id == row.id, T_REQ.c.head == row.head)
+                         .values(head=tip))
+            return conn.execute(sa.select(T_REQ).where(T_REQ.c.id == row.id)).first()
+
+    def _only_moves(self, sha: str, parent: str | None = None) -> bool:
+        info = self.store.commit_info(sha)
+        if len(info.parents) != 1 or (parent is not None and info.parents[0] != parent):
+            return False
+        return only_moves(self.store.diff(info.parents[0], sha))
+
     def contributors(self, request: ChangeRequest) -> dict[str, str]:
         """Account → what it did, for whoever opened the request or made one of its commits.
 
@@ -192,7 +217,8 @@ class Reviews:
         edit the server committed); for a commit older than those records, its Git author.
         """
         out = {request.author: "opened"}
-        for sha, account in accounts_of(self.store, self._commits(request)).items():
+        commits = [sha for sha in self._commits(request) if not self._only_moves(sha)]
+        for sha, account in accounts_of(self.store, commits).items():
             who = account or self.store.commit_info(sha).author
             out.setdefault(who, f"made commit {sha[:10]} of")
         return out
@@ -246,11 +272,8 @@ class Reviews:
         base = self.base(request)
         main = self.store.head()
         out = []
-        for change in self.store.diff(base, request.head):
-            found = kind_of_path(change.path)
-            if found is None:
-                continue
-            kind, name = found
+        for change in by_artifact(self.store.diff(base, request.head))[0]:
+            kind, name = change.kind, change.name
             old = self._text(change.old)
             new = self._text(change.new)
             left, right = f"{name}@main", f"{name}@#{number}"
@@ -262,8 +285,8 @@ class Reviews:
                 diff = Diff(left, right, text_diff(old, new, left, right))
             what = "added" if change.old is None else "deleted" if change.new is None \
                 else "modified"
-            moved = self.store.blob_at(main, change.path) != change.old
-            out.append(ArtifactChange(kind.name, name, change.path, what, diff, moved))
+            moved = self.store.blob_at(main, kind.path(name)) != change.old
+            out.append(ArtifactChange(kind.name, name, kind.filename(name), what, diff, moved))
         return out
 
     def label_moves(self, number: int) -> list[str]:
@@ -348,13 +371,13 @@ class Reviews:
         else:
             _tree, conflicts = self.store.merge(request.head, main)
             resolved = {KINDS[e.kind].path(e.name) for e in edits if e.kind in KINDS}
-            unresolved = [c.path for c in conflicts if c.path not in resolved]
+            unresolved = [shown(c.path) for c in conflicts if c.path not in resolved]
             if unresolved:
                 raise Conflict(f"main changed {', '.join(unresolved)} since change request "
                                f"#{number} started: include the resolved text of "
                                f"{'it' if len(unresolved) == 1 else 'them'} in this update",
                                details={"conflicts": [self._conflict_dict(c) for c in conflicts
-                                                      if c.path in unresolved]})
+                                                      if shown(c.path) in unresolved]})
             tree, _ = self.store.merge(request.head, main, favor_ours=True)
             commit = self._commit_edits(request.head, edits, message, "", user, tree=tree,
                                         parents=[request.head, main])
@@ -436,7 +459,8 @@ class Reviews:
             raise ValidationFailed("a comment needs text")
         request = self.get(number)
         if path is not None:
-            changed = {c.path for c in self.store.diff(self.base(request), request.head)}
+            changed = {shown(c.path)
+                       for c in self.store.diff(self.base(request), request.head)}
             if path not in changed:
                 raise ValidationFailed(f"{path} is not changed by change request #{number} "
                                        f"(changed: {', '.join(sorted(changed)) or 'nothing'})")
@@ -601,7 +625,7 @@ class Reviews:
         return "" if blob is None else self.store.blob(blob).decode("utf-8", "replace")
 
     def _conflict_dict(self, conflict) -> dict[str, Any]:
-        return {"path": conflict.path, "base": self._text(conflict.base),
+        return {"path": shown(conflict.path), "base": self._text(conflict.base),
                 "main": self._text(conflict.ours), "request": self._text(conflict.theirs)}
 
 

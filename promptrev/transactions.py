@@ -96,7 +96,7 @@ class Transaction:
         for (name, _), (_, error) in zip(items, results, strict=True):
             if error is not None:
                 problems += error.details.get("problems") or [
-                    {"file": KINDS[kind].path(name), "message": error.message}]
+                    {"file": KINDS[kind].filename(name), "message": error.message}]
         if problems:
             raise ValidationFailed(f"{len(problems)} problem(s) in {len(items)} {kind}s; "
                                    f"first: {problems[0].get('message')}", problems)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from promptrev import Registry
+from promptrev.model.artifacts import KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,6 +45,16 @@ def registry(tmp_path: Path):
 @pytest.fixture
 def prompt_text() -> str:
     return PROMPT
+
+
+def at(name: str, kind: str = "prompt") -> str:
+    """Where an artifact's file sits in the registry's tree (in its bucket)."""
+    return KINDS[kind].path(name)
+
+
+def label_at(name: str, kind: str = "prompt") -> str:
+    """Where an artifact's label map sits in the registry's tree (in its bucket)."""
+    return KINDS[kind].label_path(name)
 
 
 def variant(text: str, n: int) -> str:

@@ -14,6 +14,13 @@ from promptrev.errors import NotFound, ValidationFailed
 from promptrev.model.lfs import Pointer
 from promptrev.storage.objects import CorruptObject
 
+from .conftest import at
+
+
+def folder_of(name: str) -> str:
+    """The folder of an adapter's files in the registry's tree (in its bucket)."""
+    return at(name, "adapter").rsplit("/", 1)[0]
+
 
 def make_adapter(folder, seed: int = 0, *, rank: int = 4, peft_type: str = "LORA",
                  scale: float = 1.0):
@@ -42,7 +49,8 @@ def test_push_stores_card_config_and_pointer(registry, tmp_path):
                                lineage={"dataset": "dataset:sentiment@1"})
     assert (v1.kind, v1.number) == ("adapter", 1)
     head = registry.store.head()
-    files = {p: registry.store.blob(registry.store.blob_at(head, f"adapters/support/tone/{p}"))
+    folder_in_git = folder_of("support/tone")
+    files = {p: registry.store.blob(registry.store.blob_at(head, f"{folder_in_git}/{p}"))
              for p in ("adapter.yaml", "adapter_config.json", "adapter_model.safetensors")}
     pointer = Pointer.parse(files["adapter_model.safetensors"].decode())
     weights = (folder / "adapter_model.safetensors").read_bytes()
@@ -149,8 +157,8 @@ def test_delete_restore_and_rollback(registry, tmp_path):
     deleted = registry.delete("r", kind="adapter")
     assert deleted.deleted and deleted.number == 3
     head = registry.store.head()
-    assert registry.store.blob_at(head, "adapters/r/adapter_config.json") is None
-    assert registry.store.blob_at(head, "adapters/r/adapter_model.safetensors") is None
+    assert registry.store.blob_at(head, f"{folder_of('r')}/adapter_config.json") is None
+    assert registry.store.blob_at(head, f"{folder_of('r')}/adapter_model.safetensors") is None
     with pytest.raises(NotFound):
         registry.adapter("r")
     restored = registry.rollback("r", 1, kind="adapter")
@@ -185,7 +193,7 @@ def test_card_edited_by_plain_git_must_match_its_files(registry, tmp_path):
     store = registry.store
     head = store.head()
     bad = store.write_blob(b'{"peft_type": "LORA", "r": 99}')
-    sha = store.commit(head, {"adapters/p/adapter_config.json": bad}, "edit config",
+    sha = store.commit(head, {f"{folder_of('p')}/adapter_config.json": bad}, "edit config",
                        Signature.parse("Eve <eve@example.org>"))
     store.move_main(head, sha, "test")
     problems = registry.fsck()["problems"]

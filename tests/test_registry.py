@@ -16,7 +16,7 @@ from promptrev.errors import (
 )
 from promptrev.server.errors import http_status
 
-from .conftest import variant
+from .conftest import at, label_at, variant
 
 
 def git(*args, cwd=None):
@@ -45,7 +45,7 @@ def test_repository_is_bare_and_fsck_clean(registry, prompt_text):
     registry.save("greet", prompt_text)
     path = registry.path
     assert git("rev-parse", "--is-bare-repository", cwd=path).strip() == "true"
-    assert git("show", "main:prompts/greet.prompty", cwd=path) == prompt_text
+    assert git("show", f"main:{at('greet')}", cwd=path) == prompt_text
     git("fsck", "--full", "--no-dangling", cwd=path)
     assert registry.fsck()["ok"]
 
@@ -131,8 +131,7 @@ def test_delete_is_a_version_and_can_be_restored(registry, prompt_text):
     restored = registry.rollback("greet", to=1)
     assert (restored.number, restored.deleted) == (3, False)
     assert registry.get("greet").text == prompt_text
-    assert "prompts/greet.prompty" in git("ls-tree", "-r", "--name-only", "main",
-                                          cwd=registry.path)
+    assert at("greet") in git("ls-tree", "-r", "--name-only", "main", cwd=registry.path)
 
 
 def test_delete_missing_artifact(registry, prompt_text):
@@ -152,7 +151,7 @@ def test_labels_are_commits_with_author(registry, prompt_text):
     assert registry.resolve("greet@production").number == 2
     registry.set_label("greet", "staging", 1)
     assert registry.labels("greet") == {"production": 2, "staging": 1}
-    assert git("show", "main:labels/prompts/greet.yaml", cwd=registry.path) == (
+    assert git("show", f"main:{label_at('greet')}", cwd=registry.path) == (
         "production: 2\nstaging: 1\n")
     assert [v.labels for v in registry.history("greet")] == [("production",), ("staging",)]
     registry.remove_label("greet", "staging")
@@ -303,11 +302,11 @@ def test_index_catches_up_after_plain_git_push(registry, prompt_text, tmp_path):
     git("clone", "-q", "-b", "main", registry.path, str(work))
     git("config", "user.name", "Grace", cwd=work)
     git("config", "user.email", "grace@x.org", cwd=work)
-    (work / "prompts/greet.prompty").write_text(variant(prompt_text, 9))
-    (work / "prompts/team").mkdir()
-    (work / "prompts/team/new.prompty").write_text(prompt_text)
-    (work / "labels/prompts").mkdir(parents=True)
-    (work / "labels/prompts/greet.yaml").write_text("production: 1\n")
+    (work / at("greet")).write_text(variant(prompt_text, 9))
+    (work / at("team/new")).parent.mkdir(parents=True)
+    (work / at("team/new")).write_text(prompt_text)
+    (work / label_at("greet")).parent.mkdir(parents=True)
+    (work / label_at("greet")).write_text("production: 1\n")
     git("add", "-A", cwd=work)
     git("commit", "-qm", "edit in my editor", cwd=work)
     git("push", "-q", "origin", "main", cwd=work)

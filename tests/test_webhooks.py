@@ -35,7 +35,7 @@ from promptrev.webhooks import (
     verify_signature,
 )
 
-from .conftest import PROMPT, make_server_env, variant
+from .conftest import PROMPT, at, make_server_env, variant
 from .live import ROOT, free_port, start_server
 from .test_postgres import URL as PG_URL
 
@@ -219,7 +219,7 @@ def test_plain_git_push_is_announced_and_reindex_is_not(registry, tmp_path):
     git("clone", "-q", "-b", "main", registry.path, str(work))
     git("config", "user.name", "Grace")
     git("config", "user.email", "grace@x.org")
-    (work / "prompts/greet.prompty").write_text(variant(PROMPT, 9))
+    (work / at("greet")).write_text(variant(PROMPT, 9))
     git("commit", "-qam", "edit in my editor")
     git("push", "-q", "origin", "main")
     registry.sync()

@@ -22,7 +22,8 @@ from promptrev.config import DEFAULT_REGISTRY, Settings
 from promptrev.errors import Conflict, PromptrevError
 from promptrev.importing import import_folder
 from promptrev.model import render_budget
-from promptrev.model.artifacts import kind_of_file
+from promptrev.model.artifacts import KINDS, kind_of_file
+from promptrev.model.names import validate_name
 from promptrev.model.render_budget import RenderLimits
 from promptrev.policy import Policy
 from promptrev.registry import Registry
@@ -262,6 +263,27 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
     click.echo(snap.text, nl=not snap.text.endswith("\n"))
     for warning in snap.warnings:
         click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+
+
+@main.command()
+@click.argument("name")
+@click.option("--kind", type=click.Choice(sorted(KINDS)), default="prompt", show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def path(name: str, kind: str, as_json: bool) -> None:
+    """Print where NAME's files sit in the registry's Git tree (for plain Git).
+
+    Each name's files sit two bucket folders down, each '@' and one hex digit of the
+    SHA-1 of the name, so that no folder grows past a few hundred entries.
+    """
+    validate_name(name)
+    art = KINDS[kind]
+    where = {"file": art.path(name), "labels": art.label_path(name),
+             "splits": art.split_path(name)}
+    if as_json:
+        emit_json({"kind": kind, "name": name, **where})
+        return
+    for what, at in where.items():
+        click.echo(f"{what:<7} {at}")
 
 
 @main.command()

@@ -6,11 +6,12 @@ Kinds are registered by name so that later kinds (adapters) plug in without if/e
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+from . import fanout
 from .adapter_cards import CARD, SIDECARS, validate_card
 from .datasets import parse_dataset
 from .prompty import Problem, parse_prompt
@@ -27,8 +28,17 @@ class Kind:
     sidecars: tuple[str, ...] = ()  # files stored next to the artifact's own (adapters)
 
     def path(self, artifact: str) -> str:
-        """Repository path of the artifact's file."""
-        return f"{self.folder}/{artifact}{self.suffix}"
+        """Repository path of the artifact's file (in its bucket: :mod:`.fanout`)."""
+        return fanout.stored(self.folder, artifact, self.suffix)
+
+    def filename(self, artifact: str) -> str:
+        """The artifact's file as people read it (messages, the API): no bucket."""
+        return fanout.unbucketed(self.folder, artifact, self.suffix)
+
+    def paths(self, artifact: str) -> tuple[str, str]:
+        """Where the artifact's file may be at a commit: its path, then the path the layout
+        before buckets gave it (history made before a registry was migrated)."""
+        return self.path(artifact), self.filename(artifact)
 
     def sidecar_paths(self, artifact: str) -> list[str]:
         """Repository paths of the files that belong to the artifact besides its own."""
@@ -37,22 +47,23 @@ class Kind:
 
     def label_path(self, artifact: str) -> str:
         """Repository path of the artifact's label map."""
-        return f"labels/{self.folder}/{artifact}.yaml"
+        return fanout.stored(f"labels/{self.folder}", artifact, ".yaml")
+
+    def split_path(self, artifact: str) -> str:
+        """Repository path of the artifact's traffic splits."""
+        return fanout.stored(f"splits/{self.folder}", artifact, ".yaml")
 
     def artifact_of(self, path: str) -> str | None:
         """Artifact name for a repository path, or None if the path is not of this kind."""
-        prefix = self.folder + "/"
-        if path.startswith(prefix) and path.endswith(self.suffix) and len(path) > len(
-            prefix) + len(self.suffix):
-            return path[len(prefix): -len(self.suffix)]
-        return None
+        return fanout.name_of(self.folder, path, self.suffix)
 
     def labelled_artifact_of(self, path: str) -> str | None:
         """Artifact name for a label-map path, or None."""
-        prefix = f"labels/{self.folder}/"
-        if path.startswith(prefix) and path.endswith(".yaml"):
-            return path[len(prefix): -len(".yaml")] or None
-        return None
+        return fanout.name_of(f"labels/{self.folder}", path, ".yaml")
+
+    def split_artifact_of(self, path: str) -> str | None:
+        """Artifact name for a traffic-split path, or None."""
+        return fanout.name_of(f"splits/{self.folder}", path, ".yaml")
 
 
 KINDS: dict[str, Kind] = {}
@@ -97,6 +108,92 @@ def kind_of_path(path: str) -> tuple[Kind, str] | None:
         if name is not None:
             return kind, name
     return None
+
+
+def label_of_path(path: str) -> tuple[Kind, str] | None:
+    """Return (kind, artifact name) for a label-map path in the repository."""
+    for kind in KINDS.values():
+        name = kind.labelled_artifact_of(path)
+        if name is not None:
+            return kind, name
+    return None
+
+
+def split_of_path(path: str) -> tuple[Kind, str] | None:
+    """Return (kind, artifact name) for a traffic-split path in the repository."""
+    for kind in KINDS.values():
+        name = kind.split_artifact_of(path)
+        if name is not None:
+            return kind, name
+    return None
+
+
+def placed(path: str) -> str:
+    """Where a file of the registry's tree belongs: an artifact's file, a sidecar, a label
+    map or a split file in its name's bucket (:mod:`.fanout`); any other path as it is."""
+    for kind in KINDS.values():
+        for name_of, where in ((kind.artifact_of, kind.path),
+                               (kind.labelled_artifact_of, kind.label_path),
+                               (kind.split_artifact_of, kind.split_path)):
+            name = name_of(path)
+            if name is not None:
+                return where(name)
+        folder, _, leaf = path.rpartition("/")
+        if leaf in kind.sidecars:
+            name = kind.artifact_of(folder + kind.suffix)
+            if name is not None:
+                return f"{kind.path(name).rsplit('/', 1)[0]}/{leaf}"
+    return path
+
+
+def only_moves(changes: Iterable[Any]) -> bool:
+    """Whether a commit's changed paths only move files into (or out of) their buckets,
+    changing no content (the registry's ``README.md`` aside), as a bucket move does."""
+    found: dict[str, list] = {}
+    for change in changes:
+        if change.path == "README.md":
+            continue
+        seen = found.setdefault(placed(change.path), [None, None])
+        seen[0] = seen[0] if seen[0] is not None else change.old
+        seen[1] = seen[1] if seen[1] is not None else change.new
+    return all(old == new for old, new in found.values())
+
+
+class Touched(NamedTuple):
+    """What a commit did to one artifact's file (or label map): blob ids, None: absent."""
+
+    kind: Kind
+    name: str
+    old: str | None
+    new: str | None
+    path: str  # where the file is now (where it was, for a deletion)
+
+
+def by_artifact(changes: Iterable[Any], locate: Callable[[str], tuple[Kind, str] | None]
+                = kind_of_path) -> tuple[list[Touched], list[Any]]:
+    """Group a commit's changed paths (``.path``, ``.old``, ``.new``) by the artifact each
+    stores, as ``locate`` finds it; return (what changed per artifact, the other paths).
+
+    A file that moved without changing, as when a registry moves into buckets
+    (:mod:`.fanout`), changes nothing; one that moved and changed changes once.
+    """
+    found: dict[tuple[str, str], list] = {}
+    rest = []
+    for change in changes:
+        where = locate(change.path)
+        if where is None:
+            rest.append(change)
+            continue
+        key = (where[0].name, where[1])
+        seen = found.get(key)
+        if seen is None:
+            found[key] = [where[0], where[1], change.old, change.new, change.path]
+            continue
+        if seen[2] is None:
+            seen[2] = change.old
+        if change.new is not None:
+            seen[3], seen[4] = change.new, change.path
+    return [Touched(*t) for t in found.values() if t[2] != t[3]], rest
 
 
 def kind_of_file(filename: str) -> Kind | None:
@@ -165,7 +262,7 @@ class Snapshot:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        filename = KINDS[self.version.kind].path(self.version.name)
+        filename = KINDS[self.version.kind].filename(self.version.name)
         return {**self.version.to_dict(), "text": self.text,
                 "warnings": [w.to_dict(filename) for w in self.warnings]}
 

@@ -1,14 +1,15 @@
 """The label-map file stored in Git for each artifact that has labels.
 
-``labels/prompts/summarize.yaml`` holds ``production: 4`` lines. Every change of it is a
-commit, so label moves are audited and revertable with ordinary Git.
+``labels/prompts/@e/@7/summarize.yaml`` (in its buckets, :mod:`.fanout`) holds
+``production: 4`` lines. Every change of it is a commit, so label moves are audited and
+revertable with ordinary Git.
 """
 
 from __future__ import annotations
 
 from promptrev.errors import InvalidName, ValidationFailed
 
-from . import safe_yaml
+from . import fanout, safe_yaml
 from .names import validate_label
 
 
@@ -40,8 +41,8 @@ def dump_label_map(labels: dict[str, int]) -> str:
 
 
 def split_path(folder: str, name: str) -> str:
-    """Where an artifact's traffic splits live: ``splits/<folder>/<name>.yaml``."""
-    return f"splits/{folder}/{name}.yaml"
+    """Where an artifact's traffic splits live: ``splits/<folder>/<name>.yaml``, in its buckets."""
+    return fanout.stored(f"splits/{folder}", name, ".yaml")
 
 
 def parse_splits(text: str, filename: str) -> dict[str, dict[int, int]]:

@@ -38,7 +38,7 @@ def check_content(kind: str, name: str, content: str | bytes,
                   max_bytes: int) -> tuple[str, list[Problem]]:
     """Return (text, warnings) or raise: too large, not UTF-8, NUL bytes, invalid format."""
     data = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-    path = KINDS[kind].path(name)
+    path = KINDS[kind].filename(name)
     if len(data) > max_bytes:
         raise TooLarge(f"{kind} '{name}' is {len(data):,} bytes; the limit is "
                        f"{max_bytes:,} bytes")

@@ -187,6 +187,20 @@ class GitStore:
         except (pygit2.GitError, OSError) as exc:  # read-only or full: reads still work
             log.warning("could not configure %s: %s", self.path, exc)
 
+    def config(self, key: str) -> str | None:
+        """A value of the repository's Git config (None: unset or unreadable)."""
+        try:
+            return self.repo.config[key] if key in self.repo.config else None
+        except (pygit2.GitError, OSError):
+            return None
+
+    def set_config(self, key: str, value: str) -> None:
+        """Set a value in the repository's Git config."""
+        try:
+            self.repo.config[key] = value
+        except (pygit2.GitError, OSError) as exc:
+            raise self.write_error(exc, "recording the registry's layout") from None
+
     # ---- reading -------------------------------------------------------------------
     def head(self) -> str | None:
         """The commit ``main`` points at, or None for an empty repository.
@@ -339,6 +353,12 @@ class GitStore:
         self._new_entries(parents[0] if parents else None, commit.tree, "", out)
         return [entry for entry in out
                 if not any(_same_entry(tree, entry) for tree in parents[1:])]
+
+    def files(self, sha: str) -> list[Entry]:
+        """Every file entry of a commit's tree."""
+        out: list[Entry] = []
+        self._new_entries(None, self._obj(sha, "a commit").tree, "", out)
+        return out
 
     def _new_entries(self, old: pygit2.Tree | None, new: pygit2.Tree, prefix: str,
                      out: list[Entry]) -> None:

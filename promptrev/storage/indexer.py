@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from promptrev.model.artifacts import KINDS, AuditEntry, kind_of_path
+from promptrev.model.artifacts import AuditEntry, by_artifact, label_of_path
 from promptrev.model.labels import parse_label_map
 
 from ..errors import Damaged, ValidationFailed
@@ -89,15 +89,12 @@ def versions_made(known: KnownCommit) -> list[dict]:
     process may already have indexed the commit, or the disk may be full).
     """
     made = []
-    for change in known.changes:
-        found = kind_of_path(change.path)
-        if found is None:
-            continue
-        kind, name = found[0].name, found[1]
+    for touched in by_artifact(known.changes)[0]:
+        kind, name = touched.kind.name, touched.name
         row = known.artifacts.get((kind, name))
-        if row is None and change.new is None:
+        if row is None and touched.new is None:
             continue
-        made.append({"kind": kind, "name": name, "blob": change.new,
+        made.append({"kind": kind, "name": name, "blob": touched.new,
                      "number": (row.latest if row is not None else 0) + 1})
     return made
 
@@ -242,25 +239,17 @@ class _Applier:
         self.commits.append({"seq": self.seq, "sha": sha, "author": info.author,
                              "email": info.email, "message": self.message,
                              "timestamp": info.timestamp, "account": self.account})
-        content, label_changes = [], []
         changes = self.known.pop(sha, None)
-        for change in changes if changes is not None else self.store.changes(sha):
-            found = kind_of_path(change.path)
-            if found is not None:
-                content.append((found[0].name, found[1], change.new))
-                continue
-            for kind in KINDS.values():
-                name = kind.labelled_artifact_of(change.path)
-                if name is not None:
-                    label_changes.append((kind.name, name, change))
-                    break
-        self._load({(k, n) for k, n, _ in content} | {(k, n) for k, n, _ in label_changes})
-        for kind, name, blob in content:
-            self._add_version(kind, name, blob)
-        for kind, name, change in label_changes:
-            art = self.arts.get((kind, name))
+        content, rest = by_artifact(changes if changes is not None else self.store.changes(sha))
+        label_changes = by_artifact(rest, label_of_path)[0] if rest else []
+        self._load({(t.kind.name, t.name) for t in content}
+                   | {(t.kind.name, t.name) for t in label_changes})
+        for touched in content:
+            self._add_version(touched.kind.name, touched.name, touched.new)
+        for touched in label_changes:
+            art = self.arts.get((touched.kind.name, touched.name))
             if art is not None:
-                self._move_labels(art, change, f"labels/{KINDS[kind].folder}/{name}.yaml")
+                self._move_labels(art, touched, touched.path)
         if self.announce:
             self._announce(info)
 

@@ -370,6 +370,9 @@ def _invalid_artifacts(store: GitStore, head: str | None) -> list[str]:
             name = kind.artifact_of(path)
             if name is None:
                 continue
+            if path != kind.path(name):
+                out.append(f"{path}: outside its bucket: {kind.name} '{name}' belongs at "
+                           f"{kind.path(name)} ('{REPAIR}' moves it)")
             try:
                 text = store.blob(blob).decode("utf-8")
                 kind.validate(text, path)

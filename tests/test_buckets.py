@@ -1,0 +1,252 @@
+"""Every artifact's files sit in a hashed bucket of its folder; registries made before are
+moved in place, history kept (``promptrev.model.fanout``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+
+import pygit2
+
+from promptrev import Registry
+from promptrev.model.artifacts import KINDS, placed
+from promptrev.model.fanout import shown
+from promptrev.storage.gitstore import GitStore, Signature
+
+from .conftest import PROMPT, at, variant
+from .test_adapters import make_adapter
+
+SIG = Signature("Old Release", "old@example.org")
+
+
+def git(*args, cwd=None) -> str:
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def tree_paths(path, ref="main") -> list[str]:
+    return git("ls-tree", "-r", "--name-only", ref, cwd=path).split()
+
+
+def sha1_bucket(name: str) -> str:
+    digits = hashlib.sha1(name.encode()).hexdigest()
+    return f"@{digits[0]}/@{digits[1]}"
+
+
+def test_names_sit_in_the_bucket_their_sha1_gives_and_nowhere_else_shows_it(registry):
+    registry.save("act-as-a-linux-terminal", PROMPT)
+    registry.save("support/reply", PROMPT)
+    registry.save("cases", '{"id": "a", "vars": {"who": "Bo"}}\n', kind="dataset")
+    registry.set_label("support/reply", "production", 1)
+    registry.save("support/reply", variant(PROMPT, 2))
+    registry.set_split("support/reply", "production", {1: 50, 2: 50})
+    assert sorted(tree_paths(registry.path)) == sorted([
+        "README.md",
+        f"prompts/{sha1_bucket('act-as-a-linux-terminal')}/act-as-a-linux-terminal.prompty",
+        f"prompts/support/{sha1_bucket('support/reply')}/reply.prompty",
+        f"datasets/{sha1_bucket('cases')}/cases.jsonl",
+        f"labels/prompts/support/{sha1_bucket('support/reply')}/reply.yaml",
+        f"splits/prompts/support/{sha1_bucket('support/reply')}/reply.yaml"])
+    assert at("support/reply") == "prompts/support/@2/@0/reply.prompty"  # the docs' example
+    # names, listings, references and messages never show a bucket
+    assert [a.name for a in registry.list()] == [
+        "act-as-a-linux-terminal", "cases", "support/reply"]
+    snap = registry.get("support/reply@production")
+    assert not [v for k, v in snap.to_dict().items()
+                if k not in ("text", "email") and "@" in json.dumps(v)]
+    warned = registry.save("warned", PROMPT.replace("{{ who }}", "{{ who }} {{ extra }}"))
+    [warning] = registry.get(warned.ref).to_dict()["warnings"]
+    assert warning["file"] == "prompts/warned.prompty"
+
+
+def test_a_flat_library_keeps_every_folder_small(tmp_path):
+    reg = Registry.init(tmp_path / "reg")
+    with reg.transaction(message="import") as tx:
+        tx.save_many([(f"act-as-number-{i:04d}", variant(PROMPT, i)) for i in range(3000)])
+    repo = pygit2.Repository(reg.path)
+    prompts = repo[reg.store.head()].tree["prompts"]
+    assert len(prompts) == 16 and all(len(repo[entry.id]) == 16 for entry in prompts)
+    sizes = [len(repo[inner.id]) for entry in prompts for inner in repo[entry.id]]
+    assert sum(sizes) == 3000 and max(sizes) < 30  # ~12 per bucket
+    # a save rewrites one bucket and two 16-entry folders, not a 3,000-entry one
+    before = set(git("rev-list", "--objects", "--all", cwd=reg.path).split())
+    reg.save("act-as-number-0007", variant(PROMPT, 99_999))
+    new = set(git("rev-list", "--objects", "--all", cwd=reg.path).split()) - before
+    trees = [repo[oid] for oid in new if repo[oid].type == pygit2.enums.ObjectType.TREE]
+    assert len(trees) == 4  # root, prompts/, prompts/@x/, prompts/@x/@y/
+    assert max(len(t) for t in trees) < 30
+    reg.close()
+
+
+def test_promptrev_path_prints_where_a_name_sits(cli):
+    out = cli("path", "support/reply").output.split("\n")
+    assert out[:3] == ["file    prompts/support/@2/@0/reply.prompty",
+                       "labels  labels/prompts/support/@2/@0/reply.yaml",
+                       "splits  splits/prompts/support/@2/@0/reply.yaml"]
+    data = json.loads(cli("path", "cases", "--kind", "dataset", "--json").output)
+    assert data["file"] == f"datasets/{sha1_bucket('cases')}/cases.jsonl"
+    bad = cli("path", "../etc", ok=False)
+    assert bad.exit_code != 0 and "segment" in bad.output
+
+
+# ---- a registry made before buckets -----------------------------------------------------
+def legacy_registry(path, tmp_path):
+    """A registry as releases before buckets left it: files at prompts/<name>.prompty,
+    labels and splits beside, an adapter version made at adapters/<name>/, and a branch
+    (an open change request) with its own edit; indexed by then."""
+    reg = Registry.init(path)
+    reg.push_adapter("tone", str(make_adapter(tmp_path / "lora")))  # v1, where today puts it
+    store = reg.store
+    reg.close()
+    git("config", "--unset", "promptrev.layout", cwd=path)
+    head = store.head()
+    card = at("tone", "adapter").rsplit("/", 1)[0]
+    files = {f"{card}/{f}": store.blob_at(head, f"{card}/{f}").encode()
+             for f in ("adapter.yaml", "adapter_config.json", "adapter_model.safetensors")}
+
+    def commit(changes, message):
+        nonlocal head
+        # text is written as a new blob; a blob id (bytes: its hex) is used as it is
+        blobs = {p: (store.write_blob(t.encode()) if isinstance(t, str) else
+                     t.decode() if t is not None else None) for p, t in changes.items()}
+        new = store.commit(head, blobs, message, SIG)
+        store.move_main(head, new, "old release")
+        head = new
+        return new
+
+    # the adapter's files back where the old layout had them, then a new version there
+    commit({**{p: None for p in files},
+            **{p.replace(card, "adapters/tone"): b for p, b in files.items()}}, "old layout")
+    commit({p.replace(card, "adapters/tone"): None for p in files}, "drop tone")
+    commit({p.replace(card, "adapters/tone"): b for p, b in files.items()}, "tone again")
+    commit({"prompts/greet.prompty": PROMPT, "prompts/team/a.prompty": variant(PROMPT, 1),
+            "datasets/cases.jsonl": '{"id": "a", "vars": {"who": "Bo"}}\n'}, "first")
+    commit({"prompts/greet.prompty": variant(PROMPT, 2),
+            "labels/prompts/greet.yaml": "production: 1\n"}, "second")
+    commit({"splits/prompts/greet.yaml": "canary:\n  1: 90\n  2: 10\n"}, "canary")
+    branch = store.commit(head, {"prompts/greet.prompty": store.write_blob(
+        variant(PROMPT, 3).encode()), "prompts/team/b.prompty": store.write_blob(
+        variant(PROMPT, 4).encode())}, "a proposal", SIG)
+    store.move_ref("refs/heads/review/friendlier", None, branch, "old release")
+    old = Registry(str(path), GitStore(path), f"sqlite:///{path}/promptrev-index.sqlite")
+    old.sync()  # indexed by then: the index holds rows of the old layout's commits
+    seen = {"head": head, "branch": branch, "history": old.history("greet"),
+            "labels": old.labels("greet"), "splits": old.splits("greet"),
+            "list": [(a.name, a.latest) for a in old.list(include_deleted=True)],
+            "tone": [(v.number, v.deleted) for v in old.history("tone", kind="adapter")]}
+    old.close()
+    assert not Registry(str(path), GitStore(path), "sqlite://").bucketed()
+    return seen
+
+
+def test_a_registry_made_before_buckets_moves_in_place_on_open_with_history(tmp_path):
+    path = tmp_path / "reg"
+    seen = legacy_registry(path, tmp_path)
+    assert "prompts/greet.prompty" in tree_paths(path)
+    reg = Registry.open(path)
+    assert reg.bucketed()
+    for ref in ("main", "review/friendlier"):  # every branch, each by one more commit
+        paths = tree_paths(path, ref)
+        assert all(placed(p) == p for p in paths) and at("greet") in paths, paths
+        assert git("rev-parse", f"{ref}~1", cwd=path).strip() == \
+            seen["head" if ref == "main" else "branch"]
+    assert git("log", "-1", "--format=%s", "main", cwd=path).strip() == \
+        "Move files into buckets"
+    # the move made no version and moved no label: history reads as it did
+    assert reg.history("greet") == seen["history"]
+    assert (reg.labels("greet"), reg.splits("greet")) == (seen["labels"], seen["splits"])
+    assert [(a.name, a.latest) for a in reg.list(include_deleted=True)] == seen["list"]
+    assert [(v.number, v.deleted) for v in reg.history("tone", kind="adapter")] == \
+        seen["tone"] == [(3, False), (2, True), (1, False)]
+    assert reg.audit()[0].versions == () and reg.audit()[0].label_moves == ()
+    assert reg.get("greet@1").text == PROMPT and reg.get("greet@production").text == PROMPT
+    # versions made in the old layout still read their files where they were
+    assert reg.adapter("tone@3").pointer == reg.adapter("tone@1").pointer
+    # a rebuild from Git reads both layouts into the same rows
+    rows = reg.index.dump()
+    reg.reindex()
+    assert reg.index.dump() == rows and reg.fsck()["ok"]
+    # writes go into buckets, and the change request still shows its own edits
+    assert reg.save("greet", variant(PROMPT, 7)).number == 3
+    assert "prompts/greet.prompty" not in tree_paths(path)
+    head = reg.store.head()
+    reg.close()
+    Registry.open(path).close()  # a second open moves nothing
+    assert git("rev-parse", "main", cwd=path).strip() == head
+
+
+def test_an_open_change_request_keeps_its_edits_approvals_and_comments(tmp_path):
+    from promptrev.accounts import User
+    from promptrev.reviews import Reviews
+
+    path = tmp_path / "reg"
+    seen = legacy_registry(path, tmp_path)
+    old = Registry(str(path), GitStore(path), f"sqlite:///{path}/promptrev-index.sqlite")
+    ann, bob = User(2, "ann", "ann@x.org", "editor"), User(3, "bob", "bob@x.org", "editor")
+    reviews = Reviews(old)
+    request = reviews.on_push("review/friendlier", None, seen["branch"], ann)
+    reviews.approve(request.number, bob)
+    reviews.comment(request.number, bob, "this line?", path="prompts/greet.prompty", line=2)
+    old.close()
+
+    reg = Registry.open(path)  # moves main and the request's branch into buckets
+    reviews = Reviews(reg)
+    moved = reviews.get(request.number)
+    assert moved.head == reg.store.ref("refs/heads/review/friendlier") != seen["branch"]
+    assert [a["user"] for a in moved.approvals] == ["bob"]  # the move changed no content
+    assert [c["outdated"] for c in moved.comments] == [False]
+    assert "promptrev" not in reviews.contributors(moved)
+    changes = {(c.name, c.change, c.path) for c in reviews.changes(request.number)}
+    assert changes == {("greet", "modified", "prompts/greet.prompty"),
+                       ("team/b", "added", "prompts/team/b.prompty")}
+    merged = reviews.merge(request.number, User(1, "root", "root@x.org", "admin"))
+    assert sorted(merged.versions) == ["greet@3", "team/b@1"]
+    assert reg.get("greet").text == variant(PROMPT, 3)
+    assert all(placed(p) == p for p in tree_paths(path))
+    reg.close()
+
+
+def test_fsck_finds_files_put_back_outside_their_bucket_and_repair_moves_them(registry):
+    registry.save("greet", PROMPT)
+    store = registry.store
+    head = store.head()
+    blob = store.blob_at(head, at("greet"))
+    moved = store.commit(head, {at("greet"): None, "prompts/greet.prompty": blob},
+                         "behind promptrev's back", SIG)
+    store.move_main(head, moved, "test")  # past every check, as a shell on the server could
+    report = registry.fsck()
+    assert not report["ok"]
+    assert any("prompts/greet.prompty: outside its bucket" in p and at("greet") in p
+               for p in report["problems"]), report["problems"]
+    repaired = registry.fsck(repair=True)
+    assert repaired["ok"], repaired["problems"]
+    assert "moved the files of refs/heads/main into their buckets" in repaired["repaired"]
+    assert at("greet") in tree_paths(registry.path)
+    assert [v.number for v in registry.history("greet")] == [1]
+
+
+def test_importing_a_checkout_of_a_registry_keeps_the_names(registry, tmp_path, cli):
+    registry.save("support/reply", PROMPT)
+    registry.save("cases", '{"id": "a", "vars": {"who": "Bo"}}\n', kind="dataset")
+    work = tmp_path / "checkout"
+    git("clone", "-q", registry.path, str(work))
+    cli("-r", tmp_path / "other", "init")
+    cli("-r", tmp_path / "other", "import", work)
+    with Registry.open(tmp_path / "other") as other:
+        assert sorted(a.name for a in other.list()) == ["cases", "support/reply"]
+
+
+def test_shown_paths_drop_buckets_only():
+    assert shown("prompts/support/@2/@0/reply.prompty") == "prompts/support/reply.prompty"
+    assert shown("labels/prompts/@e/@7/summarize.yaml") == "labels/prompts/summarize.yaml"
+    assert shown("prompts/plain.prompty") == "prompts/plain.prompty"
+    for kind in KINDS.values():
+        for name in ("a", "team/area/b-1", "x.y_z"):
+            assert kind.artifact_of(kind.path(name)) == name
+            assert kind.artifact_of(kind.filename(name)) == name  # the old layout, read
+            assert kind.labelled_artifact_of(kind.label_path(name)) == name
+            assert kind.split_artifact_of(kind.split_path(name)) == name
+            wrong = kind.path(name).replace(sha1_bucket(name), "@0/@0" if sha1_bucket(
+                name) != "@0/@0" else "@1/@1")
+            assert kind.artifact_of(wrong) is None  # a wrong bucket stores nothing
