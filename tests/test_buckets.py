@@ -14,7 +14,7 @@ from promptrev.model.artifacts import KINDS, placed
 from promptrev.model.fanout import shown
 from promptrev.storage.gitstore import GitStore, Signature
 
-from .conftest import PROMPT, at, variant
+from .conftest import PROMPT, at, label_at, variant
 from .test_adapters import make_adapter
 
 SIG = Signature("Old Release", "old@example.org")
@@ -250,3 +250,26 @@ def test_shown_paths_drop_buckets_only():
             wrong = kind.path(name).replace(sha1_bucket(name), "@0/@0" if sha1_bucket(
                 name) != "@0/@0" else "@1/@1")
             assert kind.artifact_of(wrong) is None  # a wrong bucket stores nothing
+
+
+def test_a_checkout_laid_out_by_hand_is_moved_into_buckets_with_git_mv(tmp_path, cli):
+    repo = tmp_path / "team-prompts"
+    git("init", "-q", "-b", "main", str(repo))
+    files = {"prompts/x.prompty": PROMPT, "prompts/team/y.prompty": variant(PROMPT, 1),
+             "labels/prompts/x.yaml": "production: 1\n", "docs/notes.md": "ours\n",
+             at("already"): variant(PROMPT, 2)}
+    for path, text in files.items():
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text(text)
+    git("add", "-A", cwd=repo)
+    git("-c", "user.name=T", "-c", "user.email=t@x", "commit", "-qm", "by hand", cwd=repo)
+    dry = cli("move-into-buckets", repo, "--dry-run").output
+    assert "3 file(s) to move" in dry and git("status", "--porcelain", cwd=repo) == ""
+    out = cli("move-into-buckets", repo).output
+    assert f"prompts/x.prompty -> {at('x')}" in out and "3 file(s) moved" in out
+    renamed = sorted(line for line in git("status", "--porcelain", cwd=repo).splitlines())
+    assert renamed == sorted([f"R  labels/prompts/x.yaml -> {label_at('x')}",
+                              f"R  prompts/team/y.prompty -> {at('team/y')}",
+                              f"R  prompts/x.prompty -> {at('x')}"])
+    assert (repo / "docs/notes.md").read_text() == "ours\n"  # outside the layout: left alone
+    assert cli("move-into-buckets", repo).output.strip() == "0 file(s) moved"

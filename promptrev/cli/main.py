@@ -22,7 +22,7 @@ from promptrev.config import DEFAULT_REGISTRY, Settings
 from promptrev.errors import Conflict, PromptrevError
 from promptrev.importing import import_folder
 from promptrev.model import render_budget
-from promptrev.model.artifacts import KINDS, kind_of_file
+from promptrev.model.artifacts import KINDS, kind_of_file, placed
 from promptrev.model.names import validate_name
 from promptrev.model.render_budget import RenderLimits
 from promptrev.policy import Policy
@@ -284,6 +284,40 @@ def path(name: str, kind: str, as_json: bool) -> None:
         return
     for what, at in where.items():
         click.echo(f"{what:<7} {at}")
+
+
+@main.command(name="move-into-buckets")
+@click.argument("checkout", type=click.Path(exists=True, file_okay=False), default=".")
+@click.option("--dry-run", is_flag=True, help="Print the moves; change nothing.")
+def move_into_buckets(checkout: str, dry_run: bool) -> None:
+    """Move the files of a Git checkout into their buckets (with 'git mv').
+
+    For a team's repository laid out by hand or before buckets
+    (prompts/<name>.prompty): commit and push the moves, and promptrev then accepts it
+    as a remote or a push. Files already in place, and files outside the registry's
+    folders, are left alone.
+    """
+    moves = []
+    for folder, dirs, files in os.walk(checkout):
+        dirs[:] = sorted(d for d in dirs if d != ".git")
+        for filename in sorted(files):
+            relative = os.path.relpath(os.path.join(folder, filename), checkout)
+            relative = relative.replace(os.sep, "/")
+            target = placed(relative)
+            if target != relative:
+                moves.append((relative, target))
+    for source, target in moves:
+        click.echo(f"{source} -> {target}")
+        if dry_run:
+            continue
+        os.makedirs(os.path.join(checkout, os.path.dirname(target)), exist_ok=True)
+        done = subprocess.run(["git", "-C", checkout, "mv", "-k", source, target],
+                              capture_output=True, text=True)
+        if done.returncode or not os.path.exists(os.path.join(checkout, target)):
+            os.replace(os.path.join(checkout, source), os.path.join(checkout, target))
+    click.echo(f"{len(moves)} file(s) {'to move' if dry_run else 'moved'}"
+               + ("; commit them ('git commit -m \"Move files into buckets\"')"
+                  if moves and not dry_run else ""))
 
 
 @main.command()
