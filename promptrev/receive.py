@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from promptrev.model.artifacts import kind_of_path
+from promptrev.model.artifacts import by_artifact
 
 from .accounts import User
 from .errors import Conflict, Forbidden, InvalidRequest
@@ -167,11 +167,7 @@ def after_push(registry: Registry, policy: Policy, user: User, updates: list[Ref
 def _main_summary(registry: Registry, update: RefUpdate, base_url: str) -> list[str]:
     old = None if update.created else update.old
     lines = [f"main is now at {update.new[:10]}"]
-    touched = {}
-    for change in registry.store.diff(old, update.new):
-        found = kind_of_path(change.path)
-        if found is not None:
-            touched[(found[0].name, found[1])] = None
+    touched = {(t.kind.name, t.name) for t in by_artifact(registry.store.diff(old, update.new))[0]}
     for kind, name in sorted(touched):
         row = registry.index.artifact(kind, name)
         if row is None:
