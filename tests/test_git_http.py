@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import PROMPT, make_server_env, variant
+from promptrev.model.artifacts import KINDS
+
+from .conftest import PROMPT, at, label_at, make_server_env, variant
 from .live import ADMIN_PASSWORD, LiveServer, start_server
 
 GIT_PATH = "/git/registry.git"
@@ -97,7 +99,7 @@ def break_front_matter(text: str) -> str:
 def test_clone_has_every_artifact_of_the_registry(server, git_as):
     work = git_as("viewer").clone()
     names = {a["name"] for a in api(server, "/artifacts")["artifacts"] if a["kind"] == "prompt"}
-    cloned = {str(p.relative_to(work / "prompts"))[:-len(".prompty")]
+    cloned = {KINDS["prompt"].artifact_of(p.relative_to(work).as_posix())
               for p in (work / "prompts").rglob("*.prompty")}
     assert names and cloned == names
     head = git_as("viewer")("rev-parse", "HEAD", cwd=work).stdout.strip()
@@ -125,9 +127,9 @@ def test_push_to_main_makes_a_version_with_the_git_author(server, git_as):
     git = git_as("editor")
     work = git.clone()
     before = api(server, "/artifact", ref="summarize")["version"]
-    path = work / "prompts/summarize.prompty"
+    path = work / at("summarize")
     path.write_text(path.read_text().replace("system:", "system:\nAnswer in one line.", 1))
-    labels = work / "labels/prompts/summarize.yaml"
+    labels = work / label_at("summarize")
     labels.parent.mkdir(parents=True, exist_ok=True)
     labels.write_text(f"staging: {before + 1}\n")
     sha = git.commit(work, "shorter summaries", author="Grace Hopper <grace@navy.mil>")
@@ -163,14 +165,17 @@ def test_invalid_prompty_is_refused_naming_the_file(server, git_as):
     work = git.clone()
     main_before = remote_main(server)
     before = api(server, "/artifact", ref="reasoning/chain-of-thought")["version"]
-    path = work / "prompts/reasoning/chain-of-thought.prompty"
+    path = work / at("reasoning/chain-of-thought")
     path.write_text(break_front_matter(path.read_text()))
-    (work / "prompts/fine.prompty").write_text(PROMPT)  # a valid file in the same push
+    fine = work / at("fine")  # a valid file in the same push
+    fine.parent.mkdir(parents=True, exist_ok=True)
+    fine.write_text(PROMPT)
     git.commit(work, "broken")
     out = git("push", "origin", "main", cwd=work, check=False)
     assert out.returncode != 0
     assert "remote: error:" in out.stderr
     assert "prompts/reasoning/chain-of-thought.prompty" in out.stderr
+    assert "is stored at" not in out.stderr  # refused for its content, not its place
     assert "pre-receive hook declined" in out.stderr
     assert remote_main(server) == main_before
     assert api(server, "/artifact", ref="reasoning/chain-of-thought")["version"] == before
@@ -181,11 +186,11 @@ def test_protected_label_moves_need_an_admin(server, git_as):
     name = "sentiment/zero-shot"
     admin = git_as("admin")
     work = admin.clone("admin")
-    (work / "prompts/sentiment/zero-shot.prompty").write_text(variant(PROMPT, 1))
+    (work / at(name)).write_text(variant(PROMPT, 1))
     admin.commit(work, "second version")
     admin("push", "-q", "origin", "main", cwd=work)
     latest = api(server, "/artifact", ref=name)["version"]
-    labels = work / "labels/prompts/sentiment/zero-shot.yaml"
+    labels = work / label_at(name)
     labels.parent.mkdir(parents=True, exist_ok=True)
     labels.write_text(f"production: {latest - 1}\n")
     admin.commit(work, "production on the first version")
@@ -194,7 +199,7 @@ def test_protected_label_moves_need_an_admin(server, git_as):
 
     editor = git_as("editor")
     mine = editor.clone()
-    (mine / "labels/prompts/sentiment/zero-shot.yaml").write_text(f"production: {latest}\n")
+    (mine / label_at(name)).write_text(f"production: {latest}\n")
     editor.commit(mine, "promote")
     main_before = remote_main(server)
     out = editor("push", "origin", "main", cwd=mine, check=False)
@@ -213,7 +218,8 @@ def test_protected_label_moves_need_an_admin(server, git_as):
 def test_viewer_cannot_push(server, git_as):
     git = git_as("viewer")
     work = git.clone()
-    (work / "prompts/from-viewer.prompty").write_text(PROMPT)
+    (work / at("from-viewer")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("from-viewer")).write_text(PROMPT)
     git.commit(work, "viewer edit")
     main_before = remote_main(server)
     out = git("push", "origin", "main", cwd=work, check=False)
@@ -228,7 +234,8 @@ def test_push_without_a_token_is_401(server, git_as):
     assert r.headers["WWW-Authenticate"] == 'Basic realm="promptrev"'
     work = git_as("viewer").clone()
     nobody = git_as(None)
-    (work / "prompts/anon.prompty").write_text(PROMPT)
+    (work / at("anon")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("anon")).write_text(PROMPT)
     nobody.commit(work, "anonymous edit")
     main_before = remote_main(server)
     out = nobody("push", "origin", "main", cwd=work, check=False)
@@ -238,7 +245,8 @@ def test_push_without_a_token_is_401(server, git_as):
 def test_only_main_and_review_branches_are_accepted(server, git_as):
     git = git_as("editor")
     work = git.clone()
-    (work / "prompts/elsewhere.prompty").write_text(PROMPT)
+    (work / at("elsewhere")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("elsewhere")).write_text(PROMPT)
     git.commit(work, "on a feature branch")
     for refspec in ("HEAD:refs/heads/feature/x", "HEAD:refs/tags/v1"):
         out = git("push", "origin", refspec, cwd=work, check=False)
@@ -253,7 +261,8 @@ def test_history_rewrites_and_deleting_main_are_refused(server, git_as):
     work = git.clone()
     main_before = remote_main(server)
     git("reset", "-q", "--hard", "HEAD~1", cwd=work)
-    (work / "prompts/rewritten.prompty").write_text(PROMPT)
+    (work / at("rewritten")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("rewritten")).write_text(PROMPT)
     git.commit(work, "rewrite")
     out = git("push", "--force", "origin", "main", cwd=work, check=False)
     assert out.returncode != 0 and "first-parent history" in out.stderr
@@ -281,12 +290,13 @@ def test_push_to_a_review_branch_opens_a_change_request_that_merges(server, git_
     git = git_as("editor")
     work = git.clone()
     git("switch", "-q", "-c", "review/tone", cwd=work)
-    path = work / "prompts/product-description.prompty"
+    path = work / at("product-description")
     good = path.read_text()
     path.write_text(break_front_matter(good))
     git.commit(work, "broken on the way")
     out = git("push", "origin", "review/tone", cwd=work, check=False)
     assert out.returncode != 0 and "prompts/product-description.prompty" in out.stderr
+    assert "is stored at" not in out.stderr  # refused for its content, not its place
     assert "review/tone" not in git("ls-remote", "origin", cwd=work).stdout
 
     # Fixed in a later commit: only the end result counts, so the branch is accepted.
@@ -312,7 +322,7 @@ def test_push_to_a_review_branch_opens_a_change_request_that_merges(server, git_
     parents = git("log", "-1", "--format=%P", cwd=work).stdout.split()
     assert git("rev-parse", "HEAD", cwd=work).stdout.strip() == merged["merge_commit"]
     assert len(parents) == 2 and parents[1] == second
-    assert "Warm, short tone." in (work / "prompts/product-description.prompty").read_text()
+    assert "Warm, short tone." in path.read_text()
     assert "Warm, short tone." in api(server, "/artifact", ref="product-description")["text"]
 
 
@@ -320,7 +330,8 @@ def test_deleting_a_review_branch_closes_its_request(server, git_as):
     git = git_as("editor")
     work = git.clone()
     git("switch", "-q", "-c", "review/drop-me", cwd=work)
-    (work / "prompts/drop-me.prompty").write_text(PROMPT)
+    (work / at("drop-me")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("drop-me")).write_text(PROMPT)
     git.commit(work, "An idea")
     number = review_number(server, git("push", "origin", "review/drop-me", cwd=work).stderr)
     git("push", "origin", ":review/drop-me", cwd=work)
@@ -405,7 +416,7 @@ def test_push_rules_in_the_core(registry, prompt_text):
     registry.save("greet", prompt_text)
     head = registry.store.head()
     blob = registry.store.write_blob(variant(prompt_text, 2).encode())
-    new = registry.store.commit(head, {"prompts/greet.prompty": blob}, "edit",
+    new = registry.store.commit(head, {at("greet"): blob}, "edit",
                                 Signature.parse("Ed <ed@x.org>"))
     editor = User(2, "ed", "ed@x.org", "editor")
     to_main = RefUpdate(head, new, "refs/heads/main")

@@ -21,7 +21,7 @@ from promptrev.errors import (
 )
 from promptrev.server.errors import http_status
 
-from .conftest import PROMPT, variant
+from .conftest import PROMPT, at, label_at, variant
 
 TEA = ("Tea Mate", "tea@example.org")
 MERGER = ("Mer Ger", "merger@example.org")
@@ -113,9 +113,9 @@ def test_teammate_change_arrives_as_a_version_with_its_author_and_label(origin, 
     origin.set_label("greet", "production", 1)
     remotes.push(origin, "origin")
     teammate.run("pull", "-q")
-    teammate.write("prompts/greet.prompty", variant(PROMPT, 2))
+    teammate.write(at("greet"), variant(PROMPT, 2))
     teammate.commit("friendlier greeting")
-    teammate.write("labels/prompts/greet.yaml", "production: 2\n")
+    teammate.write(label_at("greet"), "production: 2\n")
     teammate.commit("ship greet v2", who=MERGER)
     teammate.push()
 
@@ -136,10 +136,10 @@ def test_teammate_change_arrives_as_a_version_with_its_author_and_label(origin, 
 
 def test_a_github_style_merge_commit_arrives_as_versions(origin, teammate):
     teammate.run("checkout", "-q", "-b", "feature")
-    teammate.write("prompts/greet.prompty", variant(PROMPT, 2))
+    teammate.write(at("greet"), variant(PROMPT, 2))
     teammate.commit("try a variant")
-    teammate.write("prompts/greet.prompty", variant(PROMPT, 3))
-    teammate.write("prompts/bye.prompty", PROMPT.replace("hello", "goodbye"))
+    teammate.write(at("greet"), variant(PROMPT, 3))
+    teammate.write(at("bye"), PROMPT.replace("hello", "goodbye"))
     teammate.commit("settle on variant 3, add bye")
     teammate.run("checkout", "-q", "main")
     teammate.run("merge", "-q", "--no-ff", "-m", "Merge pull request #7 from feature",
@@ -161,7 +161,7 @@ def test_main_merged_into_a_branch_arrives_as_a_merge_commit(origin, teammate, b
     root = teammate.run("rev-list", "--max-parents=0", "HEAD")
     before = origin.store.head()
     teammate.run("checkout", "-q", "-b", "work", root)
-    teammate.write("prompts/bye.prompty", PROMPT.replace("hello", "goodbye"))
+    teammate.write(at("bye"), PROMPT.replace("hello", "goodbye"))
     teammate.commit("add bye")
     teammate.run("merge", "-q", "--no-edit", "main")
     teammate.push()
@@ -180,7 +180,7 @@ def test_main_merged_into_a_branch_arrives_as_a_merge_commit(origin, teammate, b
 # ---- divergence ---------------------------------------------------------------------------
 def _diverge(origin: Registry, teammate: Teammate, theirs_text: str, ours_text: str,
              ours_name: str = "greet") -> None:
-    teammate.write("prompts/greet.prompty", theirs_text)
+    teammate.write(at("greet"), theirs_text)
     teammate.commit("their greet")
     teammate.push()
     origin.save(ours_name, ours_text, message=f"our {ours_name}")
@@ -232,20 +232,21 @@ def test_pull_merge_with_overlapping_edits_changes_nothing(origin, teammate, bar
     dump = origin.index.dump()
     with pytest.raises(MergeConflict) as caught:
         remotes.pull(origin, "origin", merge=True)
-    assert caught.value.details["paths"] == ["prompts/greet.prompty"]
-    assert "prompts/greet.prompty" in caught.value.message
+    assert caught.value.details["paths"] == [at("greet")]
+    assert at("greet") in caught.value.message
     assert (origin.store.head(), head_of(bare)) == (ours, theirs)
     assert origin.index.dump() == dump
 
 
 def test_an_invalid_file_on_the_remote_is_refused_by_name(origin, teammate, bare):
-    teammate.write("prompts/broken.prompty", "---\nname: [unclosed\n---\nuser:\nhi\n")
+    teammate.write(at("broken"), "---\nname: [unclosed\n---\nuser:\nhi\n")
     teammate.commit("add a broken prompt")
     teammate.push()
     before, dump = origin.store.head(), origin.index.dump()
     with pytest.raises(ValidationFailed) as caught:
         remotes.pull(origin, "origin")
     assert "prompts/broken.prompty" in caught.value.message
+    assert "is stored at" not in caught.value.message  # refused for its content, not its place
     assert caught.value.problems[0]["commit"] == head_of(bare)
     assert origin.store.head() == before and origin.index.dump() == dump
     with pytest.raises(NotFound):
@@ -255,8 +256,8 @@ def test_an_invalid_file_on_the_remote_is_refused_by_name(origin, teammate, bare
 def test_a_fresh_registry_adopts_a_teams_existing_history(tmp_path, bare):
     work = tmp_path / "work"
     git("init", "-q", work)
-    (work / "prompts").mkdir()
-    (work / "prompts" / "greet.prompty").write_text(PROMPT)
+    (work / at("greet")).parent.mkdir(parents=True)
+    (work / at("greet")).write_text(PROMPT)
     (work / "src.py").write_text("print('the team keeps code here too')\n")
     git("add", "-A", cwd=work)
     git("commit", "-q", "-m", "team prompts", cwd=work)
@@ -273,8 +274,8 @@ def test_a_fresh_registry_adopts_a_teams_existing_history(tmp_path, bare):
 
 
 def test_reindex_after_pulls_equals_the_incremental_index(origin, teammate, bare):
-    teammate.write("prompts/greet.prompty", variant(PROMPT, 2))
-    teammate.write("labels/prompts/greet.yaml", "staging: 2\n")
+    teammate.write(at("greet"), variant(PROMPT, 2))
+    teammate.write(label_at("greet"), "staging: 2\n")
     teammate.commit("greet v2 on staging")
     teammate.push()
     remotes.pull(origin, "origin")
@@ -369,7 +370,7 @@ def test_cli_remote_pull_push_sync(run, tmp_path, bare):
     assert "push origin/main: created" in run("push").output
 
     mate = Teammate(bare, tmp_path / "mate")
-    mate.write("prompts/greet.prompty", variant(PROMPT, 2))
+    mate.write(at("greet"), variant(PROMPT, 2))
     mate.commit("friendlier")
     mate.push()
     out = run("pull").output
@@ -378,7 +379,7 @@ def test_cli_remote_pull_push_sync(run, tmp_path, bare):
     assert "up to date" in run("pull", "origin").output
 
     mate.run("pull", "-q")
-    mate.write("prompts/greet.prompty", variant(PROMPT, 3))
+    mate.write(at("greet"), variant(PROMPT, 3))
     mate.commit("theirs")
     mate.push()
     prompt.write_text(variant(PROMPT, 2).replace("Say hello", "Please say hello"))
@@ -393,7 +394,7 @@ def test_cli_remote_pull_push_sync(run, tmp_path, bare):
     assert "push origin/main: pushed" in run("push").output
 
     mate.run("pull", "-q")
-    mate.write("prompts/bye.prompty", PROMPT.replace("hello", "goodbye"))
+    mate.write(at("bye"), PROMPT.replace("hello", "goodbye"))
     mate.commit("add bye")
     mate.push()
     out = run("sync", "--every", "0", "--times", "2").output

@@ -19,7 +19,7 @@ from promptrev.registry import Registry
 from promptrev.reviews import Edit, NotApproved, Reviews
 from promptrev.storage.gitstore import Signature
 
-from .conftest import csrf_token, make_server_env
+from .conftest import at, csrf_token, label_at, make_server_env
 
 ALICE = User(1, "alice", "alice@example.com", "editor")
 BOB = User(2, "bob", "bob@example.com", "editor")
@@ -214,7 +214,7 @@ def test_rules_merge_role_approvals_and_protected_labels(reg):
     rv = Reviews(reg)
     store = reg.store
     blob = store.write_blob(b"production: 1\n")
-    commit = store.commit(store.head(), {"labels/prompts/greet.yaml": blob}, "promote v1",
+    commit = store.commit(store.head(), {label_at("greet"): blob}, "promote v1",
                           Signature("Alice", "alice@example.com"))
     store.move_ref("refs/heads/review/promote", None, commit, "test")
     pushed = rv.on_push("review/promote", "0" * 40, commit, ALICE)
@@ -232,7 +232,7 @@ def test_invalid_content_on_a_pushed_branch_is_named_and_never_merged(reg):
     rv = Reviews(reg)
     store = reg.store
     bad = store.write_blob(b"---\nname: [unclosed\n---\nuser:\nhi\n")
-    commit = store.commit(store.head(), {"prompts/broken.prompty": bad}, "add broken",
+    commit = store.commit(store.head(), {at("broken"): bad}, "add broken",
                           Signature("Alice", "alice@example.com"))
     store.move_ref("refs/heads/review/broken", None, commit, "test")
     cr = rv.on_push("review/broken", "0" * 40, commit, ALICE)

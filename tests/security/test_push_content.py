@@ -9,18 +9,27 @@ that ``main`` did not move and that a fresh clone still works.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ..conftest import PROMPT, ROOT, variant
+from promptrev.model import fanout
+from promptrev.model.artifacts import KINDS
+
+from ..conftest import PROMPT, ROOT, at, label_at, variant
 from ..live import LiveServer, start_server
 from ..test_adapters import make_adapter
 from ..test_git_http import Git, api, remote_main
 
 MIB = 1024 * 1024
+
+
+def folder_of(name: str) -> str:
+    """An adapter's folder in the tree (its card, config and weights pointer sit in it)."""
+    return at(name, "adapter").rsplit("/", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +115,7 @@ def push_refused(git: Git, server: LiveServer, work: Path, *expected: str,
     refs = git("ls-remote", "origin", cwd=work).stdout
     assert f"refs/heads/{ref}" not in refs or ref == "main"
     fresh = git.clone("fresh")  # every clone still works
-    assert (fresh / "prompts/summarize.prompty").is_file()
+    assert (fresh / at("summarize")).is_file()
     return out.stderr
 
 
@@ -114,9 +123,11 @@ def push_refused(git: Git, server: LiveServer, work: Path, *expected: str,
 def test_a_normal_push_is_accepted(server, git):
     work = git.clone()
     before = api(server, "/artifact", ref="summarize")["version"]
-    path = work / "prompts/summarize.prompty"
+    path = work / at("summarize")
     path.write_text(path.read_text().replace("system:", "system:\nBe brief.", 1))
-    (work / "datasets/extra.jsonl").write_text('{"id": "1", "vars": {"text": "hi"}}\n')
+    extra = work / at("extra", "dataset")
+    extra.parent.mkdir(parents=True, exist_ok=True)
+    extra.write_text('{"id": "1", "vars": {"text": "hi"}}\n')
     sha = git.commit(work, "an ordinary edit")
     out = git("push", "origin", "main", cwd=work)
     assert f"prompt summarize is now version {before + 1}" in out.stderr
@@ -128,8 +139,8 @@ def test_a_fresh_clone_pushed_back_unchanged_is_accepted(server, admin):
     work = admin.clone()
     tree = admin("rev-parse", "HEAD^{tree}", cwd=work).stdout.strip()
     files = admin("ls-tree", "-r", "--name-only", "HEAD", cwd=work).stdout.split()
-    assert {"README.md", "adapters/tone/adapter_model.safetensors",
-            "labels/prompts/ab.yaml", "splits/prompts/ab.yaml"} <= set(files)
+    assert {"README.md", f"{folder_of('tone')}/adapter_model.safetensors",
+            label_at("ab"), KINDS["prompt"].split_path("ab")} <= set(files)
     admin("rm", "-r", "-q", ".", cwd=work)
     admin("commit", "-q", "-m", "remove everything", cwd=work)
     admin("checkout", "HEAD~1", "--", ".", cwd=work)
@@ -138,6 +149,36 @@ def test_a_fresh_clone_pushed_back_unchanged_is_accepted(server, admin):
     out = admin("push", "origin", "main", cwd=work, check=False)
     assert out.returncode == 0, out.stderr
     assert remote_main(server) == sha
+
+
+def test_a_prompt_pushed_outside_its_bucket_is_refused_and_in_it_makes_a_version(server, git):
+    """Plain Git may write any path: a prompt at the path of the layout before buckets, or
+    in another name's bucket, is refused naming where it belongs; in its bucket it is saved."""
+    work = git.clone()
+    right = at("x")
+    mine = fanout.bucket("x")
+    other = next(b for b in (fanout.bucket(f"y{i}") for i in range(100)) if b != mine)
+    wrong = right.replace(f"/{mine}/", f"/{other}/", 1)
+    assert wrong != right and wrong.endswith("/x.prompty")
+    for path in ("prompts/x.prompty", wrong):
+        (work / path).parent.mkdir(parents=True, exist_ok=True)
+        (work / path).write_text(PROMPT)
+        git.commit(work, f"x at {path}")
+        err = push_refused(git, server, work, f"{path}: 'x' is stored at {right}: each name "
+                           "has one place")
+        assert "x" not in {a["name"] for a in api(server, "/artifacts")["artifacts"]}, err
+        shutil.rmtree(git.home / "fresh")  # push_refused's own clone, made again next time
+        git("reset", "-q", "--hard", "HEAD~1", cwd=work)
+        assert not (work / path).exists()
+    (work / right).parent.mkdir(parents=True, exist_ok=True)
+    (work / right).write_text(PROMPT)
+    sha = git.commit(work, "x in its bucket")
+    out = git("push", "origin", "main", cwd=work, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "prompt x is now version 1" in out.stderr
+    assert remote_main(server) == sha
+    saved = api(server, "/artifact", ref="x")
+    assert (saved["version"], saved["commit"], saved["text"]) == (1, sha, PROMPT)
 
 
 # ---- one test per attack ---------------------------------------------------------------------
@@ -170,13 +211,14 @@ def test_a_big_blob_inside_the_artifact_folders_is_refused(server, git):
     work = git.clone()
     big = blob(git, work, PROMPT.encode() + b"x" * (20 * MIB))
     config = blob(git, work, b" " * (11 * MIB))
-    commit_with(git, work, [("prompts/huge.prompty", "100644", big),
-                            ("adapters/tone/adapter_config.json", "100644", config)])
+    commit_with(git, work, [(at("huge"), "100644", big),
+                            (f"{folder_of('tone')}/adapter_config.json", "100644", config)])
     # Every blob has the limit, not only the artifact's own file (the config was refused
     # before only because its sha256 no longer matched the card, after being read).
-    push_refused(git, server, work, "prompts/huge.prompty: is 20,971,",
-                 "adapters/tone/adapter_config.json: is 11,534,336 bytes",
-                 "the limit is 10,485,760 bytes")
+    err = push_refused(git, server, work, f"{at('huge')}: is 20,971,",
+                       f"{folder_of('tone')}/adapter_config.json: is 11,534,336 bytes",
+                       "the limit is 10,485,760 bytes")
+    assert "is stored at" not in err  # refused for the sizes, not for a place
 
 
 @pytest.mark.parametrize("path,data", [
@@ -193,30 +235,32 @@ def test_git_control_files_are_refused(server, git, path, data):
 def test_a_symlink_prompt_is_refused(server, git):
     work = git.clone()
     target = blob(git, work, b"/etc/passwd")
-    commit_with(git, work, [("prompts/passwd.prompty", "120000", target)])
-    push_refused(git, server, work, "prompts/passwd.prompty", "symbolic link")
+    commit_with(git, work, [(at("passwd"), "120000", target)])
+    err = push_refused(git, server, work, f"{at('passwd')}: a symbolic link")
+    assert "is stored at" not in err  # in its bucket: refused as a link, not for its place
 
 
 def test_turning_an_existing_prompt_into_a_symlink_is_refused(server, git):
     """Same blob, new mode: a change of mode alone must be checked too."""
     work = git.clone()
-    same = git("rev-parse", "HEAD:prompts/summarize.prompty", cwd=work).stdout.strip()
-    commit_with(git, work, [("prompts/summarize.prompty", "120000", same)])
-    push_refused(git, server, work, "prompts/summarize.prompty", "symbolic link")
+    same = git("rev-parse", f"HEAD:{at('summarize')}", cwd=work).stdout.strip()
+    commit_with(git, work, [(at("summarize"), "120000", same)])
+    err = push_refused(git, server, work, f"{at('summarize')}: a symbolic link")
+    assert "is stored at" not in err
 
 
 def test_a_symlink_on_a_review_branch_is_refused_in_any_commit(server, git):
     work = git.clone()
-    commit_with(git, work, [("prompts/passwd.prompty", "120000",
-                             blob(git, work, b"/etc/passwd"))])
+    commit_with(git, work, [(at("passwd"), "120000", blob(git, work, b"/etc/passwd"))])
     base = git("rev-parse", "HEAD~1^{tree}", cwd=work).stdout.strip()
     gone = git("commit-tree", base, "-p", "HEAD", "-m", "gone again", cwd=work).stdout.strip()
     git("update-ref", "HEAD", gone, cwd=work)  # the proposal's net change is empty
-    push_refused(git, server, work, "prompts/passwd.prompty", "symbolic link",
-                 ref="review/sneaky")
+    err = push_refused(git, server, work, f"{at('passwd')}: a symbolic link",
+                       ref="review/sneaky")
+    assert "is stored at" not in err
 
 
-@pytest.mark.parametrize("path", ["prompts/sub", "prompts/sub.prompty", "vendor"])
+@pytest.mark.parametrize("path", ["prompts/sub", "prompts/sub.prompty", at("sub"), "vendor"])
 def test_a_gitlink_is_refused_with_a_message_not_a_traceback(server, git, path):
     work = git.clone()
     head = git("rev-parse", "HEAD", cwd=work).stdout.strip()
@@ -226,29 +270,34 @@ def test_a_gitlink_is_refused_with_a_message_not_a_traceback(server, git, path):
 
 def test_a_recursive_anchor_gives_a_remote_message_not_a_traceback(server, git):
     work = git.clone()
-    (work / "prompts/loop.prompty").write_text("---\nname: loop\na: &x [*x]\n---\nuser:\nhi\n")
+    loop = work / at("loop")
+    loop.parent.mkdir(parents=True, exist_ok=True)
+    loop.write_text("---\nname: loop\na: &x [*x]\n---\nuser:\nhi\n")
     git.commit(work, "recursive anchor")
-    push_refused(git, server, work, "prompts/loop.prompty")
+    err = push_refused(git, server, work, "prompts/loop.prompty")
+    assert "is stored at" not in err  # refused for its content, not its place
 
 
 def test_an_lfs_pointer_with_the_wrong_size_is_refused(server, git):
     import yaml
 
     work = git.clone()
-    card = yaml.safe_load((work / "adapters/tone/adapter.yaml").read_text())
-    pointer = (work / "adapters/tone/adapter_model.safetensors").read_text()
+    tone = work / folder_of("tone")
+    card = yaml.safe_load((tone / "adapter.yaml").read_text())
+    pointer = (tone / "adapter_model.safetensors").read_text()
     size = card["files"]["adapter_model.safetensors"]["size"]
     card["files"]["adapter_model.safetensors"]["size"] = size - 1  # card and pointer agree
-    liar = work / "adapters/liar"
-    liar.mkdir()
+    liar = work / folder_of("liar")
+    liar.mkdir(parents=True)
     (liar / "adapter.yaml").write_text(yaml.safe_dump(card, sort_keys=False))
     (liar / "adapter_config.json").write_bytes(
-        (work / "adapters/tone/adapter_config.json").read_bytes())
+        (tone / "adapter_config.json").read_bytes())
     (liar / "adapter_model.safetensors").write_text(
         pointer.replace(f"size {size}\n", f"size {size - 1}\n"))
     git.commit(work, "same weights, wrong size")
-    push_refused(git, server, work, "adapters/liar/adapter_model.safetensors",
-                 f"{size - 1:,} bytes", f"{size:,} bytes")
+    err = push_refused(git, server, work, f"{folder_of('liar')}/adapter_model.safetensors",
+                       f"{size - 1:,} bytes", f"{size:,} bytes")
+    assert "is stored at" not in err
     # The shared object is untouched and still intact.
     assert server.cli("fsck").strip() == "ok"
 
@@ -274,8 +323,8 @@ def test_fsck_blames_a_wrong_size_pointer_not_the_shared_object(tmp_path):
     def run(*args, data=None):
         return subprocess.run([*git, *args], input=data, capture_output=True, text=True,
                               check=True).stdout.strip()
-    card = yaml.safe_load(run("show", "main:adapters/a/adapter.yaml"))
-    pointer = run("show", "main:adapters/a/adapter_model.safetensors") + "\n"
+    card = yaml.safe_load(run("show", f"main:{folder_of('a')}/adapter.yaml"))
+    pointer = run("show", f"main:{folder_of('a')}/adapter_model.safetensors") + "\n"
     size = card["files"]["adapter_model.safetensors"]["size"]
     card["files"]["adapter_model.safetensors"]["size"] = size + 5
     index = tmp_path / "index"
@@ -286,17 +335,17 @@ def test_fsck_blames_a_wrong_size_pointer_not_the_shared_object(tmp_path):
                         pointer.replace(f"size {size}\n", f"size {size + 5}\n"))):
         oid = run("hash-object", "-w", "--stdin", data=text)
         subprocess.run([*git, "update-index", "--add", "--cacheinfo",
-                        f"100644,{oid},adapters/b/{name}"], env=env, check=True)
-    oid = run("rev-parse", "main:adapters/a/adapter_config.json")
+                        f"100644,{oid},{folder_of('b')}/{name}"], env=env, check=True)
+    oid = run("rev-parse", f"main:{folder_of('a')}/adapter_config.json")
     subprocess.run([*git, "update-index", "--add", "--cacheinfo",
-                    f"100644,{oid},adapters/b/adapter_config.json"], env=env, check=True)
+                    f"100644,{oid},{folder_of('b')}/adapter_config.json"], env=env, check=True)
     tree = subprocess.run([*git, "write-tree"], env=env, capture_output=True, text=True,
                           check=True).stdout.strip()
     commit = run("commit-tree", tree, "-p", "main", "-m", "old bad pointer")
     run("update-ref", "refs/heads/main", commit)
     out = cli(reg, "fsck", check=False)
     report = out.stdout + out.stderr
-    assert "adapters/b/adapter_model.safetensors" in report, report
+    assert f"{folder_of('b')}/adapter_model.safetensors" in report, report
     assert "delete" not in report.lower(), report
     assert "intact" in report, report
 
@@ -307,13 +356,14 @@ def test_import_never_follows_a_symlink(server, git, tmp_path):
     secret.write_text(PROMPT.replace("system:", "system:\nSECRET-MARKER-1234", 1))
     (tmp_path / "outside" / "more.prompty").write_text(PROMPT)
     work = git.clone()  # a clone of a registry that once accepted links
-    (work / "prompts/leak.prompty").symlink_to(secret)
+    (work / at("leak")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("leak")).symlink_to(secret)
     (work / "prompts/linked").symlink_to(secret.parent, target_is_directory=True)
     reg = tmp_path / "reg"
     cli(reg, "init")
     out = cli(reg, "import", str(work), check=False)
     assert out.returncode != 0
-    assert "prompts/leak.prompty" in out.stderr and "symbolic link" in out.stderr
+    assert at("leak") in out.stderr and "symbolic link" in out.stderr
     assert "prompts/linked" in out.stderr
     assert "Traceback" not in out.stderr
     shown = cli(reg, "list").stdout
@@ -322,7 +372,7 @@ def test_import_never_follows_a_symlink(server, git, tmp_path):
                           capture_output=True, text=True).stdout
     assert "SECRET-MARKER-1234" not in dump
     # Without the links the same clone imports.
-    os.unlink(work / "prompts/leak.prompty")
+    os.unlink(work / at("leak"))
     os.unlink(work / "prompts/linked")
     cli(reg, "import", str(work))
     assert "summarize" in cli(reg, "list").stdout
@@ -336,11 +386,12 @@ def test_a_pull_refuses_a_symlink_prompt_and_leaves_the_teams_own_files_alone(tm
                         *args], cwd=work, check=True, capture_output=True)
     subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
     subprocess.run(["git", "init", "-q", str(work)], check=True)
-    (work / "prompts").mkdir()
-    (work / "prompts/greet.prompty").write_text(PROMPT)
+    (work / at("greet")).parent.mkdir(parents=True)
+    (work / at("greet")).write_text(PROMPT)
     (work / "src.py").write_text("print('the team keeps code here too')\n")
     (work / ".gitignore").write_text("*.pyc\n")
-    (work / "prompts/passwd.prompty").symlink_to("/etc/passwd")
+    (work / at("passwd")).parent.mkdir(parents=True, exist_ok=True)
+    (work / at("passwd")).symlink_to("/etc/passwd")
     team("add", "-A")
     team("commit", "-q", "-m", "team prompts")
     team("push", "-q", str(bare), "HEAD:main")
@@ -348,9 +399,10 @@ def test_a_pull_refuses_a_symlink_prompt_and_leaves_the_teams_own_files_alone(tm
     cli(reg, "remote", "add", "origin", str(bare))
     out = cli(reg, "pull", check=False)
     assert out.returncode != 0
-    assert "prompts/passwd.prompty" in out.stderr and "symbolic link" in out.stderr
+    assert f"{at('passwd')}: a symbolic link" in out.stderr, out.stderr
+    assert "is stored at" not in out.stderr
     assert "greet" not in cli(reg, "list").stdout
-    team("rm", "-q", "prompts/passwd.prompty")  # the link leaves the history itself
+    team("rm", "-q", at("passwd"))  # the link leaves the history itself
     team("commit", "-q", "--amend", "-m", "team prompts")
     team("push", "-q", "--force", str(bare), "HEAD:main")
     cli(reg, "pull")
@@ -365,11 +417,13 @@ def test_label_names_the_api_would_refuse_are_refused_in_a_push(server, admin, t
     """Found by an attack on the first version: a pushed label file stored an empty name
     and an escape sequence, which every page then showed and no command could remove."""
     work = admin.clone(f"labels-{abs(hash(text))}")
-    (work / "labels/prompts/summarize.yaml").write_text(text)
+    (work / label_at("summarize")).parent.mkdir(parents=True, exist_ok=True)
+    (work / label_at("summarize")).write_text(text)
     before = remote_main(server)
     admin.commit(work, "odd label names")
     out = admin("push", "origin", "main", cwd=work, check=False)
     assert out.returncode != 0, out.stderr
-    assert "labels/prompts/summarize.yaml" in out.stderr and "label" in out.stderr
+    assert label_at("summarize") in out.stderr and "label" in out.stderr
+    assert "is stored at" not in out.stderr  # refused for the names, not for its place
     assert "Traceback" not in out.stderr
     assert remote_main(server) == before

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..conftest import at
 from ..live import LiveServer, start_server
 from ..test_git_http import Git, logged_in
 
@@ -56,7 +57,7 @@ def call(live: LiveServer, who: str, method: str, path: str, headers: dict | Non
 
 
 def edit(work: Path, line: str) -> None:
-    path = work / "prompts/summarize.prompty"
+    path = work / at("summarize")
     path.write_text(path.read_text().replace("system:", f"system:\n{line}", 1))
 
 
