@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING, Any
 
 from promptrev.model import fanout
 from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
-from promptrev.model.artifacts import KINDS, by_artifact, label_of_path, split_of_path
+from promptrev.model.artifacts import (
+    KINDS,
+    by_artifact,
+    kind_of_path,
+    label_of_path,
+    placement_problem,
+    split_of_path,
+)
 from promptrev.model.labels import parse_label_map, parse_splits
 from promptrev.model.layout import entry_problems
 from promptrev.model.names import validate_name
@@ -123,6 +130,7 @@ def check_history(registry: Registry, old: str | None, new: str, *,
     counter = _Counter(registry)
     for sha in chain:
         _check_commit(registry, sha, store.changes(sha), counter, out, refused)
+    _check_places(registry, new, store.diff(old, new), out, refused)
     return out
 
 
@@ -140,6 +148,7 @@ def check_changes(registry: Registry, base: str, new: str, *,
                              foreign)
     changes = store.diff(base, new)
     _check_commit(registry, new, changes, _Counter(registry), out, refused)
+    _check_places(registry, new, changes, out, refused)
     return out
 
 
@@ -202,10 +211,10 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
                   out: Incoming, refused: set[str]) -> None:
     store = registry.store
     adapter_folders: set[str] = set()
-    for change in changes:
-        if change.new is not None and change.new not in refused:
-            _check_place(change.path, sha, out)
-    content, rest = by_artifact(changes)
+    def present(path: str) -> bool:
+        return store.blob_at(sha, path) is not None
+
+    content, rest = by_artifact(changes, present=present)
     for touched in content:
         kind, name, path = touched.kind, touched.name, touched.path
         if touched.new in refused:  # its problem is recorded; never read it
@@ -222,11 +231,13 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
         out.versions.append((kind.name, name, sha))
         if kind.sidecars:
             adapter_folders.add(path.rsplit("/", 1)[0])
-    labels, rest = by_artifact(rest, label_of_path)
-    splits, rest = by_artifact(rest, split_of_path)
+    labels, rest = by_artifact(rest, label_of_path, present)
+    splits, rest = by_artifact(rest, split_of_path, present)
     for change in rest:
         path = change.path
         top = path.split("/", 1)[0]
+        if placement_problem(path) is not None:
+            continue  # in a wrong bucket: told where it belongs if it stays (_check_places)
         if top == "adapters" and path.rsplit("/", 1)[-1] in (CONFIG, WEIGHTS):
             adapter_folders.add(path.rsplit("/", 1)[0])
         elif change.new is not None and top in ("labels", "splits"):
@@ -250,22 +261,31 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
                           counter, out)
 
 
-def _check_place(path: str, sha: str, out: Incoming) -> None:
-    """A file a commit adds or changes must sit where its name's bucket puts it
-    (:mod:`promptrev.model.fanout`): one name, one path, whatever client wrote it."""
-    for kind in KINDS.values():
-        for top, suffix, where in ((kind.folder, kind.suffix, kind.path),
-                                   (f"labels/{kind.folder}", ".yaml", kind.label_path),
-                                   (f"splits/{kind.folder}", ".yaml", kind.split_path)):
-            name = fanout.name_of(top, path, suffix) or fanout.meant(top, path, suffix)
-            if name is None:
-                continue
-            right = where(name)
-            if right != path:
-                out.problem(path, sha, f"{path}: '{name}' is stored at {right}: each name "
-                            f"has one place, in the bucket its name gives (see 'promptrev "
-                            f"path {name}')")
-            return
+def _check_places(registry: Registry, new: str, changes: list[Change], out: Incoming,
+                  refused: set[str]) -> None:
+    """Every file the new ``main`` (or proposal) adds or changes must sit where its name
+    puts it (:mod:`promptrev.model.fanout`), and no name may keep a second file at the
+    path the layout before buckets gave it. The end result counts, not each commit: a
+    history made before buckets, and moved into them since, is accepted.
+    """
+    store = registry.store
+    for change in changes:
+        if change.new is None or change.new in refused:
+            continue
+        problem = placement_problem(change.path)
+        if problem is not None:
+            out.problem(change.path, new, problem)
+            continue
+        found = kind_of_path(change.path) or label_of_path(change.path) or \
+            split_of_path(change.path)
+        if found is None:
+            continue
+        old_path = fanout.shown(change.path)
+        if old_path != change.path and store.blob_at(new, old_path) is not None:
+            out.problem(old_path, new, f"{old_path} and {change.path} both hold "
+                        f"{found[0].name} '{found[1]}': main has moved its files into "
+                        "buckets since this work started; rebase onto main ('git pull "
+                        "--rebase') and push again")
 
 
 @contextmanager

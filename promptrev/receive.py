@@ -167,7 +167,9 @@ def after_push(registry: Registry, policy: Policy, user: User, updates: list[Ref
 def _main_summary(registry: Registry, update: RefUpdate, base_url: str) -> list[str]:
     old = None if update.created else update.old
     lines = [f"main is now at {update.new[:10]}"]
-    touched = {(t.kind.name, t.name) for t in by_artifact(registry.store.diff(old, update.new))[0]}
+    touched = {(t.kind.name, t.name) for t in by_artifact(
+        registry.store.diff(old, update.new),
+        present=lambda path: registry.store.blob_at(update.new, path) is not None)[0]}
     for kind, name in sorted(touched):
         row = registry.index.artifact(kind, name)
         if row is None:

@@ -21,7 +21,7 @@ from typing import Any
 from promptrev.model import fanout
 from promptrev.model.artifacts import KINDS, AuditEntry, LabelEvent, Snapshot, Version, placed
 from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
-from promptrev.model.labels import assign, parse_splits, split_path
+from promptrev.model.labels import assign, parse_splits
 from promptrev.model.prompty import Message, Prompt, parse_prompt
 from promptrev.model.references import Reference, parse_reference
 
@@ -82,8 +82,8 @@ Edit with promptrev or with plain Git; versions are numbered per artifact.
 # Set in a registry's Git config once its branches hold every file in its bucket.
 LAYOUT_KEY = "promptrev.layout"
 LAYOUT = "buckets"
-_BUCKETS_MESSAGE = """\
-Move files into buckets
+_BUCKETS_MESSAGE = f"""\
+{fanout.MOVE_TITLE}
 
 Each artifact's files, label map and splits now sit in two folders named by the first two
 hex digits of the SHA-1 of its name (prompts/support/@2/@0/reply.prompty), so no folder of
@@ -168,25 +168,31 @@ class Registry:
 
     # ---- the bucket layout (model.fanout) ------------------------------------------
     def bucketed(self) -> bool:
-        """Whether every branch of the registry keeps its files in their buckets."""
+        """Whether the registry's branches were moved into buckets (a flag in its Git
+        config, set by :meth:`move_into_buckets`; checked files are never moved out)."""
         if not self._bucketed:  # once moved, a registry stays moved: read it once
             self._bucketed = self.store.config(LAYOUT_KEY) == LAYOUT
         return self._bucketed
 
-    def move_into_buckets(self, author: str = DEFAULT_AUTHOR) -> dict[str, str]:
-        """Move every file of every branch into its name's bucket (:mod:`.model.fanout`).
+    def move_into_buckets(self, *, repair: bool = False) -> dict[str, str]:
+        """Move every file of every branch into its name's buckets (:mod:`.model.fanout`).
 
         One commit per branch that has files to move, made like any other write (``main``
         by compare-and-swap through :meth:`advance_main`), so history is kept and nothing
         is renumbered: a file that moves without changing makes no version. Returns the
-        new commit of each branch that moved. Registries made before buckets are moved
-        when first opened; ``promptrev fsck --repair`` moves files a plain-Git client put
-        outside their bucket.
+        new commit of each branch that moved.
+
+        Registries made before buckets are moved when first opened (or before their first
+        write). That commit is the same wherever it is made (its time is its parent's, its
+        author promptrev), so two registries that followed each other still agree after
+        both moved. ``repair`` (``promptrev fsck --repair``) moves files put outside their
+        buckets behind promptrev's back; where the name's own file exists too, that one is
+        kept and the stray one removed.
         """
         moved: dict[str, str] = {}
         with self.store.writer_lock():
             for ref, head in sorted(self.store.refs("refs/heads/").items()):
-                commit = self._bucket_commit(head, author)
+                commit = self._bucket_commit(head, main=ref == MAIN, repair=repair)
                 if commit is None:
                     continue
                 try:
@@ -203,19 +209,31 @@ class Registry:
             self._bucketed = True
         return moved
 
-    def _bucket_commit(self, head: str, author: str) -> str | None:
+    def _bucket_commit(self, head: str, *, main: bool, repair: bool) -> str | None:
+        entries = self.store.files(head)
+        present = {entry.path for entry in entries}
         changes: dict[str, str | None] = {}
-        for entry in self.store.files(head):
+        done = []
+        for entry in entries:
             path = placed(entry.path)
-            if path != entry.path:
-                changes[entry.path] = None
+            if path == entry.path:
+                continue
+            changes[entry.path] = None
+            if path in present:  # its own file is there: the stray copy goes
+                done.append(f"removed {entry.path} ({path} is kept)")
+            else:
                 changes[path] = entry.oid
-            elif entry.path == "README.md" and \
-                    entry.oid == GitStore.blob_id(_README_BEFORE_BUCKETS.encode()):
-                changes[entry.path] = self.store.write_blob(_REGISTRY_README.encode())
-        if not any(blob is not None for path, blob in changes.items() if path != "README.md"):
+                done.append(f"{entry.path} -> {path}")
+        if not changes:
             return None
-        return self.store.commit(head, changes, _BUCKETS_MESSAGE, Signature.parse(author))
+        readme = self.store.blob_at(head, "README.md")
+        if main and readme == GitStore.blob_id(_README_BEFORE_BUCKETS.encode()):
+            changes["README.md"] = self.store.write_blob(_REGISTRY_README.encode())
+        message = _BUCKETS_MESSAGE if not repair else \
+            "Move misplaced files into their buckets\n\n" + "".join(f"{d}\n" for d in done)
+        when = self.store.commit_info(head).timestamp
+        return self.store.commit(head, changes, message, Signature.parse(DEFAULT_AUTHOR),
+                                 when=when)
 
     @property
     def engine(self):
@@ -394,9 +412,9 @@ class Registry:
         self._drop_standin()
         report = maintenance.check(self.store, self.database, repair=repair, rewind=rewind)
         self.index = IndexReader(self.database.engine)
-        if repair and any("outside its bucket" in p for p in report["problems"]):
+        if repair and any(" is stored at " in p for p in report["problems"]):
             self._bucketed = False  # someone put files back outside their bucket
-            moved = self.move_into_buckets()
+            moved = self.move_into_buckets(repair=True)
             report = {**maintenance.check(self.store, self.database),
                       "repaired": report["repaired"] + [
                           f"moved the files of {ref} into their buckets" for ref in moved]}
@@ -617,7 +635,7 @@ class Registry:
         """label → {version: weight} of an artifact's traffic splits."""
         head = self.sync()
         art = self._artifact(parse_reference(name, kind))
-        path = split_path(KINDS[art.kind].folder, art.name)
+        path = KINDS[art.kind].split_path(art.name)
         blob = self.store.blob_at(head, path) if head else None
         if blob is None and head and not self.bucketed():  # not moved yet (read-only)
             path = fanout.unbucketed(f"splits/{KINDS[art.kind].folder}", art.name, ".yaml")

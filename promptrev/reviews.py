@@ -33,7 +33,7 @@ import sqlalchemy as sa
 
 from promptrev.model.artifacts import KINDS, by_artifact, only_moves
 from promptrev.model.diffing import Diff, dataset_diff, prompt_diff, text_diff
-from promptrev.model.fanout import shown
+from promptrev.model.fanout import MOVE_TITLE, shown
 from promptrev.model.names import validate_name
 from promptrev.model.validation import check_content
 
@@ -194,7 +194,7 @@ class Reviews:
         if row.status != "open":
             return row
         tip = self.store.ref("refs/heads/" + row.branch)
-        if tip is None or tip == row.head or not self._only_moves(tip, row.head):
+        if tip is None or tip == row.head or not self._bucket_move(tip, row.head):
             return row
         with writing(self.engine) as conn:
             for table in (T_APPROVAL, T_COMMENT):
@@ -204,9 +204,12 @@ class Reviews:
                          .values(head=tip))
             return conn.execute(sa.select(T_REQ).where(T_REQ.c.id == row.id)).first()
 
-    def _only_moves(self, sha: str, parent: str | None = None) -> bool:
+    def _bucket_move(self, sha: str, parent: str | None = None) -> bool:
+        """Whether ``sha`` is the commit that moved a branch into buckets: promptrev's, on
+        one parent, moving files unchanged and nothing else (so it adds no one's work)."""
         info = self.store.commit_info(sha)
-        if len(info.parents) != 1 or (parent is not None and info.parents[0] != parent):
+        if len(info.parents) != 1 or (parent is not None and info.parents[0] != parent) or \
+                info.message.partition("\n")[0] != MOVE_TITLE:
             return False
         return only_moves(self.store.diff(info.parents[0], sha))
 
@@ -217,7 +220,7 @@ class Reviews:
         edit the server committed); for a commit older than those records, its Git author.
         """
         out = {request.author: "opened"}
-        commits = [sha for sha in self._commits(request) if not self._only_moves(sha)]
+        commits = [sha for sha in self._commits(request) if not self._bucket_move(sha)]
         for sha, account in accounts_of(self.store, commits).items():
             who = account or self.store.commit_info(sha).author
             out.setdefault(who, f"made commit {sha[:10]} of")
@@ -272,7 +275,9 @@ class Reviews:
         base = self.base(request)
         main = self.store.head()
         out = []
-        for change in by_artifact(self.store.diff(base, request.head))[0]:
+        changed = by_artifact(self.store.diff(base, request.head), present=lambda path: (
+            self.store.blob_at(request.head, path) is not None))[0]
+        for change in changed:
             kind, name = change.kind, change.name
             old = self._text(change.old)
             new = self._text(change.new)
@@ -370,8 +375,10 @@ class Reviews:
             commit = self._commit_edits(request.head, edits, message, "", user)
         else:
             _tree, conflicts = self.store.merge(request.head, main)
-            resolved = {KINDS[e.kind].path(e.name) for e in edits if e.kind in KINDS}
-            unresolved = [shown(c.path) for c in conflicts if c.path not in resolved]
+            resolved = {path for e in edits if e.kind in KINDS for path in KINDS[e.kind].paths(
+                e.name)}  # where the branch, if older than buckets, may still have it
+            unresolved = list(dict.fromkeys(shown(c.path) for c in conflicts
+                                            if c.path not in resolved))
             if unresolved:
                 raise Conflict(f"main changed {', '.join(unresolved)} since change request "
                                f"#{number} started: include the resolved text of "
@@ -528,9 +535,10 @@ class Reviews:
                 tree, conflicts = self.store.merge(main, head)
                 if conflicts:
                     found = [self._conflict_dict(c) for c in conflicts]
+                    paths = ", ".join(dict.fromkeys(c["path"] for c in found))
                     raise Conflict(
-                        f"change request #{number} conflicts with main in "
-                        f"{', '.join(c['path'] for c in found)}: main changed the same lines "
+                        f"change request #{number} conflicts with main in {paths}: main "
+                        "changed the same lines "
                         "since the request started. Update the request on top of main and "
                         "merge again", details={"conflicts": found})
                 message = _merge_message(request, sorted(self.contributors(request)))

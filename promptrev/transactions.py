@@ -19,7 +19,6 @@ from promptrev.model.labels import (
     dump_splits,
     parse_label_map,
     parse_splits,
-    split_path,
 )
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.validation import check_content, check_many
@@ -271,7 +270,7 @@ class Transaction:
                 changes[path] = new
                 before[path] = old_blob
         for kind, name, label, arms in self._splits:
-            path = split_path(KINDS[kind].folder, name)
+            path = KINDS[kind].split_path(name)
             old_blob = changes.get(path, reg.store.blob_at(head, path))
             splits = parse_splits(reg.store.blob(old_blob).decode(), path) if old_blob else {}
             for version in arms:

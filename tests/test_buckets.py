@@ -217,11 +217,13 @@ def test_fsck_finds_files_put_back_outside_their_bucket_and_repair_moves_them(re
     store.move_main(head, moved, "test")  # past every check, as a shell on the server could
     report = registry.fsck()
     assert not report["ok"]
-    assert any("prompts/greet.prompty: outside its bucket" in p and at("greet") in p
+    assert any(p.startswith(f"prompts/greet.prompty: 'greet' is stored at {at('greet')}")
                for p in report["problems"]), report["problems"]
     repaired = registry.fsck(repair=True)
     assert repaired["ok"], repaired["problems"]
     assert "moved the files of refs/heads/main into their buckets" in repaired["repaired"]
+    assert git("log", "-1", "--format=%B", "main", cwd=registry.path).splitlines()[:3] == [
+        "Move misplaced files into their buckets", "", f"prompts/greet.prompty -> {at('greet')}"]
     assert at("greet") in tree_paths(registry.path)
     assert [v.number for v in registry.history("greet")] == [1]
 
@@ -273,3 +275,130 @@ def test_a_checkout_laid_out_by_hand_is_moved_into_buckets_with_git_mv(tmp_path,
                               f"R  prompts/x.prompty -> {at('x')}"])
     assert (repo / "docs/notes.md").read_text() == "ours\n"  # outside the layout: left alone
     assert cli("move-into-buckets", repo).output.strip() == "0 file(s) moved"
+
+
+# ---- what an independent attack on buckets found ----------------------------------------
+def _review_on(reg, ann, commit):
+    from promptrev.reviews import Reviews
+
+    reviews = Reviews(reg)
+    return reviews, reviews.on_push("review/tone", None, commit, ann)
+
+
+def test_a_readme_only_commit_on_a_request_makes_its_author_a_contributor(registry):
+    from promptrev.accounts import User
+
+    registry.save("greet", PROMPT)
+    store, head = registry.store, registry.store.head()
+    ann = User(2, "ann", "ann@x.org", "editor")
+    edit = store.commit(head, {at("greet"): store.write_blob(variant(PROMPT, 1).encode())},
+                        "warmer", Signature("ann", "ann@x.org"))
+    store.move_ref("refs/heads/review/tone", None, edit, "pushed")
+    reviews, request = _review_on(registry, ann, edit)
+    readme = store.commit(edit, {"README.md": store.write_blob(b"see http://evil.example\n")},
+                          "docs", Signature("mallory", "m@x.org"))
+    empty = store.commit_tree(str(store.repo[readme].tree_id), [readme], "Move files into "
+                              "buckets", Signature("mallory", "m@x.org"))
+    store.move_ref("refs/heads/review/tone", edit, empty, "pushed, hook not run yet")
+    seen = reviews.get(request.number)
+    assert seen.head == edit  # neither commit is a bucket move: nothing was carried over
+    reviews.on_push("review/tone", edit, empty, User(4, "mallory", "m@x.org", "editor"))
+    assert "mallory" in reviews.contributors(reviews.get(request.number))
+
+
+def test_repair_keeps_the_file_in_its_bucket_when_a_stray_copy_appears(registry):
+    registry.save("greet", PROMPT)
+    registry.save("greet", variant(PROMPT, 2))
+    store, head = registry.store, registry.store.head()
+    stray = store.commit(head, {"prompts/greet.prompty": store.write_blob(PROMPT.encode())},
+                         "behind promptrev's back", SIG)
+    store.move_main(head, stray, "test")
+    report = registry.fsck(repair=True)
+    assert report["ok"], report["problems"]
+    assert any("removed prompts/greet.prompty" in line for line in
+               git("log", "-1", "--format=%B", "main", cwd=registry.path).splitlines())
+    assert registry.get("greet").text == variant(PROMPT, 2)
+    assert "prompts/greet.prompty" not in tree_paths(registry.path)
+
+
+def test_fsck_finds_label_maps_and_wrong_buckets_and_repair_moves_them(registry):
+    registry.save("greet", PROMPT)
+    registry.set_label("greet", "production", 1)
+    registry.save("typo", PROMPT)
+    store, head = registry.store, registry.store.head()
+    wrong = at("typo").replace(sha1_bucket("typo"), "@0/@0" if sha1_bucket("typo") !=
+                               "@0/@0" else "@1/@1")
+    moved = store.commit(head, {label_at("greet"): None,
+                                "labels/prompts/greet.yaml": store.blob_at(head,
+                                                                           label_at("greet")),
+                                at("typo"): None, wrong: store.blob_at(head, at("typo"))},
+                         "behind promptrev's back", SIG)
+    store.move_main(head, moved, "test")
+    problems = registry.fsck()["problems"]
+    assert any(p.startswith(f"labels/prompts/greet.yaml: 'greet' is stored at "
+                            f"{label_at('greet')}") for p in problems), problems
+    assert any(p.startswith(f"{wrong}: 'typo' is stored at {at('typo')}") for p in problems)
+    assert registry.fsck(repair=True)["ok"]
+    assert {label_at("greet"), at("typo")} <= set(tree_paths(registry.path))
+    assert registry.labels("greet") == {"production": 1} and registry.get("typo").text == PROMPT
+
+
+def test_two_registries_that_followed_each_other_move_into_the_same_commit(tmp_path):
+    import shutil
+
+    seen = legacy_registry(tmp_path / "a", tmp_path)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")
+    Registry.open(tmp_path / "a").close()
+    Registry.open(tmp_path / "b").close()
+    heads = {git("rev-parse", "main", cwd=tmp_path / r).strip() for r in "ab"}
+    assert len(heads) == 1 and heads != {seen["head"]}
+
+
+def test_a_team_history_from_before_buckets_is_adopted_once_moved(tmp_path, cli):
+    team = tmp_path / "team.git"
+    work = tmp_path / "work"
+    git("init", "-q", "--bare", "-b", "main", str(team))
+    git("clone", "-q", str(team), str(work))
+    for n, text in enumerate([PROMPT, variant(PROMPT, 1)]):
+        (work / "prompts").mkdir(exist_ok=True)
+        (work / "prompts/greet.prompty").write_text(text)
+        git("add", "-A", cwd=work)
+        git("-c", "user.name=Ada", "-c", "user.email=ada@x", "commit", "-qm", f"v{n}", cwd=work)
+    cli("move-into-buckets", work)
+    git("-c", "user.name=Ada", "-c", "user.email=ada@x", "commit", "-qm", "buckets", cwd=work)
+    git("push", "-q", "origin", "main", cwd=work)
+    reg = tmp_path / "reg"
+    cli("-r", reg, "init")
+    cli("-r", reg, "remote", "add", "origin", team)
+    cli("-r", reg, "pull")
+    with Registry.open(reg) as adopted:
+        assert [v.number for v in adopted.history("greet")] == [2, 1]
+        assert adopted.get("greet").text == variant(PROMPT, 1)
+
+
+def test_a_branch_from_before_the_move_that_adds_the_bucket_file_is_told_to_rebase(tmp_path):
+    from promptrev.incoming import check_changes
+
+    path = tmp_path / "reg"
+    seen = legacy_registry(path, tmp_path)
+    reg = Registry.open(path)
+    store = reg.store
+    stale = store.commit(seen["head"], {at("greet"): store.write_blob(
+        variant(PROMPT, 9).encode())}, "edit from an old clone", SIG)
+    out = check_changes(reg, store.merge_base(store.head(), stale), stale)
+    assert any("both hold prompt 'greet'" in p["message"] and "git pull --rebase" in
+               p["message"] for p in out.problems), out.problems
+    reg.close()
+
+
+def test_move_into_buckets_never_overwrites_a_file(tmp_path, cli):
+    folder = tmp_path / "plain"
+    (folder / "prompts").mkdir(parents=True)
+    (folder / "prompts/x.prompty").write_text("old\n")
+    (folder / at("x")).parent.mkdir(parents=True)
+    (folder / at("x")).write_text("newer\n")
+    out = cli("move-into-buckets", folder, ok=False)
+    assert out.exit_code == 1 and f"{at('x')} exists already" in out.output
+    assert (folder / at("x")).read_text() == "newer\n"
+    assert (folder / "prompts/x.prompty").read_text() == "old\n"
+    assert "0 file(s) moved" in out.output and "commit them" not in out.output

@@ -290,13 +290,16 @@ def path(name: str, kind: str, as_json: bool) -> None:
 @click.argument("checkout", type=click.Path(exists=True, file_okay=False), default=".")
 @click.option("--dry-run", is_flag=True, help="Print the moves; change nothing.")
 def move_into_buckets(checkout: str, dry_run: bool) -> None:
-    """Move the files of a Git checkout into their buckets (with 'git mv').
+    """Move the files of a checkout into their buckets (with 'git mv' in a Git work tree).
 
     For a team's repository laid out by hand or before buckets
     (prompts/<name>.prompty): commit and push the moves, and promptrev then accepts it
     as a remote or a push. Files already in place, and files outside the registry's
-    folders, are left alone.
+    folders, are left alone; a file whose place is taken is never overwritten (it is
+    named, and left where it is).
     """
+    in_git = subprocess.run(["git", "-C", checkout, "rev-parse", "--is-inside-work-tree"],
+                            capture_output=True, text=True).stdout.strip() == "true"
     moves = []
     for folder, dirs, files in os.walk(checkout):
         dirs[:] = sorted(d for d in dirs if d != ".git")
@@ -306,18 +309,32 @@ def move_into_buckets(checkout: str, dry_run: bool) -> None:
             target = placed(relative)
             if target != relative:
                 moves.append((relative, target))
+    moved, kept = 0, []
     for source, target in moves:
+        destination = os.path.join(checkout, target)
+        if os.path.lexists(destination) or any(target == t for s, t in moves if s < source):
+            kept.append(f"{source}: not moved, {target} exists already")
+            continue
         click.echo(f"{source} -> {target}")
         if dry_run:
             continue
-        os.makedirs(os.path.join(checkout, os.path.dirname(target)), exist_ok=True)
-        done = subprocess.run(["git", "-C", checkout, "mv", "-k", source, target],
-                              capture_output=True, text=True)
-        if done.returncode or not os.path.exists(os.path.join(checkout, target)):
-            os.replace(os.path.join(checkout, source), os.path.join(checkout, target))
-    click.echo(f"{len(moves)} file(s) {'to move' if dry_run else 'moved'}"
-               + ("; commit them ('git commit -m \"Move files into buckets\"')"
-                  if moves and not dry_run else ""))
+        os.makedirs(os.path.dirname(destination), exist_ok=True)
+        if in_git:
+            done = subprocess.run(["git", "-C", checkout, "mv", source, target],
+                                  capture_output=True, text=True)
+            if done.returncode:  # not tracked by Git: a plain move
+                os.rename(os.path.join(checkout, source), destination)
+        else:
+            os.rename(os.path.join(checkout, source), destination)
+        moved += 1
+    for line in kept:
+        click.secho(f"warning: {line}", fg="yellow", err=True)
+    count = len(moves) - len(kept) if dry_run else moved
+    click.echo(f"{count} file(s) {'to move' if dry_run else 'moved'}"
+               + ("; commit them (git commit -m 'Move files into buckets')"
+                  if count and in_git and not dry_run else ""))
+    if kept:
+        sys.exit(1)
 
 
 @main.command()

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
+from promptrev.errors import InvalidName
+
 from . import fanout
 from .adapter_cards import CARD, SIDECARS, validate_card
 from .datasets import parse_dataset
+from .names import validate_name
 from .prompty import Problem, parse_prompt
 
 
@@ -128,35 +131,51 @@ def split_of_path(path: str) -> tuple[Kind, str] | None:
     return None
 
 
-def placed(path: str) -> str:
-    """Where a file of the registry's tree belongs: an artifact's file, a sidecar, a label
-    map or a split file in its name's bucket (:mod:`.fanout`); any other path as it is."""
+def _located(path: str) -> tuple[str, str] | None:
+    """(name, the path it belongs at) for an artifact's file, a sidecar, a label map or a
+    split file, whether in its buckets, in the layout before them or in a wrong bucket;
+    None for any other path (or one no valid name could be at)."""
     for kind in KINDS.values():
-        for name_of, where in ((kind.artifact_of, kind.path),
-                               (kind.labelled_artifact_of, kind.label_path),
-                               (kind.split_artifact_of, kind.split_path)):
-            name = name_of(path)
-            if name is not None:
-                return where(name)
+        for top, suffix, where in ((kind.folder, kind.suffix, kind.path),
+                                   (f"labels/{kind.folder}", ".yaml", kind.label_path),
+                                   (f"splits/{kind.folder}", ".yaml", kind.split_path)):
+            name = fanout.name_of(top, path, suffix) or fanout.meant(top, path, suffix)
+            if name is not None and _valid(name):
+                return name, where(name)
         folder, _, leaf = path.rpartition("/")
         if leaf in kind.sidecars:
-            name = kind.artifact_of(folder + kind.suffix)
-            if name is not None:
-                return f"{kind.path(name).rsplit('/', 1)[0]}/{leaf}"
-    return path
+            card = folder + kind.suffix
+            name = fanout.name_of(kind.folder, card, kind.suffix) or \
+                fanout.meant(kind.folder, card, kind.suffix)
+            if name is not None and _valid(name):
+                return name, f"{kind.path(name).rsplit('/', 1)[0]}/{leaf}"
+    return None
 
 
-def only_moves(changes: Iterable[Any]) -> bool:
-    """Whether a commit's changed paths only move files into (or out of) their buckets,
-    changing no content (the registry's ``README.md`` aside), as a bucket move does."""
-    found: dict[str, list] = {}
-    for change in changes:
-        if change.path == "README.md":
-            continue
-        seen = found.setdefault(placed(change.path), [None, None])
-        seen[0] = seen[0] if seen[0] is not None else change.old
-        seen[1] = seen[1] if seen[1] is not None else change.new
-    return all(old == new for old, new in found.values())
+def _valid(name: str) -> bool:
+    try:
+        validate_name(name)
+    except InvalidName:
+        return False
+    return True
+
+
+def placed(path: str) -> str:
+    """Where a file of the registry's tree belongs: an artifact's file, a sidecar, a label
+    map or a split file in its name's buckets (:mod:`.fanout`); any other path as it is."""
+    found = _located(path)
+    return found[1] if found is not None else path
+
+
+def placement_problem(path: str) -> str | None:
+    """Why a file of the tree is not where its name puts it (None: it is, or it is no
+    artifact's): one name, one path, whatever client wrote it."""
+    found = _located(path)
+    if found is None or found[1] == path:
+        return None
+    name, right = found
+    return (f"{path}: '{name}' is stored at {right}: each name has one place, in the "
+            f"buckets its name gives (see 'promptrev path {name}')")
 
 
 class Touched(NamedTuple):
@@ -170,30 +189,53 @@ class Touched(NamedTuple):
 
 
 def by_artifact(changes: Iterable[Any], locate: Callable[[str], tuple[Kind, str] | None]
-                = kind_of_path) -> tuple[list[Touched], list[Any]]:
+                = kind_of_path, present: Callable[[str], bool] | None = None
+                ) -> tuple[list[Touched], list[Any]]:
     """Group a commit's changed paths (``.path``, ``.old``, ``.new``) by the artifact each
     stores, as ``locate`` finds it; return (what changed per artifact, the other paths).
 
     A file that moved without changing, as when a registry moves into buckets
-    (:mod:`.fanout`), changes nothing; one that moved and changed changes once.
+    (:mod:`.fanout`), changes nothing; one that moved and changed changes once. Where a
+    name has files at two paths, the one in its buckets is the artifact's: a stray copy
+    elsewhere that comes or goes while it stays (``present``: whether a path is in the
+    commit's tree) changes nothing.
     """
-    found: dict[tuple[str, str], list] = {}
+    groups: dict[tuple[str, str], list] = {}
     rest = []
     for change in changes:
         where = locate(change.path)
         if where is None:
             rest.append(change)
+        else:
+            groups.setdefault((where[0].name, where[1]), [where[0], where[1]]).append(change)
+    out = []
+    for kind, name, *found in groups.values():
+        if present is not None and all(placed(c.path) != c.path for c in found) and \
+                present(placed(found[0].path)):
             continue
-        key = (where[0].name, where[1])
-        seen = found.get(key)
-        if seen is None:
-            found[key] = [where[0], where[1], change.old, change.new, change.path]
-            continue
-        if seen[2] is None:
-            seen[2] = change.old
-        if change.new is not None:
-            seen[3], seen[4] = change.new, change.path
-    return [Touched(*t) for t in found.values() if t[2] != t[3]], rest
+        if len(found) == 1:
+            old, new, path = found[0].old, found[0].new, found[0].path
+        else:
+            ours = [c for c in found if placed(c.path) == c.path]
+            old = next((c.old for c in ours + found if c.old is not None), None)
+            now = next((c for c in ours + found if c.new is not None), None)
+            new, path = (now.new, now.path) if now is not None else (None, found[0].path)
+        if old != new:
+            out.append(Touched(kind, name, old, new, path))
+    return out, rest
+
+
+def only_moves(changes: Iterable[Any]) -> bool:
+    """Whether a commit's changed paths do nothing but move files, unchanged, to where
+    their names put them (or away): each file one deletion and one addition of the same
+    blob, and at least one such pair. What a bucket move does to a branch."""
+    groups: dict[str, list] = {}
+    for change in changes:
+        groups.setdefault(placed(change.path), []).append(change)
+    return bool(groups) and all(
+        len(found) == 2 and {c.old is None for c in found} == {True, False}
+        and next(c.old for c in found if c.old) == next(c.new for c in found if c.new)
+        for found in groups.values())
 
 
 def kind_of_file(filename: str) -> Kind | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 
 MARK = "@"  # first character of a bucket folder; never the first of a name segment
+MOVE_TITLE = "Move files into buckets"  # the title of the commit that moves a branch
 LEVELS = 2  # bucket folders on the way to a file, each named by one hex digit
 
 

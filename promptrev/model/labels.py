@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from promptrev.errors import InvalidName, ValidationFailed
 
-from . import fanout, safe_yaml
+from . import safe_yaml
 from .names import validate_label
 
 
@@ -38,11 +38,6 @@ def _check_names(labels: dict, filename: str) -> None:
 def dump_label_map(labels: dict[str, int]) -> str:
     """Serialise a label map deterministically (sorted, one label per line)."""
     return "".join(f"{label}: {labels[label]}\n" for label in sorted(labels))
-
-
-def split_path(folder: str, name: str) -> str:
-    """Where an artifact's traffic splits live: ``splits/<folder>/<name>.yaml``, in its buckets."""
-    return fanout.stored(f"splits/{folder}", name, ".yaml")
 
 
 def parse_splits(text: str, filename: str) -> dict[str, dict[int, int]]:

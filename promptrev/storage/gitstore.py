@@ -594,23 +594,27 @@ class GitStore:
 
     def commit(self, base: str | None, changes: dict[str, str | None], message: str,
                author: Signature, *, tree: str | None = None,
-               parents: list[str] | None = None) -> str | None:
+               parents: list[str] | None = None, when: int | None = None) -> str | None:
         """Create a commit on ``base`` applying path → blob changes (None deletes).
 
-        ``tree`` and ``parents`` override the starting tree and the parents (a merge).
-        Returns None when the changes leave the tree as it was.
+        ``tree`` and ``parents`` override the starting tree and the parents (a merge);
+        ``when`` the time (seconds since the epoch; default now). Returns None when the
+        changes leave the tree as it was.
         """
-        made = self.write_commit(base, changes, message, author, tree=tree, parents=parents)
+        made = self.write_commit(base, changes, message, author, tree=tree, parents=parents,
+                                 when=when)
         return made.sha if made is not None else None
 
     def write_commit(self, base: str | None, changes: dict[str, str | None], message: str,
                      author: Signature, *, tree: str | None = None,
-                     parents: list[str] | None = None) -> CommitInfo | None:
+                     parents: list[str] | None = None,
+                     when: int | None = None) -> CommitInfo | None:
         """:meth:`commit`, returning what :meth:`commit_info` would read back (no re-read)."""
         base_tree = self._obj(tree, "a tree") if tree else \
             self._obj(base, "the commit main points at").tree if base else None
         split = {tuple(path.split("/")): blob for path, blob in changes.items()}
-        sig = pygit2.Signature(author.name, author.email, int(time.time()), 0)
+        sig = pygit2.Signature(author.name, author.email,
+                               int(time.time()) if when is None else when, 0)
         if parents is None:
             parents = [base] if base else []
 

@@ -240,8 +240,12 @@ class _Applier:
                              "email": info.email, "message": self.message,
                              "timestamp": info.timestamp, "account": self.account})
         changes = self.known.pop(sha, None)
-        content, rest = by_artifact(changes if changes is not None else self.store.changes(sha))
-        label_changes = by_artifact(rest, label_of_path)[0] if rest else []
+        def present(path: str) -> bool:
+            return self.store.blob_at(sha, path) is not None
+
+        content, rest = by_artifact(changes if changes is not None else self.store.changes(sha),
+                                    present=present)
+        label_changes = by_artifact(rest, label_of_path, present)[0] if rest else []
         self._load({(t.kind.name, t.name) for t in content}
                    | {(t.kind.name, t.name) for t in label_changes})
         for touched in content:

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
-from promptrev.model.artifacts import KINDS
+from promptrev.model.artifacts import KINDS, placement_problem
 
 from ..errors import Damaged, PromptrevError, ValidationFailed
 from . import migrations
@@ -361,7 +361,8 @@ def standin_index(database: IndexDatabase) -> Engine:
 def _invalid_artifacts(store: GitStore, head: str | None) -> list[str]:
     if head is None:
         return []
-    out = []
+    out = [f"{problem} ('{REPAIR}' moves it)" for problem in map(
+        placement_problem, (entry.path for entry in store.files(head))) if problem]
     tree = store.repo[head].tree
     for kind in KINDS.values():
         if kind.folder not in tree:
@@ -370,9 +371,6 @@ def _invalid_artifacts(store: GitStore, head: str | None) -> list[str]:
             name = kind.artifact_of(path)
             if name is None:
                 continue
-            if path != kind.path(name):
-                out.append(f"{path}: outside its bucket: {kind.name} '{name}' belongs at "
-                           f"{kind.path(name)} ('{REPAIR}' moves it)")
             try:
                 text = store.blob(blob).decode("utf-8")
                 kind.validate(text, path)
