@@ -23,6 +23,9 @@ import ctypes.util
 import os
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pygit2
 
@@ -31,6 +34,10 @@ from ..errors import StorageError
 
 SYNCFS = "syncfs"  # one flush of the file system per group of writers (Linux)
 FSYNC = "fsync"  # libgit2 fsyncs every object and ref file and its folder
+# How long a writer whose ref moved waits for the next writer of this process (holding or
+# waiting for the writer lock) to start the flush that makes both durable, before it
+# starts one itself. The next writer flushes its objects within a save's time (~2 ms).
+LINGER_SECONDS = 0.005
 
 
 class _State:
@@ -104,15 +111,37 @@ def sqlite_synchronous(derived: bool = False) -> str:
     return "FULL" if _state.mode == DURABILITY_FULL and not derived else "NORMAL"
 
 
-def flush_git(path: str) -> None:
+def flush_git(path: str, *, linger: bool = False) -> None:
     """Make everything written so far under the repository ``path`` durable.
 
     A no-op when durability is off or libgit2 fsyncs per file. Otherwise returns once a
     ``syncfs`` that started after this call began has finished (shared with concurrent
-    callers on the same file system).
+    callers on the same file system). ``linger``: a writer that just released the writer
+    lock lets the next writer of this process start that flush (see LINGER_SECONDS).
     """
     if _state.mode == DURABILITY_OFF or _state.method != SYNCFS:
         return
+    _flusher(path).flush(path, linger)
+
+
+@contextmanager
+def writing(path: str) -> Iterator[None]:
+    """Count a writer of this process that holds or waits for ``path``'s writer lock."""
+    if _state.mode == DURABILITY_OFF or _state.method != SYNCFS:
+        yield
+        return
+    flusher = _flusher(path)
+    with flusher.cond:
+        flusher.writers += 1
+    try:
+        yield
+    finally:
+        with flusher.cond:
+            flusher.writers -= 1
+            flusher.cond.notify_all()  # a lingering writer need not wait for us
+
+
+def _flusher(path: str) -> _GroupFlush:
     try:
         device = os.stat(path).st_dev
     except OSError as exc:
@@ -121,7 +150,7 @@ def flush_git(path: str) -> None:
         flusher = _flushers.get(device)
         if flusher is None:
             flusher = _flushers[device] = _GroupFlush()
-    flusher.flush(path)
+    return flusher
 
 
 class _GroupFlush:
@@ -130,6 +159,7 @@ class _GroupFlush:
     ``started`` counts flushes begun, ``done`` the newest finished. A caller needs flush
     ``started + 1`` as it was when it arrived (the first to begin after its writes); if one
     is running it waits, then runs the next one itself unless another waiter did.
+    ``writers`` counts this process's writers holding or waiting for a writer lock.
     """
 
     def __init__(self) -> None:
@@ -137,13 +167,19 @@ class _GroupFlush:
         self.started = 0
         self.done = 0
         self.running = False
+        self.writers = 0
 
-    def flush(self, path: str) -> None:
+    def flush(self, path: str, linger: bool = False) -> None:
         with self.cond:
             needed = self.started + 1
+            until = time.monotonic() + LINGER_SECONDS if linger else 0.0
             while self.done < needed:
                 if self.running:
                     self.cond.wait()
+                    continue
+                left = until - time.monotonic()
+                if self.writers and left > 0:  # the next writer's flush will do
+                    self.cond.wait(left)
                     continue
                 self.running = True
                 self.started += 1

@@ -855,6 +855,19 @@ class GitStore:
     @contextmanager
     def writer_lock(self, timeout: float = 30.0) -> Iterator[None]:
         """Serialise promptrev writers across processes (the CAS still guards git push)."""
+        with durability.writing(self.path):  # counted while waiting too (group commit)
+            with self._writer_flock(timeout):
+                self._writer_locks += 1
+                try:
+                    yield
+                finally:
+                    self._writer_locks -= 1
+        if self._flush_owed and not self._writer_locks:
+            self._flush_owed = False
+            durability.flush_git(self.path, linger=True)  # after the release: shared
+
+    @contextmanager
+    def _writer_flock(self, timeout: float) -> Iterator[None]:
         fd = os.open(os.path.join(self.path, "promptrev.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + timeout
@@ -869,16 +882,9 @@ class GitStore:
                                    f"for {timeout:.0f}s") from None
                     time.sleep(delay)
                     delay = min(delay * 2, 0.02)
-            self._writer_locks += 1
-            try:
-                yield
-            finally:
-                self._writer_locks -= 1
+            yield
         finally:
             os.close(fd)
-            if self._flush_owed and not self._writer_locks:
-                self._flush_owed = False
-                durability.flush_git(self.path)  # after the release: shared with the next
 
 
 def _stale(path: str, seen: os.stat_result, repo: str) -> bool:
