@@ -58,6 +58,9 @@ def parse_args(argv=None):
                         help="skip the git fast-import reference")
     parser.add_argument("--no-breakdown", action="store_true",
                         help="skip the per-component cost breakdown phase")
+    parser.add_argument("--durability", choices=("full", "off"), default=None,
+                        help="PROMPTREV_DURABILITY for every save (default: the library's, "
+                             "full since issue 16; bench_durability.py compares the two)")
     args = parser.parse_args(argv)
     args.prompts = scaled(args.prompts, 10_000, args.quick)
     args.single = scaled(args.single, 300, args.quick)
@@ -135,6 +138,10 @@ def breakdown(args, rep: Reporter, reg, order: list[int], bulk_idx: list[int]) -
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.durability is not None:
+        from promptrev.storage import durability
+
+        durability.configure(args.durability)
     print_header("promptrev write benchmarks", args)
     rep = Reporter("bench_writes", args)
     n = args.prompts

@@ -26,6 +26,16 @@ GIT_MAX_INFLATED_BYTES = 10 * 1024 * 1024
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"  # beside the registry, unless a URL is given
 SECRET_FILE = "promptrev-server-secret"
 _TRUE = ("1", "true", "yes", "on")
+# ---- durability (issue 16): what an acknowledged write survives (docs/durability.md) ----
+# PROMPTREV_DURABILITY=full (the default): a save, label move, merge or push is on disk
+# before it is acknowledged and survives a power loss. off: nothing is flushed (as before
+# issue 16): a crash of the machine may lose the last seconds of acknowledged writes, for
+# throwaway registries and benchmarks. "on", "true", "1" mean full; "false", "0" mean off.
+DURABILITY_FULL = "full"
+DURABILITY_OFF = "off"
+DURABILITY_ALIASES = {"full": DURABILITY_FULL, "on": DURABILITY_FULL, "true": DURABILITY_FULL,
+                      "1": DURABILITY_FULL, "off": DURABILITY_OFF, "false": DURABILITY_OFF,
+                      "0": DURABILITY_OFF}
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -82,6 +92,8 @@ class Settings:
     login_rate_limit: str = "30 per minute"  # login POSTs per client (Flask-Limiter)
     auth_failure_limit: str = "60 per minute"  # refused API/Git tokens per client
     rate_limit_storage: str = "memory://"  # Flask-Limiter storage; memory: per worker
+    # ---- durability (issue 16): full, or off for throwaway registries ----
+    durability: str = DURABILITY_FULL  # PROMPTREV_DURABILITY; see DURABILITY_ALIASES
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -139,6 +151,9 @@ class Settings:
             "login_rate_limit": env.get("PROMPTREV_LOGIN_RATE_LIMIT") or "30 per minute",
             "auth_failure_limit": env.get("PROMPTREV_AUTH_FAILURE_LIMIT") or "60 per minute",
             "rate_limit_storage": env.get("PROMPTREV_RATE_LIMIT_STORAGE") or "memory://",
+            # ---- durability (issue 16) ----
+            "durability": durability_mode(env.get("PROMPTREV_DURABILITY") or DURABILITY_FULL,
+                                          "PROMPTREV_DURABILITY"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -188,6 +203,15 @@ def read_models_file(path: str | None) -> dict:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path}: expected a mapping of model names to settings")
     return data
+
+
+def durability_mode(value: str, name: str = "durability") -> str:
+    """``full`` or ``off`` from what a user may write for them (``on``, ``0``...)."""
+    found = DURABILITY_ALIASES.get(value.strip().lower())
+    if found is None:
+        raise InvalidRequest(f"{name} must be 'full' (every acknowledged write survives a "
+                             f"power loss) or 'off' (nothing is flushed), not {value!r}")
+    return found
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:

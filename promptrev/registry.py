@@ -36,7 +36,7 @@ from .errors import (
     StorageError,
     ValidationFailed,
 )
-from .storage import maintenance
+from .storage import durability, maintenance
 from .storage.gitstore import MAIN, GitStore, RefMoved, Signature
 from .storage.index import ACCOUNT_FIELD, VERSION_FIELDS, IndexDatabase, IndexReader
 from .storage.indexer import catch_up
@@ -121,6 +121,7 @@ class Registry:
         self.database = IndexDatabase(index_url)
         self.index = IndexReader(self.database.engine)
         self._standin: Any = None  # the in-memory index used while the real one is unwritable
+        self._derived: Any = None  # (engine, the same engine for the index's own writes)
         self._retry_at = 0.0
         self.objects = ObjectStore(os.path.join(path, "lfs", "objects"))
         self.max_bytes = max_bytes
@@ -286,7 +287,7 @@ class Registry:
                         raise self.database.unavailable
                     if self._standin is None:
                         self.index = IndexReader(self.database.engine)
-                catch_up(self.store, self.database.engine)
+                catch_up(self.store, self._index_writer())
             except (Damaged, Busy):
                 raise
             except StorageError as exc:  # cannot be written (full disk): read from Git
@@ -300,6 +301,17 @@ class Registry:
                 return
         catch_up(self.store, self._standin, quiet=True)
         self._caches_at(head)
+
+    def _index_writer(self):
+        """The engine the index catches up through: its commits need not be synced to disk.
+
+        Git holds what they record and the next catch-up replays a tail lost to a power
+        loss (docs/durability.md); what is not derived from Git commits durably.
+        """
+        engine = self.database.engine
+        if self._derived is None or self._derived[0] is not engine:
+            self._derived = (engine, engine.execution_options(derived=True))
+        return self._derived[1]
 
     def _stand_in(self, exc: PromptrevError) -> None:
         """Answer reads from an in-memory copy of the index caught up from Git."""
@@ -351,7 +363,7 @@ class Registry:
             if self._standin is not None:
                 self._index_to(new)
             else:
-                catch_up(self.store, self.database.engine, behind=True, created=created,
+                catch_up(self.store, self._index_writer(), behind=True, created=created,
                          known=known)
         except PromptrevError as exc:  # full, damaged, locked: committed all the same
             log.warning("committed %s, but the index could not follow: %s", new[:12],
@@ -760,6 +772,19 @@ class Registry:
             if len(self._prompts) > 512:
                 self._prompts.popitem(last=False)
         return prompt
+
+
+def configure_durability(mode: str) -> None:
+    """Set this process's durability (``PROMPTREV_DURABILITY``): ``full`` or ``off``.
+
+    The edges call it with their settings; a library user who never does gets ``full``.
+    """
+    durability.configure(mode)
+
+
+def git_durability_options() -> list[str]:
+    """``-c`` options that make a ``git`` process (http-backend's receive-pack) durable."""
+    return durability.git_options()
 
 
 def _deleted(version: Version) -> ArtifactDeleted:

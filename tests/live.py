@@ -55,15 +55,19 @@ class LiveServer:
 
 
 def start_server(tmp: Path, *, workers: int = 2, extra_args: tuple[str, ...] = (),
-                 env: dict[str, str] | None = None) -> LiveServer:
-    """Start ``promptrev serve`` on a free port and wait until it answers."""
+                 env: dict[str, str] | None = None, wrap: tuple[str, ...] = ()
+                 ) -> LiveServer:
+    """Start ``promptrev serve`` on a free port and wait until it answers.
+
+    ``wrap`` runs it under another program (``strace -f -o FILE``).
+    """
     port = free_port()
     registry = tmp / "registry"
     log = tmp / "serve.log"
     full_env = {**os.environ, "PROMPTREV_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "PROMPTREV_SEED": str(ROOT / "prompts"), **(env or {})}
     process = subprocess.Popen(
-        [sys.executable, "-m", "promptrev.cli", "--registry", str(registry), "serve",
+        [*wrap, sys.executable, "-m", "promptrev.cli", "--registry", str(registry), "serve",
          "--port", str(port), "--workers", str(workers), *extra_args],
         stdout=log.open("w"), stderr=subprocess.STDOUT, cwd=ROOT, env=full_env,
         start_new_session=True)

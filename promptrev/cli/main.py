@@ -26,7 +26,7 @@ from promptrev.model.artifacts import KINDS, kind_of_file, placed
 from promptrev.model.names import validate_name
 from promptrev.model.render_budget import RenderLimits
 from promptrev.policy import Policy
-from promptrev.registry import Registry
+from promptrev.registry import Registry, configure_durability
 
 
 class Context:
@@ -164,6 +164,7 @@ def main(ctx: click.Context, registry: str, index_url: str | None, author: str |
     """Prompt registry and version control on Git."""
     ctx.obj = Context(registry, index_url, author)
     render_budget.configure(RenderLimits.from_settings(ctx.obj.settings))
+    configure_durability(ctx.obj.settings.durability)  # every write of this process
 
 
 pass_ctx = click.make_pass_decorator(Context)

@@ -32,7 +32,7 @@ from promptrev.errors import InvalidRequest
 from promptrev.importing import import_folder
 from promptrev.model import render_budget
 from promptrev.model.render_budget import RenderLimits
-from promptrev.registry import Registry
+from promptrev.registry import Registry, configure_durability
 
 __all__ = ["Settings", "create_app", "prepare"]
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
     settings = (settings or Settings.from_env(os.environ)).resolved()
     render_budget.configure(RenderLimits.from_settings(settings))  # every render path
+    configure_durability(settings.durability)  # every write of this worker process
     app = Flask(__name__, template_folder=TEMPLATES)
     app.config.update(
         SECRET_KEY=settings.secret_key,

@@ -43,13 +43,17 @@ from promptrev.errors import (
     Unauthorized,
     UnsupportedEncoding,
 )
+from promptrev.registry import git_durability_options
 
 from .auth import ANONYMOUS, state
 from .errors import http_status
 
 bp = Blueprint("git", __name__, url_prefix="/git")
 HOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "githooks")
-HOOK_NAMES = ("pre-receive", "post-receive")
+HOOK_NAMES = ("pre-receive", "post-receive")  # each runs ``promptrev hook NAME``
+# A shell hook that flushes the refs a push moved before receive-pack reports them moved
+# (docs/durability.md): Git runs it for every ref transaction, too often for Python.
+FLUSH_HOOK = "reference-transaction"
 CHALLENGE = 'Basic realm="promptrev"'
 CHUNK = 64 * 1024
 SPOOL = 1024 * 1024  # a decompressed body larger than this waits in a temporary file
@@ -179,7 +183,8 @@ def _run(path: str, user: User, body: IO[bytes] | None, length: int | None) -> R
     """Run the backend; ``length`` is the size of a body this server decompressed."""
     settings = state().settings
     process = subprocess.Popen(
-        ["git", "-c", f"core.hooksPath={hooks_dir(settings.registry)}", "http-backend"],
+        ["git", *git_durability_options(), "-c",
+         f"core.hooksPath={hooks_dir(settings.registry)}", "http-backend"],
         stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, env=_environ(path, user, length), cwd=settings.registry,
         start_new_session=True)  # its own process group: stopping it stops receive-pack too
@@ -225,6 +230,7 @@ def _environ(path: str, user: User, length: int | None = None) -> dict[str, str]
         "PROMPTREV_PROTECTED_LABELS": ",".join(sorted(policy.protected_labels)),
         "PROMPTREV_MERGE_ROLE": policy.merge_role,
         "PROMPTREV_REQUIRED_APPROVALS": str(policy.required_approvals),
+        "PROMPTREV_DURABILITY": settings.durability,  # the hooks' writes, and their flush
         "PROMPTREV_BASE_URL": request.url_root.rstrip("/"),
     })
     if settings.index_url:
@@ -248,11 +254,13 @@ def hooks_dir(registry: str) -> str:
     An installation that lost the scripts' executable bit (some packaging tools drop it)
     still works: Git runs only executable hooks, so copies are made where we may chmod.
     """
-    if all(os.access(os.path.join(HOOKS, name), os.X_OK) for name in HOOK_NAMES):
+    names = [name for name in (*HOOK_NAMES, FLUSH_HOOK)
+             if name in HOOK_NAMES or os.path.exists(os.path.join(HOOKS, name))]
+    if all(os.access(os.path.join(HOOKS, name), os.X_OK) for name in names):
         return HOOKS
     target = os.path.join(os.path.abspath(registry), "promptrev-hooks")
     os.makedirs(target, exist_ok=True)
-    for name in HOOK_NAMES:
+    for name in names:
         copy = os.path.join(target, name)
         shutil.copyfile(os.path.join(HOOKS, name), copy + ".tmp")
         os.chmod(copy + ".tmp", 0o755)

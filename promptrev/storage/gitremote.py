@@ -16,6 +16,7 @@ import git
 import pygit2
 
 from ..errors import RemoteFailed
+from . import durability
 
 BRANCH_KEY = "promptrevbranch"  # remote.<name>.promptrevBranch: the remote's branch
 _USERINFO = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<info>[^/@\s]*)@")
@@ -159,7 +160,8 @@ def _git(path: str, args: list[str], *, interactive: bool = False) -> tuple[int,
     env = None if interactive else {"GIT_TERMINAL_PROMPT": "0"}
     try:
         status, out, err = git.Git(path).execute(
-            ["git", "--git-dir", path, *args], with_extended_output=True,
+            ["git", *durability.git_options(), "--git-dir", path, *args],
+            with_extended_output=True,
             with_exceptions=False, env=env)
     except OSError as exc:  # no git executable
         raise RemoteFailed(f"could not run git: {exc}") from None

@@ -26,6 +26,7 @@ import git
 import pygit2
 
 from ..errors import Busy, Damaged, StorageError, StorageFull
+from . import durability
 
 log = logging.getLogger("promptrev.storage")
 
@@ -169,6 +170,8 @@ class GitStore:
         except (pygit2.GitError, OSError) as exc:
             raise StorageError(f"{self.path} is not a promptrev registry: {exc}") from None
         self._empty_tree: pygit2.Oid | None = None
+        self._writer_locks = 0  # writer_lock depth: ref flushes wait for its release
+        self._flush_owed = False
         self._configure()
 
     @classmethod
@@ -520,8 +523,9 @@ class GitStore:
             stream += data
             stream += b"\n"
         stream += b"done\n"
-        result = subprocess.run(["git", "--git-dir", self.path, "fast-import", "--quiet",
-                                 "--done"], input=bytes(stream), capture_output=True)
+        result = subprocess.run(["git", *durability.git_options(), "--git-dir", self.path,
+                                 "fast-import", "--quiet", "--done"],
+                                input=bytes(stream), capture_output=True)
         if result.returncode != 0:
             raise self.write_error(OSError(result.stderr.decode(errors="replace")),
                                    f"storing {len(blobs)} files (git fast-import)")
@@ -540,7 +544,7 @@ class GitStore:
         if self._too_many_loose():
             self.prune_unreachable()
         try:
-            git.Git(self.path).gc("--auto", "--quiet")
+            self.run_git("gc", "--auto", "--quiet")
         except (git.GitCommandError, OSError):
             pass  # maintenance is best effort; fsck reports real damage
 
@@ -564,7 +568,7 @@ class GitStore:
         of them can be committed after an hour (a write gives up within a minute).
         """
         try:
-            git.Git(self.path).prune("--expire=1.hour.ago")
+            self.run_git("prune", "--expire=1.hour.ago")
         except (git.GitCommandError, OSError) as exc:
             log.warning("git prune in %s failed: %s", self.path, exc)
 
@@ -695,11 +699,13 @@ class GitStore:
         While another live process holds the ref's lock (``git gc`` packing refs, a push)
         it retries with backoff; a lock left by a killed writer is removed at once.
         """
+        durability.flush_git(self.path)  # the objects it names reach the disk first
         deadline = time.monotonic() + LOCK_WAIT_SECONDS
         delay = 0.001
         while True:
             try:
                 self._move_ref_once(name, expected, new, reason)
+                self._ref_moved()
                 return
             except _Locked as locked:
                 if self.clear_stale_lock(locked.path) and time.monotonic() <= deadline:
@@ -820,8 +826,8 @@ class GitStore:
         """Forget reflog entries naming commits that are gone (after a rewind), which
         ``git fsck`` would otherwise report for ever."""
         try:
-            git.Git(self.path).reflog("expire", "--stale-fix", "--expire=never",
-                                      "--expire-unreachable=never", "--all")
+            self.run_git("reflog", "expire", "--stale-fix", "--expire=never",
+                         "--expire-unreachable=never", "--all")
         except (git.GitCommandError, OSError) as exc:
             log.warning("git reflog expire in %s failed: %s", self.path, exc)
 
@@ -844,15 +850,48 @@ class GitStore:
                 os.unlink(os.path.join(self.path, MAIN))
             except FileNotFoundError:
                 pass
+        durability.flush_git(self.path)
         try:
             self.repo.create_reference_direct(MAIN, chosen, True, message=reason)
         except (pygit2.GitError, OSError) as exc:
             raise self.write_error(exc, f"restoring {MAIN}") from None
+        self._ref_moved()
         return chosen
+
+    # ---- durability (issue 16): objects flushed, ref moved, ref flushed, then answered --
+    def run_git(self, *args: str) -> str:
+        """Run ``git`` on this repository with the process's durability options."""
+        return git.Git(self.path).execute(["git", *durability.git_options(), "--git-dir",
+                                           self.path, *args])
+
+    def _ref_moved(self) -> None:
+        """Flush a ref move now, or when the writer lock is released (group commit).
+
+        Inside :meth:`writer_lock` the flush waits for its release, so the next writer
+        can move ``main`` meanwhile and one flush makes both moves durable; the writer is
+        answered only after it (the lock's exit waits for it).
+        """
+        if self._writer_locks:
+            self._flush_owed = True
+        else:
+            durability.flush_git(self.path)
 
     @contextmanager
     def writer_lock(self, timeout: float = 30.0) -> Iterator[None]:
         """Serialise promptrev writers across processes (the CAS still guards git push)."""
+        with durability.writing(self.path):  # counted while waiting too (group commit)
+            with self._writer_flock(timeout):
+                self._writer_locks += 1
+                try:
+                    yield
+                finally:
+                    self._writer_locks -= 1
+        if self._flush_owed and not self._writer_locks:
+            self._flush_owed = False
+            durability.flush_git(self.path, linger=True)  # after the release: shared
+
+    @contextmanager
+    def _writer_flock(self, timeout: float) -> Iterator[None]:
         fd = os.open(os.path.join(self.path, "promptrev.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             deadline = time.monotonic() + timeout

@@ -25,7 +25,7 @@ from sqlalchemy.pool import StaticPool
 
 from .. import errors
 from ..errors import Busy, Damaged, PromptrevError, StorageError, StorageFull
-from . import migrations
+from . import durability, migrations
 
 log = logging.getLogger("promptrev.storage")
 MEMORY = "sqlite://"  # a private in-memory database (one connection, any thread)
@@ -199,12 +199,15 @@ def _configure_sqlite(engine: Engine, file: str | None = None) -> None:
         private_file(file)
 
     @event.listens_for(engine, "connect")
-    def _connect(dbapi_conn, _record):
+    def _connect(dbapi_conn, record):
         dbapi_conn.isolation_level = None
         try:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
+            # In WAL mode FULL syncs the log at every commit: a commit that returned
+            # survives a power loss. NORMAL syncs at checkpoints only (docs/durability.md).
+            record.info["synchronous"] = durability.sqlite_synchronous()
+            cur.execute(f"PRAGMA synchronous={record.info['synchronous']}")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=60000")
             cur.close()
@@ -219,5 +222,12 @@ def _configure_sqlite(engine: Engine, file: str | None = None) -> None:
     def _begin(conn):
         # On the driver itself: through exec_driver_sql this statement cost more than the
         # index rows of a save (SQLAlchemy's per-execution work, ~60 µs here).
-        mode = "BEGIN IMMEDIATE" if conn.get_execution_options().get("write_lock") else "BEGIN"
-        conn.connection.driver_connection.execute(mode)
+        options = conn.get_execution_options()
+        driver = conn.connection.driver_connection
+        # ``derived=True`` (the index catching up with Git, which replays a lost tail)
+        # commits with NORMAL; everything else as durability says. Set only on a change.
+        synchronous = durability.sqlite_synchronous(derived=bool(options.get("derived")))
+        if conn.connection.info.get("synchronous") != synchronous:
+            driver.execute(f"PRAGMA synchronous={synchronous}")
+            conn.connection.info["synchronous"] = synchronous
+        driver.execute("BEGIN IMMEDIATE" if options.get("write_lock") else "BEGIN")
