@@ -59,6 +59,9 @@ def parse_args(argv=None):
                         help="label moves timed per layout (default 300; --quick 60)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleave the layouts in this many rounds")
+    parser.add_argument("--durability", default="full,off",
+                        help="durability modes to measure, interleaved (default full,off; "
+                             "full is the default of the registry: docs/durability.md)")
     args = parser.parse_args(argv)
     args.prompts = scaled(args.prompts, 10_000, args.quick)
     args.saves = args.saves if args.saves is not None else (60 if args.quick else 300)
@@ -94,6 +97,42 @@ def build(path: str, name_of, n: int, batch: int = 1000):
     return reg, time.perf_counter() - start
 
 
+def set_durability(mode: str) -> None:
+    """Flush acknowledged writes (full) or not (off), for this process (a checkout from
+    before durability has no switch: its writes are never flushed)."""
+    try:
+        from promptrev.storage import durability
+    except ImportError:
+        if mode != "off":
+            raise SystemExit("this checkout has no durability setting: use --durability "
+                             "off") from None
+        return
+    durability.configure(mode)
+
+
+def report(rep: Reporter, n: int, what: str, op: str, mode: str,
+           lat: dict[str, list[float]], grown: dict[str, int]) -> None:
+    """Flat against nested for one kind of write in one durability mode."""
+    rates = {layout: len(lat[layout]) / sum(lat[layout]) for layout in LAYOUTS}
+    ratio = rates["nested"] / rates["flat"]
+    rep.add(Result(
+        f"{what}, {n:,} flat names, durability {mode}", rates["flat"], f"{op}s/s",
+        baseline=rates["nested"], baseline_unit=f"{op}s/s",
+        baseline_name=f"{what}, {n:,} nested names", ratio=ratio,
+        ratio_note="nested/flat (time per write, flat over nested)",
+        goal="flat within 1.5x of nested", passed=ratio <= 1.5,
+        extra={"p50_ms": percentile(lat["flat"], 50) * 1e3,
+               "p99_ms": percentile(lat["flat"], 99) * 1e3,
+               "baseline_p50_ms": percentile(lat["nested"], 50) * 1e3, "n": len(lat["flat"])}))
+    per = {layout: grown[layout] / len(lat[layout]) for layout in LAYOUTS}
+    growth = per["flat"] / per["nested"] if per["nested"] else float("inf")
+    rep.add(Result(
+        f"repository growth per {op}, flat, durability {mode}", per["flat"] / 1024, "KiB",
+        baseline=per["nested"] / 1024, baseline_unit="KiB", baseline_name="nested",
+        ratio=growth, ratio_note="flat/nested", goal="flat within 2x of nested",
+        passed=growth <= 2.0))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     print_header("promptrev layout benchmark: flat against nested names", args)
@@ -115,47 +154,43 @@ def main(argv=None) -> int:
             reg.save(name, prompt_text(order[-1], 99), author=BENCH_AUTHOR)
             reg.set_label(name, "production", 2, author=BENCH_AUTHOR)
 
-        lat = {(layout, op): [] for layout in LAYOUTS for op in ("save", "move")}
-        grown = {(layout, op): 0 for layout in LAYOUTS for op in ("save", "move")}
-        k = {layout: 0 for layout in LAYOUTS}
+        modes = [m.strip() for m in args.durability.split(",") if m.strip()]
+        keys = [(layout, op, mode) for layout in LAYOUTS for op in ("save", "move")
+                for mode in modes]
+        lat: dict[tuple, list[float]] = {key: [] for key in keys}
+        grown = dict.fromkeys(keys, 0)
+        k = dict.fromkeys(LAYOUTS, 0)
         for _round in range(args.rounds):
-            for op, count in (("save", args.saves), ("move", args.moves)):
-                for layout, reg in regs.items():
-                    name_of = LAYOUTS[layout]
-                    gc.collect()
-                    before = objects_bytes(reg.path)
-                    for _ in range(max(1, count // args.rounds)):
-                        i = order[k[layout] % (n - 1)]
-                        k[layout] += 1
-                        name = name_of(i)
-                        start = time.perf_counter()
-                        if op == "save":
-                            reg.save(name, prompt_text(i, 1 + _round), author=BENCH_AUTHOR)
-                        else:  # a label of its own for each name: its label file changes
-                            reg.set_label(name, f"canary-{_round}", 1, author=BENCH_AUTHOR)
-                        lat[(layout, op)].append(time.perf_counter() - start)
-                    grown[(layout, op)] += objects_bytes(reg.path) - before
-        for op, what in (("save", "single saves"), ("move", "label moves")):
-            rates = {layout: len(lat[(layout, op)]) / sum(lat[(layout, op)])
-                     for layout in LAYOUTS}
-            ratio = rates["nested"] / rates["flat"]
-            rep.add(Result(
-                f"{what}, {n:,} flat names", rates["flat"], f"{op}s/s",
-                baseline=rates["nested"], baseline_unit=f"{op}s/s",
-                baseline_name=f"{what}, {n:,} nested names", ratio=ratio,
-                ratio_note="nested/flat (time per write, flat over nested)",
-                goal="flat within 1.5x of nested", passed=ratio <= 1.5,
-                extra={"p50_ms": percentile(lat[("flat", op)], 50) * 1e3,
-                       "p99_ms": percentile(lat[("flat", op)], 99) * 1e3,
-                       "baseline_p50_ms": percentile(lat[("nested", op)], 50) * 1e3,
-                       "n": len(lat[("flat", op)])}))
-            per = {layout: grown[(layout, op)] / len(lat[(layout, op)]) for layout in LAYOUTS}
-            growth = per["flat"] / per["nested"] if per["nested"] else float("inf")
-            rep.add(Result(
-                f"repository growth per {op}, flat", per["flat"] / 1024, "KiB",
-                baseline=per["nested"] / 1024, baseline_unit="KiB",
-                baseline_name="nested", ratio=growth, ratio_note="flat/nested",
-                goal="flat within 2x of nested", passed=growth <= 2.0))
+            for mode in modes:
+                set_durability(mode)
+                for op, count in (("save", args.saves), ("move", args.moves)):
+                    for layout, reg in regs.items():
+                        name_of = LAYOUTS[layout]
+                        gc.collect()
+                        before = objects_bytes(reg.path)
+                        for _ in range(max(1, count // args.rounds)):
+                            i = order[k[layout] % (n - 1)]
+                            k[layout] += 1
+                            name = name_of(i)
+                            start = time.perf_counter()
+                            if op == "save":
+                                reg.save(name, prompt_text(i, 1 + _round), author=BENCH_AUTHOR)
+                            else:  # a label of its own for each name: its label file changes
+                                reg.set_label(name, f"canary-{mode}-{_round}", 1,
+                                              author=BENCH_AUTHOR)
+                            lat[(layout, op, mode)].append(time.perf_counter() - start)
+                        grown[(layout, op, mode)] += objects_bytes(reg.path) - before
+        for mode in modes:
+            for op, what in (("save", "single saves"), ("move", "label moves")):
+                report(rep, n, what, op, mode, {layout: lat[(layout, op, mode)]
+                                                for layout in LAYOUTS},
+                       {layout: grown[(layout, op, mode)] for layout in LAYOUTS})
+        if "full" in modes and "off" in modes:
+            for layout in LAYOUTS:
+                full = len(lat[(layout, "save", "full")]) / sum(lat[(layout, "save", "full")])
+                off = len(lat[(layout, "save", "off")]) / sum(lat[(layout, "save", "off")])
+                rep.note(f"durable_cost_{layout}", round(full / off, 2),
+                         f"{layout} single saves, durable (full) over off")
         for reg in regs.values():
             reg.close()
     rep.write()
