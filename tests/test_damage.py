@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import PROMPT, variant
+from .conftest import PROMPT, at, variant
 from .live import ROOT, LiveServer, start_server
 
 pytestmark = pytest.mark.slow
@@ -308,7 +308,7 @@ def test_missing_blob_is_reported_and_restored_from_a_clone(solo, tmp_path):
     latest = before + 1
     assert ok(reg, "save", solo.prompt_file(tmp_path)).startswith(f"greet@{latest} ")
     with clone_first(reg, tmp_path) as clone:
-        blob = git(reg, "rev-parse", "main:prompts/greet.prompty")
+        blob = git(reg, "rev-parse", f"main:{at('greet')}")
         _loose(reg, blob).unlink()
 
         refused_json(solo.get("greet"), "damaged", "promptrev fsck")

@@ -13,6 +13,7 @@ import pytest
 
 from promptrev import Registry
 from promptrev.errors import StorageError
+from promptrev.model.artifacts import KINDS
 from promptrev.storage.gitstore import Signature
 from promptrev.webhooks import Webhooks
 
@@ -67,7 +68,7 @@ def test_repair_skips_a_reflog_line_of_an_update_that_never_landed(tmp_path):
         base = reg.save("greet", text_for("one"))
         landed = reg.save("greet", text_for("two"))
         blob = reg.store.write_blob(text_for("three").encode())
-        made = reg.store.write_commit(base.commit, {"prompts/greet.prompty": blob},
+        made = reg.store.write_commit(base.commit, {KINDS["prompt"].path("greet"): blob},
                                       "never landed", Signature("git", "git@x"))
     with open(path / "logs/refs/heads/main", "a") as fh:
         fh.write(f"{base.commit} {made.sha} git <git@x> 1796000000 +0000\tpush\n")
