@@ -229,3 +229,50 @@ def test_front_matter_is_built_when_read():
     prompt = parse_prompt(PROMPT)
     assert prompt.front["model"]["parameters"]["temperature"] == 0.7
     assert parse_prompt("user:\nhi\n").front == {}
+
+
+SUBSTITUTION_PIECES = [
+    "{{", "}}", "{{ who }}", "{{who}}", "{{\tname_2 }}", " ", "\t", "\n", "who", "{", "}",
+    "{%", "%}", "{#", "#}", "-", "+", "|", "(", ")", ".", "'", "é", "1", "{{ 1x }}",
+    "{{- who }}", "{{ who -}}", "{{+ who }}", "{{{ who }}}", "}}}", "{{ who.name }}",
+    "{{ who|upper }}", "{{ who }", "{ who }}", "{{ é }}", "{{ range }}", "{{ loop }}",
+    "{{ caller }}", "{{ _ }}", "{{ class }}", "{{\nwho }}", "user:\n",
+] + [f"{{{{ {word} }}}}" for word in (
+    "true", "false", "none", "True", "False", "None", "not", "and", "or", "in", "is",
+    "if", "else")]
+
+
+def test_plain_substitutions_read_like_the_parser_reads_them():
+    """Bodies of plain ``{{ name }}`` substitutions skip Jinja's parser: same variables,
+    and nothing the parser would refuse is taken for one."""
+    import random
+
+    from promptrev.model.prompty import (
+        _ENV,
+        _IMPLICIT_NAMES,
+        _parsed_variables,
+        _simple_variables,
+    )
+
+    rng = random.Random(16)
+    bodies = ["Hi {{ who }}.\n", "no markup at all", "", "{{ a }}{{ b }} and {{a}}"]
+    bodies += ["".join(rng.choices(SUBSTITUTION_PIECES, k=rng.randint(1, 7)))
+               for _ in range(4000)]
+    fast = 0
+    for body in bodies:
+        simple = _simple_variables(body)
+        if simple is None:
+            continue
+        fast += 1
+        found = []
+        parsed = _parsed_variables(body, 1, found)
+        assert found == [], body
+        assert simple - set(_ENV.globals) - _IMPLICIT_NAMES == parsed, body
+    assert fast > 400  # the comparison covered many bodies of the fast kind
+
+
+@pytest.mark.parametrize("word", ["true", "None", "not", "if", "and"])
+def test_names_the_parser_reads_otherwise_are_parsed(word):
+    from promptrev.model.prompty import _simple_variables
+
+    assert _simple_variables(f"x {{{{ {word} }}}}") is None

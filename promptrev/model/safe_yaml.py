@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from promptrev.errors import ValidationFailed
 
@@ -175,22 +176,50 @@ def _check_scalar(node: yaml.ScalarNode, findings: list[Finding]) -> None:
         findings.append(Finding(f"number {text!r} is not finite", _line(node)))
 
 
-class _JsonShapedLoader(yaml.SafeLoader):
-    """The safe constructor, with timestamps kept as the text written (JSON has no dates)."""
+class _JsonShapedConstructor(SafeConstructor):
+    """The safe constructor, with timestamps kept as the text written (JSON has no dates).
+
+    A constructor alone: building values from nodes needs no reader, scanner or resolver.
+    """
 
 
-_JsonShapedLoader.add_constructor(_TAG + "timestamp",
-                                  lambda loader, node: loader.construct_scalar(node))
+_JsonShapedConstructor.add_constructor(_TAG + "timestamp",
+                                       lambda loader, node: loader.construct_scalar(node))
 
 
 def construct(node: yaml.Node | None) -> Any:
     """The Python value of an inspected node: only str, int, float, bool, None, list, dict."""
-    return _JsonShapedLoader("").construct_document(node) if node is not None else None
+    return _JsonShapedConstructor().construct_document(node) if node is not None else None
+
+
+class _Loader(LOADER):  # type: ignore[misc, valid-type]
+    """:data:`LOADER`, answering the resolver's commonest questions without its loop.
+
+    The resolver tries the implicit patterns (numbers, booleans, null…) registered for a
+    plain value's first character; a value starting with any other character, a quoted
+    value, a list and a mapping get the default tags, which is what it would answer.
+    """
+
+    _FIRST = frozenset(k for k in LOADER.yaml_implicit_resolvers if k)
+    _DIRECT = not LOADER.yaml_path_resolvers and None not in LOADER.yaml_implicit_resolvers \
+        and "" in LOADER.yaml_implicit_resolvers
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        """The tag of a node without an explicit one."""
+        if self._DIRECT:
+            if kind is yaml.ScalarNode:
+                if not implicit[0] or (value and value[0] not in self._FIRST):
+                    return self.DEFAULT_SCALAR_TAG
+            elif kind is yaml.MappingNode:
+                return self.DEFAULT_MAPPING_TAG
+            elif kind is yaml.SequenceNode:
+                return self.DEFAULT_SEQUENCE_TAG
+        return super().resolve(kind, value, implicit)
 
 
 def compose(text: str) -> yaml.Node | None:
     """Compose ``text`` to nodes (raises ``yaml.YAMLError``)."""
-    return yaml.compose(text, Loader=LOADER)
+    return yaml.compose(text, Loader=_Loader)
 
 
 def load(text: str, filename: str, *, line_offset: int = 0) -> Any:
