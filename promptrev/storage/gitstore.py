@@ -52,6 +52,11 @@ REGISTRY_CONFIG = {"core.logAllRefUpdates": "always", "gc.cruftPacks": "true",
 # From this many new blobs on, one `git fast-import` pack beats one loose file per blob
 # (and keeps bulk imports from filling the repository with tens of thousands of files).
 FAST_IMPORT_MIN_BLOBS = 64
+# glibc gives the compression state git fast-import allocates per object (a few hundred
+# KB) back to the system at each free and takes it again for the next object: four brk
+# calls and freshly zeroed pages per blob, 70 % of its time on small prompts. Padding the
+# top of the heap keeps the memory: 1,000 blobs in ~25 ms instead of ~90 ms.
+_FAST_IMPORT_ENV = {"MALLOC_TOP_PAD_": str(4 << 20)}
 _TREE = pygit2.enums.FileMode.TREE
 _BLOB = pygit2.enums.FileMode.BLOB
 _GITLINK = pygit2.enums.FileMode.COMMIT
@@ -501,7 +506,8 @@ class GitStore:
             stream += b"\n"
         stream += b"done\n"
         result = subprocess.run(["git", "--git-dir", self.path, "fast-import", "--quiet",
-                                 "--done"], input=bytes(stream), capture_output=True)
+                                 "--done"], input=bytes(stream), capture_output=True,
+                                env={**_FAST_IMPORT_ENV, **os.environ})
         if result.returncode != 0:
             raise self.write_error(OSError(result.stderr.decode(errors="replace")),
                                    f"storing {len(blobs)} files (git fast-import)")
