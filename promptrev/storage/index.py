@@ -295,6 +295,17 @@ _VERSION_COLUMNS = (
 ACCOUNT_FIELD = 12  # where the account sits in a version row
 _ARTIFACT_BY_KEY = sa.select(*T_ARTIFACT.c).where(
     T_ARTIFACT.c.kind == sa.bindparam("kind"), T_ARTIFACT.c.name == sa.bindparam("name"))
+_NAMES_PER_QUERY = 500
+
+
+@functools.cache  # at most _NAMES_PER_QUERY statements
+def _artifacts_named(count: int) -> Any:
+    """Artifact rows whose name is one of ``count`` bound names (prepared once per count:
+    compiling an IN of hundreds of names costs more than running it)."""
+    return sa.select(*T_ARTIFACT.c).where(
+        T_ARTIFACT.c.name.in_([sa.bindparam(f"n{i}") for i in range(count)]))
+
+
 _VERSION_JOIN = T_VERSION.join(T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).join(
     T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)
 
@@ -345,11 +356,14 @@ class IndexReader:
             return out
         names = sorted({name for _, name in wanted})
         out = {}
-        for start in range(0, len(names), 500):
-            for row in self._all(sa.select(T_ARTIFACT).where(
-                    T_ARTIFACT.c.name.in_(names[start:start + 500]))):
-                if (row.kind, row.name) in wanted:
-                    out[(row.kind, row.name)] = row
+        with self.engine.connect() as conn:
+            for start in range(0, len(names), _NAMES_PER_QUERY):
+                chunk = names[start:start + _NAMES_PER_QUERY]
+                statement = prepared(conn, _artifacts_named(len(chunk)))
+                for row in statement.run(conn, {f"n{i}": n for i, n in enumerate(chunk)}):
+                    if (row[1], row[2]) in wanted:
+                        out[(row[1], row[2])] = ArtifactRecord(*row[:4], bool(row[4]),
+                                                               *row[5:])
         return out
 
     def similar_names(self, name: str, limit: int = 200) -> list[str]:
