@@ -67,3 +67,23 @@ def test_a_crash_in_this_process_share_leaves_no_unread_answers(fresh_helpers, m
         validation.check_many("prompt", ITEMS, 10**6)
     monkeypatch.setattr(validation, "check_content", real)
     check(validation.check_many("prompt", ITEMS, 10**6))  # answers of this call, not the last
+
+
+def test_large_transactions_hold_off_the_collector_and_restore_it(registry):
+    import gc
+
+    from promptrev.transactions import _collection_paused
+
+    assert gc.isenabled()
+    with _collection_paused(validation.PARALLEL_MIN_ITEMS):
+        assert not gc.isenabled()
+        with _collection_paused(validation.PARALLEL_MIN_ITEMS):  # nested: left off
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with _collection_paused(1):  # small: untouched
+        assert gc.isenabled()
+    with pytest.raises(ValidationFailed), registry.transaction(message="m") as tx:
+        tx.save_many([(f"p{i}", "---\nname: [x\n---\nuser:\nhi\n")
+                      for i in range(validation.PARALLEL_MIN_ITEMS)])
+    assert gc.isenabled()  # restored after a refused import too
