@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import operator
 import os
 import time
 from typing import Any, NamedTuple, Optional
@@ -134,9 +135,14 @@ class Prepared:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = list(compiled.positiontup) if compiled.positional else None
+        # One C call per row instead of a generator (itemgetter of one name is no tuple).
+        self._pick = None if not self.names else operator.itemgetter(*self.names) \
+            if len(self.names) > 1 else lambda values: (values[self.names[0]],)
 
     def _params(self, values: dict[str, Any]) -> Any:
-        return tuple(values[n] for n in self.names) if self.names is not None else values
+        if self.names is None:
+            return values
+        return self._pick(values) if self._pick is not None else ()
 
     def run(self, conn: Any, values: dict[str, Any] | None = None) -> list[tuple]:
         """Execute with ``values``; return all rows (empty for statements without any)."""
