@@ -26,6 +26,7 @@ import git
 import pygit2
 
 from ..errors import Busy, Damaged, StorageError, StorageFull
+from .heap import keep_heap
 
 log = logging.getLogger("promptrev.storage")
 
@@ -68,6 +69,8 @@ pygit2.settings.cache_max_size(256 * 1024 * 1024)
 # reads per save, ~5 % of its time). Writers here only name blobs written before the
 # commit, subtrees just written and entries of existing trees; `fsck` checks connectivity.
 pygit2.settings.enable_strict_object_creation(False)
+# Object writes keep their compression memory instead of faulting it in afresh (heap.py).
+keep_heap()
 
 
 class RefMoved(Exception):
