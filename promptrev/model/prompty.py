@@ -240,10 +240,12 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     """Parse and validate a ``.prompty`` text; raise :class:`ValidationFailed` listing problems."""
     problems: list[Problem] = []
     warnings: list[Problem] = []
-    stripped = text.lstrip("\ufeff")
-    if stripped.startswith(("---", "+++")) and not _FRONT_MATTER.match(stripped):
-        problems.append(Problem("front matter starts with '---' but has no closing line", 1))
     fm_text, body, body_line = split_front_matter(text)
+    stripped = text.lstrip("\ufeff")
+    # Found front matter was matched on ``stripped`` itself (it can follow one BOM only).
+    if fm_text is None and stripped.startswith(("---", "+++")) and \
+            not _FRONT_MATTER.match(stripped):
+        problems.append(Problem("front matter starts with '---' but has no closing line", 1))
     node = _compose_front_matter(fm_text, problems) if fm_text is not None else None
     inputs = _normalise_inputs(_construct(_value_node(node, "inputs")), fm_text, problems)
     _check_template_kind(_construct(_value_node(node, "template")), problems, warnings)

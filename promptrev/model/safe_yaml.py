@@ -139,7 +139,8 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-_SEQ, _MAP, _MERGE = _TAG + "seq", _TAG + "map", _TAG + "merge"
+_SEQ, _MAP, _MERGE, _STR = _TAG + "seq", _TAG + "map", _TAG + "merge", _TAG + "str"
+_SPECIAL_KEYS = frozenset({_MERGE, _TAG + "value"})  # keys the constructor rewrites
 _NESTING = frozenset({_SEQ, _MAP})
 _CHECKED_SCALARS = frozenset(_TAG + t for t in ("int", "float", "bool", "timestamp"))
 
@@ -188,8 +189,59 @@ _JsonShapedConstructor.add_constructor(_TAG + "timestamp",
 
 
 def construct(node: yaml.Node | None) -> Any:
-    """The Python value of an inspected node: only str, int, float, bool, None, list, dict."""
-    return _JsonShapedConstructor().construct_document(node) if node is not None else None
+    """The Python value of an inspected node: only str, int, float, bool, None, list, dict.
+
+    Text, lists and mappings are built directly (most of a front matter); numbers,
+    booleans, null and dates by the constructor. A document with merge keys, or anything
+    else unusual, is left to the constructor whole.
+    """
+    if node is None:
+        return None
+    try:
+        return _Direct().build(node)
+    except _Unusual:
+        return _JsonShapedConstructor().construct_document(node)
+
+
+class _Unusual(Exception):
+    """A node the direct build leaves to the constructor."""
+
+
+class _Direct:
+    """Builds what the constructor would, for plain documents, without its generators."""
+
+    def __init__(self) -> None:
+        self.built: dict[int, Any] = {}  # id(node) -> value: an alias gives the same object
+        self.scalars: _JsonShapedConstructor | None = None
+
+    def build(self, node: yaml.Node) -> Any:
+        key = id(node)
+        if key in self.built:
+            if self.built[key] is _Unusual:  # still being built: a cycle
+                raise _Unusual
+            return self.built[key]
+        tag = node.tag
+        if isinstance(node, yaml.ScalarNode):
+            if tag == _STR:
+                value = node.value
+            else:
+                if self.scalars is None:
+                    self.scalars = _JsonShapedConstructor()
+                value = self.scalars.construct_object(node)
+        elif tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            self.built[key] = _Unusual
+            value = [self.build(child) for child in node.value]
+        elif tag == _MAP and isinstance(node, yaml.MappingNode):
+            self.built[key] = _Unusual
+            value = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in _SPECIAL_KEYS:
+                    raise _Unusual
+                value[self.build(key_node)] = self.build(value_node)
+        else:
+            raise _Unusual
+        self.built[key] = value
+        return value
 
 
 class _Loader(LOADER):  # type: ignore[misc, valid-type]
