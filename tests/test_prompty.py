@@ -229,3 +229,84 @@ def test_front_matter_is_built_when_read():
     prompt = parse_prompt(PROMPT)
     assert prompt.front["model"]["parameters"]["temperature"] == 0.7
     assert parse_prompt("user:\nhi\n").front == {}
+
+
+SUBSTITUTION_PIECES = [
+    "{{", "}}", "{{ who }}", "{{who}}", "{{\tname_2 }}", " ", "\t", "\n", "who", "{", "}",
+    "{%", "%}", "{#", "#}", "-", "+", "|", "(", ")", ".", "'", "é", "1", "{{ 1x }}",
+    "{{- who }}", "{{ who -}}", "{{+ who }}", "{{{ who }}}", "}}}", "{{ who.name }}",
+    "{{ who|upper }}", "{{ who }", "{ who }}", "{{ é }}", "{{ range }}", "{{ loop }}",
+    "{{ caller }}", "{{ _ }}", "{{ class }}", "{{\nwho }}", "user:\n",
+] + [f"{{{{ {word} }}}}" for word in (
+    "true", "false", "none", "True", "False", "None", "not", "and", "or", "in", "is",
+    "if", "else")]
+
+
+def test_plain_substitutions_read_like_the_parser_reads_them():
+    """Bodies of plain ``{{ name }}`` substitutions skip Jinja's parser: same variables,
+    and nothing the parser would refuse is taken for one."""
+    import random
+
+    from promptrev.model.prompty import (
+        _ENV,
+        _IMPLICIT_NAMES,
+        _parsed_variables,
+        _simple_variables,
+    )
+
+    rng = random.Random(16)
+    bodies = ["Hi {{ who }}.\n", "no markup at all", "", "{{ a }}{{ b }} and {{a}}"]
+    bodies += ["".join(rng.choices(SUBSTITUTION_PIECES, k=rng.randint(1, 7)))
+               for _ in range(4000)]
+    fast = 0
+    for body in bodies:
+        simple = _simple_variables(body)
+        if simple is None:
+            continue
+        fast += 1
+        found = []
+        parsed = _parsed_variables(body, 1, found)
+        assert found == [], body
+        assert simple - set(_ENV.globals) - _IMPLICIT_NAMES == parsed, body
+    assert fast > 400  # the comparison covered many bodies of the fast kind
+
+
+@pytest.mark.parametrize("word", ["true", "None", "not", "if", "and"])
+def test_names_the_parser_reads_otherwise_are_parsed(word):
+    from promptrev.model.prompty import _simple_variables
+
+    assert _simple_variables(f"x {{{{ {word} }}}}") is None
+
+
+YAML_SHAPES = [
+    "a: 1\nb: [x, 2, 3.5, true, null, ~, 2024-01-02]\nc: {d: e}\n",
+    "a: &x {b: 1, c: [1, 2]}\nd: *x\ne: *x\n",
+    "base: &b {x: 1, y: 2}\nm:\n  <<: *b\n  y: 3\n",
+    "= : value\nk: v\n",
+    "ints: [0x1F, 012, 1_000, '7', 1:30, -5, +3]\nfloats: [1e3, .5, -.inf, 1_0.5]\n",
+    "bools: [yes, No, on, OFF, y, n, True]\nnulls: [null, Null, ~, '']\n",
+    "1: one\ntrue: yes\n~: nothing\n2024-01-02: day\n3.5: x\n",
+    "tagged: !!str 123\nt2: !!int '42'\nt3: !!float '1'\nlist: !!seq [a]\n",
+    "dup: 1\ndup: 2\n",
+    "nested:\n  - a: [1, {b: [c, {d: e}]}]\n  - - x\n    - y\n",
+    "'quoted key': \"quoted value\"\nplain: text, with a comma\n",
+    "- top\n- level\n- list\n",
+    "just text\n",
+]
+
+
+def test_yaml_values_are_built_as_the_constructor_builds_them():
+    """The direct build of text, lists and mappings gives what PyYAML's safe constructor
+    gives, aliases included (the same object); anything unusual goes to the constructor."""
+    from promptrev.model import safe_yaml
+
+    texts = YAML_SHAPES + [p.read_text().split("---")[1] for p in UPSTREAM + STARTER
+                           if p.read_text().startswith("---")]
+    for text in texts:
+        node = safe_yaml.compose(text)
+        expected = safe_yaml._JsonShapedConstructor().construct_document(node)
+        built = safe_yaml.construct(safe_yaml.compose(text))
+        assert built == expected and type(built) is type(expected), text
+        assert repr(built) == repr(expected), text  # same key order, same number types
+    aliased = safe_yaml.construct(safe_yaml.compose(YAML_SHAPES[1]))
+    assert aliased["d"] is aliased["e"] and aliased["d"] == aliased["a"]

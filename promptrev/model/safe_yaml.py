@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
+from yaml.constructor import SafeConstructor
 
 from promptrev.errors import ValidationFailed
 
@@ -138,7 +139,8 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
-_SEQ, _MAP, _MERGE = _TAG + "seq", _TAG + "map", _TAG + "merge"
+_SEQ, _MAP, _MERGE, _STR = _TAG + "seq", _TAG + "map", _TAG + "merge", _TAG + "str"
+_SPECIAL_KEYS = frozenset({_MERGE, _TAG + "value"})  # keys the constructor rewrites
 _NESTING = frozenset({_SEQ, _MAP})
 _CHECKED_SCALARS = frozenset(_TAG + t for t in ("int", "float", "bool", "timestamp"))
 
@@ -175,22 +177,101 @@ def _check_scalar(node: yaml.ScalarNode, findings: list[Finding]) -> None:
         findings.append(Finding(f"number {text!r} is not finite", _line(node)))
 
 
-class _JsonShapedLoader(yaml.SafeLoader):
-    """The safe constructor, with timestamps kept as the text written (JSON has no dates)."""
+class _JsonShapedConstructor(SafeConstructor):
+    """The safe constructor, with timestamps kept as the text written (JSON has no dates).
+
+    A constructor alone: building values from nodes needs no reader, scanner or resolver.
+    """
 
 
-_JsonShapedLoader.add_constructor(_TAG + "timestamp",
-                                  lambda loader, node: loader.construct_scalar(node))
+_JsonShapedConstructor.add_constructor(_TAG + "timestamp",
+                                       lambda loader, node: loader.construct_scalar(node))
 
 
 def construct(node: yaml.Node | None) -> Any:
-    """The Python value of an inspected node: only str, int, float, bool, None, list, dict."""
-    return _JsonShapedLoader("").construct_document(node) if node is not None else None
+    """The Python value of an inspected node: only str, int, float, bool, None, list, dict.
+
+    Text, lists and mappings are built directly (most of a front matter); numbers,
+    booleans, null and dates by the constructor. A document with merge keys, or anything
+    else unusual, is left to the constructor whole.
+    """
+    if node is None:
+        return None
+    try:
+        return _Direct().build(node)
+    except _Unusual:
+        return _JsonShapedConstructor().construct_document(node)
+
+
+class _Unusual(Exception):
+    """A node the direct build leaves to the constructor."""
+
+
+class _Direct:
+    """Builds what the constructor would, for plain documents, without its generators."""
+
+    def __init__(self) -> None:
+        self.built: dict[int, Any] = {}  # id(node) -> value: an alias gives the same object
+        self.scalars: _JsonShapedConstructor | None = None
+
+    def build(self, node: yaml.Node) -> Any:
+        key = id(node)
+        if key in self.built:
+            if self.built[key] is _Unusual:  # still being built: a cycle
+                raise _Unusual
+            return self.built[key]
+        tag = node.tag
+        if isinstance(node, yaml.ScalarNode):
+            if tag == _STR:
+                value = node.value
+            else:
+                if self.scalars is None:
+                    self.scalars = _JsonShapedConstructor()
+                value = self.scalars.construct_object(node)
+        elif tag == _SEQ and isinstance(node, yaml.SequenceNode):
+            self.built[key] = _Unusual
+            value = [self.build(child) for child in node.value]
+        elif tag == _MAP and isinstance(node, yaml.MappingNode):
+            self.built[key] = _Unusual
+            value = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag in _SPECIAL_KEYS:
+                    raise _Unusual
+                value[self.build(key_node)] = self.build(value_node)
+        else:
+            raise _Unusual
+        self.built[key] = value
+        return value
+
+
+class _Loader(LOADER):  # type: ignore[misc, valid-type]
+    """:data:`LOADER`, answering the resolver's commonest questions without its loop.
+
+    The resolver tries the implicit patterns (numbers, booleans, null…) registered for a
+    plain value's first character; a value starting with any other character, a quoted
+    value, a list and a mapping get the default tags, which is what it would answer.
+    """
+
+    _FIRST = frozenset(k for k in LOADER.yaml_implicit_resolvers if k)
+    _DIRECT = not LOADER.yaml_path_resolvers and None not in LOADER.yaml_implicit_resolvers \
+        and "" in LOADER.yaml_implicit_resolvers
+
+    def resolve(self, kind: type, value: Any, implicit: tuple[bool, bool]) -> str:
+        """The tag of a node without an explicit one."""
+        if self._DIRECT:
+            if kind is yaml.ScalarNode:
+                if not implicit[0] or (value and value[0] not in self._FIRST):
+                    return self.DEFAULT_SCALAR_TAG
+            elif kind is yaml.MappingNode:
+                return self.DEFAULT_MAPPING_TAG
+            elif kind is yaml.SequenceNode:
+                return self.DEFAULT_SEQUENCE_TAG
+        return super().resolve(kind, value, implicit)
 
 
 def compose(text: str) -> yaml.Node | None:
     """Compose ``text`` to nodes (raises ``yaml.YAMLError``)."""
-    return yaml.compose(text, Loader=LOADER)
+    return yaml.compose(text, Loader=_Loader)
 
 
 def load(text: str, filename: str, *, line_offset: int = 0) -> Any:

@@ -2,7 +2,8 @@
 
 One artifact is checked in process. Many at once (a bulk import) are checked on every
 core: parsing YAML front matter and Jinja templates is pure-Python work that dominates a
-bulk import on the 2-core machines here, and it parallelises perfectly.
+bulk import on the 2-core machines here, and it parallelises perfectly. This process
+checks a share itself, next to one helper per other core.
 
 The helpers are plain ``python -m promptrev.model.validation_helper`` processes speaking
 length-prefixed pickle frames over pipes, not a multiprocessing pool: spawn and forkserver
@@ -58,7 +59,7 @@ def check_many(kind: str, items: list[tuple[str, str | bytes]],
     workers = os.cpu_count() or 1
     if len(items) >= PARALLEL_MIN_ITEMS and workers >= 2:
         with _helpers_lock:
-            helpers = _start_helpers(workers)
+            helpers = _start_helpers(workers - 1)  # this process checks a share too
             if helpers:
                 try:
                     return _check_on_helpers(helpers, kind, items, max_bytes)
@@ -69,11 +70,17 @@ def check_many(kind: str, items: list[tuple[str, str | bytes]],
 
 def _check_on_helpers(helpers: list[subprocess.Popen], kind: str,
                       items: list[tuple[str, str | bytes]], max_bytes: int) -> list:
-    size = -(-len(items) // len(helpers))
-    chunks = [items[i:i + size] for i in range(0, len(items), size)]
+    """The first share is checked here while the helpers check the others (the caller
+    would only wait for them; and its share crosses no pipe)."""
+    size = -(-len(items) // (len(helpers) + 1))
+    own, *chunks = [items[i:i + size] for i in range(0, len(items), size)]
     for helper, chunk in zip(helpers, chunks, strict=False):  # a helper reads a whole frame
         _write_frame(helper.stdin, (kind, chunk, max_bytes))
-    results: list = []
+    try:
+        results = _check_chunk(kind, own, max_bytes, plain=False)
+    except BaseException:
+        _stop_helpers()  # their answers are unread: start afresh next time
+        raise
     for helper, _ in zip(helpers, chunks, strict=False):
         results += [(warnings, _rebuild_error(error))
                     for warnings, error in _read_frame(helper.stdout)]

@@ -27,6 +27,7 @@ import pygit2
 
 from ..errors import Busy, Damaged, StorageError, StorageFull
 from . import durability
+from .heap import keep_heap
 
 log = logging.getLogger("promptrev.storage")
 
@@ -53,6 +54,11 @@ REGISTRY_CONFIG = {"core.logAllRefUpdates": "always", "gc.cruftPacks": "true",
 # From this many new blobs on, one `git fast-import` pack beats one loose file per blob
 # (and keeps bulk imports from filling the repository with tens of thousands of files).
 FAST_IMPORT_MIN_BLOBS = 64
+# glibc gives the compression state git fast-import allocates per object (a few hundred
+# KB) back to the system at each free and takes it again for the next object: four brk
+# calls and freshly zeroed pages per blob, 70 % of its time on small prompts. Padding the
+# top of the heap keeps the memory: 1,000 blobs in ~25 ms instead of ~90 ms.
+_FAST_IMPORT_ENV = {"MALLOC_TOP_PAD_": str(4 << 20)}
 _TREE = pygit2.enums.FileMode.TREE
 _BLOB = pygit2.enums.FileMode.BLOB
 _GITLINK = pygit2.enums.FileMode.COMMIT
@@ -64,6 +70,8 @@ pygit2.settings.cache_max_size(256 * 1024 * 1024)
 # reads per save, ~5 % of its time). Writers here only name blobs written before the
 # commit, subtrees just written and entries of existing trees; `fsck` checks connectivity.
 pygit2.settings.enable_strict_object_creation(False)
+# Object writes keep their compression memory instead of faulting it in afresh (heap.py).
+keep_heap()
 
 
 class RefMoved(Exception):
@@ -525,7 +533,8 @@ class GitStore:
         stream += b"done\n"
         result = subprocess.run(["git", *durability.git_options(), "--git-dir", self.path,
                                  "fast-import", "--quiet", "--done"],
-                                input=bytes(stream), capture_output=True)
+                                input=bytes(stream), capture_output=True,
+                                env={**_FAST_IMPORT_ENV, **os.environ})
         if result.returncode != 0:
             raise self.write_error(OSError(result.stderr.decode(errors="replace")),
                                    f"storing {len(blobs)} files (git fast-import)")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import operator
 import os
 import time
 from typing import Any, NamedTuple, Optional
@@ -134,9 +135,14 @@ class Prepared:
         compiled = stmt.compile(dialect=dialect)
         self.sql = str(compiled)
         self.names = list(compiled.positiontup) if compiled.positional else None
+        # One C call per row instead of a generator (itemgetter of one name is no tuple).
+        self._pick = None if not self.names else operator.itemgetter(*self.names) \
+            if len(self.names) > 1 else lambda values: (values[self.names[0]],)
 
     def _params(self, values: dict[str, Any]) -> Any:
-        return tuple(values[n] for n in self.names) if self.names is not None else values
+        if self.names is None:
+            return values
+        return self._pick(values) if self._pick is not None else ()
 
     def run(self, conn: Any, values: dict[str, Any] | None = None) -> list[tuple]:
         """Execute with ``values``; return all rows (empty for statements without any)."""
@@ -295,6 +301,17 @@ _VERSION_COLUMNS = (
 ACCOUNT_FIELD = 12  # where the account sits in a version row
 _ARTIFACT_BY_KEY = sa.select(*T_ARTIFACT.c).where(
     T_ARTIFACT.c.kind == sa.bindparam("kind"), T_ARTIFACT.c.name == sa.bindparam("name"))
+_NAMES_PER_QUERY = 500
+
+
+@functools.cache  # at most _NAMES_PER_QUERY statements
+def _artifacts_named(count: int) -> Any:
+    """Artifact rows whose name is one of ``count`` bound names (prepared once per count:
+    compiling an IN of hundreds of names costs more than running it)."""
+    return sa.select(*T_ARTIFACT.c).where(
+        T_ARTIFACT.c.name.in_([sa.bindparam(f"n{i}") for i in range(count)]))
+
+
 _VERSION_JOIN = T_VERSION.join(T_ARTIFACT, T_VERSION.c.artifact_id == T_ARTIFACT.c.id).join(
     T_COMMIT, T_VERSION.c.commit_seq == T_COMMIT.c.seq)
 
@@ -345,11 +362,14 @@ class IndexReader:
             return out
         names = sorted({name for _, name in wanted})
         out = {}
-        for start in range(0, len(names), 500):
-            for row in self._all(sa.select(T_ARTIFACT).where(
-                    T_ARTIFACT.c.name.in_(names[start:start + 500]))):
-                if (row.kind, row.name) in wanted:
-                    out[(row.kind, row.name)] = row
+        with self.engine.connect() as conn:
+            for start in range(0, len(names), _NAMES_PER_QUERY):
+                chunk = names[start:start + _NAMES_PER_QUERY]
+                statement = prepared(conn, _artifacts_named(len(chunk)))
+                for row in statement.run(conn, {f"n{i}": n for i, n in enumerate(chunk)}):
+                    if (row[1], row[2]) in wanted:
+                        out[(row[1], row[2])] = ArtifactRecord(*row[:4], bool(row[4]),
+                                                               *row[5:])
         return out
 
     def similar_names(self, name: str, limit: int = 200) -> list[str]:
