@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -44,14 +45,26 @@ class LiveServer:
         return self.cli("token", "create", user, "--label", "tests").strip()
 
     def stop(self) -> None:
-        """Stop gunicorn (and its workers)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        """Stop gunicorn (and its workers), and whatever it ran under (``wrap``): the whole
+        process group, so that a wrapper that exits first leaves no server behind."""
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
             try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def start_server(tmp: Path, *, workers: int = 2, extra_args: tuple[str, ...] = (),

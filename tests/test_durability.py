@@ -19,6 +19,7 @@ import pytest
 
 from promptrev.config import Settings
 from promptrev.errors import InvalidRequest
+from promptrev.model.artifacts import KINDS
 from promptrev.registry import Registry, configure_durability
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,7 +186,9 @@ def _served_writes(tmp_path: Path, durability: str) -> tuple[list[str], str]:
         git = Git(tmp_path / "client", server, token)
         work = tmp_path / "client" / "work"
         git("clone", "-q", server.url + GIT_PATH, str(work))
-        (work / "prompts" / "pushed.prompty").write_text(PROMPT.replace("Say", "Push"))
+        pushed_file = work / KINDS["prompt"].path("pushed")  # in its buckets
+        pushed_file.parent.mkdir(parents=True, exist_ok=True)
+        pushed_file.write_text(PROMPT.replace("Say", "Push"))
         git("add", "-A", cwd=work)
         git("commit", "-q", "-m", "pushed", cwd=work)
         pushed = git("push", "origin", "main", cwd=work)
