@@ -16,6 +16,7 @@ from collections.abc import Iterator
 def component_timers() -> Iterator[dict[str, float]]:
     """Yield a dict label -> total seconds, filled while the block runs."""
     import promptrev.registry as registry_mod
+    import promptrev.transactions as transactions_mod
     from promptrev.model.artifacts import KINDS
     from promptrev.storage import indexer
     from promptrev.storage.gitstore import GitStore
@@ -25,7 +26,9 @@ def component_timers() -> Iterator[dict[str, float]]:
 
     def wrap(owner: object, attr: str, label: str) -> None:
         original = getattr(owner, attr, None)
-        if original is None:  # the core changed shape: time what still exists
+        if original is None:  # the core changed shape: say so, and time what still exists
+            print(f"  [profiling] {getattr(owner, '__name__', owner)}.{attr} no longer "
+                  f"exists: '{label}' is not timed", flush=True)
             return
 
         def timed(*args, **kwargs):
@@ -53,10 +56,11 @@ def component_timers() -> Iterator[dict[str, float]]:
     wrap(indexer._Applier, "_load", "index catch_up: _load artifacts")
     wrap(indexer._Applier, "_flush", "index catch_up: _flush inserts/updates")
     wrap(registry_mod, "catch_up", "index catch_up (total, all calls)")
-    wrap(registry_mod, "check_many", "validate: check_many (bulk, all cores)")
-    wrap(registry_mod.Transaction, "_changes", "Transaction._changes (artifact lookups)")
-    wrap(registry_mod.Transaction, "_made_versions", "Transaction._made_versions")
-    wrap(registry_mod.Transaction, "_record_label_event", "Transaction._record_label_event")
+    wrap(transactions_mod, "check_many", "validate: check_many (bulk, all cores)")
+    wrap(transactions_mod.Transaction, "_changes", "Transaction._changes (artifact lookups)")
+    wrap(transactions_mod.Transaction, "_made_versions", "Transaction._made_versions")
+    wrap(transactions_mod.Transaction, "_record_label_event",
+         "Transaction._record_label_event")
     try:
         yield totals
     finally:
