@@ -145,11 +145,12 @@ def summary(samples: list[float]) -> dict[str, float]:
             "min": min(samples), "max": max(samples)}
 
 
-def run_git(*args: str, input: bytes | None = None, cwd: str | None = None) -> bytes:
-    """Run the git CLI; return stdout (raises on failure)."""
+def run_git(*args: str, input: bytes | None = None, cwd: str | None = None,
+            env: dict[str, str] | None = None) -> bytes:
+    """Run the git CLI; return stdout (raises on failure). ``env`` adds variables."""
     env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_AUTHOR_NAME="bench",
                GIT_AUTHOR_EMAIL="bench@example.com", GIT_COMMITTER_NAME="bench",
-               GIT_COMMITTER_EMAIL="bench@example.com")
+               GIT_COMMITTER_EMAIL="bench@example.com", **(env or {}))
     return subprocess.run(["git", *args], input=input, cwd=cwd, env=env, check=True,
                           capture_output=True).stdout
 
