@@ -10,8 +10,8 @@ Then, interleaved in rounds so that a load spike hits both sides:
 
   1. single saves, saves/s: goal flat within 1.5x of nested
   2. label moves, moves/s: goal flat within 1.5x of nested
-  3. repository growth per save and per label move (bytes of new objects): goal flat
-     within 2x of nested
+  3. repository growth per save and per label move (bytes on disk of the Git objects the
+     writes added, packed or loose): goal flat within 2x of nested
 
 Run it on the file system the registry will live on (``--dir``): durable writes fsync
 (see docs/durability.md), which tmpfs makes free. It uses only the registry's public API,
@@ -36,6 +36,7 @@ from common import (  # noqa: E402
     print_header,
     prompt_name,
     prompt_text,
+    run_git,
     scaled,
     workdir,
 )
@@ -69,16 +70,15 @@ def parse_args(argv=None):
     return args
 
 
-def objects_bytes(path: str) -> int:
-    """Bytes of every object file (loose and packed) of the repository at ``path``."""
-    total = 0
-    for folder, _dirs, files in os.walk(os.path.join(path, "objects")):
-        for name in files:
-            try:
-                total += os.stat(os.path.join(folder, name)).st_size
-            except FileNotFoundError:  # a concurrent pack removed it
-                pass
-    return total
+def new_bytes(path: str, before: str, after: str) -> int:
+    """Bytes on disk (compressed, loose or packed) of the objects ``after`` added to
+    ``before``: what the writes in between grew the repository by, whatever ``git gc``
+    packed meanwhile."""
+    objects = run_git("--git-dir", path, "rev-list", "--objects", after, f"^{before}")
+    ids = b"".join(line.split(b" ", 1)[0] + b"\n" for line in objects.splitlines())
+    sizes = run_git("--git-dir", path, "cat-file", "--batch-check=%(objectsize:disk)",
+                    input=ids)
+    return sum(int(size) for size in sizes.split())
 
 
 def build(path: str, name_of, n: int, batch: int = 1000):
@@ -167,7 +167,7 @@ def main(argv=None) -> int:
                     for layout, reg in regs.items():
                         name_of = LAYOUTS[layout]
                         gc.collect()
-                        before = objects_bytes(reg.path)
+                        before = reg.store.head()
                         for _ in range(max(1, count // args.rounds)):
                             i = order[k[layout] % (n - 1)]
                             k[layout] += 1
@@ -179,7 +179,8 @@ def main(argv=None) -> int:
                                 reg.set_label(name, f"canary-{mode}-{_round}", 1,
                                               author=BENCH_AUTHOR)
                             lat[(layout, op, mode)].append(time.perf_counter() - start)
-                        grown[(layout, op, mode)] += objects_bytes(reg.path) - before
+                        grown[(layout, op, mode)] += new_bytes(reg.path, before,
+                                                               reg.store.head())
         for mode in modes:
             for op, what in (("save", "single saves"), ("move", "label moves")):
                 report(rep, n, what, op, mode, {layout: lat[(layout, op, mode)]

@@ -104,31 +104,27 @@ register_kind(Kind("dataset", "datasets", ".jsonl", _validate_dataset))
 register_kind(Kind("adapter", "adapters", "/" + CARD, validate_card, SIDECARS))
 
 
-def kind_of_path(path: str) -> tuple[Kind, str] | None:
-    """Return (kind, artifact name) for a content path in the repository."""
+def _of(path: str, name_of: Callable[[Kind, str], str | None]) -> tuple[Kind, str] | None:
     for kind in KINDS.values():
-        name = kind.artifact_of(path)
+        name = name_of(kind, path)
         if name is not None:
             return kind, name
     return None
+
+
+def kind_of_path(path: str) -> tuple[Kind, str] | None:
+    """Return (kind, artifact name) for a content path in the repository."""
+    return _of(path, Kind.artifact_of)
 
 
 def label_of_path(path: str) -> tuple[Kind, str] | None:
     """Return (kind, artifact name) for a label-map path in the repository."""
-    for kind in KINDS.values():
-        name = kind.labelled_artifact_of(path)
-        if name is not None:
-            return kind, name
-    return None
+    return _of(path, Kind.labelled_artifact_of)
 
 
 def split_of_path(path: str) -> tuple[Kind, str] | None:
     """Return (kind, artifact name) for a traffic-split path in the repository."""
-    for kind in KINDS.values():
-        name = kind.split_artifact_of(path)
-        if name is not None:
-            return kind, name
-    return None
+    return _of(path, Kind.split_artifact_of)
 
 
 def _located(path: str) -> tuple[str, str] | None:
