@@ -402,3 +402,23 @@ def test_move_into_buckets_never_overwrites_a_file(tmp_path, cli):
     assert (folder / at("x")).read_text() == "newer\n"
     assert (folder / "prompts/x.prompty").read_text() == "old\n"
     assert "0 file(s) moved" in out.output and "commit them" not in out.output
+
+
+def test_a_large_commit_built_by_fast_import_is_the_commit_libgit2_would_make(registry,
+                                                                               monkeypatch):
+    from promptrev.storage import gitstore
+
+    registry.save("seed", PROMPT)
+    store, head = registry.store, registry.store.head()
+    changes = {at(f"p{i:03d}"): store.write_blob(variant(PROMPT, i).encode())
+               for i in range(gitstore.FAST_IMPORT_MIN_BLOBS + 6)}
+    changes[at("seed")] = None
+    by_git = store.write_commit(head, changes, "many\n\nbody", SIG, when=1_800_000_000)
+    monkeypatch.setattr(gitstore, "FAST_IMPORT_MIN_BLOBS", 10**9)
+    by_libgit2 = store.write_commit(head, changes, "many\n\nbody", SIG, when=1_800_000_000)
+    assert by_git == by_libgit2 and by_git.sha == store.commit(head, changes, "many\n\nbody",
+                                                               SIG, when=1_800_000_000)
+    assert not store.refs("refs/promptrev/")  # the temporary ref is gone
+    unchanged = {at(f"p{i:03d}"): None for i in range(70)}  # deletes nothing that exists
+    monkeypatch.undo()
+    assert store.write_commit(head, unchanged, "nothing", SIG) is None
