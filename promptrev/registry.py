@@ -162,9 +162,9 @@ class Registry:
         if not registry.bucketed():
             try:
                 registry.move_into_buckets()
-            except PromptrevError as exc:  # read-only, full: reads work in either layout
+            except (PromptrevError, OSError) as exc:  # read-only, full: reads work in
                 log.warning("could not move %s into the bucket layout: %s (writes will try "
-                            "again)", path, exc.message)
+                            "again)", path, getattr(exc, "message", exc))  # either layout
         return registry
 
     # ---- the bucket layout (model.fanout) ------------------------------------------

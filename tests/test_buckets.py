@@ -8,6 +8,7 @@ import json
 import subprocess
 
 import pygit2
+import pytest
 
 from promptrev import Registry
 from promptrev.model.artifacts import KINDS, placed
@@ -422,3 +423,22 @@ def test_a_large_commit_built_by_fast_import_is_the_commit_libgit2_would_make(re
     unchanged = {at(f"p{i:03d}"): None for i in range(70)}  # deletes nothing that exists
     monkeypatch.undo()
     assert store.write_commit(head, unchanged, "nothing", SIG) is None
+
+
+def test_a_registry_from_before_buckets_on_a_read_only_disk_still_answers_reads(tmp_path):
+    from .test_recovery_edges import _bind_read_only
+
+    path = tmp_path / "reg"
+    seen = legacy_registry(path, tmp_path)
+    if not _bind_read_only(path):
+        pytest.skip("cannot bind-mount read-only here (needs root)")
+    try:
+        reg = Registry.open(path, index_url="sqlite://")  # cannot move: warns, reads on
+        assert not reg.bucketed()
+        assert [(v.number, v.commit) for v in reg.history("greet")] == [
+            (v.number, v.commit) for v in seen["history"]]
+        assert reg.labels("greet") == seen["labels"] and reg.splits("greet") == seen["splits"]
+        assert reg.get("greet@production").text == PROMPT
+        reg.close()
+    finally:
+        subprocess.run(["umount", str(path)], check=True)
