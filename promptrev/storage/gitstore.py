@@ -963,7 +963,7 @@ class GitStore:
 
 def _plain(*fields: str) -> bool:
     """Whether signature fields can be written in a fast-import stream as they are."""
-    return not any(c in field for field in fields for c in "<>\n")
+    return not any(c in field for field in fields for c in "<>\n\0")
 
 
 def _stale(path: str, seen: os.stat_result, repo: str) -> bool:
