@@ -37,6 +37,7 @@ from .errors import (
     ValidationFailed,
 )
 from .storage import durability, maintenance
+from .storage.gitstore import FAST_IMPORT_REFS as FAST_IMPORT_REFS  # for the Git endpoint
 from .storage.gitstore import MAIN, GitStore, RefMoved, Signature
 from .storage.index import ACCOUNT_FIELD, VERSION_FIELDS, IndexDatabase, IndexReader
 from .storage.indexer import catch_up

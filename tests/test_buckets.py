@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 
 import pygit2
@@ -442,3 +443,20 @@ def test_a_registry_from_before_buckets_on_a_read_only_disk_still_answers_reads(
         reg.close()
     finally:
         subprocess.run(["umount", str(path)], check=True)
+
+
+def test_a_bulk_write_killed_before_main_named_its_commit_leaves_nothing_fsck_misses(registry):
+    from promptrev.storage.gitstore import FAST_IMPORT_REFS
+
+    registry.save("greet", PROMPT)
+    store = registry.store
+    dead = 2**22 + 12345  # above any pid this machine hands out (pid_max is 2**22)
+    store.move_ref(f"{FAST_IMPORT_REFS}/{dead}-1", None, store.head(), "killed mid-write")
+    store.move_ref(f"{FAST_IMPORT_REFS}/{os.getpid()}-1", None, store.head(), "still writing")
+    problems = registry.fsck()["problems"]
+    assert [p for p in problems if FAST_IMPORT_REFS in p] == [
+        f"{FAST_IMPORT_REFS}/{dead}-1 was left by a bulk write that was killed before main "
+        "named its commit; 'promptrev fsck --repair' removes it"]
+    report = registry.fsck(repair=True)
+    assert f"removed {FAST_IMPORT_REFS}/{dead}-1" in report["repaired"] and report["ok"]
+    assert list(store.refs(FAST_IMPORT_REFS + "/")) == [f"{FAST_IMPORT_REFS}/{os.getpid()}-1"]

@@ -43,7 +43,7 @@ from promptrev.errors import (
     Unauthorized,
     UnsupportedEncoding,
 )
-from promptrev.registry import git_durability_options
+from promptrev.registry import FAST_IMPORT_REFS, git_durability_options
 
 from .auth import ANONYMOUS, state
 from .errors import http_status
@@ -184,7 +184,10 @@ def _run(path: str, user: User, body: IO[bytes] | None, length: int | None) -> R
     settings = state().settings
     process = subprocess.Popen(
         ["git", *git_durability_options(), "-c",
-         f"core.hooksPath={hooks_dir(settings.registry)}", "http-backend"],
+         f"core.hooksPath={hooks_dir(settings.registry)}",
+         # refs of promptrev's own (a bulk write's commit before main names it) are no
+         # one's to fetch or push
+         "-c", f"transfer.hideRefs={FAST_IMPORT_REFS}", "http-backend"],
         stdin=subprocess.PIPE if body is not None else subprocess.DEVNULL,
         stdout=subprocess.PIPE, env=_environ(path, user, length), cwd=settings.registry,
         start_new_session=True)  # its own process group: stopping it stops receive-pack too

@@ -55,6 +55,9 @@ REGISTRY_CONFIG = {"core.logAllRefUpdates": "always", "gc.cruftPacks": "true",
 # From this many new blobs on, one `git fast-import` pack beats one loose file per blob
 # (and keeps bulk imports from filling the repository with tens of thousands of files).
 FAST_IMPORT_MIN_BLOBS = 64
+# Where a commit git fast-import builds is named until read (then deleted); hidden from
+# Git clients of the server, reported by fsck and removed by its repair if left behind.
+FAST_IMPORT_REFS = "refs/promptrev/fast-import"
 # glibc gives the compression state git fast-import allocates per object (a few hundred
 # KB) back to the system at each free and takes it again for the next object: four brk
 # calls and freshly zeroed pages per blob, 70 % of its time on small prompts. Padding the
@@ -655,7 +658,8 @@ class GitStore:
         per tree (a bulk import into folders of buckets touches thousands) cost ~90 µs
         each. The commit is the one libgit2 would make: same tree, parent, signatures
         and message. A temporary ref names it and is deleted at once."""
-        ref = f"refs/promptrev/fast-import/{os.getpid()}-{threading.get_ident()}"
+        ref = f"{FAST_IMPORT_REFS}/{os.getpid()}-{threading.get_ident()}"
+        self._drop_fast_import_ref(ref)  # left by a killed process that had our pid
         who = f"{sig.name} <{sig.email}> {sig.time} +0000\n".encode()
         body = message.encode("utf-8")
         stream = bytearray(b"commit %s\nauthor %s" % (ref.encode(), who))
@@ -670,6 +674,7 @@ class GitStore:
                                 input=bytes(stream), capture_output=True,
                                 env={**_FAST_IMPORT_ENV, **os.environ})
         if result.returncode != 0:
+            self._drop_fast_import_ref(ref)
             raise self.write_error(OSError(result.stderr.decode(errors="replace")),
                                    f"writing a commit of {len(changes)} files "
                                    "(git fast-import)")
@@ -683,6 +688,36 @@ class GitStore:
             return None  # nothing changed: the commit stays unreachable (gc prunes it)
         return CommitInfo(sha, sig.name, sig.email, message.strip(), sig.time,
                           (base,) if base else ())
+
+    def _drop_fast_import_ref(self, ref: str) -> None:
+        lock = os.path.join(self.path, ref + ".lock")
+        if os.path.exists(lock):
+            self.clear_stale_lock(lock)
+        try:
+            if ref in self.repo.references:
+                self.repo.references.delete(ref)
+        except (KeyError, pygit2.GitError, OSError):
+            pass
+
+    def leftover_fast_import_refs(self) -> list[str]:
+        """Temporary refs of bulk writes whose process is gone (killed mid-write)."""
+        out = []
+        for ref in self.refs(FAST_IMPORT_REFS + "/"):
+            pid = ref.rsplit("/", 1)[-1].split("-", 1)[0]
+            try:
+                os.kill(int(pid), 0)
+            except (ValueError, ProcessLookupError):
+                out.append(ref)
+            except PermissionError:  # alive, another user's
+                pass
+        return out
+
+    def drop_leftover_fast_import_refs(self) -> list[str]:
+        """Delete :meth:`leftover_fast_import_refs` (they keep unreachable work alive)."""
+        dropped = self.leftover_fast_import_refs()
+        for ref in dropped:
+            self._drop_fast_import_ref(ref)
+        return dropped
 
     def commit_tree(self, tree: str, parents: list[str], message: str, author: Signature,
                     committer: Signature | None = None) -> str:

@@ -48,6 +48,9 @@ def check(store: GitStore, database: IndexDatabase, *, repair: bool = False,
     for lock in store.stale_locks():
         problems.append(f"stale lock file {lock} (left by a killed writer; '{REPAIR}' "
                         "removes it)")
+    for ref in store.leftover_fast_import_refs():
+        problems.append(f"{ref} was left by a bulk write that was killed before main named "
+                        f"its commit; '{REPAIR}' removes it")
     problems += _git_problems(store)
     head, main_problem = _main(store, database)
     if main_problem:
@@ -78,6 +81,7 @@ def _repair(store: GitStore, database: IndexDatabase, rewind: bool) -> list[str]
     for lock in store.stale_locks():
         if store.clear_stale_lock(os.path.join(store.path, lock)):
             done.append(f"removed stale lock {lock}")
+    done += [f"removed {ref}" for ref in store.drop_leftover_fast_import_refs()]
     head, problem = _main(store, database)
     if problem is not None:
         candidates = [c for c in store.main_reflog() + [_indexed_head(database)] if c]
