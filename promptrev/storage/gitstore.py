@@ -14,6 +14,7 @@ import fcntl
 import logging
 import os
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -584,6 +585,42 @@ class GitStore:
             self.run_git("prune", "--expire=1.hour.ago")
         except (git.GitCommandError, OSError) as exc:
             log.warning("git prune in %s failed: %s", self.path, exc)
+
+    def collecting(self) -> bool:
+        """Whether a live ``git gc`` holds this repository's ``gc.pid`` lock.
+
+        A collection packs loose objects and deletes them, and renames its temporary
+        packs into place, so what another reader listed may vanish before it reads it.
+        Git itself ignores a ``gc.pid`` older than twelve hours; so does this. One written
+        on another host is taken as live (its process cannot be checked from here).
+        """
+        path = os.path.join(self.path, "gc.pid")
+        try:
+            with open(path, encoding="utf-8", errors="replace") as fh:
+                said = fh.read().split()
+            age = time.time() - os.stat(path).st_mtime
+        except OSError:
+            return False
+        if age > 12 * 3600 or not said:
+            return False
+        if len(said) > 1 and said[1] != socket.gethostname():
+            return True
+        try:
+            os.kill(int(said[0]), 0)
+        except (ValueError, ProcessLookupError):
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def wait_for_collector(self, timeout: float = 120.0) -> bool:
+        """Wait, up to ``timeout`` seconds, while :meth:`collecting`; False if it still is."""
+        deadline = time.monotonic() + timeout
+        while self.collecting():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def clear_gc_log(self) -> str | None:
         """Settle what stopped ``git gc --auto``, which then refuses to run for a day.

@@ -161,16 +161,15 @@ def _indexed_head(database: IndexDatabase) -> str | None:
 
 def _git_problems(store: GitStore) -> list[str]:
     problems = []
-    try:
-        git.Repo(store.path).git.fsck("--full", "--no-dangling", "--no-progress")
-    except git.GitCommandError as exc:
-        said = [str(part).strip().removeprefix("stderr:").removeprefix("stdout:").strip(" '\n")
-                for part in (exc.stderr, exc.stdout) if part]
-        text = "; ".join(p for p in said if p) or f"exit status {exc.status}"
-        problems.append(f"git fsck: {text} (restore lost objects from a clone or a backup "
-                        "with 'promptrev restore')")
-    except OSError as exc:
-        problems.append(f"git fsck could not run: {exc}")
+    said = _git_fsck(store)
+    if said is not None:
+        # A collection running alongside (``git gc --auto`` after a save works in the
+        # background) packs and deletes loose objects that fsck had listed, which it then
+        # reports missing. Only what is still wrong once no collection runs is damage.
+        store.wait_for_collector()
+        said = _git_fsck(store)
+    if said is not None:
+        problems.append(said)
     try:
         with open(os.path.join(store.path, "gc.log"), encoding="utf-8",
                   errors="replace") as fh:
@@ -181,6 +180,23 @@ def _git_problems(store: GitStore) -> list[str]:
     except OSError:
         pass
     return problems
+
+
+def _git_fsck(store: GitStore) -> str | None:
+    """What ``git fsck`` finds wrong with the object store, once no collection runs."""
+    busy = "" if store.wait_for_collector() else (
+        " (a git gc was still running after two minutes, which may explain it)")
+    try:
+        git.Repo(store.path).git.fsck("--full", "--no-dangling", "--no-progress")
+    except git.GitCommandError as exc:
+        said = [str(part).strip().removeprefix("stderr:").removeprefix("stdout:").strip(" '\n")
+                for part in (exc.stderr, exc.stdout) if part]
+        text = "; ".join(p for p in said if p) or f"exit status {exc.status}"
+        return (f"git fsck: {text}{busy} (restore lost objects from a clone or a backup "
+                "with 'promptrev restore')")
+    except OSError as exc:
+        return f"git fsck could not run: {exc}"
+    return None
 
 
 def _index_damage(database: IndexDatabase) -> str | None:
