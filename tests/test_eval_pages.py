@@ -132,7 +132,10 @@ def test_start_a_run_from_the_form_and_read_its_page(env, reg):
             assert float(rows[variant]["mean"]) == pytest.approx(iv["mean"], rel=1e-5)
             assert float(rows[variant]["low"]) <= float(rows[variant]["mean"]) <= float(
                 rows[variant]["high"])
-            assert rows[variant]["n"] == "6"
+            # a batch's cases share one latency measurement: n counts measurements
+            assert rows[variant]["n"] == str(metric.get("measured", {}).get("units", 6))
+        if "measured" in metric:
+            assert escape(metric["measured"]["note"]) in page
         table = page[page.index(f'id="comparisons-{name}"'):]
         table = table[:table.index("</table>")]
         assert table.count("<tr class=") == 2  # both against the baseline

@@ -81,7 +81,7 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     accounts = Accounts(f"sqlite:///{accounts_db}")
     after_index, after_accounts = raw_rows(index_db), raw_rows(accounts_db)
 
-    assert after_index.pop("alembic_version") == [("r0004",)]
+    assert after_index.pop("alembic_version") == [("r0005",)]
     assert after_index.pop("event") == []  # r0003's outbox starts empty
     # r0004: commits made before accounts were recorded have none
     commits = after_index.pop("commit")
@@ -89,6 +89,9 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     moved = commits.pop()
     assert moved[4].startswith("Move files into buckets"), moved
     assert commits == [row + (None,) for row in before_index.pop("commit")]
+    # r0005: results stored before it do not say which share a latency measurement
+    assert after_index.pop("eval_result") == [
+        row + (None,) for row in before_index.pop("eval_result")]
     assert after_accounts.pop("alembic_version_accounts") == [("a0002",)]
     assert after_accounts.pop("account_throttle") == []  # a0002's throttle starts empty
     # a0002 gave every user session generation 0 and every token no scopes
@@ -137,7 +140,7 @@ def test_several_processes_opening_an_old_registry_migrate_it_once(tmp_path):
         assert proc.returncode == 0, err
         assert json.loads(out) == 2
     rows = raw_rows(path / "promptrev-index.sqlite")
-    assert rows["alembic_version"] == [("r0004",)]
+    assert rows["alembic_version"] == [("r0005",)]
     assert len(rows["review_comment"]) == 2
 
 

@@ -22,18 +22,24 @@ def build_report(registry, run: dict[str, Any], results: list[dict[str, Any]],
             rows[r["variant"]][r["case_index"]] = r
     alpha = float(spec.get("alpha") or 0.05)
     baseline = spec.get("baseline")
+    units = shared_latency_units(rows, names, n)
     metrics = []
     for metric, meta in scorer_meta.items():
         scores = {v: [None if r is None else r["scores"].get(metric) for r in rows[v]]
                   for v in names}
-        metrics.append(stats.compare(scores, metric=metric,
-                                     higher_is_better=meta["higher_is_better"], alpha=alpha,
-                                     baseline=baseline).to_dict())
+        batched = bool(meta.get("batch_shared")) and units is not None
+        if batched:
+            scores = {v: unit_means(values, units) for v, values in scores.items()}
+        report = stats.compare(scores, metric=metric, higher_is_better=meta["higher_is_better"],
+                               alpha=alpha, baseline=baseline).to_dict()
+        if batched:
+            report["measured"] = _batch_note(metric, n, units)
+            report["verdict"].insert(0, report["measured"]["note"])
+        metrics.append(report)
     operations = {}
     for key, label in _OPERATIONS:
         operations[key] = {"label": label, "variants": {
-            v: stats.mean_ci([r[key] for r in rows[v] if r is not None and r[key] is not None],
-                             n_boot=2000).to_dict() for v in names}}
+            v: _operation(rows[v], key, units if key == "latency_s" else None) for v in names}}
     costs = _costs(registry, spec, rows, names)
     verdict = [line for m in metrics for line in m["verdict"]]
     verdict += [c["text"] for c in costs["break_even"]]
@@ -44,6 +50,74 @@ def build_report(registry, run: dict[str, Any], results: list[dict[str, Any]],
         "errors": {v: sum(1 for r in rows[v] if r is not None and r["error"]) for v in names},
         "metrics": metrics, "operations": operations, "costs": costs, "verdict": verdict,
     }
+
+
+def shared_latency_units(rows: dict[str, list], names: list[str], n: int
+                         ) -> list[list[int]] | None:
+    """The independent latency measurements of a run, as groups of case indices.
+
+    A batched call gives every case of the batch the batch's wall time (the results share
+    a ``latency_batch`` key), so those cases are one measurement, not several. Cases that
+    share a batch in any variant are joined; each group is then a set of whole batches in
+    every variant, measured apart from the other groups, and the groups pair across
+    variants. None when every latency was measured alone (one call per case).
+    """
+    parent = list(range(n))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    shared = False
+    for name in names:
+        first: dict[str, int] = {}
+        for index, row in enumerate(rows[name]):
+            key = row.get("latency_batch") if row is not None else None
+            if not key:
+                continue
+            if key in first:
+                shared = True
+                parent[root(index)] = root(first[key])
+            else:
+                first[key] = index
+    if not shared:
+        return None
+    groups: dict[int, list[int]] = {}
+    for index in range(n):
+        groups.setdefault(root(index), []).append(index)
+    return list(groups.values())
+
+
+def unit_means(values: list, units: list[list[int]]) -> list[float | None]:
+    """The mean of each group's values (None where a group has none)."""
+    out: list[float | None] = []
+    for unit in units:
+        present = [values[i] for i in unit if values[i] is not None]
+        out.append(sum(present) / len(present) if present else None)
+    return out
+
+
+def _batch_note(metric: str, cases: int, units: list[list[int]]) -> dict[str, Any]:
+    count = len(units)
+    some = "one measurement" if count == 1 else f"{count} measurements"
+    over = ("nothing can be compared from one" if count == 1 else
+            f"means, intervals and tests are over those {count}")
+    note = (f"{metric}: the {cases} cases were answered in batches, and every case of a batch "
+            f"carries the batch's wall time, so they are {some} per variant, not {cases}: "
+            f"{over} (run with batch_size: 1 to measure each case)")
+    return {"unit": "batch", "units": len(units), "cases": cases, "note": note}
+
+
+def _operation(rows: list, key: str, units: list[list[int]] | None) -> dict[str, Any]:
+    """Mean per request with its interval; over batches where cases share a measurement."""
+    from . import stats
+
+    values = [None if r is None else r[key] for r in rows]
+    if units is not None:
+        values = unit_means(values, units)
+    return stats.mean_ci([v for v in values if v is not None], n_boot=2000).to_dict()
 
 
 def _costs(registry, spec: dict[str, Any], rows: dict[str, list], names: list[str]

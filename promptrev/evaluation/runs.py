@@ -169,7 +169,8 @@ class Evaluator:
                 "prompt_tokens": result.usage.get("prompt_tokens", gen.prompt_tokens),
                 "completion_tokens": result.usage.get("completion_tokens",
                                                       gen.completion_tokens),
-                "latency_s": gen.latency_s, "cost": cost(gen, prices, variant.model),
+                "latency_s": gen.latency_s, "latency_batch": gen.latency_batch,
+                "cost": cost(gen, prices, variant.model),
                 "error": result.error})
         return rows
 
@@ -180,7 +181,8 @@ class Evaluator:
         prices = price_table(run["spec"].get("prices") or {})
         scorers = build_scorers(run["spec"]["scorers"],
                                 ScorerContext(self.runner, self.env, prices))
-        meta = {s.name: {"binary": s.binary, "higher_is_better": s.higher_is_better}
+        meta = {s.name: {"binary": s.binary, "higher_is_better": s.higher_is_better,
+                         "batch_shared": getattr(s, "batch_shared", False)}
                 for s in scorers}
         return build_report(self.registry, run, self.store.results(run_id), meta)
 

@@ -130,6 +130,9 @@ class ItemScorer:
     function: Callable[[ScoreInput], Score]
     binary: bool
     higher_is_better: bool = True
+    # The value is the generation's latency, shared by the answers of one batch (see
+    # Generation.latency_batch), so reports compare it batch by batch.
+    batch_shared: bool = False
 
     def score(self, items: list[ScoreInput]) -> list[Score]:
         """Score each item on its own."""
@@ -269,7 +272,8 @@ def _measure(name: str, attribute: str, unit: str) -> ScorerFactory:
             value = float(getattr(item.generation, attribute))
             return Score(value, f"{value:g} {unit}")
 
-        return ItemScorer(name, score, binary=False, higher_is_better=False)
+        return ItemScorer(name, score, binary=False, higher_is_better=False,
+                          batch_shared=attribute == "latency_s")
 
     return factory
 

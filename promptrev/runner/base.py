@@ -58,13 +58,17 @@ class Generation:
     latency_s: float
     model: str
     adapter: str | None = None
+    # Answers of one batched call share this key: their ``latency_s`` is the batch's wall
+    # time, one measurement for all of them, not one per answer. None: measured alone.
+    latency_batch: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"text": self.text, "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": self.completion_tokens,
                 "finish_reason": self.finish_reason, "latency_s": self.latency_s,
-                "model": self.model, "adapter": self.adapter}
+                "model": self.model, "adapter": self.adapter,
+                "latency_batch": self.latency_batch}
 
 
 class Backend(Protocol):

@@ -35,6 +35,7 @@ import hashlib
 import os
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -410,13 +411,16 @@ class HFBackend:
         start = time.perf_counter()
         generated = self._run(requests, prompts)
         latency = time.perf_counter() - start
+        # One wall time for the whole batch: every row carries it, marked as shared.
+        shared = uuid.uuid4().hex[:16] if len(requests) > 1 else None
         out = []
         for request, prompt, ids in zip(requests, prompts, generated, strict=True):
             text, used, reason = _finish_row(self.tokenizer, ids, request, self.loaded.eos_ids)
             adapter = (request.adapter.ref or request.adapter.key) if request.adapter else None
             out.append(Generation(text=text, prompt_tokens=len(prompt), completion_tokens=used,
                                   finish_reason=reason, latency_s=latency,
-                                  model=self.spec.name, adapter=adapter))
+                                  model=self.spec.name, adapter=adapter,
+                                  latency_batch=shared))
         return out
 
     def _run(self, requests: list[GenerationRequest], prompts: list[list[int]], *,

@@ -232,6 +232,8 @@ class EvalResultRow(SQLModel, table=True):
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    # Rows with the same key share one latency measurement (a batch's wall time).
+    latency_batch: Optional[str] = Field(default=None, max_length=64)
     cost: Optional[float] = None
     error: Optional[str] = None
     created: int
