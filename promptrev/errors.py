@@ -217,6 +217,13 @@ class ModelNotConfigured(PromptrevError):
     code = "model_not_configured"
 
 
+class ModelUnavailable(Busy):
+    """Nothing answers where a model is served (connection refused, no such host): said at
+    once, with the setting that points promptrev at the model, rather than after retries."""
+
+    code = "model_unavailable"
+
+
 class EnvNotAllowed(PromptrevError):
     """A stored file reads ``${env:NAME}`` and NAME is not in ``PROMPTREV_ALLOW_ENV``.
 

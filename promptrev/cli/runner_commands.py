@@ -106,3 +106,39 @@ def finetune(ctx: Context, dataset: str, model_path: str, name: str, method: str
     training = card["training"]
     click.echo(f"{version.ref}: {training['steps']} steps in {training['train_seconds']}s, "
                f"validation loss {training['validation_loss']}")
+
+
+@main.command("models")
+@click.option("--json", "as_json", is_flag=True)
+@pass_ctx
+def models_command(ctx: Context, as_json: bool) -> None:
+    """List the configured models (PROMPTREV_MODELS) and whether each can answer.
+
+    Exits 1 when none is configured or none answers.
+    """
+    import os
+
+    from promptrev.runner.base import model_specs
+    from promptrev.runner.probe import probe
+
+    settings = ctx.settings
+    specs = model_specs(settings.configured_models(), settings.env)
+    found = [probe(name, spec) for name, spec in sorted(specs.items())]
+    key = bool(settings.env.get("OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY"))
+    if as_json:
+        emit_json({"models": found, "models_file": settings.models_file,
+                   "openai_api_key": key})
+    else:
+        if not found:
+            click.echo("no models configured: write a models file and set PROMPTREV_MODELS "
+                       "to its path (README: 'Your first run on a model')")
+        for item in found:
+            mark = click.style("ok  ", fg="green") if item["ok"] else click.style(
+                "FAIL", fg="red", bold=True)
+            click.echo(f"{mark} {item['name']:<16} {item['backend']:<7} {item['model']}"
+                       f"  ({item['where']})\n     {item['status']}")
+        click.echo(f"OPENAI_API_KEY is {'set' if key else 'not set'}: prompts whose model "
+                   "runs on OpenAI's API (type: openai, no base_url) "
+                   f"{'use it' if key else 'cannot run'}")
+    if not any(item["ok"] for item in found):
+        sys.exit(1)

@@ -4,21 +4,41 @@ Works with OpenAI, vLLM (a LoRA adapter is served under its own model name, so t
 adapter's name becomes ``model``), Ollama, LM Studio and promptrev's own ``/v1``.
 Transient errors (connection, timeout, 429, 5xx) are retried with exponential backoff by
 the client itself (``max_retries``); token usage comes from the server's answer.
+
+What cannot work is said at once, without retries: OpenAI's own API with no key (neither
+the model's ``api_key`` nor ``OPENAI_API_KEY``), and a server that nothing answers at
+(connection refused, a host that does not resolve), checked before the first request.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlsplit
 
-from ..errors import Busy, InvalidRequest, PromptrevError, RemoteFailed
+from ..errors import (
+    Busy,
+    InvalidRequest,
+    ModelNotConfigured,
+    ModelUnavailable,
+    PromptrevError,
+    RemoteFailed,
+)
 from .base import Generation, GenerationRequest, ModelSpec, backend
 from .trust import redact
 
 DEFAULT_RETRIES = 4
 DEFAULT_CONCURRENCY = 8
+OPENAI_HOST = ("api.openai.com", 443)  # the client's default base URL
+PROBE_SECONDS = 3.0
+SETUP = ("point promptrev at a model: set OPENAI_API_KEY for OpenAI's API, or list an "
+         "OpenAI-compatible server (Ollama, vLLM, llama.cpp) in the models file "
+         "PROMPTREV_MODELS, e.g. 'NAME: {backend: openai, name: MODEL, base_url: "
+         "http://localhost:11434/v1}', and run with --model NAME (README: 'Your first run "
+         "on a model')")
 
 
 class BackendFailed(RemoteFailed):
@@ -38,8 +58,16 @@ class OpenAIBackend:
 
         self.spec = spec
         options = spec.options
+        api_key = spec.api_key or (None if spec.base_url else os.environ.get("OPENAI_API_KEY"))
+        if not api_key and not spec.base_url:
+            raise ModelNotConfigured(
+                f"model {spec.name!r} runs on OpenAI's API, but no API key is set (neither "
+                f"OPENAI_API_KEY nor the model's api_key); {SETUP}",
+                details={"model": spec.name, "missing": "OPENAI_API_KEY",
+                         "reason": "OpenAI's API needs a key: OPENAI_API_KEY is not set"})
+        self._reached = False  # set once a connection to the server was made
         self.client = openai.OpenAI(
-            base_url=spec.base_url, api_key=spec.api_key or "not-needed",
+            base_url=spec.base_url, api_key=api_key or "not-needed",
             max_retries=int(options.get("max_retries", DEFAULT_RETRIES)),
             timeout=float(options.get("timeout", 120)))
         self.concurrency = int(options.get("concurrency", DEFAULT_CONCURRENCY))
@@ -55,8 +83,43 @@ class OpenAIBackend:
         name = ref.split("@", 1)[0]
         return self.adapter_models.get(ref, self.adapter_models.get(name, name))
 
+    def reachable(self) -> None:
+        """Raise :class:`ModelUnavailable` at once if nothing answers where the model is.
+
+        One TCP connection before the first request (and after each failed one): the
+        client's retries with backoff are for transient failures, not for a server that is
+        not running or a name that does not resolve. Skipped behind an HTTP proxy (the
+        proxy, not this machine, reaches the server). The URL is never repeated.
+        """
+        if self._reached or _proxied():
+            return
+        host, port = _host_port(self.spec.base_url)
+        try:
+            socket.create_connection((host, port), timeout=PROBE_SECONDS).close()
+        except socket.gaierror:
+            raise self._unavailable("its host name does not resolve") from None
+        except ConnectionRefusedError:
+            raise self._unavailable("the connection was refused: nothing listens there") \
+                from None
+        except OSError:
+            return  # a timeout or a routing problem may pass: the client retries those
+        self._reached = True
+
+    def _unavailable(self, why: str) -> ModelUnavailable:
+        if not self.spec.base_url:
+            return ModelUnavailable(f"cannot reach OpenAI's API for model {self.spec.name!r}: "
+                                    f"{why} (is this machine offline?); or {SETUP}",
+                                    details={"model": self.spec.name,
+                                             "reason": f"OpenAI's API: {why}"})
+        return ModelUnavailable(f"cannot reach the server configured for model "
+                                f"{self.spec.name!r} (its base_url): {why}. Start the model "
+                                f"server or fix its base_url; or {SETUP}",
+                                details={"model": self.spec.name,
+                                         "reason": f"not answering: {why}"})
+
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Answer every request; up to ``concurrency`` in flight at once."""
+        self.reachable()
         if len(requests) <= 1:
             return [self._one(r) for r in requests]
         with ThreadPoolExecutor(min(self.concurrency, len(requests))) as pool:
@@ -64,6 +127,7 @@ class OpenAIBackend:
 
     def stream(self, request: GenerationRequest) -> Iterator[str]:
         """Yield the answer in pieces; the generator returns the final Generation."""
+        self.reachable()
         model = self.model_for(request)
         start = time.perf_counter()
         pieces, finish, usage = [], "stop", None
@@ -129,6 +193,23 @@ class OpenAIBackend:
         if status in (400, 404, 422):
             return InvalidRequest(f"{where} refused the request ({status}): {detail}")
         return BackendFailed(f"{where} failed ({status or 'no status'}): {detail}")
+
+
+def _host_port(url: str | None) -> tuple[str, int]:
+    """The host and port a base URL (None: OpenAI's API) connects to."""
+    if not url:
+        return OPENAI_HOST
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return parts.hostname or "", port or (443 if parts.scheme == "https" else 80)
+
+
+def _proxied() -> bool:
+    return any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY",
+                                                  "http_proxy", "ALL_PROXY", "all_proxy"))
 
 
 def _origin(url: str | None) -> str | None:
