@@ -229,3 +229,35 @@ def test_adapter_pages(server_env, tmp_path):
     assert "layers.0.self_attn.q_proj" in weights and "changed" in weights
     r = server_env.api("GET", "/artifact?ref=tone@1&kind=adapter")
     assert r.status_code == 200 and "adapter_model.safetensors" in r.get_json()["text"]
+
+
+def test_a_large_folder_is_listed_a_page_at_a_time(server_env, tmp_path):
+    from promptrev import Registry
+
+    with Registry.open(server_env.settings.registry) as reg:
+        with reg.transaction(message="many") as tx:
+            for i in range(230):
+                tx.save(f"bulk{i:03d}", variant(PROMPT, i))
+            for i in range(7):
+                tx.save(f"team/deep{i}", variant(PROMPT, i))
+    client = server_env.login("viewer")
+    page = _text(client.get("/"))
+    names = re.findall(r'href="/a/(bulk\d+)\?', page)
+    assert names == [f"bulk{i:03d}" for i in range(100)]  # the first page, in order
+    assert 'href="/?prefix=team"' in page and 'class="folder-icon"' in page
+    assert "📁" not in page  # drawn, not an emoji that may render as an empty box
+    assert "1–100 of 23" in page and 'rel="next" href="/?page=2"' in page
+    assert 'rel="prev"' not in page
+    last = _text(client.get("/?page=3"))
+    assert re.findall(r'href="/a/(bulk\d+)\?', last)[0] == "bulk200"
+    assert 'rel="next"' not in last and 'rel="prev" href="/?page=2"' in last
+    # the starter library's top-level artifacts sort after bulk*, on the last page too
+    direct = int(re.search(r"1–100 of (\d+)", page).group(1))
+    assert direct > 230 and f"201–{direct} of {direct}" in last
+    assert len(re.findall(r'<tr>\s*<td><a href="/a/', last)) == direct - 200
+    assert _text(client.get("/?page=99")) == last  # past the end: the last page
+    searched = _text(client.get("/?q=bulk1&page=1"))
+    assert re.findall(r'href="/a/(bulk\d+)\?', searched) == [f"bulk1{i:02d}" for i in range(100)]
+    assert 'rel="next"' not in searched
+    bad = client.get("/?page=two")
+    assert bad.status_code == 400 and "&#39;page&#39; must be a page number" in bad.get_data(True)

@@ -88,11 +88,14 @@ def _int(name: str, default: int | None = None) -> int | None:
             raise InvalidRequest(f"'{name}' is required")
         return default
     if not (value.isascii() and value.isdigit()) or len(value) > 9:
-        raise InvalidRequest(f"'{name}' must be a version number, not {value[:20]!r}")
+        what = "a page number" if name == "page" else "a version number"
+        raise InvalidRequest(f"'{name}' must be {what}, not {value[:20]!r}")
     return int(value)
 
 
 # ---- browsing --------------------------------------------------------------------------
+PER_PAGE = 100  # artifacts per page of a folder: 10,000 in one page made 2 MB of HTML
+
 @bp.get("/")
 @reader
 def index(user: User) -> str:
@@ -102,23 +105,15 @@ def index(user: User) -> str:
     kind = request.args.get("kind") or None
     if kind not in (None, *KINDS):
         kind = None
-    rows = _reg().list(prefix + "/" if prefix else None, kind=kind, query=query)
-    folders: dict[str, int] = {}
-    items = []
-    for row in rows:
-        rest = row.name[len(prefix) + 1:] if prefix else row.name
-        if "/" in rest and not query:
-            folder = rest.split("/", 1)[0]
-            folders[folder] = folders.get(folder, 0) + 1
-        else:
-            items.append(row)
+    listing = _reg().browse(prefix, kind=kind, query=query, page=_int("page", 1),
+                            per_page=PER_PAGE)
     crumbs = []
     if prefix:
         parts = prefix.split("/")
         crumbs = [("/".join(parts[: i + 1]), part) for i, part in enumerate(parts)]
-    return render_template("index.html", user=user, rows=items, folders=sorted(folders.items()),
-                           prefix=prefix, query=query or "", kind=kind, crumbs=crumbs,
-                           total=len(rows))
+    return render_template("index.html", user=user, rows=listing.items,
+                           folders=listing.folders, prefix=prefix, query=query or "", kind=kind,
+                           crumbs=crumbs, total=listing.total, listing=listing)
 
 
 @bp.get("/a/<path:name>")
