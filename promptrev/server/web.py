@@ -28,6 +28,7 @@ from flask_login import current_user, login_user, logout_user
 from promptrev.accounts import Backoff, User
 from promptrev.errors import Conflict, InvalidRequest, NotFound, TooManyAttempts, Unauthorized
 from promptrev.model.artifacts import KINDS
+from promptrev.model.diffing import text_diff
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.prompty import parse_prompt
 from promptrev.reviews import Edit, Reviews
@@ -192,11 +193,18 @@ def highlight_css() -> Response:
 @bp.route("/edit", methods=["GET", "POST"])
 @writer
 def edit(user: User) -> str | Response:
-    """Edit with a commit message; a conflicting edit shows the other change, loses none."""
+    """Edit with a commit message; an edit that meets another change loses neither.
+
+    When the artifact moved on since the editor opened (``base``), the edit is merged
+    three-way with the latest version, as change requests merge. A clean merge is shown
+    for confirmation (saving it is based on the latest version, so a further change is
+    caught again); where both changed the same lines, both sides are shown and only the
+    named "overwrite" button (``overwrite``: the version it replaces) saves over theirs.
+    """
     reg, kind = _reg(), _kind()
     creating = request.values.get("new") == "1"
     name = request.values.get("name", "").strip()
-    conflict = None
+    page: dict[str, Any] = {}
     if request.method == "POST":
         name = validate_name(_need("name"))
         text = request.form.get("text", "").replace("\r\n", "\n")
@@ -208,14 +216,16 @@ def edit(user: User) -> str | Response:
             flash(f"opened change request #{proposed.number}")
             return redirect(url_for("reviews.review", number=proposed.number))
         state().policy.require_write_main(user, "saving to main")
+        overwrite = _int("overwrite", 0) if request.form.get("overwrite") else None
         try:
-            version = reg.save(name, text, message=message, author=user.author, base=base,
-                               kind=kind, account=user.name)
+            version = reg.save(name, text, message=message, author=user.author,
+                               base=base if overwrite is None else overwrite, kind=kind,
+                               account=user.name)
         except Conflict as exc:
-            conflict = exc
-            base = exc.details.get("current", base)
+            page = _conflict_page(reg, name, kind, text, base, exc)
+            text, base = page.pop("text"), page.pop("base")
         else:
-            flash(f"saved {name} as version {version.number}")
+            _flash_saved(reg, version)
             return redirect(url_for("web.artifact", name=name, kind=kind, v=version.number))
     elif creating:
         text, base = _NEW_PROMPT if kind == "prompt" else "", 0
@@ -224,15 +234,44 @@ def edit(user: User) -> str | Response:
         current = reg.resolve(name, kind)
         base = current.number
         text = "" if current.deleted else reg.get(f"{name}@{base}", kind).text
-        message = ""
-    other = None
-    if conflict is not None:
-        other = reg.diff(f"{name}@{conflict.details['base']}",
-                         f"{name}@{conflict.details['current']}", kind=kind)
     return render_template("edit.html", user=user, name=name, kind=kind, text=text, base=base,
                            message=request.form.get("message", ""), creating=creating,
-                           conflict=conflict, other=other,
-                           may_save=state().policy.may_write_main(user))
+                           may_save=state().policy.may_write_main(user), **page)
+
+
+def _conflict_page(reg, name: str, kind: str, text: str, base: int, conflict: Conflict
+                   ) -> dict[str, Any]:
+    """What the edit page shows after a save met a newer version: the merge, or both sides.
+
+    ``text`` and ``base`` are what the form then holds: the merged text on the latest
+    version when the merge is clean, else the edit (with the latest version's other
+    changes merged in) still on the version the editor began from.
+    """
+    current = conflict.details.get("current", 0)
+    page: dict[str, Any] = {"conflict": conflict, "text": text, "base": base,
+                            "current": current, "other": None}
+    if 0 < conflict.details.get("base", 0) < current:
+        page["other"] = reg.diff(f"{name}@{conflict.details['base']}", f"{name}@{current}",
+                                 kind=kind)
+    merge = reg.merge_edit(name, text, base, kind)
+    if merge is None:
+        return page
+    latest = merge.latest
+    page.update(current=latest.number, latest=latest)
+    theirs = f"v{latest.number} ({_person(latest.author)})"
+    if merge.text is not None:
+        page.update(merged=text_diff(reg.get(f"{name}@{latest.number}", kind).text,
+                                     merge.text, theirs, "merged"),
+                    text=merge.text, base=latest.number)
+    else:
+        page.update(clash=text_diff(merge.theirs, merge.mine, theirs, "your version"),
+                    text=merge.mine)
+    return page
+
+
+def _flash_saved(reg, version) -> None:
+    """Say what a save made."""
+    flash(f"saved {version.name} as version {version.number}")
 
 
 _NEW_PROMPT = """---
