@@ -160,3 +160,21 @@ def test_edits_to_the_same_line_show_both_and_overwrite_only_when_asked(
     served = api.resolve("summarize")
     assert served["version"] == 4 and "thorough" in served["text"]
     assert "meticulous" not in served["text"] and "Condense the following" in served["text"]
+
+
+def test_new_token_shown_once_and_reload_makes_no_other(page: Page, server: LiveServer) -> None:
+    page.login()
+    page.open("/account")
+    page.css("input[name=label]").send_keys("my app")
+    page.click_and_wait("#create-token", lambda: page.all("#new-token"))
+    token = page.css("#new-token pre").text
+    assert token.startswith("prv_")
+    assert page.browser.current_url == server.url + "/account"  # redirected: a GET page
+    active = [r.text for r in page.all("#tokens tbody tr") if "active" in r.text]
+    assert len(active) == 1 and "my app" in active[0]
+
+    page.browser.refresh()
+    page.css("#tokens")
+    assert page.all("#new-token") == [] and token not in page.browser.page_source
+    assert len([r for r in page.all("#tokens tbody tr") if "active" in r.text]) == 1
+    assert token[:12] in page.css("#tokens").text  # the prefix stays, to recognise it

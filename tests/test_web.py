@@ -194,7 +194,8 @@ def test_account_tokens_shown_once_and_revocable(server_env):
     client = server_env.login("editor")
     page = _text(client.get("/account"))
     r = client.post("/account", data={"label": "my app", "csrf_token": csrf_token(page)})
-    page = _text(r)
+    assert r.status_code == 303 and r.location.endswith("/account")
+    page = _text(client.get("/account"))
     token = re.search(r"<pre>(prv_[^<]+)</pre>", page).group(1)
     assert server_env.api("GET", "/me", role=None,
                           headers={"Authorization": f"Bearer {token}"}).status_code == 200

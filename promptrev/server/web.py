@@ -393,19 +393,30 @@ def logout() -> Response:
 
 @bp.route("/account", methods=["GET", "POST"])
 @writer
-def account(user: User) -> str:
-    """The user's API tokens: create (shown once) and revoke."""
+def account(user: User) -> str | Response:
+    """The user's API tokens: create (shown once) and revoke.
+
+    A form post redirects back here (post/redirect/get), so reloading the page never
+    creates another token; a new token waits in the session for that one page, which
+    takes it out again, so it is shown once.
+    """
     accounts = state().accounts
-    new_token = None
     if request.method == "POST":
         if request.form.get("revoke"):
             accounts.revoke_token(_int("revoke"), owner=user.name)
             flash("token revoked")
         else:
             label_text = request.form.get("label", "").strip()[:100] or "web"
-            new_token, _info = accounts.create_token(user.name, label_text)
-    return render_template("account.html", user=user, tokens=accounts.tokens(user.name),
+            session[_NEW_TOKEN], _info = accounts.create_token(user.name, label_text)
+        return redirect(url_for("web.account"), 303)
+    new_token = session.pop(_NEW_TOKEN, None)
+    page = render_template("account.html", user=user, tokens=accounts.tokens(user.name),
                            new_token=new_token)
+    headers = {"Cache-Control": "no-store"} if new_token else {}
+    return Response(page, 200, headers, mimetype="text/html")
+
+
+_NEW_TOKEN = "new_token"  # the session key a created token waits under for its one page
 
 
 def _safe_next(target: str | None) -> str:
