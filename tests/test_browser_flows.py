@@ -178,3 +178,14 @@ def test_new_token_shown_once_and_reload_makes_no_other(page: Page, server: Live
     assert page.all("#new-token") == [] and token not in page.browser.page_source
     assert len([r for r in page.all("#tokens tbody tr") if "active" in r.text]) == 1
     assert token[:12] in page.css("#tokens").text  # the prefix stays, to recognise it
+
+
+def test_error_pages_show_the_logged_in_menu(page: Page, server: LiveServer) -> None:
+    page.login()
+    for path, status in (("/a/nope", "404"), ("/a/summarize?v=abc", "400"),
+                         ("/no/such/page", "404")):
+        page.open(path)
+        assert page.css("h1").text.startswith(status), path
+        assert "admin (admin)" in page.css("#account").text, path
+        assert page.css("header button.link").text == "Log out", path
+        assert page.all('header a[href="/login"]') == [], path
