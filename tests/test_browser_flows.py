@@ -189,3 +189,28 @@ def test_error_pages_show_the_logged_in_menu(page: Page, server: LiveServer) -> 
         assert "admin (admin)" in page.css("#account").text, path
         assert page.css("header button.link").text == "Log out", path
         assert page.all('header a[href="/login"]') == [], path
+
+
+def test_diff_page_takes_references_and_labels(page: Page, server: LiveServer) -> None:
+    api = Api(server)
+    v1 = api.resolve("summarize")["text"]
+    _save(api, v1.replace("precise", "meticulous"), 1, "meticulous")
+    status, body = api.call("PUT", "/api/v1/labels", {"name": "summarize",
+                                                      "label": "production"}, {"version": 1})
+    assert status == 200, body
+    page.login()
+    for query in ("a=summarize@1&b=summarize@2", "a=summarize@2&b=summarize@1",
+                  "a=summarize@production&b=summarize", "name=summarize&a=production&b=2",
+                  "name=summarize&a=1&b=2"):
+        page.open("/diff?" + query)
+        assert page.css("h1").text == "summarize: v1 → v2", query
+        marks = {m.text for m in page.all("#side-by-side mark")}
+        assert {"precise", "meticulous"} <= marks, query
+    for query, status, says in (
+            ("a=summarize@1&b=summarize@production", "400", "same version"),
+            ("a=summarize@staging&b=summarize@1", "404", "staging"),
+            ("a=summarize@@1&b=summarize@2", "400", "more than one '@'"),
+            ("a=summarize@1", "400", "'b' is required")):
+        page.open("/diff?" + query)
+        assert page.css("h1").text.startswith(status), query
+        assert says in page.css("#error-message").text, query

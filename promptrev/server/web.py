@@ -160,16 +160,35 @@ def _experiments(reg, name: str, kind: str) -> list[dict]:
 @bp.get("/diff")
 @reader
 def diff(user: User) -> str:
-    """Side-by-side diff of two versions: field changes on top, then text, then rendered."""
-    name, kind = _need("name"), _kind()
-    a, b = _int("a"), _int("b")
-    if a == b:
-        raise InvalidRequest("pick two different versions to compare")
-    if a > b:
-        a, b = b, a
-    result = _reg().diff(f"{name}@{a}", f"{name}@{b}", kind=kind)
-    return render_template("diff.html", user=user, name=name, kind=kind, a=a, b=b,
-                           diff=result, history=_reg().history(name, kind))
+    """Side-by-side diff of two versions: field changes on top, then text, then rendered.
+
+    ``a`` and ``b`` are references as the API takes them (``summarize@1``,
+    ``summarize@production``, ``prompt:summarize``); with ``name``, a bare number or label
+    is a version of that artifact (``name=summarize&a=1&b=production``).
+    """
+    reg, name = _reg(), request.args.get("name", "").strip()
+    kind = request.args.get("kind") or None
+    if kind is not None:
+        kind = _kind()
+    left, right = (reg.resolve(_version_ref(name, _need(side)), kind) for side in "ab")
+    same = (left.kind, left.name) == (right.kind, right.name)
+    if same and left.number == right.number:
+        raise InvalidRequest(f"{_need('a')} and {_need('b')} are the same version "
+                             f"({left.ref}): pick two different versions to compare")
+    if same and left.number > right.number:
+        left, right = right, left
+    result = reg.diff(left.ref, right.ref, kind=left.kind if same else None)
+    return render_template("diff.html", user=user, name=left.name, kind=left.kind,
+                           a=left.number, b=right.number, left=left, right=right,
+                           diff=result,
+                           history=reg.history(left.name, left.kind) if same else None)
+
+
+def _version_ref(name: str, value: str) -> str:
+    """A reference for ``value``: a version or label of ``name``, or a whole reference."""
+    if name and "@" not in value and ":" not in value and value != name:
+        return f"{name}@{value}"
+    return value
 
 
 @bp.get("/audit")
