@@ -214,3 +214,30 @@ def test_diff_page_takes_references_and_labels(page: Page, server: LiveServer) -
         page.open("/diff?" + query)
         assert page.css("h1").text.startswith(status), query
         assert says in page.css("#error-message").text, query
+
+
+def test_save_warnings_in_the_api_answer_and_after_a_web_save(page: Page,
+                                                              server: LiveServer) -> None:
+    api = Api(server)
+    text = api.resolve("summarize")["text"]
+    undeclared = text.replace("{{ text }}", "{{ text }} in a {{ tone }} tone")
+    status, body = api.call("PUT", "/api/v1/artifact", {"name": "summarize"},
+                            {"text": undeclared, "message": "tone"},
+                            headers={"If-Match": '"1"'})
+    assert status == 200 and body["version"] == 2, body
+    assert [w["message"] for w in body["warnings"]] == [
+        "variable 'tone' is used but not declared in inputs"], body
+    status, body = api.call("PUT", "/api/v1/artifact", {"name": "summarize"},
+                            {"text": text, "message": "no tone"}, headers={"If-Match": '"2"'})
+    assert status == 200 and body["warnings"] == [], body
+
+    page.login()
+    page.open("/edit?name=summarize")
+    page.set_text("#edit-text", undeclared.replace(" tone", " voice"))
+    page.css("#edit-message").send_keys("voice")
+    page.click_and_wait("#save", lambda: page.all("p.flash"))
+    flashes = [p.text for p in page.all("p.flash")]
+    assert flashes[0] == "saved summarize as version 4", flashes
+    assert flashes[1:] == ["warning: prompts/summarize.prompty, line 41: variable 'voice' "
+                           "is used but not declared in inputs"], flashes
+    assert page.all("p.flash.warning")

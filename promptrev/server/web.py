@@ -289,8 +289,11 @@ def _conflict_page(reg, name: str, kind: str, text: str, base: int, conflict: Co
 
 
 def _flash_saved(reg, version) -> None:
-    """Say what a save made."""
+    """Say what a save made, and what ``show`` would warn about in it."""
     flash(f"saved {version.name} as version {version.number}")
+    filename = KINDS[version.kind].filename(version.name)
+    for warning in reg.get(version.ref, version.kind).warnings:
+        flash(f"warning: {warning.describe(filename)}", "warning")
 
 
 _NEW_PROMPT = """---
