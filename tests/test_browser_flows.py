@@ -241,3 +241,37 @@ def test_save_warnings_in_the_api_answer_and_after_a_web_save(page: Page,
     assert flashes[1:] == ["warning: prompts/summarize.prompty, line 41: variable 'voice' "
                            "is used but not declared in inputs"], flashes
     assert page.all("p.flash.warning")
+
+
+def test_merge_button_says_what_is_missing(browser: Any, selenium_parts: dict[str, Any],  # noqa: F811
+                                           tmp_path: Path) -> None:
+    live = start_server(tmp_path, env={"PROMPTREV_MERGE_ROLE": "admin"})
+    try:
+        page = Page(browser, selenium_parts, live)
+        live.cli("user", "add", "ed", "--role", "editor", "--password", "ed-password")
+        api = Api(live)
+        text = api.resolve("summarize")["text"].replace("precise", "terse")
+        status, body = api.call("POST", "/api/v1/reviews", {}, {
+            "title": "terse", "edits": [{"name": "summarize", "text": text}]})
+        assert status == 201, body
+
+        # An editor who may not merge on this server: disabled, and why.
+        page.login("ed", "ed-password")
+        page.open("/reviews/1")
+        assert not page.css("#merge").is_enabled()
+        assert page.css("#merge-blocked").text == ("merging needs the admin role; "
+                                                   "needs 1 more approval")
+        page.click_and_wait("#approve", lambda: page.all("#merge-blocked"))
+        assert page.css("#merge-blocked").text == "merging needs the admin role"
+        assert not page.css("#merge").is_enabled()
+        page.css("header button.link").click()
+
+        # The admin (who opened it) may merge, and it has its approval now.
+        page.login()
+        page.open("/reviews/1")
+        assert page.css("#merge").is_enabled() and page.all("#merge-blocked") == []
+        page.click_and_wait("#merge", lambda: page.all("p.flash"))
+        assert "merged #1" in page.css("p.flash").text
+        assert api.resolve("summarize")["version"] == 2
+    finally:
+        live.stop()
