@@ -125,6 +125,21 @@ class ArtifactSummary:
                 "time": self.time.isoformat(), "message": self.message}
 
 
+@dataclass(frozen=True)
+class EditMerge:
+    """An edit begun at an older version, merged three-way with the latest version.
+
+    ``text`` is the merged text, or None when both changed the same lines; ``theirs`` and
+    ``mine`` are the merged text keeping, where both changed the same lines, the latest
+    version's lines or the edit's (equal to ``text`` when the merge is clean).
+    """
+
+    latest: Version
+    text: str | None
+    theirs: str
+    mine: str
+
+
 class Registry:
     """A registry: one bare Git repository plus its SQL index."""
 
@@ -641,6 +656,37 @@ class Registry:
                               account=account) as tx:
             tx.save(name, text, base=base, kind=kind)
         return tx.result_for(kind, name)
+
+    def merge_edit(self, name: str, text: str, base: int, kind: str = "prompt"
+                   ) -> EditMerge | None:
+        """Merge ``text``, an edit begun at version ``base``, with the latest version.
+
+        The merge is the one change requests use (:meth:`GitStore.merge`, three-way on a
+        commit of the edit on ``base``); nothing moves ``main``. None when there is nothing
+        to merge with: the artifact is deleted, or ``base`` is not an older version of it.
+        """
+        latest = self.resolve(name, kind)
+        if latest.deleted or not 0 < base < latest.number:
+            return None
+        started, path = self.resolve(f"{name}@{base}", kind), KINDS[kind].path(name)
+        if started.deleted or self.store.blob_at(started.commit, path) != started.blob:
+            return None  # begun before the file moved into buckets: no common path
+        author = Signature.parse(DEFAULT_AUTHOR)
+        mine = self.store.commit(started.commit, {path: self.store.write_blob(
+            text.encode("utf-8"))}, f"edit {name} begun at version {base}", author)
+        if mine is None:  # the edit changes nothing
+            same = self._text(latest.blob)
+            return EditMerge(latest, same, same, same)
+        sides = []
+        for ours, theirs in ((latest.commit, mine), (mine, latest.commit)):
+            tree, _ = self.store.merge(ours, theirs, favor_ours=True)
+            if tree is None:
+                return None
+            merged = self.store.commit_tree(tree, [ours, theirs], f"merge {name}", author)
+            blob = self.store.blob_at(merged, path)
+            sides.append("" if blob is None else self._text(blob))
+        _tree, conflicts = self.store.merge(latest.commit, mine)
+        return EditMerge(latest, None if conflicts else sides[0], sides[0], sides[1])
 
     def delete(self, name: str, *, message: str | None = None, author: str = DEFAULT_AUTHOR,
                base: int | None = None, kind: str | None = None,

@@ -102,9 +102,14 @@ def test_edit_saves_with_message_and_conflict_loses_nothing(server_env):
     assert 'id="conflict"' in page and "bob: careful" in page
     assert "careful" in page[page.index('id="conflict"'):page.index('id="edit-form"')]
     assert "exact" in page[page.index('id="edit-text"'):]  # her text is still there
-    assert 'name="base" value="2"' in page  # a second save is deliberate
-    r = alice.post("/edit", data={"name": "summarize", "base": "2", "kind": "prompt",
+    assert 'name="base" value="1"' in page  # saving again does not silently win
+    r = alice.post("/edit", data={"name": "summarize", "base": "1", "kind": "prompt",
                                   "text": mine, "message": "alice: exact",
+                                  "csrf_token": csrf_token(page)})
+    assert 'id="conflict"' in _text(r)
+    assert 'name="overwrite" value="2"' in page  # overwriting bob is a named choice
+    r = alice.post("/edit", data={"name": "summarize", "base": "1", "kind": "prompt",
+                                  "text": mine, "message": "alice: exact", "overwrite": "2",
                                   "csrf_token": csrf_token(page)})
     assert r.status_code == 302
     versions = server_env.api("GET", "/versions?name=summarize").get_json()["versions"]
@@ -189,7 +194,8 @@ def test_account_tokens_shown_once_and_revocable(server_env):
     client = server_env.login("editor")
     page = _text(client.get("/account"))
     r = client.post("/account", data={"label": "my app", "csrf_token": csrf_token(page)})
-    page = _text(r)
+    assert r.status_code == 303 and r.location.endswith("/account")
+    page = _text(client.get("/account"))
     token = re.search(r"<pre>(prv_[^<]+)</pre>", page).group(1)
     assert server_env.api("GET", "/me", role=None,
                           headers={"Authorization": f"Bearer {token}"}).status_code == 200

@@ -244,7 +244,9 @@ def put_artifact() -> Response:
     version = reg.save(name, text, message=message, author=g.user.author, base=base, kind=kind,
                        account=g.user.name)
     status = 201 if version.number == 1 else 200
-    return json_response(version.to_dict(), status,
+    # what `show` would warn about (an undeclared variable): saved, but worth a look
+    warnings = reg.get(version.ref, kind).to_dict()["warnings"]
+    return json_response({**version.to_dict(), "warnings": warnings}, status,
                          {"Location": f"/api/v1/artifact?ref={version.ref}"})
 
 

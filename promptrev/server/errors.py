@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 from promptrev import errors
 from promptrev.errors import PromptrevError
 
+from .auth import web_user
 from .state import json_bytes
 
 log = logging.getLogger("promptrev.server")
@@ -56,8 +57,21 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
     if _wants_json():
         return Response(json_bytes(payload), status, headers, mimetype="application/json")
     html = render_template("error.html", status=status, code=code, message=message,
-                           details=details or {})
+                           details=details or {}, user=_page_user())
     return Response(html, status, headers, mimetype="text/html")
+
+
+def _page_user():
+    """Who the error page's menu is for: the logged-in user, as on every other page.
+
+    An error met while finding out (the accounts database is down) leaves the menu logged
+    out rather than turning one error page into another.
+    """
+    try:
+        return web_user()
+    except Exception:  # noqa: BLE001 - the page must still be answered
+        log.warning("error page on %s: user not loaded", request.path, exc_info=True)
+        return None
 
 
 def install(app: Flask) -> None:

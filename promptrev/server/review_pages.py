@@ -46,11 +46,29 @@ def review(user: User, number: int) -> str:
     for c in req.comments:
         if c["path"] is not None:
             line_comments.setdefault((c["path"], c["line"]), []).append(c)
+    may_merge = state().policy.may_write_main(user)
     return render_template(
         "review.html", user=user, req=req, changes=seen.changes, conflicts=seen.conflicts,
         label_moves=seen.label_moves, problems=seen.problems,
         general=[c for c in req.comments if c["path"] is None], line_comments=line_comments,
-        policy=state().policy, may_merge=state().policy.may_write_main(user))
+        policy=state().policy, may_merge=may_merge,
+        merge_blockers=_merge_blockers(seen, may_merge))
+
+
+def _merge_blockers(seen, may_merge: bool) -> list[str]:
+    """Why "Merge into main" cannot be pressed yet, said next to it (empty: it can)."""
+    req, out = seen.request, []
+    if not may_merge:
+        out.append(f"merging needs the {state().policy.merge_role} role")
+    missing = req.required_approvals - len(req.approvals)
+    if missing > 0:
+        out.append(f"needs {missing} more approval{'' if missing == 1 else 's'}")
+    if seen.conflicts:
+        out.append("conflicts with main")
+    if seen.problems:
+        out.append(f"{len(seen.problems)} problem{'' if len(seen.problems) == 1 else 's'} "
+                   "to fix")
+    return out
 
 
 @bp.post("/<int(max=999999999):number>/<action>")

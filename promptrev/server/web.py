@@ -28,6 +28,7 @@ from flask_login import current_user, login_user, logout_user
 from promptrev.accounts import Backoff, User
 from promptrev.errors import Conflict, InvalidRequest, NotFound, TooManyAttempts, Unauthorized
 from promptrev.model.artifacts import KINDS
+from promptrev.model.diffing import text_diff
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.prompty import parse_prompt
 from promptrev.reviews import Edit, Reviews
@@ -154,16 +155,35 @@ def _experiments(reg, name: str, kind: str) -> list[dict]:
 @bp.get("/diff")
 @reader
 def diff(user: User) -> str:
-    """Side-by-side diff of two versions: field changes on top, then text, then rendered."""
-    name, kind = _need("name"), _kind()
-    a, b = _int("a"), _int("b")
-    if a == b:
-        raise InvalidRequest("pick two different versions to compare")
-    if a > b:
-        a, b = b, a
-    result = _reg().diff(f"{name}@{a}", f"{name}@{b}", kind=kind)
-    return render_template("diff.html", user=user, name=name, kind=kind, a=a, b=b,
-                           diff=result, history=_reg().history(name, kind))
+    """Side-by-side diff of two versions: field changes on top, then text, then rendered.
+
+    ``a`` and ``b`` are references as the API takes them (``summarize@1``,
+    ``summarize@production``, ``prompt:summarize``); with ``name``, a bare number or label
+    is a version of that artifact (``name=summarize&a=1&b=production``).
+    """
+    reg, name = _reg(), request.args.get("name", "").strip()
+    kind = request.args.get("kind") or None
+    if kind is not None:
+        kind = _kind()
+    left, right = (reg.resolve(_version_ref(name, _need(side)), kind) for side in "ab")
+    same = (left.kind, left.name) == (right.kind, right.name)
+    if same and left.number == right.number:
+        raise InvalidRequest(f"{_need('a')} and {_need('b')} are the same version "
+                             f"({left.ref}): pick two different versions to compare")
+    if same and left.number > right.number:
+        left, right = right, left
+    result = reg.diff(left.ref, right.ref, kind=left.kind if same else None)
+    return render_template("diff.html", user=user, name=left.name, kind=left.kind,
+                           a=left.number, b=right.number, left=left, right=right,
+                           diff=result,
+                           history=reg.history(left.name, left.kind) if same else None)
+
+
+def _version_ref(name: str, value: str) -> str:
+    """A reference for ``value``: a version or label of ``name``, or a whole reference."""
+    if name and "@" not in value and ":" not in value and value != name:
+        return f"{name}@{value}"
+    return value
 
 
 @bp.get("/audit")
@@ -187,11 +207,18 @@ def highlight_css() -> Response:
 @bp.route("/edit", methods=["GET", "POST"])
 @writer
 def edit(user: User) -> str | Response:
-    """Edit with a commit message; a conflicting edit shows the other change, loses none."""
+    """Edit with a commit message; an edit that meets another change loses neither.
+
+    When the artifact moved on since the editor opened (``base``), the edit is merged
+    three-way with the latest version, as change requests merge. A clean merge is shown
+    for confirmation (saving it is based on the latest version, so a further change is
+    caught again); where both changed the same lines, both sides are shown and only the
+    named "overwrite" button (``overwrite``: the version it replaces) saves over theirs.
+    """
     reg, kind = _reg(), _kind()
     creating = request.values.get("new") == "1"
     name = request.values.get("name", "").strip()
-    conflict = None
+    page: dict[str, Any] = {}
     if request.method == "POST":
         name = validate_name(_need("name"))
         text = request.form.get("text", "").replace("\r\n", "\n")
@@ -203,14 +230,16 @@ def edit(user: User) -> str | Response:
             flash(f"opened change request #{proposed.number}")
             return redirect(url_for("reviews.review", number=proposed.number))
         state().policy.require_write_main(user, "saving to main")
+        overwrite = _int("overwrite", 0) if request.form.get("overwrite") else None
         try:
-            version = reg.save(name, text, message=message, author=user.author, base=base,
-                               kind=kind, account=user.name)
+            version = reg.save(name, text, message=message, author=user.author,
+                               base=base if overwrite is None else overwrite, kind=kind,
+                               account=user.name)
         except Conflict as exc:
-            conflict = exc
-            base = exc.details.get("current", base)
+            page = _conflict_page(reg, name, kind, text, base, exc)
+            text, base = page.pop("text"), page.pop("base")
         else:
-            flash(f"saved {name} as version {version.number}")
+            _flash_saved(reg, version)
             return redirect(url_for("web.artifact", name=name, kind=kind, v=version.number))
     elif creating:
         text, base = _NEW_PROMPT if kind == "prompt" else "", 0
@@ -219,15 +248,47 @@ def edit(user: User) -> str | Response:
         current = reg.resolve(name, kind)
         base = current.number
         text = "" if current.deleted else reg.get(f"{name}@{base}", kind).text
-        message = ""
-    other = None
-    if conflict is not None:
-        other = reg.diff(f"{name}@{conflict.details['base']}",
-                         f"{name}@{conflict.details['current']}", kind=kind)
     return render_template("edit.html", user=user, name=name, kind=kind, text=text, base=base,
                            message=request.form.get("message", ""), creating=creating,
-                           conflict=conflict, other=other,
-                           may_save=state().policy.may_write_main(user))
+                           may_save=state().policy.may_write_main(user), **page)
+
+
+def _conflict_page(reg, name: str, kind: str, text: str, base: int, conflict: Conflict
+                   ) -> dict[str, Any]:
+    """What the edit page shows after a save met a newer version: the merge, or both sides.
+
+    ``text`` and ``base`` are what the form then holds: the merged text on the latest
+    version when the merge is clean, else the edit (with the latest version's other
+    changes merged in) still on the version the editor began from.
+    """
+    current = conflict.details.get("current", 0)
+    page: dict[str, Any] = {"conflict": conflict, "text": text, "base": base,
+                            "current": current, "other": None}
+    if 0 < conflict.details.get("base", 0) < current:
+        page["other"] = reg.diff(f"{name}@{conflict.details['base']}", f"{name}@{current}",
+                                 kind=kind)
+    merge = reg.merge_edit(name, text, base, kind)
+    if merge is None:
+        return page
+    latest = merge.latest
+    page.update(current=latest.number, latest=latest)
+    theirs = f"v{latest.number} ({_person(latest.author)})"
+    if merge.text is not None:
+        page.update(merged=text_diff(reg.get(f"{name}@{latest.number}", kind).text,
+                                     merge.text, theirs, "merged"),
+                    text=merge.text, base=latest.number)
+    else:
+        page.update(clash=text_diff(merge.theirs, merge.mine, theirs, "your version"),
+                    text=merge.mine)
+    return page
+
+
+def _flash_saved(reg, version) -> None:
+    """Say what a save made, and what ``show`` would warn about in it."""
+    flash(f"saved {version.name} as version {version.number}")
+    filename = KINDS[version.kind].filename(version.name)
+    for warning in reg.get(version.ref, version.kind).warnings:
+        flash(f"warning: {warning.describe(filename)}", "warning")
 
 
 _NEW_PROMPT = """---
@@ -349,19 +410,30 @@ def logout() -> Response:
 
 @bp.route("/account", methods=["GET", "POST"])
 @writer
-def account(user: User) -> str:
-    """The user's API tokens: create (shown once) and revoke."""
+def account(user: User) -> str | Response:
+    """The user's API tokens: create (shown once) and revoke.
+
+    A form post redirects back here (post/redirect/get), so reloading the page never
+    creates another token; a new token waits in the session for that one page, which
+    takes it out again, so it is shown once.
+    """
     accounts = state().accounts
-    new_token = None
     if request.method == "POST":
         if request.form.get("revoke"):
             accounts.revoke_token(_int("revoke"), owner=user.name)
             flash("token revoked")
         else:
             label_text = request.form.get("label", "").strip()[:100] or "web"
-            new_token, _info = accounts.create_token(user.name, label_text)
-    return render_template("account.html", user=user, tokens=accounts.tokens(user.name),
+            session[_NEW_TOKEN], _info = accounts.create_token(user.name, label_text)
+        return redirect(url_for("web.account"), 303)
+    new_token = session.pop(_NEW_TOKEN, None)
+    page = render_template("account.html", user=user, tokens=accounts.tokens(user.name),
                            new_token=new_token)
+    headers = {"Cache-Control": "no-store"} if new_token else {}
+    return Response(page, 200, headers, mimetype="text/html")
+
+
+_NEW_TOKEN = "new_token"  # the session key a created token waits under for its one page
 
 
 def _safe_next(target: str | None) -> str:
