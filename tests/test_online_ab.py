@@ -72,11 +72,31 @@ def test_outcomes_and_live_statistics(split_registry):
     assert report["split"] == {"1": 50, "2": 50}
     metrics = {m["metric"]: m for m in report["metrics"]}
     converted = metrics["converted"]["comparisons"][0]
+    # always valid by default; no plan, so the fixed-horizon numbers are hidden, saying why
     assert converted["significant"] and converted["test"] == "fisher-exact"
-    assert converted["low"] < 0.3 < converted["high"]  # the true difference
+    sequential = converted["sequential"]
+    assert sequential["low"] < 0.3 < sequential["high"]  # the true difference
+    assert sequential["p_value"] < 0.05 and sum(converted["n"]) == 600
+    assert converted["p_value"] is None and converted["low"] is None
+    assert not converted["fixed_horizon"]["shown"]
+    assert "no planned size" in converted["fixed_horizon"]["reason"]
     latency = metrics["latency"]["comparisons"][0]
     assert not latency["significant"] and latency["test"] == "welch-t"
+    assert latency["sequential"]["low"] < 0 < latency["sequential"]["high"]
     assert any("no significant difference" in line for line in report["verdict"])
+    # once every arm has its planned size, the fixed-horizon test is shown beside it
+    smallest = min(converted["n"])
+    outcomes.set_plan("g", "production", {"per_arm": smallest + 1, "alpha": 0.05})
+    hidden = outcomes.report(reg, "g", "production")["metrics"][0]["comparisons"][0]
+    assert hidden["p_value"] is None and f"planned {smallest + 1}" in \
+        hidden["fixed_horizon"]["reason"]
+    outcomes.set_plan("g", "production", {"per_arm": smallest, "alpha": 0.05})
+    report = outcomes.report(reg, "g", "production")
+    converted = report["metrics"][0]["comparisons"][0]
+    assert converted["fixed_horizon"]["shown"] and converted["p_value"] < 0.05
+    assert converted["low"] < 0.3 < converted["high"]  # the bootstrap interval
+    assert converted["sequential"]["tuned_per_arm"] == smallest
+    assert any("fixed-horizon at the planned" in line for line in report["verdict"])
     with pytest.raises(InvalidRequest, match="traffic split"):
         outcomes.record(reg, "g@3", "k", 1)
     with pytest.raises(InvalidRequest, match="number"):
