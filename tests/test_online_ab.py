@@ -177,9 +177,31 @@ def test_split_and_stats_from_the_cli(tmp_path, monkeypatch):
         Outcomes(reg.engine).record(reg, "g@production", f"k{i}", i % 3 == 0)
     report = json.loads(run("ab", "stats", "g", "production", "--json"))
     assert report["split"] == {"1": 80, "2": 20} and report["metrics"][0]["metric"] == "success"
-    assert "v1" in run("ab", "stats", "g", "production")
+    assert report["plan"] is None and "sequential" in report["metrics"][0]["comparisons"][0]
+    shown = run("ab", "stats", "g", "production")
+    assert "v1" in shown and "always-valid p=" in shown and "no planned size" in shown
+    assert "fixed-horizon p-values hidden" in shown
     assert "not VERSION=WEIGHT" in run("label", "split", "g", "production", "x", code=2)
+    # the planner, alone and with the split; bad input is a message, not a traceback
+    assert run("ab", "plan", "--mde", "0.02", "--baseline", "0.1").startswith(
+        "3841 outcomes per arm")
+    assert json.loads(run("ab", "plan", "--mde", "0.5", "--sd", "1", "--json"))["per_arm"] == 63
+    assert "'alpha' must be" in run("ab", "plan", "--mde", "0.02", "--baseline", "0.1",
+                                    "--alpha", "2", code=1)
+    assert "whole number" in run("label", "split", "g", "production", "1=50", "2=50",
+                                 "--planned", "-4", code=1)
+    assert Outcomes(reg.engine).plan("g", "production") is None  # refused before writing
+    out = run("label", "split", "g", "production", "1=50", "2=50", "--mde", "0.2",
+              "--baseline", "0.3")
+    assert "planned: " in out
+    planned = Outcomes(reg.engine).plan("g", "production")
+    assert planned["per_arm"] > 50 and planned["mde"] == 0.2 and planned["baseline"] == 0.3
+    assert f"planned {planned['per_arm']} per arm" in run("ab", "stats", "g", "production")
+    run("label", "split", "g", "production", "1=50", "2=50", "--planned", "5")
+    shown = run("ab", "stats", "g", "production")  # 50 outcomes, at least 5 in each arm
+    assert "fixed-horizon at the planned 5 per arm" in shown
     assert "split ended" in run("label", "split", "g", "production", "--end")
+    assert Outcomes(reg.engine).plan("g", "production") is None
     reg.close()
 
 

@@ -99,30 +99,11 @@ def sequence(in_b: np.ndarray, values: np.ndarray, *, binary: bool, alpha: float
     """
     rho2 = mixture_rho2(alpha, tuned_per_arm)
     level = check_alpha(alpha if interval_alpha is None else interval_alpha)
-    in_b = np.asarray(in_b, bool)
-    x = np.asarray(values, float)
-    # Centre on the overall mean: the running sums of squares then lose no precision.
-    x = x - x.mean(axis=-1, keepdims=True) if x.shape[-1] and not binary else x
-    arms = [(~in_b, x * ~in_b), (in_b, x * in_b)]
-    counts, means, variances = [], [], []
-    for member, own in arms:
-        n = np.cumsum(member, axis=-1)
-        total = np.cumsum(own, axis=-1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = total / n
-            if binary:
-                smoothed = (total + 1) / (n + 2)
-                var = smoothed * (1 - smoothed)
-            else:
-                squares = np.cumsum(own * x, axis=-1)
-                var = np.maximum(squares - n * np.square(mean), 0) / (n - 1)
-        counts.append(n)
-        means.append(mean)
-        variances.append(var)
-    (n_a, n_b), (var_a, var_b) = counts, variances
+    n_a, n_b, mean_a, mean_b, var_a, var_b = _running_moments(in_b, values, binary,
+                                                               smoothed=True)
+    diff = mean_b - mean_a
     started = (n_a >= MIN_PER_ARM) & (n_b >= MIN_PER_ARM)
     with np.errstate(invalid="ignore", divide="ignore"):
-        diff = means[1] - means[0]
         v = var_a / n_a + var_b / n_b
         r = rho2 * 2 / (1 / n_a + 1 / n_b)  # n_eff · ρ²
         z = np.where(v > 0, diff / np.sqrt(v), np.where(diff == 0, 0.0, np.inf))
@@ -138,6 +119,57 @@ def sequence(in_b: np.ndarray, values: np.ndarray, *, binary: bool, alpha: float
     high = np.where(crossed, diff + half, high)
     return {"n_a": n_a, "n_b": n_b, "diff": diff, "p_value": p_value, "low": low,
             "high": high}
+
+
+def fixed_horizon_p(in_b: np.ndarray, values: np.ndarray, *, binary: bool) -> np.ndarray:
+    """What a fixed-horizon test says after every outcome: the p-values that peeking sees.
+
+    The normal approximation of the tests the live page shows at the planned size (a
+    pooled two-proportion z-test for pass/fail outcomes, Welch's z otherwise), from
+    :data:`MIN_PER_ARM` outcomes per arm like the sequential test. Only for comparison
+    (``bench/bench_sequential.py``): each value is valid alone, their minimum is not.
+    """
+    from scipy.special import ndtr
+
+    n_a, n_b, mean_a, mean_b, var_a, var_b = _running_moments(in_b, values, binary,
+                                                               smoothed=False)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if binary:
+            pooled = (mean_a * n_a + mean_b * n_b) / (n_a + n_b)
+            v = pooled * (1 - pooled) * (1 / n_a + 1 / n_b)
+        else:
+            v = var_a / n_a + var_b / n_b
+        diff = mean_b - mean_a
+        z = np.where(v > 0, diff / np.sqrt(v), np.where(diff == 0, 0.0, np.inf))
+    started = (n_a >= MIN_PER_ARM) & (n_b >= MIN_PER_ARM)
+    return np.where(started, 2 * ndtr(-np.abs(z)), 1.0)
+
+
+def _running_moments(in_b: np.ndarray, values: np.ndarray, binary: bool, *, smoothed: bool
+                     ) -> tuple[np.ndarray, ...]:
+    """Arm sizes, means and variances after every outcome: ``n_a, n_b, mean_a, mean_b,
+    var_a, var_b`` (pass/fail variances from ``(s+1)/(n+2)`` when ``smoothed``)."""
+    in_b = np.asarray(in_b, bool)
+    x = np.asarray(values, float)
+    # Centre on the overall mean: the running sums of squares then lose no precision.
+    x = x - x.mean(axis=-1, keepdims=True) if x.shape[-1] and not binary else x
+    counts, means, variances = [], [], []
+    for member in (~in_b, in_b):
+        own = x * member
+        n = np.cumsum(member, axis=-1)
+        total = np.cumsum(own, axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = total / n
+            if binary:
+                rate = (total + 1) / (n + 2) if smoothed else mean
+                var = rate * (1 - rate)
+            else:
+                squares = np.cumsum(own * x, axis=-1)
+                var = np.maximum(squares - n * np.square(mean), 0) / (n - 1)
+        counts.append(n)
+        means.append(mean)
+        variances.append(var)
+    return (*counts, *means, *variances)
 
 
 def always_valid_test(order: list[bool], values: list[float], *, binary: bool,
