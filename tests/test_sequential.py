@@ -77,7 +77,9 @@ def test_always_valid_test_agrees_with_the_formula_by_hand():
     test = always_valid_test(order, values, binary=False, alpha=0.05, tuned_per_arm=200)
     a = np.array([x for x, b in zip(values, order, strict=True) if not b])
     b = np.array([x for x, b_ in zip(values, order, strict=True) if b_])
-    v = a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b)
+    # the larger of the unpooled variance and the pooled one (both arms together)
+    v = max(a.var(ddof=1) / len(a) + b.var(ddof=1) / len(b),
+            np.concatenate([a, b]).var(ddof=1) * (1 / len(a) + 1 / len(b)))
     r = mixture_rho2(0.05, 200) * 2 / (1 / len(a) + 1 / len(b))
     diff = b.mean() - a.mean()
     now = math.exp(-float(log_likelihood_ratio(np.array(diff / math.sqrt(v)), np.array(r))))
@@ -149,6 +151,7 @@ def test_sample_size_known_values():
     ({"mde": 1, "sd": 1, "baseline": 0.5}, "either a baseline"),
     ({"mde": 1e-9, "sd": 1}, "more than"),
     ({"mde": float("nan"), "sd": 1}, "finite"),
+    ({"mde": 1e-300, "sd": 1e300}, "more than"), ({"mde": 1e-200, "baseline": 0.5}, "more than"),
     ({"mde": 1, "sd": 1, "arms": 1}, "'arms' must be"),
 ])
 def test_sample_size_refuses_bad_input_clearly(kwargs, message):

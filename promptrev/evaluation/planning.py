@@ -22,6 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 from ..errors import InvalidRequest
 from .sequential import check_alpha
 
@@ -51,6 +53,20 @@ def sample_size(*, mde: float, baseline: float | None = None, sd: float | None =
                              "deviation (continuous outcomes)")
     pairs = arms * (arms - 1) // 2
     z_alpha, z_power = norm.ppf(1 - alpha / pairs / 2), norm.ppf(power)
+    with np.errstate(all="ignore"):  # numpy floats: an absurd input overflows to inf, checked
+        n = _per_arm(np.float64(mde), baseline, sd, z_alpha, z_power)
+    if not n <= MAX_PER_ARM:  # NaN and overflow included
+        raise InvalidRequest(f"that effect needs {n:.3g} outcomes per arm, more than "
+                             f"{MAX_PER_ARM}: plan for a larger minimum detectable effect")
+    per_arm = max(1, math.ceil(n - 1e-9))
+    return {"per_arm": per_arm, "total": per_arm * arms, "alpha": alpha, "power": power,
+            "mde": mde, "baseline": baseline, "sd": sd, "arms": arms,
+            "method": "normal approximation, two-sided"
+                      + (f", alpha/{pairs} for {pairs} pairs" if pairs > 1 else "")}
+
+
+def _per_arm(mde: np.float64, baseline: Any, sd: Any, z_alpha: float, z_power: float
+             ) -> float:
     if baseline is not None:
         p1 = _number(baseline, "baseline")
         p2 = p1 + mde
@@ -58,21 +74,13 @@ def sample_size(*, mde: float, baseline: float | None = None, sd: float | None =
             raise InvalidRequest(f"the baseline rate and baseline + mde must lie between 0 "
                                  f"and 1 (got {p1:g} and {p2:g})")
         mean = (p1 + p2) / 2
-        n = (z_alpha * math.sqrt(2 * mean * (1 - mean))
-             + z_power * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / mde**2
+        return float((z_alpha * math.sqrt(2 * mean * (1 - mean))
+                      + z_power * math.sqrt(p1 * (1 - p1) + p2 * (1 - p2))) ** 2 / mde**2)
     else:
         spread = _number(sd, "sd")
         if spread <= 0:
             raise InvalidRequest(f"'sd' must be a standard deviation above 0, not {spread:g}")
-        n = 2 * (z_alpha + z_power) ** 2 * spread**2 / mde**2
-    per_arm = math.ceil(n - 1e-9)
-    if per_arm > MAX_PER_ARM:
-        raise InvalidRequest(f"that effect needs {per_arm:.3g} outcomes per arm, more than "
-                             f"{MAX_PER_ARM}: plan for a larger minimum detectable effect")
-    return {"per_arm": per_arm, "total": per_arm * arms, "alpha": alpha, "power": power,
-            "mde": mde, "baseline": baseline, "sd": sd, "arms": arms,
-            "method": "normal approximation, two-sided"
-                      + (f", alpha/{pairs} for {pairs} pairs" if pairs > 1 else "")}
+        return float(2 * (z_alpha + z_power) ** 2 * (np.float64(spread) / mde) ** 2)
 
 
 def _checked(alpha: Any, power: Any, arms: Any, mde: Any) -> tuple[float, float, int, float]:

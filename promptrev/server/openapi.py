@@ -35,12 +35,14 @@ _OUTCOME = {"oneOf": [{"type": "number", "minimum": -MAX_OUTCOME, "maximum": MAX
 
 _NUM = {"type": "number"}
 # A split's planned size: as such, or the planner's inputs (GET /api/v1/experiments/plan).
+_RATE = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1,
+         "exclusiveMaximum": True}
+_POSITIVE = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+_ALPHA = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 0.5}
+_POWER = {"type": "number", "minimum": 0.5, "maximum": 1, "exclusiveMaximum": True}
 _PLAN_INPUT = {"type": "object", "additionalProperties": False, "properties": {
-    "per_arm": {"type": "integer", "minimum": 1, "maximum": 10**9},
-    "mde": _NUM, "baseline": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-    "sd": {"type": "number", "exclusiveMinimum": 0},
-    "alpha": {"type": "number", "exclusiveMinimum": 0, "maximum": 0.5},
-    "power": {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1}}}
+    "per_arm": {"type": "integer", "minimum": 1, "maximum": 10**9}, "mde": _NUM,
+    "baseline": _RATE, "sd": _POSITIVE, "alpha": _ALPHA, "power": _POWER}}
 _NULL_NUM = {"type": "number", "nullable": True}
 _PLAN = {"type": "object", "required": ["per_arm", "alpha"], "properties": {
     "per_arm": _INT, "alpha": _NUM, "power": _NULL_NUM, "mde": _NULL_NUM,
@@ -313,14 +315,10 @@ def openapi_document() -> dict[str, Any]:
                 _q("mde", "minimum detectable effect (a difference of means or rates)", True,
                    schema={"type": "number"}, example="0.05"),
                 _q("baseline", "baseline rate, for pass/fail outcomes (or give sd)",
-                   schema={"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-                   example="0.2"),
-                _q("sd", "standard deviation, for continuous outcomes",
-                   schema={"type": "number", "exclusiveMinimum": 0}),
-                _q("alpha", "significance level (default 0.05)",
-                   schema={"type": "number", "exclusiveMinimum": 0, "maximum": 0.5}),
-                _q("power", "power (default 0.8)",
-                   schema={"type": "number", "minimum": 0.5, "exclusiveMaximum": 1}),
+                   schema=_RATE, example="0.2"),
+                _q("sd", "standard deviation, for continuous outcomes", schema=_POSITIVE),
+                _q("alpha", "significance level (default 0.05)", schema=_ALPHA),
+                _q("power", "power (default 0.8)", schema=_POWER),
                 _q("arms", "arms of the split (default 2); alpha is split over the pairs",
                    schema={"type": "integer", "minimum": 2, "maximum": 20})],
             _obj(["per_arm", "total", "alpha", "power", "mde", "arms", "method"],
