@@ -220,3 +220,26 @@ def test_live_statistics_on_the_artifact_page(server_env):
     page = server_env.login("viewer").get("/a/summarize").get_data(as_text=True)
     section = page[page.index('id="experiments"'):page.index("<h2>History")]
     assert "success" in section and "v1" in section and "Outcomes" in section
+
+
+def test_three_arms_are_compared_pairwise_with_holm_and_bonferroni_intervals(split_registry):
+    reg = split_registry
+    reg.set_split("g", "production", {1: 34, 2: 33, 3: 33})
+    outcomes = Outcomes(reg.engine)
+    rng = random.Random(5)
+    for i in range(900):
+        key = f"user-{i}"
+        arm = reg.resolve_for("g@production", key).number
+        outcomes.record(reg, "g@production", key, rng.random() < (0.6 if arm == 3 else 0.3))
+    metric = outcomes.report(reg, "g", "production")["metrics"][0]
+    pairs = {(c["a"], c["b"]): c for c in metric["comparisons"]}
+    assert set(pairs) == {("v1", "v2"), ("v1", "v3"), ("v2", "v3")}
+    assert metric["correction"].startswith("Holm over 3 comparisons")
+    for c in pairs.values():
+        seq = c["sequential"]
+        assert seq["confidence"] == pytest.approx(1 - 0.05 / 3)
+        assert seq["p_adjusted"] >= seq["p_value"] and seq["low"] <= c["diff"] <= seq["high"]
+    assert pairs[("v1", "v3")]["significant"] and pairs[("v2", "v3")]["significant"]
+    assert not pairs[("v1", "v2")]["significant"]
+    with pytest.raises(InvalidRequest, match="'alpha' must be"):
+        outcomes.report(reg, "g", "production", alpha=0)
