@@ -72,11 +72,31 @@ def test_outcomes_and_live_statistics(split_registry):
     assert report["split"] == {"1": 50, "2": 50}
     metrics = {m["metric"]: m for m in report["metrics"]}
     converted = metrics["converted"]["comparisons"][0]
+    # always valid by default; no plan, so the fixed-horizon numbers are hidden, saying why
     assert converted["significant"] and converted["test"] == "fisher-exact"
-    assert converted["low"] < 0.3 < converted["high"]  # the true difference
+    sequential = converted["sequential"]
+    assert sequential["low"] < 0.3 < sequential["high"]  # the true difference
+    assert sequential["p_value"] < 0.05 and sum(converted["n"]) == 600
+    assert converted["p_value"] is None and converted["low"] is None
+    assert not converted["fixed_horizon"]["shown"]
+    assert "no planned size" in converted["fixed_horizon"]["reason"]
     latency = metrics["latency"]["comparisons"][0]
     assert not latency["significant"] and latency["test"] == "welch-t"
+    assert latency["sequential"]["low"] < 0 < latency["sequential"]["high"]
     assert any("no significant difference" in line for line in report["verdict"])
+    # once every arm has its planned size, the fixed-horizon test is shown beside it
+    smallest = min(converted["n"])
+    outcomes.set_plan("g", "production", {"per_arm": smallest + 1, "alpha": 0.05})
+    hidden = outcomes.report(reg, "g", "production")["metrics"][0]["comparisons"][0]
+    assert hidden["p_value"] is None and f"planned {smallest + 1}" in \
+        hidden["fixed_horizon"]["reason"]
+    outcomes.set_plan("g", "production", {"per_arm": smallest, "alpha": 0.05})
+    report = outcomes.report(reg, "g", "production")
+    converted = report["metrics"][0]["comparisons"][0]
+    assert converted["fixed_horizon"]["shown"] and converted["p_value"] < 0.05
+    assert converted["low"] < 0.3 < converted["high"]  # the bootstrap interval
+    assert converted["sequential"]["tuned_per_arm"] == smallest
+    assert any("fixed-horizon at the planned" in line for line in report["verdict"])
     with pytest.raises(InvalidRequest, match="traffic split"):
         outcomes.record(reg, "g@3", "k", 1)
     with pytest.raises(InvalidRequest, match="number"):
@@ -157,9 +177,31 @@ def test_split_and_stats_from_the_cli(tmp_path, monkeypatch):
         Outcomes(reg.engine).record(reg, "g@production", f"k{i}", i % 3 == 0)
     report = json.loads(run("ab", "stats", "g", "production", "--json"))
     assert report["split"] == {"1": 80, "2": 20} and report["metrics"][0]["metric"] == "success"
-    assert "v1" in run("ab", "stats", "g", "production")
+    assert report["plan"] is None and "sequential" in report["metrics"][0]["comparisons"][0]
+    shown = run("ab", "stats", "g", "production")
+    assert "v1" in shown and "always-valid p=" in shown and "no planned size" in shown
+    assert "fixed-horizon p-values hidden" in shown
     assert "not VERSION=WEIGHT" in run("label", "split", "g", "production", "x", code=2)
+    # the planner, alone and with the split; bad input is a message, not a traceback
+    assert run("ab", "plan", "--mde", "0.02", "--baseline", "0.1").startswith(
+        "3841 outcomes per arm")
+    assert json.loads(run("ab", "plan", "--mde", "0.5", "--sd", "1", "--json"))["per_arm"] == 63
+    assert "'alpha' must be" in run("ab", "plan", "--mde", "0.02", "--baseline", "0.1",
+                                    "--alpha", "2", code=1)
+    assert "whole number" in run("label", "split", "g", "production", "1=50", "2=50",
+                                 "--planned", "-4", code=1)
+    assert Outcomes(reg.engine).plan("g", "production") is None  # refused before writing
+    out = run("label", "split", "g", "production", "1=50", "2=50", "--mde", "0.2",
+              "--baseline", "0.3")
+    assert "planned: " in out
+    planned = Outcomes(reg.engine).plan("g", "production")
+    assert planned["per_arm"] > 50 and planned["mde"] == 0.2 and planned["baseline"] == 0.3
+    assert f"planned {planned['per_arm']} per arm" in run("ab", "stats", "g", "production")
+    run("label", "split", "g", "production", "1=50", "2=50", "--planned", "5")
+    shown = run("ab", "stats", "g", "production")  # 50 outcomes, at least 5 in each arm
+    assert "fixed-horizon at the planned 5 per arm" in shown
     assert "split ended" in run("label", "split", "g", "production", "--end")
+    assert Outcomes(reg.engine).plan("g", "production") is None
     reg.close()
 
 
@@ -178,3 +220,26 @@ def test_live_statistics_on_the_artifact_page(server_env):
     page = server_env.login("viewer").get("/a/summarize").get_data(as_text=True)
     section = page[page.index('id="experiments"'):page.index("<h2>History")]
     assert "success" in section and "v1" in section and "Outcomes" in section
+
+
+def test_three_arms_are_compared_pairwise_with_holm_and_bonferroni_intervals(split_registry):
+    reg = split_registry
+    reg.set_split("g", "production", {1: 34, 2: 33, 3: 33})
+    outcomes = Outcomes(reg.engine)
+    rng = random.Random(5)
+    for i in range(900):
+        key = f"user-{i}"
+        arm = reg.resolve_for("g@production", key).number
+        outcomes.record(reg, "g@production", key, rng.random() < (0.6 if arm == 3 else 0.3))
+    metric = outcomes.report(reg, "g", "production")["metrics"][0]
+    pairs = {(c["a"], c["b"]): c for c in metric["comparisons"]}
+    assert set(pairs) == {("v1", "v2"), ("v1", "v3"), ("v2", "v3")}
+    assert metric["correction"].startswith("Holm over 3 comparisons")
+    for c in pairs.values():
+        seq = c["sequential"]
+        assert seq["confidence"] == pytest.approx(1 - 0.05 / 3)
+        assert seq["p_adjusted"] >= seq["p_value"] and seq["low"] <= c["diff"] <= seq["high"]
+    assert pairs[("v1", "v3")]["significant"] and pairs[("v2", "v3")]["significant"]
+    assert not pairs[("v1", "v2")]["significant"]
+    with pytest.raises(InvalidRequest, match="'alpha' must be"):
+        outcomes.report(reg, "g", "production", alpha=0)

@@ -138,16 +138,49 @@ def _print_disagreements(report: dict, results: list[dict]) -> None:
                                                       for n, o in outputs.items()))
 
 
+def _plan_options(command):
+    """The planner's inputs, shared by ``label split`` and ``ab plan``."""
+    for option in reversed([
+            click.option("--mde", type=float,
+                         help="Minimum detectable effect: the difference of rates or means "
+                              "worth finding (e.g. 0.02)."),
+            click.option("--baseline", type=float,
+                         help="Baseline rate of a pass/fail outcome (e.g. 0.10)."),
+            click.option("--sd", type=float,
+                         help="Standard deviation of a continuous outcome."),
+            click.option("--alpha", type=float, default=None,
+                         help="Significance level (default 0.05)."),
+            click.option("--power", type=float, default=None,
+                         help="Power to find the effect (default 0.8).")]):
+        command = option(command)
+    return command
+
+
+def _planner_inputs(mde, baseline, sd, alpha, power) -> dict:
+    given = {"mde": mde, "baseline": baseline, "sd": sd, "alpha": alpha, "power": power}
+    return {key: value for key, value in given.items() if value is not None}
+
+
 @label.command("split")
 @click.argument("name")
 @click.argument("label_name", metavar="LABEL")
 @click.argument("arms", nargs=-1)
 @click.option("--end", is_flag=True, help="End the split: everyone gets the label again.")
 @click.option("-m", "--message")
+@click.option("--planned", "planned", type=int, default=None,
+              help="Planned outcomes per arm: the fixed-horizon test is shown from then on "
+                   "(or give --mde with --baseline or --sd to work it out).")
+@_plan_options
 @pass_ctx
 def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...], end: bool,
-                message: str | None) -> None:
-    """Split LABEL's traffic over versions: `label split summarize production 4=90 5=10`."""
+                message: str | None, planned: int | None, **planner) -> None:
+    """Split LABEL's traffic over versions: `label split summarize production 4=90 5=10`.
+
+    With `--mde 0.02 --baseline 0.1` (or `--sd`), the planned size per arm is worked out
+    (`ab plan` shows it alone) and kept with the split's statistics.
+    """
+    from promptrev.evaluation.planning import plan_from
+
     weights: dict[int, int] = {}
     if not end:
         for arm in arms:
@@ -157,16 +190,53 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
             weights[int(version)] = int(weight)
         if not weights:
             raise click.UsageError("give VERSION=WEIGHT arms, or --end")
+    spec = _planner_inputs(**planner)
+    if planned is not None:
+        spec["per_arm"] = planned
+    if spec and end:
+        raise click.UsageError("a plan goes with a new split, not with --end")
+    plan = plan_from(spec, max(len(weights), 2)) if spec else None  # checked before writing
     with ctx.open() as reg:
         ctx.policy.require_label(ctx.acting, label_name, "splitting")
         reg.set_split(name, label_name, weights, message=message, author=ctx.author)
+        outcomes, kind = _outcomes(reg), reg.resolve(name).kind
+        if end:
+            outcomes.end_plan(name, label_name, kind)
+        elif plan is not None:
+            outcomes.set_plan(name, label_name, plan, kind)
     click.echo(f"{name}@{label_name}: " + (", ".join(f"v{v} {w}" for v, w in sorted(
         weights.items())) if weights else "split ended"))
+    if plan is not None:
+        click.echo(f"planned: {plan['per_arm']} outcomes per arm (alpha {plan['alpha']:g})")
 
 
 @main.group("ab")
 def ab() -> None:
     """Online A/B on split labels: live statistics from the outcomes applications post."""
+
+
+@ab.command("plan")
+@_plan_options
+@click.option("--arms", type=int, default=2, show_default=True,
+              help="Arms of the split (alpha is shared over their pairs).")
+@click.option("--json", "as_json", is_flag=True)
+def ab_plan(mde, baseline, sd, alpha, power, arms: int, as_json: bool) -> None:
+    """Outcomes per arm a split needs: `ab plan --mde 0.02 --baseline 0.10`."""
+    from promptrev.evaluation.planning import sample_size
+
+    if mde is None:
+        raise click.UsageError("give --mde (the minimum detectable effect), with --baseline "
+                               "or --sd")
+    planned = sample_size(**_planner_inputs(mde, baseline, sd, alpha, power), arms=arms)
+    if as_json:
+        emit_json(planned)
+        return
+    what = (f"baseline rate {baseline:g}" if baseline is not None else f"sd {sd:g}")
+    click.echo(f"{planned['per_arm']} outcomes per arm ({planned['total']} in all) to find a "
+               f"difference of {mde:g} from {what} with power {planned['power']:g} at alpha "
+               f"{planned['alpha']:g} ({planned['method']})")
+    click.echo(f"set it with the split: label split NAME LABEL ... --planned "
+               f"{planned['per_arm']}")
 
 
 @ab.command("stats")
@@ -175,22 +245,36 @@ def ab() -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def ab_stats(ctx: Context, name: str, label_name: str, as_json: bool) -> None:
-    """Per-arm results of LABEL's split, with intervals and tests."""
-    from promptrev.evaluation.online import Outcomes
-
+    """Per-arm results of LABEL's split: always-valid tests (fixed-horizon once planned)."""
     with ctx.open() as reg:
-        report = Outcomes(reg).report(reg, name, label_name)
+        report = _outcomes(reg).report(reg, name, label_name, reg.resolve(name).kind)
     if as_json:
         emit_json(report)
         return
-    click.secho(f"{name}@{label_name}: split {report['split'] or 'none'}", bold=True)
+    plan = report["plan"]
+    click.secho(f"{name}@{label_name}: split {report['split'] or 'none'}, " + (
+        f"planned {plan['per_arm']} per arm" if plan else "no planned size"), bold=True)
     for metric in report["metrics"]:
         click.secho(metric["metric"], bold=True)
         for arm, iv in metric["arms"].items():
             click.echo(f"  {arm:<6} {iv['mean']:.3f}  [{iv['low']:.3f}, {iv['high']:.3f}]  "
                        f"n={iv['n']}")
+        for c in metric["comparisons"]:
+            seq = c["sequential"]
+            interval = (f"[{seq['low']:+.3g}, {seq['high']:+.3g}]" if seq["low"] is not None
+                        else "not yet")
+            click.echo(f"  {c['b']} − {c['a']}: always-valid p={seq['p_adjusted']:.3g}, "
+                       f"{seq['confidence']:.0%} CI {interval}")
+        if not metric["fixed_horizon"]["shown"] and metric["fixed_horizon"]["reason"]:
+            click.echo(f"  fixed-horizon p-values {metric['fixed_horizon']['reason']}")
     for line in report["verdict"]:
         click.echo(line)
+
+
+def _outcomes(reg):
+    from promptrev.evaluation.online import Outcomes
+
+    return Outcomes(reg)
 
 
 def _ascii_int(text: str) -> bool:

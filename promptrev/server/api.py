@@ -7,6 +7,8 @@ query parameters rather than in the path; every route is documented in
 
 from __future__ import annotations
 
+import math
+
 from flask import Blueprint, Response, g, request
 
 from promptrev.errors import InvalidRequest, NotFound, PreconditionRequired
@@ -119,10 +121,20 @@ def set_split() -> Response:
                              '{"4": 90, "5": 10}')
     arms = {to_int(v, "arms (a version)", 1, MAX_INT_FIELD):
             to_int(w, f"arms.{v} (a weight)", 1, MAX_INT_FIELD) for v, w in raw.items()}
-    registry().set_split(name, label, arms, message=field(data, "message", str, None),
-                     author=g.user.author, account=g.user.name, kind=kind)
+    spec = field(data, "plan", dict, None)
+    if spec is not None:  # checked before the split is written
+        from promptrev.evaluation.planning import plan_from
+
+        plan = plan_from(spec, max(len(arms), 2))
+    reg = registry()
+    reg.set_split(name, label, arms, message=field(data, "message", str, None),
+                  author=g.user.author, account=g.user.name, kind=kind)
+    outcomes, kind = _outcomes(reg), kind or reg.resolve(name).kind
+    if spec is not None:
+        outcomes.set_plan(name, label, plan, kind)
     return json_response({"name": name, "label": label,
-                  "arms": {str(v): w for v, w in sorted(arms.items())}})
+                          "arms": {str(v): w for v, w in sorted(arms.items())},
+                          "plan": outcomes.plan(name, label, kind)})
 
 
 @bp.delete("/splits")
@@ -130,15 +142,15 @@ def end_split() -> Response:
     """End a label's traffic split (everyone gets the labelled version again)."""
     name, label, kind = arg("name"), arg("label"), kind_arg()
     state().policy.require_label(g.user, label)
-    registry().set_split(name, label, {}, author=g.user.author, account=g.user.name, kind=kind)
+    reg = registry()
+    reg.set_split(name, label, {}, author=g.user.author, account=g.user.name, kind=kind)
+    _outcomes(reg).end_plan(name, label, kind or reg.resolve(name).kind)
     return json_response({"name": name, "label": label, "arms": {}})
 
 
 @bp.post("/outcomes")
 def post_outcome() -> Response:
     """Record an application's outcome for a caller key under a split label."""
-    from promptrev.evaluation.online import Outcomes
-
     state().policy.require_outcomes(g.user)
     data = json_body()
     ref, key = field(data, "ref", str), field(data, "key", str)
@@ -146,7 +158,7 @@ def post_outcome() -> Response:
         raise InvalidRequest("field 'value' is required (a number, or true/false)")
     metric = field(data, "metric", str, "success")
     reg = registry()
-    recorded = Outcomes(reg).record(reg, ref, key, data["value"], metric,
+    recorded = _outcomes(reg).record(reg, ref, key, data["value"], metric,
                                            valid_kind(field(data, "kind", str, None))
                                            or "prompt")
     return json_response(recorded, 201)
@@ -154,13 +166,48 @@ def post_outcome() -> Response:
 
 @bp.get("/experiments")
 def experiment() -> Response:
-    """Live statistics per arm of a split label, from the outcomes posted back."""
-    from promptrev.evaluation.online import Outcomes
+    """Live statistics per arm of a split label, from the outcomes posted back.
 
+    Always-valid comparisons; the fixed-horizon ones once the planned size is reached.
+    """
     name, label, kind = arg("name"), arg("label"), kind_arg("prompt")
     reg = registry()
     reg.resolve(name, kind)  # a clear 404 for an unknown artifact
-    return json_response(Outcomes(reg).report(reg, name, label, kind))
+    return json_response(_outcomes(reg).report(reg, name, label, kind))
+
+
+@bp.get("/experiments/plan")
+def plan_experiment() -> Response:
+    """Outcomes per arm a split needs: minimum detectable effect, baseline rate or SD."""
+    from promptrev.evaluation.planning import MAX_ARMS, sample_size
+
+    numbers = {key: _float_arg(key) for key in ("mde", "baseline", "sd", "alpha", "power")}
+    given = {key: value for key, value in numbers.items() if value is not None}
+    if "mde" not in given:
+        raise InvalidRequest("query parameter 'mde' (the minimum detectable effect) is "
+                             "required, with 'baseline' (a rate) or 'sd'")
+    return json_response(sample_size(**given, arms=int_arg("arms", 2, 2, MAX_ARMS)))
+
+
+def _outcomes(reg):
+    """The online A/B service (imported when used: it brings numpy)."""
+    from promptrev.evaluation.online import Outcomes
+
+    return Outcomes(reg)
+
+
+def _float_arg(name: str) -> float | None:
+    """Query parameter ``name`` as a finite number, or ``None``."""
+    value = arg(name, None, max_len=40)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        raise InvalidRequest(f"'{name}' must be a number, not {value!r}") from None
+    if not math.isfinite(number):
+        raise InvalidRequest(f"'{name}' must be a finite number, not {value!r}")
+    return number
 
 
 @bp.get("/versions")

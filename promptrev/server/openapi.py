@@ -33,6 +33,22 @@ _OUTCOME = {"oneOf": [{"type": "number", "minimum": -MAX_OUTCOME, "maximum": MAX
                       {"type": "boolean"}]}
 
 
+_NUM = {"type": "number"}
+# A split's planned size: as such, or the planner's inputs (GET /api/v1/experiments/plan).
+_RATE = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 1,
+         "exclusiveMaximum": True}
+_POSITIVE = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+_ALPHA = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 0.5}
+_POWER = {"type": "number", "minimum": 0.5, "maximum": 1, "exclusiveMaximum": True}
+_PLAN_INPUT = {"type": "object", "additionalProperties": False, "properties": {
+    "per_arm": {"type": "integer", "minimum": 1, "maximum": 10**9}, "mde": _NUM,
+    "baseline": _RATE, "sd": _POSITIVE, "alpha": _ALPHA, "power": _POWER}}
+_NULL_NUM = {"type": "number", "nullable": True}
+_PLAN = {"type": "object", "required": ["per_arm", "alpha"], "properties": {
+    "per_arm": _INT, "alpha": _NUM, "power": _NULL_NUM, "mde": _NULL_NUM,
+    "baseline": _NULL_NUM, "sd": _NULL_NUM, "created": _INT}}
+
+
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
@@ -266,10 +282,11 @@ def openapi_document() -> dict[str, Any]:
             **_write("put", "Split a label's traffic over versions (sticky per caller key)",
                      [_NAME, _q("label", "label name", True, example="staging"), _KIND],
                      _input(["arms"], arms={"type": "object", "additionalProperties": _IN_INT},
-                            message=_STR),
+                            message=_STR, plan=_PLAN_INPUT),
                      _obj(["name", "label", "arms"], name=_STR, label=_STR,
-                          arms={"type": "object"}),
-                     example={"arms": {"1": 60, "2": 40}}),
+                          arms={"type": "object"}, plan=_nullable(_PLAN)),
+                     example={"arms": {"1": 60, "2": 40},
+                              "plan": {"mde": 0.05, "baseline": 0.2, "power": 0.8}}),
             **_write("delete", "End a label's traffic split",
                      [_NAME, _q("label", "label name", True, example="staging"), _KIND],
                      None, _obj(["name", "label", "arms"], name=_STR, label=_STR,
@@ -290,8 +307,24 @@ def openapi_document() -> dict[str, Any]:
             "Live statistics per arm of a split label", [
                 _NAME, _q("label", "label name", True, example="staging"), _KIND],
             _obj(["name", "label", "split", "metrics", "verdict"], name=_STR, label=_STR,
-                 kind=_STR, split={"type": "object"}, metrics={"type": "array"},
+                 kind=_STR, split={"type": "object"}, plan=_nullable(_PLAN), alpha=_NUM,
+                 method=_STR, metrics={"type": "array"},
                  verdict={"type": "array", "items": _STR}), etag=False),
+        "/api/v1/experiments/plan": _read(
+            "Outcomes per arm a split needs (normal approximation, two-sided)", [
+                _q("mde", "minimum detectable effect (a difference of means or rates)", True,
+                   schema={"type": "number"}, example="0.05"),
+                _q("baseline", "baseline rate, for pass/fail outcomes (or give sd)",
+                   schema=_RATE, example="0.2"),
+                _q("sd", "standard deviation, for continuous outcomes", schema=_POSITIVE),
+                _q("alpha", "significance level (default 0.05)", schema=_ALPHA),
+                _q("power", "power (default 0.8)", schema=_POWER),
+                _q("arms", "arms of the split (default 2); alpha is split over the pairs",
+                   schema={"type": "integer", "minimum": 2, "maximum": 20})],
+            _obj(["per_arm", "total", "alpha", "power", "mde", "arms", "method"],
+                 per_arm=_INT, total=_INT, alpha=_NUM, power=_NUM, mde=_NUM,
+                 baseline=_NULL_NUM, sd=_NULL_NUM, arms=_INT, method=_STR),
+            etag=False),
         "/api/v1/rollback": _write("post", "Roll back by label move or content restore", [],
                                    _input(["name", "to"], name=_NONEMPTY, to=_IN_INT,
                                           label=_NONEMPTY,

@@ -261,3 +261,22 @@ class OutcomeRow(SQLModel, table=True):
 
 
 T_OUTCOME = OutcomeRow.__table__
+
+
+class PlanRow(SQLModel, table=True):
+    """The planned size of a split label's experiment, set when the split is made."""
+
+    __tablename__ = "ab_plan"
+    kind: str = Field(primary_key=True, max_length=16)
+    name: str = Field(primary_key=True, max_length=255)
+    label: str = Field(primary_key=True, max_length=63)
+    per_arm: int
+    alpha: float
+    power: Optional[float] = None
+    mde: Optional[float] = None
+    baseline: Optional[float] = None
+    sd: Optional[float] = None
+    created: int
+
+
+T_PLAN = PlanRow.__table__
