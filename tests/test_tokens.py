@@ -369,6 +369,7 @@ def test_two_versions_are_rendered_with_their_samples_and_counted(registry):
     result = version_token_delta(registry, "reply@1", "reply@2")
     assert result["refs"] == ["reply@1", "reply@2"]
     assert result["exact"] and result["tokenizer"] == "tiktoken o200k_base"
+    assert "3 tokens per message" in result["framing"]
     enc = encoding("o200k_base")
     extra = len(enc.encode("Be brief. Never invent account details.")) - \
         len(enc.encode("Be brief."))
@@ -409,6 +410,7 @@ def test_a_server_counts_an_unconfigured_openai_model_but_reads_no_local_path(re
     local = version_token_delta(registry, "tiny@1", "tiny@2",
                                 runner=Runner(registry, trust=Trust.local()))
     assert local["exact"] and local["tokenizer"] == f"hf {tiny.model}"
+    assert local["framing"] == "the model's chat template"
 
 
 def test_a_configured_model_is_priced_under_its_configured_name(registry, tiny):

@@ -72,7 +72,8 @@ def token_delta(old_messages: list[dict[str, str]], new_messages: list[dict[str,
     exact = old.counter.exact and new.counter.exact
     reasons = dict.fromkeys(c.reason for c in (old.counter, new.counter) if c.reason)
     out = {"model": new.name, "old_model": old.name, "tokenizer": new.counter.tokenizer,
-           "old_tokenizer": old.counter.tokenizer, "exact": exact, "estimate": not exact,
+           "old_tokenizer": old.counter.tokenizer, "framing": new.counter.framing,
+           "exact": exact, "estimate": not exact,
            "estimate_reason": "; ".join(reasons) or None, "messages": rows,
            "overhead": _change(old_counts.overhead, new_counts.overhead), "total": total,
            "cost": cost}

@@ -38,6 +38,8 @@ ESTIMATE_ENCODING = "o200k_base"  # what a model with no known tokenizer is coun
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
+OPENAI_FRAMING = ("OpenAI's chat framing as its cookbook counts it: 3 tokens per message "
+                  "besides role and content, 3 to prime the reply")
 _LOCK = threading.Lock()
 
 
@@ -66,11 +68,12 @@ class TokenCounter:
     exact: bool
     count: Callable[[list[dict[str, str]]], Counts]
     reason: str | None = None  # why only an estimate
+    framing: str = OPENAI_FRAMING  # how messages are wrapped around their content
 
     def to_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict."""
         return {"tokenizer": self.tokenizer, "exact": self.exact, "estimate": not self.exact,
-                "estimate_reason": self.reason}
+                "estimate_reason": self.reason, "framing": self.framing}
 
 
 def counter_for(model: ModelSpec | str) -> TokenCounter:
@@ -187,7 +190,10 @@ def _hf_counter(spec: ModelSpec) -> TokenCounter:
         tokenizer = hf_tokenizer(spec.name, spec.revision)
     except PromptrevError as exc:
         return estimate_counter(exc.message)
-    return TokenCounter(f"hf {spec.name}", True, functools.partial(_hf_counts, tokenizer))
+    framing = ("the model's chat template" if getattr(tokenizer, "chat_template", None)
+               else "'role: content' lines (the tokenizer has no chat template)")
+    return TokenCounter(f"hf {spec.name}", True, functools.partial(_hf_counts, tokenizer),
+                        framing=framing)
 
 
 def hf_tokenizer(path: str, revision: str | None = None):
