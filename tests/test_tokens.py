@@ -396,6 +396,8 @@ def test_a_deleted_version_has_no_messages(registry):
     result = version_token_delta(registry, "reply@1", "reply@2")
     assert [r["change"] for r in result["messages"]] == ["removed", "removed"]
     assert result["total"]["new"] == 3 and result["total"]["delta"] < 0
+    both = version_token_delta(registry, "reply@2", "reply@2")
+    assert both["unavailable"] == "both versions are deleted"
 
 
 def test_a_server_counts_an_unconfigured_openai_model_but_reads_no_local_path(registry, tiny):

@@ -99,6 +99,8 @@ def version_token_delta(registry, ref_a: str, ref_b: str, *, runner=None,
     errors = [f"{side} ({ref}) does not render: {error}" for side, ref, error in (
         ("the old version", a.ref, rendered.left_error),
         ("the new version", b.ref, rendered.right_error)) if error]
+    if old is None and new is None:
+        errors.append("both versions are deleted")
     if errors:
         reason = "; ".join(errors)
         return {"refs": [a.ref, b.ref], "unavailable": reason,
