@@ -58,6 +58,7 @@ class Settings:
     author: str | None = None  # 'Name <email>' on commits made from the CLI
     models: dict | None = None  # name -> {backend, name, base_url, ...}; None: models_file
     models_file: str | None = None  # PROMPTREV_MODELS, read when models are first needed
+    prices_file: str | None = None  # PROMPTREV_PRICES: the operator's price table
     env: dict = field(default_factory=dict)  # ${env:NAME}: models file; prompts as allowed
     webhook_deliverer: bool = True  # a delivery thread in each worker process
     webhook_retry_base: float = 10.0  # seconds before the 2nd attempt; doubles each time
@@ -116,6 +117,7 @@ class Settings:
             "cookie_secure": env.get("PROMPTREV_COOKIE_SECURE", "").lower() in _TRUE,
             "author": env.get("PROMPTREV_AUTHOR") or None,
             "models_file": env.get("PROMPTREV_MODELS") or None,
+            "prices_file": env.get("PROMPTREV_PRICES") or None,
             "env": dict(env),
             "webhook_deliverer": env.get("PROMPTREV_WEBHOOK_DELIVERER", "1").lower() not in (
                 "0", "false", "no", "off"),

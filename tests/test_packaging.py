@@ -24,7 +24,7 @@ def test_package_list_matches_the_tree():
     """pyproject lists packages by hand (data folders too): none may be missing."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = set(find_packages(str(ROOT), include=["promptrev*"]))
-    data_only = {"promptrev.server.githooks", "promptrev.server.static",
+    data_only = {"promptrev.data", "promptrev.server.githooks", "promptrev.server.static",
                  "promptrev.server.templates", "promptrev.storage.migrations.versions"}
     assert set(config["packages"]) == found | data_only
     assert "package-dir" not in config  # one import root, laid out as it is installed
@@ -59,6 +59,11 @@ def test_wheel_holds_templates_static_and_hooks(wheel):
                        (ROOT / "promptrev/storage/migrations/versions").glob("*.py"))
     assert {f"promptrev/storage/migrations/versions/{r}" for r in revisions} <= names
     assert "promptrev/storage/migrations/script.py.mako" in names
+    # the default price table and tiktoken's tables: token counts work offline
+    tables = sorted(p.name for p in (ROOT / "promptrev/data/tiktoken").glob("*.tiktoken.gz"))
+    assert len(tables) >= 2, tables
+    assert {f"promptrev/data/tiktoken/{t}" for t in tables} <= names
+    assert "promptrev/data/prices.yaml" in names
     # exactly one top-level import name (plus the wheel's own metadata folder)
     assert {n.split("/")[0] for n in names} - {n.split("/")[0] for n in names
                                                 if ".dist-info/" in n} == {"promptrev"}

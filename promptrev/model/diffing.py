@@ -14,7 +14,7 @@ from typing import Any
 
 from promptrev.errors import PromptrevError, ValidationFailed
 
-from .prompty import parse_prompt
+from .prompty import Prompt, parse_prompt
 
 _WORD = re.compile(r"\d+(?:\.\d+)+|\w+|\s+|[^\w\s]")
 
@@ -187,20 +187,31 @@ def prompt_diff(old_text: str, new_text: str, old_name: str, new_name: str,
     except ValidationFailed:
         return diff
     diff.fields = field_diff(old.front, new.front, old.inputs, new.inputs)
-    values = {**old.sample(), **new.sample(), **(variables or {})}
+    diff.rendered = rendered_diff(old, new, variables, old_name, new_name)
+    return diff
+
+
+def rendered_diff(old: Prompt | None, new: Prompt | None,
+                  variables: dict[str, Any] | None = None, old_name: str = "a",
+                  new_name: str = "b") -> RenderedDiff:
+    """Both versions rendered with the same variables: their samples, then ``variables``.
+
+    A missing version (``None``: deleted) renders no messages.
+    """
+    values = {**(old.sample() if old else {}), **(new.sample() if new else {}),
+              **(variables or {})}
     rendered = RenderedDiff(values, None, None)
     try:
-        rendered.left = [m.to_dict() for m in old.render(values)]
+        rendered.left = [m.to_dict() for m in old.render(values)] if old else []
     except PromptrevError as exc:
         rendered.left_error = exc.message
     try:
-        rendered.right = [m.to_dict() for m in new.render(values)]
+        rendered.right = [m.to_dict() for m in new.render(values)] if new else []
     except PromptrevError as exc:
         rendered.right_error = exc.message
     rendered.unified = text_diff(_messages_text(rendered.left), _messages_text(rendered.right),
                                  old_name, new_name).unified
-    diff.rendered = rendered
-    return diff
+    return rendered
 
 
 def _messages_text(messages: list[dict[str, str]] | None) -> str:

@@ -58,6 +58,7 @@ from promptrev.model.adapter_cards import AdapterSource
 
 from ..errors import InvalidRequest
 from .base import Generation, GenerationRequest, ModelSpec, backend
+from .tokenizers import render_prompt
 
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_ADAPTERS = 16
@@ -220,19 +221,6 @@ def _eos_ids(tokenizer, model) -> list[int]:
 
 
 # ---- prompts ----------------------------------------------------------------------------
-def render_prompt(tokenizer, messages: list[dict[str, str]]) -> list[int]:
-    """Token ids of ``messages`` with the tokenizer's chat template and generation prompt.
-
-    A tokenizer without a template gets ``role: content`` lines and ``assistant:``.
-    """
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False,
-                                             add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False).input_ids
-    lines = [f"{m['role']}: {m['content']}" for m in messages]
-    return tokenizer("\n".join([*lines, "assistant:"]), add_special_tokens=True).input_ids
-
-
 def _check(request: GenerationRequest) -> None:
     if request.max_tokens < 1:
         raise InvalidRequest(f"max_tokens must be at least 1 (got {request.max_tokens})")
