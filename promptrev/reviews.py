@@ -132,6 +132,9 @@ class ArtifactChange:
     change: str  # added, modified, deleted
     diff: Diff
     main_moved: bool  # main has changed this artifact since the request's base
+    # Both texts ("" where the artifact does not exist), for what is computed from them
+    # beyond the diff (token counts and cost).
+    texts: tuple[str, str] = ("", "")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -291,7 +294,8 @@ class Reviews:
             what = "added" if change.old is None else "deleted" if change.new is None \
                 else "modified"
             moved = self.store.blob_at(main, kind.path(name)) != change.old
-            out.append(ArtifactChange(kind.name, name, kind.filename(name), what, diff, moved))
+            out.append(ArtifactChange(kind.name, name, kind.filename(name), what, diff, moved,
+                                      (old, new)))
         return out
 
     def label_moves(self, number: int) -> list[str]:

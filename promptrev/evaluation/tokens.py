@@ -22,7 +22,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from promptrev.model.diffing import rendered_diff
-from promptrev.model.prompty import Prompt
+from promptrev.model.prompty import Prompt, parse_prompt
 
 from ..errors import PromptrevError
 from ..runner.base import ALIASES, ModelSpec
@@ -95,21 +95,52 @@ def version_token_delta(registry, ref_a: str, ref_b: str, *, runner=None,
     a, b = registry.resolve(ref_a, "prompt"), registry.resolve(ref_b, "prompt")
     old = None if a.deleted else registry.prompt(a.ref)
     new = None if b.deleted else registry.prompt(b.ref)
-    rendered = rendered_diff(old, new, variables, a.ref, b.ref)
+    return prompts_token_delta(old, new, a.ref, b.ref, runner=runner, prices=prices,
+                               variables=variables,
+                               expected_output_tokens=expected_output_tokens)
+
+
+def text_token_delta(old_text: str | None, new_text: str | None, old_ref: str, new_ref: str,
+                     *, runner=None, prices: PriceTable | None = None,
+                     variables: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`version_token_delta` of two prompt texts (a change request's file before and
+    after); None or an empty text is a side that does not exist."""
+    sides = []
+    for text, ref in ((old_text, old_ref), (new_text, new_ref)):
+        if not text:
+            sides.append(None)
+            continue
+        try:
+            sides.append(parse_prompt(text, ref))
+        except PromptrevError as exc:
+            reason = f"{ref} does not parse: {exc.message}"
+            return {"refs": [old_ref, new_ref], "unavailable": reason,
+                    "summary": f"token counts unavailable: {reason}"}
+    return prompts_token_delta(sides[0], sides[1], old_ref, new_ref, runner=runner,
+                               prices=prices, variables=variables)
+
+
+def prompts_token_delta(old: Prompt | None, new: Prompt | None, old_ref: str, new_ref: str,
+                        *, runner=None, prices: PriceTable | None = None,
+                        variables: dict[str, Any] | None = None,
+                        expected_output_tokens: int | None = None) -> dict[str, Any]:
+    """:func:`token_delta` of two prompts (None: a side that does not exist), rendered as
+    their diff renders them."""
+    rendered = rendered_diff(old, new, variables, old_ref, new_ref)
     errors = [f"{side} ({ref}) does not render: {error}" for side, ref, error in (
-        ("the old version", a.ref, rendered.left_error),
-        ("the new version", b.ref, rendered.right_error)) if error]
+        ("the old version", old_ref, rendered.left_error),
+        ("the new version", new_ref, rendered.right_error)) if error]
     if old is None and new is None:
         errors.append("both versions are deleted")
     if errors:
         reason = "; ".join(errors)
-        return {"refs": [a.ref, b.ref], "unavailable": reason,
+        return {"refs": [old_ref, new_ref], "unavailable": reason,
                 "summary": f"token counts unavailable: {reason}"}
     new_model = prompt_model(runner, new or old)
     old_model = prompt_model(runner, old) if old is not None else new_model
     out = token_delta(rendered.left, rendered.right, new_model, prices, old_model=old_model,
                       expected_output_tokens=expected_output_tokens)
-    return {"refs": [a.ref, b.ref], "variables": rendered.variables, **out}
+    return {"refs": [old_ref, new_ref], "variables": rendered.variables, **out}
 
 
 def prompt_model(runner, prompt: Prompt) -> PricedModel:

@@ -225,8 +225,16 @@ def diff() -> Response:
     a, b, kind = arg("a"), arg("b"), kind_arg()
     raw = arg("variables", None, max_len=65536)
     variables = None if raw is None else json_object(raw, "query parameter 'variables'")
-    return _cached_read(("diff", a, b, kind, raw),
-                        lambda reg: reg.diff(a, b, variables, kind=kind).to_dict())
+    return _cached_read(("diff", a, b, kind, raw), lambda reg: _diff(reg, a, b, variables, kind))
+
+
+def _diff(reg, a: str, b: str, variables, kind) -> dict:
+    """A diff; between prompt versions with tokens and input cost per 1,000 calls."""
+    result = reg.diff(a, b, variables, kind=kind)
+    out = result.to_dict()
+    if result.rendered is not None:
+        out["tokens"] = state().tokens(reg, result.left, result.right, variables)
+    return out
 
 
 @bp.get("/labels")

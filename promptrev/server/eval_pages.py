@@ -51,9 +51,7 @@ def _store() -> EvalStore:
 
 
 def _runner(registry) -> Runner:
-    st = state()
-    return Runner(registry, env=st.settings.env, models=st.models, backends=st.backends,
-                  trust=Trust.server(st.settings.allow_env))
+    return state().runner(registry)
 
 
 # ---- the run list -------------------------------------------------------------------

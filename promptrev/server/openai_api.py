@@ -30,7 +30,6 @@ from flask import Blueprint, Response, g, request, stream_with_context
 from promptrev.errors import InvalidRequest, NotFound, PromptrevError
 from promptrev.runner.base import GenerationRequest, ModelSpec
 from promptrev.runner.execute import Runner, build_request
-from promptrev.runner.trust import Trust
 
 from .auth import api_user, state
 from .params import json_object
@@ -47,9 +46,7 @@ def _authenticate() -> None:
 
 def _runner() -> Runner:
     """A runner under the server's rules: configured models, allowed variables only."""
-    st = state()
-    return Runner(st.registry, env=st.settings.env, models=st.models, backends=st.backends,
-                  trust=Trust.server(st.settings.allow_env))
+    return state().runner(state().registry)
 
 
 @bp.get("/models")

@@ -71,8 +71,15 @@ def open_review() -> Response:
 
 @bp.get("/<int(max=999999999):number>")
 def get_review(number: int) -> Response:
-    """One request with its changes diffed against main, conflicts and problems."""
-    return json_response(reviews().overview(number).to_dict())
+    """One request with its changes diffed against main (prompts: with tokens and input
+    cost per 1,000 calls), conflicts and problems."""
+    seen = reviews().overview(number)
+    out = seen.to_dict()
+    for change, shown in zip(seen.changes, out["changes"], strict=True):
+        tokens = state().change_tokens(state().registry, change)
+        if tokens is not None:
+            shown["tokens"] = tokens
+    return json_response(out)
 
 
 @bp.post("/<int(max=999999999):number>/edits")

@@ -49,6 +49,7 @@ def review(user: User, number: int) -> str:
     may_merge = state().policy.may_write_main(user)
     return render_template(
         "review.html", user=user, req=req, changes=seen.changes, conflicts=seen.conflicts,
+        tokens=[state().change_tokens(state().registry, ch) for ch in seen.changes],
         label_moves=seen.label_moves, problems=seen.problems,
         general=[c for c in req.comments if c["path"] is None], line_comments=line_comments,
         policy=state().policy, may_merge=may_merge,

@@ -22,9 +22,12 @@ from flask import g
 
 from promptrev.accounts import Accounts
 from promptrev.config import Settings
+from promptrev.evaluation.prices import load_price_table
 from promptrev.policy import Policy
 from promptrev.registry import Registry
 from promptrev.runner.base import model_specs
+from promptrev.runner.execute import Runner
+from promptrev.runner.trust import Trust
 
 MAX_IDLE = 8
 
@@ -46,8 +49,33 @@ class ServerState:
         self.policy = Policy.from_settings(settings)
         self.models = model_specs(settings.configured_models(), settings.env)
         self.backends: dict = {}  # loaded models, shared by every request of this process
+        # Read at start, so that a broken PROMPTREV_PRICES stops the server with its error.
+        self.prices = load_price_table(settings.prices_file)
         self._idle: list[Lease] = []
         self._lock = threading.Lock()
+
+    def runner(self, registry: Registry) -> Runner:
+        """A runner under the server's rules: configured models, allowed variables only."""
+        return Runner(registry, env=self.settings.env, models=self.models,
+                      backends=self.backends, trust=Trust.server(self.settings.allow_env))
+
+    def tokens(self, registry: Registry, ref_a: str, ref_b: str,
+               variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Tokens of each rendered message of two prompt versions and the input cost per
+        1,000 calls, from the price table (what every diff shows)."""
+        from promptrev.evaluation.tokens import version_token_delta
+
+        return version_token_delta(registry, ref_a, ref_b, runner=self.runner(registry),
+                                   prices=self.prices, variables=variables)
+
+    def change_tokens(self, registry: Registry, change) -> dict[str, Any] | None:
+        """:meth:`tokens` of a change request's prompt change (None for other kinds)."""
+        from promptrev.evaluation.tokens import text_token_delta
+
+        if change.kind != "prompt":
+            return None
+        return text_token_delta(*change.texts, change.diff.left, change.diff.right,
+                                runner=self.runner(registry), prices=self.prices)
 
     @property
     def registry(self) -> Registry:

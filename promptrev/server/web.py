@@ -173,9 +173,10 @@ def diff(user: User) -> str:
     if same and left.number > right.number:
         left, right = right, left
     result = reg.diff(left.ref, right.ref, kind=left.kind if same else None)
+    tokens = state().tokens(reg, left.ref, right.ref) if result.rendered else None
     return render_template("diff.html", user=user, name=left.name, kind=left.kind,
                            a=left.number, b=right.number, left=left, right=right,
-                           diff=result,
+                           diff=result, tokens=tokens,
                            history=reg.history(left.name, left.kind) if same else None)
 
 
@@ -333,12 +334,14 @@ def label(user: User) -> str | Response:
                   + (f" (was version {current})" if current else ""))
         return redirect(url_for("web.artifact", name=name, kind=kind))
     target = reg.resolve(f"{name}@{to}", kind) if to is not None else None
-    change = None
+    change = tokens = None
     if current is not None and to is not None and current != to:
         change = reg.diff(f"{name}@{current}", f"{name}@{to}", kind=kind)
+        if change.rendered:
+            tokens = state().tokens(reg, f"{name}@{current}", f"{name}@{to}")
     return render_template("confirm_label.html", user=user, name=name, kind=kind,
                            label=label_name, current=current, to=to, target=target,
-                           remove=remove, change=change)
+                           remove=remove, change=change, tokens=tokens)
 
 
 @bp.route("/rollback", methods=["GET", "POST"])
