@@ -20,15 +20,12 @@ INVALID = 6
 # (code, meaning) in the order ``promptrev --help`` shows them.
 TABLE: tuple[tuple[int, str], ...] = (
     (OK, "success"),
-    (FAILURE, "failure: the registry's storage, a remote or promptrev itself (the message "
-              "names the repair)"),
-    (USAGE, "usage: an unknown command, option or a malformed argument"),
-    (NOT_FOUND, "not found: no such artifact, version, label or commit (or it is deleted)"),
-    (CONFLICT, "conflict: a stale or missing --base, diverged histories, a merge conflict"),
-    (REFUSED, "refused: not allowed (role, protected label, a model, variable or address "
-              "the operator does not allow)"),
-    (INVALID, "invalid: content that does not validate or render, a bad name, reference "
-              "or value, too large"),
+    (FAILURE, "failure: storage (damaged, full, locked), a remote, an internal error"),
+    (USAGE, "usage: an unknown command or option, a malformed argument"),
+    (NOT_FOUND, "not found: no such artifact, version, label or commit, or deleted"),
+    (CONFLICT, "conflict: a stale or missing --base, diverged histories, a merge"),
+    (REFUSED, "refused: not allowed by role, protected label or operator settings"),
+    (INVALID, "invalid: content that does not validate or render, a bad name or value"),
 )
 
 # Error class -> code; an error takes the code of the nearest class in its hierarchy.
