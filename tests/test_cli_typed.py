@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from promptrev import Registry
-from promptrev.cli.exit_codes import TABLE
+from promptrev import Registry, errors
+from promptrev.cli.exit_codes import TABLE, exit_code
 
 from .conftest import PROMPT, variant
 
@@ -268,3 +268,26 @@ def test_diff_colours_only_on_a_terminal_and_never_with_no_color(cli, tmp_path):
     assert "\x1b[37m" not in coloured and "\x1b[97m" not in coloured  # never white
     assert "\x1b[" not in _on_a_terminal(cli, tmp_path, "diff", "greet", NO_COLOR="1")
     assert "\x1b[" not in cli("diff", "greet").stdout  # a pipe is not a terminal
+
+
+def test_an_editor_that_fails_saves_nothing(cli, tmp_path):
+    _seed(tmp_path, PROMPT)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    out = cli("edit", "greet", EDITOR=f"{sys.executable} -c 'raise SystemExit(3)'",
+              TMPDIR=str(temp), code=1)
+    assert "Editing failed" in out.stderr
+    assert "greet@2" not in cli("log", "greet").stdout
+    assert list(temp.iterdir()) == []  # no file left behind
+    cli("edit", "greet", EDITOR=_editor(tmp_path, variant(PROMPT, 2)), TMPDIR=str(temp))
+    assert list(temp.iterdir()) == []
+
+
+def test_every_core_error_has_an_exit_code_of_the_table():
+    codes = {code for code, _ in TABLE}
+    for cls in errors._all_errors():
+        assert exit_code(cls("x")) in codes, cls
+    assert exit_code(errors.ArtifactDeleted("x")) == 3
+    assert exit_code(errors.Diverged("x")) == exit_code(errors.PreconditionRequired("x")) == 4
+    assert exit_code(errors.TargetRefused("x")) == 5  # refused, though an InvalidRequest
+    assert exit_code(errors.StorageFull("x")) == 1

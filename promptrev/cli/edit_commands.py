@@ -109,31 +109,43 @@ def edit(ctx: Context, ref: str, message: str | None) -> None:
         folder = tempfile.mkdtemp(prefix="promptrev-edit-")
         path = os.path.join(folder, os.path.basename(KINDS[version.kind].filename(
             version.name)))
-        shown, problem = snap.text, None
-        while True:
-            text = _edited(path, shown, problem)
-            if not text.strip() or text == shown:
-                shutil.rmtree(folder)
-                if problem is not None:
-                    click.echo("nothing saved", err=True)
-                    report_error(problem)
-                why = "no changes" if text.strip() else "empty file"
-                click.echo(f"{why}: nothing saved, {version.ref} stays the latest")
-                return
-            try:
-                made = save_version(ctx, reg, version.name, version.kind, text,
-                                    version.number, message)
-            except ValidationFailed as exc:
-                shown, problem = text, exc
-                click.secho(f"error: {exc.message} (reopening the editor)", fg="red",
-                            err=True)
-                continue
-            except Exception as exc:
-                _keep(path, text, version.name, exc)
-                raise
-            break
+        made = _edit_until_valid(ctx, reg, version, snap.text, message, path)
+    if made is None:
+        return
     shutil.rmtree(folder)
     click.echo(f"{made.ref}  {short_hash(made.commit)}")
+
+
+def _edit_until_valid(ctx: Context, reg: Registry, version, text: str, message: str | None,
+                      path: str):
+    """Edit and save until the text is valid; None when the user saved nothing.
+
+    The file's folder is removed unless the text is kept there (a failed save).
+    """
+    shown, problem = text, None
+    while True:
+        try:
+            text = _edited(path, shown, problem)
+        except click.ClickException:  # the editor failed: nothing to keep
+            shutil.rmtree(os.path.dirname(path))
+            raise
+        if not text.strip() or text == shown:
+            shutil.rmtree(os.path.dirname(path))
+            if problem is not None:
+                click.echo("nothing saved", err=True)
+                report_error(problem)
+            why = "no changes" if text.strip() else "empty file"
+            click.echo(f"{why}: nothing saved, {version.ref} stays the latest")
+            return None
+        try:
+            return save_version(ctx, reg, version.name, version.kind, text, version.number,
+                                message)
+        except ValidationFailed as exc:
+            shown, problem = text, exc
+            click.secho(f"error: {exc.message} (reopening the editor)", fg="red", err=True)
+        except Exception as exc:
+            _keep(path, text, version.name, exc)
+            raise
 
 
 def _edited(path: str, text: str, problem: ValidationFailed | None) -> str:
