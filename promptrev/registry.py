@@ -822,8 +822,10 @@ class Registry:
                 return row
         known = ", ".join(sorted(labels)) or "none"
         what = "label or commit" if ref.may_be_commit else "label"
+        close = difflib.get_close_matches(ref.selector, [*labels, "latest"], n=1)
+        hint = f"; did you mean '{art.name}@{close[0]}'?" if close else ""
         raise NotFound(f"{art.kind} '{art.name}' has no {what} '{ref.selector}' "
-                       f"(labels: {known})")
+                       f"(labels: {known}){hint}")
 
     def _kind_of(self, name: str) -> str:
         self.sync()

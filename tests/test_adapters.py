@@ -230,4 +230,4 @@ def test_adapter_cli(tmp_path, monkeypatch):
         tmp_path / "a1" / "adapter_model.safetensors").read_bytes()
     assert "tone" in run("list")
     assert "error" in run("adapter", "push", tmp_path / "out", "--name", "tone", "--base", 1,
-                          code=2)
+                          code=4)

@@ -265,7 +265,7 @@ def test_damaged_main_is_refused_everywhere_then_repaired(solo, tmp_path, damage
         refused_json(solo.put(latest), "damaged", "promptrev fsck")
 
         # The CLI: one line, no traceback; reads and writes refused alike.
-        for args in (("list",), ("show", "greet"), ("save", solo.prompt_file(tmp_path))):
+        for args in (("list",), ("show", "greet"), ("save", solo.prompt_file(tmp_path), "--force")):
             refused(reg, *args, naming="promptrev fsck")
         # Nothing was wiped or re-rooted: the index kept its rows, main is still damaged.
         assert index_rows(reg, "version") == versions_indexed
@@ -306,7 +306,7 @@ def test_missing_blob_is_reported_and_restored_from_a_clone(solo, tmp_path):
     cache_label(solo, before)
     # A version the server has never read (libgit2 would answer from its object cache).
     latest = before + 1
-    assert ok(reg, "save", solo.prompt_file(tmp_path)).startswith(f"greet@{latest} ")
+    assert ok(reg, "save", solo.prompt_file(tmp_path), "--force").startswith(f"greet@{latest} ")
     with clone_first(reg, tmp_path) as clone:
         blob = git(reg, "rev-parse", f"main:{at('greet')}")
         _loose(reg, blob).unlink()
@@ -341,7 +341,7 @@ def test_missing_commit_is_refused_and_restored_from_a_clone(solo, tmp_path):
         refused_json(solo.put(latest), "damaged", "promptrev fsck")
         r = solo.get("greet@production")  # the index and the blob still hold the answer
         assert r.status_code == 200 or refused_json(r, "damaged")
-        refused(reg, "save", solo.prompt_file(tmp_path), naming="promptrev fsck")
+        refused(reg, "save", solo.prompt_file(tmp_path), "--force", naming="promptrev fsck")
         refused(reg, "reindex", naming="promptrev fsck")
         assert f"greet@{latest}" in ok(reg, "list")  # the refused reindex left the index
 
@@ -469,7 +469,7 @@ def test_a_save_on_a_damaged_index_is_refused_or_done_never_half(
     try:
         INDEX_DAMAGE[damage](reg)
         if edge == "cli":
-            out = promptrev(reg, "save", solo.prompt_file(tmp_path))
+            out = promptrev(reg, "save", solo.prompt_file(tmp_path), "--force")
             assert "Traceback" not in out.stderr, out.stderr
             done = out.returncode == 0
             if not done:
@@ -522,7 +522,7 @@ def test_index_deleted_while_the_server_runs_is_rebuilt_from_git(pair, tmp_path)
         (reg / INDEX).unlink()
         assert f"greet@{latest}" in ok(reg, "list")
         assert ok(reg, "show", "greet").startswith("---")
-        ok(reg, "save", pair.prompt_file(tmp_path))
+        ok(reg, "save", pair.prompt_file(tmp_path), "--force")
         for _ in range(4):  # the workers notice the new file without a restart
             assert pair.numbers() == list(range(latest + 1, 0, -1))
         assert pair.save(latest + 1) == latest + 2

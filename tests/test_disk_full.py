@@ -268,14 +268,15 @@ def test_cli_on_a_full_disk_prints_one_error_line_and_no_traceback(tmpfs, tmp_pa
     edit = tmp_path / "greet.prompty"
     edit.write_text(variant(PROMPT, 1))
     disk.fill()
-    for args in (("save", edit), ("label", "set", "greet", "staging", "1"), ("rm", "greet")):
+    for args in (("save", edit, "--base", "1"), ("label", "set", "greet", "staging", "1"),
+                 ("rm", "greet")):
         one_error_line(cli(*args, registry=path, cwd=tmp_path))
     out = cli("fsck", registry=path, cwd=tmp_path)
     assert "Traceback" not in out.stdout + out.stderr, out.stderr
     if out.returncode:
         assert out.returncode == 1 and ("error: " in out.stderr or "problem: " in out.stdout)
     disk.free()
-    out = cli("save", edit, registry=path, cwd=tmp_path)
+    out = cli("save", edit, "--base", "1", registry=path, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.startswith("greet@2 "), out.stderr
     out = cli("fsck", registry=path, cwd=tmp_path)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stdout + out.stderr
@@ -300,7 +301,7 @@ def test_cli_on_a_full_disk_reads_from_git_and_says_the_disk_is_full(tmpfs, tmp_
     assert listed.returncode == 0 and "greet@1" in listed.stdout, listed.stderr
     log = cli("log", "greet", registry=path, cwd=tmp_path)
     assert log.returncode == 0 and log.stdout.strip(), log.stderr
-    line = one_error_line(cli("save", edit, registry=path, cwd=tmp_path))
+    line = one_error_line(cli("save", edit, "--base", "1", registry=path, cwd=tmp_path))
     assert "full" in line and "reindex" not in line, line
 
 
@@ -456,7 +457,7 @@ def test_cli_with_the_index_disk_full_saves_and_reads(tmpfs, tmp_path, held_open
 
 
 def check_cli_reads_and_writes(run, second: Path) -> None:
-    assert run("save", second).startswith("greet@2 ")  # committed, with its version
+    assert run("save", second, "--base", "1").startswith("greet@2 ")  # committed, with its version
     assert run("show", "greet") == variant(PROMPT, 1)
     listed = run("list")
     assert "greet@2" in listed and "production=1" in listed

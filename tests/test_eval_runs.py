@@ -169,4 +169,4 @@ def test_bad_specs_are_clear_errors(cli_env, tmp_path):
     bad.write_text("dataset: sentiment@9\nvariants: [{prompt: summarize}, {prompt: summarize}]"
                    "\nscorers: [exact]\n")
     result = CliRunner().invoke(main, ["eval", "run", str(bad)])
-    assert result.exit_code == 1 and "no version 9" in result.output
+    assert result.exit_code == 3 and "no version 9" in result.output

@@ -383,11 +383,11 @@ def test_cli_remote_pull_push_sync(run, tmp_path, bare):
     mate.commit("theirs")
     mate.push()
     prompt.write_text(variant(PROMPT, 2).replace("Say hello", "Please say hello"))
-    run("save", prompt, "-m", "ours")
+    run("save", prompt, "-m", "ours", "--base", "2")
     refused = run("pull", ok=False)
-    assert refused.exit_code == 2
+    assert refused.exit_code == 4
     assert "diverged" in refused.output and "'theirs' by Tea Mate" in refused.output
-    assert run("push", ok=False).exit_code == 2
+    assert run("push", ok=False).exit_code == 4
     pulled = json.loads(run("pull", "--merge", "--json").output)
     assert pulled["action"] == "merge"
     assert [v["version"] for v in pulled["versions"]] == [4]

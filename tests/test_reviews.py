@@ -407,16 +407,16 @@ def test_cli_review_open_show_approve_merge(tmp_path, monkeypatch):
     run("review", "comment", "1", "why brief?", "--path", "prompts/greet.prompty", "--line", "6",
         author="Bo <bo@example.com>")
     assert "Bo on prompts/greet.prompty:6: why brief?" in run("review", "show", "1")
-    refused = run("review", "merge", "1", code=2)
+    refused = run("review", "merge", "1", code=4)
     assert "0 of the 1 approval" in refused
-    assert "cannot approve" in run("review", "approve", "1", code=1)
+    assert "cannot approve" in run("review", "approve", "1", code=5)
     assert "approved #1 (1/1)" in run("review", "approve", "1", author="Bo <bo@example.com>")
     merged = run("review", "merge", "1", author="Bo <bo@example.com>")
     assert "merged #1 into main" in merged and "greet@2" in merged
     assert run("show", "greet").startswith(GREET.replace("Be kind.", "Be brief.")[:30])
     assert json.loads(run("log", "greet", "--json"))[0]["author"] == "Ann"
     assert json.loads(run("review", "list", "--status", "merged", "--json"))[0]["number"] == 1
-    assert "is merged" in run("review", "reject", "1", code=2)
+    assert "is merged" in run("review", "reject", "1", code=4)
 
 
 def test_change_request_events_reach_webhooks(reg):

@@ -199,7 +199,7 @@ _ORDERING_HOOK = textwrap.dedent("""
         if os.path.exists(INDEXED):
             os.unlink(INDEXED)
             _cli("--registry", self.path, "--author", "them <them@test>", "save",
-                 os.path.join(HERE, "race.prompty"), "-m", "theirs")
+                 os.path.join(HERE, "race.prompty"), "-m", "theirs", "--force")
 
     GitStore.move_main, Registry.writing = move_main, writing
 """)

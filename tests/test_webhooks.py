@@ -500,5 +500,5 @@ def test_cli_refuses_a_bad_url(tmp_path):
     out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
                           str(reg_path), "webhook",
                           "add", "localhost:8080"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 1 and "must be http:// or https://" in out.stderr
+    assert out.returncode == 6 and "must be http:// or https://" in out.stderr
 

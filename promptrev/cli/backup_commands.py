@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import click
 
-from .main import Context, emit_json, main, pass_ctx
+from .main import Context, emit_json, main, pass_ctx, restore_version
+from .terminal import short_hash
 
 
 @main.command()
@@ -29,7 +31,7 @@ def backup(ctx: Context, file: str, as_json: bool) -> None:
         emit_json(summary)
         return
     click.echo(f"backed up {ctx.path} to {summary['path']} ({_size(summary['size'])})")
-    click.echo(f"  main at {summary['head'][:12]}: {summary['commits']} commits, "
+    click.echo(f"  main at {short_hash(summary['head'])}: {summary['commits']} commits, "
                f"{summary['versions']} versions, {len(summary['refs'])} refs")
     _echo_contents(summary)
     click.secho("  the archive holds password hashes, token digests and webhook secrets: "
@@ -37,7 +39,10 @@ def backup(ctx: Context, file: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("source", metavar="FILE|NAME")
+@click.option("--to", "to", type=int, help="Restore version N of the artifact NAME as its "
+              "new latest version (instead of restoring a backup FILE).")
+@click.option("-m", "--message", help="With --to: the commit message.")
 @click.option("--registry", "-r", "target", default=None,
               help="Folder of the new registry (must not exist, or be empty).")
 @click.option("--index-url", default=None,
@@ -47,9 +52,34 @@ def backup(ctx: Context, file: str, as_json: bool) -> None:
                    "PROMPTREV_ACCOUNTS_URL, else SQLite inside the registry).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @pass_ctx
-def restore(ctx: Context, file: str, target: str | None, index_url: str | None,
-            accounts_url: str | None, as_json: bool) -> None:
-    """Restore the backup FILE into a new registry (-r), then rebuild its index."""
+def restore(ctx: Context, source: str, to: int | None, message: str | None,
+            target: str | None, index_url: str | None, accounts_url: str | None,
+            as_json: bool) -> None:
+    """Restore a version (NAME --to N) or a backup (FILE -r NEW-REGISTRY).
+
+    \b
+    promptrev restore NAME --to N     version N's content becomes NAME's new latest
+                                      version (history keeps everything in between)
+    promptrev restore FILE -r FOLDER  restore the backup FILE into a new registry,
+                                      then rebuild its index
+    """
+    if to is not None:
+        if target or index_url or accounts_url or as_json:
+            raise click.UsageError("-r, --index-url, --accounts-url and --json go with a "
+                                   "backup FILE; to restore a version give the registry "
+                                   "first: promptrev -r REGISTRY restore NAME --to N")
+        restore_version(ctx, source, to, message)
+        return
+    if message is not None:
+        raise click.UsageError("-m goes with --to N (restoring a version)")
+    if not os.path.isfile(source):
+        raise click.UsageError(f"no backup file {source!r}; to restore version N of an "
+                               f"artifact: promptrev restore {source} --to N")
+    _restore_backup(ctx, source, target, index_url, accounts_url, as_json)
+
+
+def _restore_backup(ctx: Context, file: str, target: str | None, index_url: str | None,
+                    accounts_url: str | None, as_json: bool) -> None:
     from promptrev.backup import restore as read_backup
 
     summary = read_backup(file, target or ctx.path, index_url=index_url or ctx.index_url,
@@ -58,7 +88,7 @@ def restore(ctx: Context, file: str, target: str | None, index_url: str | None,
         emit_json(summary)
         return
     click.echo(f"restored {file} (taken {summary['created']}) into {summary['path']}")
-    click.echo(f"  main at {summary['head'][:12]}, {len(summary['refs'])} refs; index "
+    click.echo(f"  main at {short_hash(summary['head'])}, {len(summary['refs'])} refs; index "
                f"rebuilt: {summary['index'].get('commit', 0)} commits, "
                f"{summary['index'].get('version', 0)} versions")
     _echo_contents(summary)

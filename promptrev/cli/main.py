@@ -19,14 +19,17 @@ import click
 from promptrev import errors
 from promptrev.accounts import User, operator
 from promptrev.config import DEFAULT_REGISTRY, Settings
-from promptrev.errors import Conflict, PromptrevError
+from promptrev.errors import PromptrevError
 from promptrev.importing import import_folder
 from promptrev.model import render_budget
-from promptrev.model.artifacts import KINDS, kind_of_file, placed
+from promptrev.model.artifacts import KINDS, placed
 from promptrev.model.names import validate_name
 from promptrev.model.render_budget import RenderLimits
 from promptrev.policy import Policy
 from promptrev.registry import Registry, configure_durability
+
+from .exit_codes import EPILOG, exit_code
+from .terminal import columns, short_hash
 
 
 class Context:
@@ -87,7 +90,8 @@ def _git_config(key: str) -> str | None:
 
 
 def report_error(exc: PromptrevError) -> None:
-    """Print a core error for a person, with its problems and diff, and exit non-zero."""
+    """Print a core error for a person, with its problems and diff, and exit with its code
+    (:mod:`promptrev.cli.exit_codes`)."""
     click.secho(f"error: {exc.message}", fg="red", err=True)
     for problem in exc.details.get("problems", [])[1:]:
         where = problem.get("file", "")
@@ -96,7 +100,7 @@ def report_error(exc: PromptrevError) -> None:
         click.echo(f"  {where}: {problem.get('message')}", err=True)
     if exc.details.get("diff"):
         click.echo(exc.details["diff"], err=True)
-    sys.exit(2 if isinstance(exc, Conflict) else 1)
+    sys.exit(exit_code(exc))
 
 
 class PromptrevGroup(click.Group):
@@ -106,8 +110,7 @@ class PromptrevGroup(click.Group):
     """
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; a :class:`PromptrevError` becomes a message and exit 1 (2 on
-        a conflict)."""
+        """Run the command; a :class:`PromptrevError` becomes a message and its exit code."""
         try:
             return super().invoke(ctx)
         except PromptrevError as exc:
@@ -152,7 +155,7 @@ def parse_vars(pairs: tuple[str, ...], vars_file: str | None) -> dict[str, Any]:
     return values
 
 
-@click.group(cls=PromptrevGroup)
+@click.group(cls=PromptrevGroup, epilog=EPILOG)
 @click.option("--registry", "-r", envvar="PROMPTREV_REGISTRY", default=DEFAULT_REGISTRY,
               show_default=True, help="Path of the registry (a bare Git repository).")
 @click.option("--index-url", envvar="PROMPTREV_INDEX_URL", default=None,
@@ -163,6 +166,8 @@ def parse_vars(pairs: tuple[str, ...], vars_file: str | None) -> dict[str, Any]:
 def main(ctx: click.Context, registry: str, index_url: str | None, author: str | None) -> None:
     """Prompt registry and version control on Git."""
     ctx.obj = Context(registry, index_url, author)
+    if os.environ.get("NO_COLOR"):  # https://no-color.org; click colours only on a TTY
+        ctx.color = False
     render_budget.configure(RenderLimits.from_settings(ctx.obj.settings))
     configure_durability(ctx.obj.settings.durability)  # every write of this process
 
@@ -176,28 +181,6 @@ def init(ctx: Context) -> None:
     """Create a new, empty registry."""
     Registry.init(ctx.path, index_url=ctx.index_url, author=ctx.author).close()
     click.echo(f"initialized registry in {ctx.path}")
-
-
-@main.command()
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
-@click.option("--name", help="Artifact name (default: the file name without suffix).")
-@click.option("-m", "--message", help="Commit message.")
-@click.option("--base", type=int, help="Version this edit started from (stale → conflict).")
-@pass_ctx
-def save(ctx: Context, file: str, name: str | None, message: str | None,
-         base: int | None) -> None:
-    """Save FILE as the next version of an artifact."""
-    kind = kind_of_file(file)
-    if kind is None:
-        raise click.UsageError(f"{file}: expected a .prompty or .jsonl file")
-    name = name or os.path.basename(file)[: -len(kind.suffix)]
-    with open(file, "rb") as fh:
-        data = fh.read()
-    ctx.policy.require_write_main(ctx.acting, "saving to main")
-    with ctx.open() as reg:
-        version = reg.save(name, data, message=message, author=ctx.author, base=base,
-                           kind=kind.name)
-    click.echo(f"{version.ref}  {version.commit[:12]}")
 
 
 @main.command(name="import")
@@ -244,10 +227,15 @@ def list_(ctx: Context, prefix: str | None, deleted: bool, as_json: bool) -> Non
     if as_json:
         emit_json([i.to_dict() for i in items])
         return
-    for item in items:
-        labels = " ".join(f"{k}={v}" for k, v in sorted(item.labels.items()))
-        state = " (deleted)" if item.deleted else ""
-        click.echo(f"{item.kind:8} {item.name}@{item.latest}{state}  {labels}")
+    if not items:
+        return
+    rows = [(item.kind, f"{item.name}@{item.latest}" + (" (deleted)" if item.deleted else ""),
+             " ".join(f"{k}={v}" for k, v in sorted(item.labels.items())) or "-",
+             f"{item.time:%Y-%m-%d %H:%M}", item.author)
+            for item in items]
+    for line in columns(("KIND", "LATEST", "LABELS", "SAVED", "BY"), rows):
+        click.echo(line)
+
 
 
 @main.command()
@@ -352,19 +340,28 @@ def log(ctx: Context, name: str, as_json: bool) -> None:
     for v in versions:
         labels = click.style(f" [{', '.join(v.labels)}]", fg="green") if v.labels else ""
         gone = click.style(" (deleted)", fg="red") if v.deleted else ""
-        click.echo(f"{click.style(v.ref, bold=True)}{labels}{gone}  {v.commit[:10]}  "
+        click.echo(f"{click.style(v.ref, bold=True)}{labels}{gone}  {short_hash(v.commit)}  "
                    f"{v.time:%Y-%m-%d %H:%M}  {v.author}  {v.message.splitlines()[0]}")
 
 
 @main.command()
 @click.argument("ref_a")
-@click.argument("ref_b")
+@click.argument("ref_b", required=False)
 @click.option("--var", "pairs", multiple=True, help="Variable for the rendered diff.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
-def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: bool) -> None:
-    """Diff two versions: fields, text and rendered messages."""
+def diff(ctx: Context, ref_a: str, ref_b: str | None, pairs: tuple[str, ...],
+         as_json: bool) -> None:
+    """Diff two versions: fields, text and rendered messages.
+
+    \b
+    promptrev diff NAME          the version before the latest against the latest
+    promptrev diff NAME@N        version N-1 against version N
+    promptrev diff REF_A REF_B   any two versions (of one artifact or two)
+    """
     with ctx.open() as reg:
+        if ref_b is None:
+            ref_a, ref_b = _previous_and(reg, ref_a)
         result = reg.diff(ref_a, ref_b, parse_vars(pairs, None))
     if as_json:
         emit_json(result.to_dict())
@@ -392,19 +389,26 @@ def diff(ctx: Context, ref_a: str, ref_b: str, pairs: tuple[str, ...], as_json: 
             click.echo(f"  {w['module']}: {w['change']} {norm}{rel}")
 
 
+def _previous_and(reg: Registry, ref: str) -> tuple[str, str]:
+    """The references of the version before ``ref``'s and of ``ref``'s own version."""
+    version = reg.resolve(ref)
+    if version.number < 2:
+        raise click.UsageError(f"{version.ref} is the first version of {version.kind} "
+                               f"'{version.name}': nothing before it to diff against")
+    at = f"{version.kind}:{version.name}@"
+    return f"{at}{version.number - 1}", f"{at}{version.number}"
+
+
+# Diff colours readable on dark and light terminals alike (no white, no yellow).
+DIFF_STYLES = {"+++": {"bold": True}, "---": {"bold": True}, "@@": {"fg": "cyan"},
+               "+": {"fg": "green"}, "-": {"fg": "red"}}
+
+
 def print_unified(text: str) -> None:
-    """Print a unified diff, coloured like git's."""
+    """Print a unified diff, coloured like git's (on a terminal, without NO_COLOR)."""
     for line in text.splitlines():
-        color = None
-        if line.startswith(("+++", "---")):
-            color = "white"
-        elif line.startswith("+"):
-            color = "green"
-        elif line.startswith("-"):
-            color = "red"
-        elif line.startswith("@@"):
-            color = "cyan"
-        click.secho(line, fg=color)
+        style = next((v for k, v in DIFF_STYLES.items() if line.startswith(k)), {})
+        click.secho(line, **style)
 
 
 @main.group()
@@ -423,7 +427,14 @@ def label_set(ctx: Context, name: str, label_name: str, version: int,
     """Point LABEL of NAME at VERSION."""
     ctx.policy.require_label(ctx.acting, label_name)
     with ctx.open() as reg:
+        twins = [k for k in reg.labels(name) if k != label_name and
+                 k.casefold() == label_name.casefold()]
         event = reg.set_label(name, label_name, version, message=message, author=ctx.author)
+    if twins:
+        click.secho(f"warning: {name} now has labels {label_name!r} and "
+                    f"{', '.join(map(repr, twins))}, which differ only in case; references "
+                    "are case-sensitive (remove one with 'promptrev label rm')",
+                    fg="yellow", err=True)
     if event is None:
         click.echo(f"{name}@{label_name} already at {version}")
     else:
@@ -483,16 +494,21 @@ def label_log(ctx: Context, name: str | None, as_json: bool) -> None:
 def rollback(ctx: Context, name: str, to: int, label_name: str | None,
              message: str | None) -> None:
     """Roll back: move a label to version N, or restore N's content as a new version."""
-    if label_name:
-        ctx.policy.require_label(ctx.acting, label_name)
-    else:
-        ctx.policy.require_write_main(ctx.acting, "rolling back on main")
+    if not label_name:
+        restore_version(ctx, name, to, message)
+        return
+    ctx.policy.require_label(ctx.acting, label_name)
     with ctx.open() as reg:
-        result = reg.rollback(name, to, label=label_name, message=message, author=ctx.author)
-    if label_name:
-        click.echo(f"{name}@{label_name} -> {to}")
-    else:
-        click.echo(f"restored version {to} as {result.ref}")
+        reg.rollback(name, to, label=label_name, message=message, author=ctx.author)
+    click.echo(f"{name}@{label_name} -> {to}")
+
+
+def restore_version(ctx: Context, name: str, to: int, message: str | None) -> None:
+    """Write version ``to``'s content as NAME's new latest version (rollback, restore)."""
+    ctx.policy.require_write_main(ctx.acting, "restoring a version on main")
+    with ctx.open() as reg:
+        result = reg.rollback(name, to, message=message, author=ctx.author)
+    click.echo(f"restored version {to} as {result.ref}")
 
 
 @main.command()
@@ -507,8 +523,15 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
     """Render a prompt version to chat messages."""
     with ctx.open() as reg:
         values = parse_vars(pairs, vars_file)
+        prompt = reg.prompt(ref)
+        unknown = sorted(set(values) - set(prompt.inputs) - prompt.variables)
+        if unknown:
+            known = ", ".join(sorted(set(prompt.inputs) | prompt.variables)) or "none"
+            click.secho(f"warning: {ref} neither declares nor uses "
+                        f"{', '.join(map(repr, unknown))} (its variables: {known})",
+                        fg="yellow", err=True)
         if sample:
-            values = {**reg.prompt(ref).sample(), **values}
+            values = {**prompt.sample(), **values}
         messages = reg.render(ref, values)
     if as_json:
         emit_json([m.to_dict() for m in messages])
@@ -562,6 +585,7 @@ def fsck(ctx: Context, as_json: bool, repair: bool, rewind: bool) -> None:
 from . import (  # noqa: E402,F401
     adapter_commands,
     backup_commands,
+    edit_commands,
     eval_commands,
     git_commands,
     remote_commands,

@@ -11,6 +11,7 @@ from promptrev import remotes
 from promptrev.errors import PromptrevError
 
 from .main import Context, emit_json, main, pass_ctx
+from .terminal import short_hash
 
 
 @main.group()
@@ -153,10 +154,10 @@ def _print_push(result: remotes.PushResult) -> None:
     click.echo(f"push {where}: {result.action}, {_short(result.old)} -> {_short(result.new)}, "
                f"{len(result.commits)} commit(s)")
     for commit in result.commits[:20]:
-        click.echo(f"  {commit['short']} {commit['message']} ({commit['author']})")
+        click.echo(f"  {short_hash(commit['sha'])} {commit['message']} ({commit['author']})")
     if len(result.commits) > 20:
         click.echo(f"  ... and {len(result.commits) - 20} more")
 
 
 def _short(sha: str | None) -> str:
-    return sha[:7] if sha else "(none)"
+    return short_hash(sha) if sha else "(none)"

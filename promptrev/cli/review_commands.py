@@ -19,6 +19,7 @@ from promptrev.model.artifacts import kind_of_file
 from promptrev.reviews import STATUSES, Edit, Reviews
 
 from .main import Context, emit_json, main, pass_ctx, print_unified
+from .terminal import short_hash
 
 
 def _me(ctx: Context) -> User:
@@ -106,7 +107,7 @@ def review_show(ctx: Context, number: int, as_json: bool) -> None:
     req, changes, conflicts, problems = (seen.request, seen.changes, seen.conflicts,
                                          seen.problems)
     click.echo(f"#{req.number} {req.title}  [{req.status}]")
-    click.echo(f"by {req.author} on {req.branch} ({req.head[:10]}); approvals "
+    click.echo(f"by {req.author} on {req.branch} ({short_hash(req.head)}); approvals "
                f"{len(req.approvals)}/{req.required_approvals}"
                + (f": {', '.join(a['user'] for a in req.approvals)}" if req.approvals else ""))
     others = [name for name in req.contributors if name != req.author]
@@ -164,7 +165,7 @@ def review_update(ctx: Context, number: int, files: tuple[str, ...], message: st
     """Add edits to a request (resolving conflicts with main when it moved on)."""
     with ctx.open() as reg:
         req = _reviews(ctx, reg).update(number, _me(ctx), _edits(files, deletes), message)
-    click.echo(f"updated #{number} to {req.head[:10]}; approvals start again")
+    click.echo(f"updated #{number} to {short_hash(req.head)}; approvals start again")
 
 
 @review.command("merge")
@@ -179,7 +180,7 @@ def review_merge(ctx: Context, number: int) -> None:
             for c in exc.details.get("conflicts", []) if isinstance(exc.details, dict) else []:
                 click.secho(f"conflict: {c['path']}", fg="red", err=True)
             raise
-    commit = req.merge_commit[:10] if req.merge_commit else "-"
+    commit = short_hash(req.merge_commit)
     click.echo(f"merged #{number} into main as {commit}"
                + (f": {', '.join(req.versions)}" if req.versions else ""))
 

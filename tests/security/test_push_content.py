@@ -44,7 +44,7 @@ def server(tmp_path_factory):
     (tmp / "ab.prompty").write_text(variant(PROMPT, 2))
     live.cli("save", str(tmp / "ab.prompty"), "--name", "ab")
     (tmp / "ab.prompty").write_text(variant(PROMPT, 3))
-    live.cli("save", str(tmp / "ab.prompty"), "--name", "ab")
+    live.cli("save", str(tmp / "ab.prompty"), "--name", "ab", "--base", "1")
     live.cli("label", "set", "ab", "staging", "1")
     live.cli("label", "split", "ab", "canary", "1=90", "2=10")
     yield live

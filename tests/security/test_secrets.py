@@ -328,7 +328,7 @@ def test_the_cli_keeps_a_prompts_own_connection_unless_the_user_restricts_it(tmp
         # PROMPTREV_ALLOW_ENV restricts the CLI too: the name is refused, its value unsaid.
         refused = _cli(registry, "run", "mine",
                        env={"USERS_OWN_KEY": key, "PROMPTREV_ALLOW_ENV": "OTHER_NAME"})
-        assert refused.returncode == 1
+        assert refused.returncode == 5
         assert "USERS_OWN_KEY" in refused.stderr and "PROMPTREV_ALLOW_ENV" in refused.stderr
         assert key not in refused.stderr + refused.stdout
         assert len(own.requests) == 1

@@ -182,7 +182,7 @@ def test_admin_cannot_add_a_webhook_on_loopback_link_local_or_private_in_any_spe
     http.delete("/webhooks", params={"id": r.json()["id"]}).raise_for_status()
     # The CLI asks the same policy.
     out = cli(strict_server.registry, "webhook", "add", f"http://0x7f000001:{receiver.port}/")
-    assert out.returncode == 1 and "127.0.0.1, a loopback address" in out.stderr
+    assert out.returncode == 5 and "127.0.0.1, a loopback address" in out.stderr
     assert "Traceback" not in out.stderr
     assert receiver.requests == []
 
@@ -299,12 +299,12 @@ def test_the_operator_settings_widen_only_what_they_name(tmp_path):
     widened = add("http://10.1.2.3/hook", PRIVATE_OK)
     assert widened.returncode == 0, widened.stderr
     metadata = add("http://169.254.169.254/latest/meta-data/", PRIVATE_OK)
-    assert metadata.returncode == 1 and "link-local" in metadata.stderr  # never widened
+    assert metadata.returncode == 5 and "link-local" in metadata.stderr  # never widened
     listed = {"PROMPTREV_WEBHOOK_ALLOW_NETWORKS": "169.254.169.254/32, fd00::/8"}
     assert add("http://169.254.169.254/latest/meta-data/", listed).returncode == 0
-    assert add("http://127.0.0.1:8/hook", listed).returncode == 1
+    assert add("http://127.0.0.1:8/hook", listed).returncode == 5
     bad = add("https://hooks.example.com/", {"PROMPTREV_WEBHOOK_ALLOW_NETWORKS": "10.0.0.0/33"})
-    assert bad.returncode == 1 and "PROMPTREV_WEBHOOK_ALLOW_NETWORKS" in bad.stderr
+    assert bad.returncode == 6 and "PROMPTREV_WEBHOOK_ALLOW_NETWORKS" in bad.stderr
     assert "Traceback" not in bad.stderr
 
 
