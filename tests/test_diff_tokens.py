@@ -96,3 +96,34 @@ def test_an_operators_price_table_prices_every_diff(tmp_path):
     broken.write_text("prices:\n  gpt-4o-mini: {input_per_1m: cheap}\n")
     with pytest.raises(InvalidRequest, match="gpt-4o-mini"):
         make_server_env(tmp_path / "other", prices_file=str(broken))
+
+
+def test_the_cli_diff_shows_tokens_and_cost_offline(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from .live import ROOT
+
+    env = {**os.environ, "PROMPTREV_REGISTRY": str(tmp_path / "reg"),
+           "PROMPTREV_AUTHOR": "T <t@example.org>"}
+    env.pop("OPENAI_API_KEY", None)
+
+    def cli(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "promptrev.cli", *args], cwd=ROOT,
+                             env=env, capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    cli("init")
+    cli("import", str(ROOT / "prompts"))
+    text = (ROOT / "prompts" / "summarize.prompty").read_text()
+    changed = tmp_path / "summarize.prompty"
+    changed.write_text(text.replace("system:\n", "system:\n" + LONGER, 1))
+    cli("save", str(changed), "--name", "summarize", "--base", "1")
+    tokens = json.loads(cli("diff", "summarize", "--json"))["tokens"]
+    assert LINE.match(tokens["summary"]) and tokens["exact"]
+    assert abs(tokens["total"]["delta"] - _added_tokens()) <= 1
+    shown = cli("diff", "summarize")
+    assert f"tokens: {tokens['summary']}" in shown and "tiktoken o200k_base" in shown

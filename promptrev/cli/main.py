@@ -362,9 +362,11 @@ def diff(ctx: Context, ref_a: str, ref_b: str | None, pairs: tuple[str, ...],
     with ctx.open() as reg:
         if ref_b is None:
             ref_a, ref_b = _previous_and(reg, ref_a)
-        result = reg.diff(ref_a, ref_b, parse_vars(pairs, None))
+        variables = parse_vars(pairs, None)
+        result = reg.diff(ref_a, ref_b, variables)
+        tokens = _tokens(ctx, reg, result, variables) if result.rendered else None
     if as_json:
-        emit_json(result.to_dict())
+        emit_json({**result.to_dict(), **({"tokens": tokens} if tokens else {})})
         return
     if result.fields:
         click.secho("fields:", bold=True)
@@ -379,6 +381,8 @@ def diff(ctx: Context, ref_a: str, ref_b: str | None, pairs: tuple[str, ...],
             if err:
                 click.secho(f"  {side} version does not render: {err}", fg="yellow")
         print_unified(result.rendered.unified or "  (same messages)")
+    if tokens:
+        _print_tokens(tokens)
     for case in result.cases:
         click.echo(f"  case {case['id']}: {case['change']}")
     if result.weights:
@@ -387,6 +391,41 @@ def diff(ctx: Context, ref_a: str, ref_b: str | None, pairs: tuple[str, ...],
             norm = "-" if w["delta_norm"] is None else f"{w['delta_norm']:.4g}"
             rel = f" ({w['relative']:.1%})" if w.get("relative") is not None else ""
             click.echo(f"  {w['module']}: {w['change']} {norm}{rel}")
+
+
+def _tokens(ctx: Context, reg: Registry, result, variables) -> dict:
+    """Tokens of both sides' rendered messages and the input cost per 1,000 calls, with the
+    prompts' own models on this machine (as ``run`` would pick them)."""
+    from promptrev.evaluation.prices import load_price_table
+    from promptrev.evaluation.tokens import version_token_delta
+
+    from .runner_commands import runner_for
+
+    return version_token_delta(reg, result.left, result.right, runner=runner_for(ctx, reg),
+                               prices=load_price_table(ctx.settings.prices_file),
+                               variables=variables)
+
+
+def _print_tokens(tokens: dict) -> None:
+    click.secho("tokens:", bold=True, nl=False)
+    click.echo(f" {tokens['summary']}")
+    if tokens.get("unavailable"):
+        return
+    for m in tokens["messages"]:
+        old = "-" if m["old"] is None else m["old"]
+        new = "-" if m["new"] is None else m["new"]
+        click.echo(f"  {m['role']:<10} {m['change']:<8} {old:>6} → {new:<6} {m['delta']:+d}")
+    over, total = tokens["overhead"], tokens["total"]
+    click.echo(f"  {'framing':<19} {over['old']:>6} → {over['new']:<6} {over['delta']:+d}")
+    click.echo(f"  {'total':<19} {total['old']:>6} → {total['new']:<6} {total['delta']:+d}")
+    counted = f"counted with {tokens['tokenizer']}"
+    if tokens.get("estimate"):
+        counted += f" (an estimate: {tokens['estimate_reason']})"
+    cost = tokens.get("cost") or {}
+    priced = (f"; {cost['basis']}, price table {cost['prices']['version']}"
+              if cost and not cost.get("unavailable") else
+              f"; {cost['unavailable']}" if cost else "")
+    click.echo(f"  {counted}{priced}")
 
 
 def _previous_and(reg: Registry, ref: str) -> tuple[str, str]:
