@@ -736,6 +736,11 @@ class Registry:
         raise NotFound(f"{art.kind} '{art.name}' has no {what} '{ref.selector}' "
                        f"(labels: {known})")
 
+    def kind_of(self, name: str, kind: str | None = None) -> str:
+        """The kind of the artifact called ``name`` (checked against ``kind`` if given)."""
+        self.sync()
+        return self._artifact(parse_reference(name, kind)).kind
+
     def _kind_of(self, name: str) -> str:
         self.sync()
         return self._artifact(parse_reference(name)).kind

@@ -7,6 +7,7 @@ import sys
 import click
 
 from .main import Context, emit_json, label, main, pass_ctx
+from .release import cleared_move
 
 
 def _evaluator(ctx: Context, reg):
@@ -159,7 +160,10 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
             raise click.UsageError("give VERSION=WEIGHT arms, or --end")
     with ctx.open() as reg:
         ctx.policy.require_label(ctx.acting, label_name, "splitting")
-        reg.set_split(name, label_name, weights, message=message, author=ctx.author)
+        cleared = cleared_move(ctx, reg, name, label_name, weights, what="splitting",
+                               split=True)
+        reg.set_split(name, label_name, weights, author=ctx.author,
+                      message=cleared.message(message, f"split {name}@{label_name}"))
     click.echo(f"{name}@{label_name}: " + (", ".join(f"v{v} {w}" for v, w in sorted(
         weights.items())) if weights else "split ended"))
 

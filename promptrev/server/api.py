@@ -119,9 +119,12 @@ def set_split() -> Response:
                              '{"4": 90, "5": 10}')
     arms = {to_int(v, "arms (a version)", 1, MAX_INT_FIELD):
             to_int(w, f"arms.{v} (a weight)", 1, MAX_INT_FIELD) for v, w in raw.items()}
-    registry().set_split(name, label, arms, message=field(data, "message", str, None),
-                     author=g.user.author, account=g.user.name, kind=kind)
-    return json_response({"name": name, "label": label,
+    cleared = state().policy.require_move(g.user, registry(), name, label, arms, kind=kind,
+                                          split=True, override=_override(data))
+    registry().set_split(name, label, arms, kind=kind, author=g.user.author,
+                         account=g.user.name, message=cleared.message(
+                             field(data, "message", str, None), f"split {name}@{label}"))
+    return json_response({"name": name, "label": label, "clearance": cleared.to_dict(),
                   "arms": {str(v): w for v, w in sorted(arms.items())}})
 
 
@@ -284,10 +287,14 @@ def set_label() -> Response:
     state().policy.require_label(g.user, label)
     data = json_body()
     version = field(data, "version", int)
-    event = registry().set_label(name, label, version, message=field(data, "message", str, None),
-                             author=g.user.author, account=g.user.name, kind=kind)
+    cleared = state().policy.require_move(g.user, registry(), name, label, version, kind=kind,
+                                          override=_override(data))
+    event = registry().set_label(name, label, version, message=cleared.message(
+        field(data, "message", str, None), f"label {name}@{label} -> {version}"),
+        author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label, "version": version,
-                  "event": event.to_dict() if event else None})
+                  "event": event.to_dict() if event else None,
+                  "clearance": cleared.to_dict()})
 
 
 @bp.delete("/labels")
@@ -295,8 +302,11 @@ def remove_label() -> Response:
     """Remove a label."""
     name, label, kind = arg("name"), arg("label"), kind_arg()
     state().policy.require_label(g.user, label)
-    event = registry().remove_label(name, label, message=arg("message", None),
-                                author=g.user.author, account=g.user.name, kind=kind)
+    cleared = state().policy.require_move(g.user, registry(), name, label, None, kind=kind,
+                                          override=arg("override_reason", None))
+    event = registry().remove_label(name, label, message=cleared.message(
+        arg("message", None), f"remove label {name}@{label}"),
+        author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "label": label,
                           "event": event.to_dict() if event else None})
 
@@ -310,12 +320,23 @@ def rollback() -> Response:
     kind = valid_kind(field(data, "kind", str, None))
     if label is None:
         state().policy.require_write_main(g.user, "rolling back on main")
+        cleared = None
     else:
         state().policy.require_label(g.user, label)
-    result = registry().rollback(name, to, label=label, message=field(data, "message", str, None),
+        cleared = state().policy.require_move(g.user, registry(), name, label, to, kind=kind,
+                                              what="rolling back", override=_override(data))
+    message = field(data, "message", str, None)
+    if cleared is not None and cleared.note:
+        message = f"{message or 'rolled back'}\n\n{cleared.note}"
+    result = registry().rollback(name, to, label=label, message=message,
                              author=g.user.author, account=g.user.name, kind=kind)
     return json_response({"name": name, "to": to, "label": label,
                   "result": result.to_dict() if result else None})
+
+
+def _override(data: dict) -> str | None:
+    """An admin's written reason to move a gated label without its evidence."""
+    return field(data, "override_reason", str, None)
 
 
 def _current(reg, name: str, kind: str):
