@@ -20,10 +20,13 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
+from promptrev import Registry
+from promptrev.accounts import operator
 from promptrev.cli.main import main
-from promptrev.errors import ValidationFailed
+from promptrev.errors import Conflict, ValidationFailed
 from promptrev.model.artifacts import KINDS
 from promptrev.model.release import parse_release_policy
+from promptrev.policy import Policy
 
 from .conftest import PROMPT, at, label_at, variant
 from .live import ADMIN_PASSWORD, ROOT, LiveServer, start_server
@@ -35,7 +38,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 NAME = "sentiment/zero-shot"
 # Each test that moves a label to version 2 with evidence has a label of its own: once 2
 # has held a label, moving back to it is a rollback.
-GATED = ("production", "release", "staging", "beta", "gamma", "delta", "epsilon", "zeta")
+GATED = ("production", "release", "staging", "beta", "gamma", "delta", "epsilon", "zeta",
+         "eta")
 OTHER = "sentiment/few-shot"
 EVALUATION = {"dataset": "sentiment@1", "scorers": ["exact"], "model": "tiny",
               "params": {"max_tokens": 3}, "limit": 6, "batch_size": 6}
@@ -96,11 +100,13 @@ def live(tmp_path_factory, tiny):
     path = work / at(OTHER)
     path.write_text(path.read_text().replace("sentiment", "sentiment (v2)", 1))
     admin.commit(work, "few-shot v2")
-    write(work / label_at(NAME), "".join(f"{label}: 1\n" for label in GATED))
+    write(work / label_at(NAME), "".join(f"{label}: 1\n" for label in (*GATED, "iota")))
     write(work / label_at(OTHER), "staging: 1\n")
-    write(work / policy_at(NAME), yaml.safe_dump(
-        {label: rule("superior" if label == "release" else "non-inferior")
-         for label in GATED}))
+    policies = {label: rule("superior" if label == "release" else "non-inferior")
+                for label in GATED}
+    # The same evaluation at other settings: the run at max_tokens 3 is no evidence for it.
+    policies["iota"] = {**rule(), "evaluation": {**EVALUATION, "params": {"max_tokens": 2}}}
+    write(work / policy_at(NAME), yaml.safe_dump(policies))
     write(work / policy_at(OTHER), yaml.safe_dump({"staging": rule()}))
     admin.commit(work, "labels and release policies")
     admin("push", "-q", "origin", "main", cwd=work)
@@ -179,6 +185,12 @@ def test_api_allows_a_move_with_evidence_and_records_it(live):
     assert r.status_code == 200, r.text
     assert "Release-Rollback: version 1 held 'production' before" in newest_message(live)
     assert holder(live, "production") == 1
+
+
+def test_a_run_at_other_settings_than_the_policys_is_no_evidence(live):
+    r = api(live, "PUT", "/labels", params={"name": NAME, "label": "iota"},
+            json={"version": 2})
+    assert r.status_code == 403 and "None exists" in r.json()["error"]["message"], r.text
 
 
 def test_a_verdict_short_of_the_policy_is_refused_with_its_evidence(live):
@@ -405,6 +417,23 @@ def test_cli_evaluate_runs_the_policy_evaluation_then_moves(live):
     assert shown["dataset"] == "sentiment@1" and shown["cases"] == 6
     assert [v["prompt"] for v in shown["variants"]] == [f"{NAME}@1", f"{NAME}@3"]
     assert shown["baseline"] == shown["variants"][0]["name"]
+
+
+def test_a_clearance_is_void_once_the_label_moved_under_it(live):
+    """Checked, then committed: if the holder moved in between, nothing is written."""
+    reg = Registry.open(live.registry)
+    try:
+        cleared = Policy().require_move(operator("Op <op@example.org>"), reg, NAME, "eta", 2)
+        assert cleared.how == "evidence"
+        r = api(live, "PUT", "/labels", params={"name": NAME, "label": "eta"},
+                json={"version": 4, "override_reason": "meanwhile, elsewhere"})
+        assert r.status_code == 200, r.text
+        with pytest.raises(Conflict):
+            reg.set_label(NAME, "eta", 2, guard=cleared.guard,
+                          message=cleared.message(None, "eta -> 2"))
+    finally:
+        reg.close()
+    assert holder(live, "eta") == 4
 
 
 # ---- pulls from a followed remote ----------------------------------------------------------

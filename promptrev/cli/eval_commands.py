@@ -162,7 +162,7 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
         ctx.policy.require_label(ctx.acting, label_name, "splitting")
         cleared = cleared_move(ctx, reg, name, label_name, weights, what="splitting",
                                split=True)
-        reg.set_split(name, label_name, weights, author=ctx.author,
+        reg.set_split(name, label_name, weights, author=ctx.author, guard=cleared.guard,
                       message=cleared.message(message, f"split {name}@{label_name}"))
     click.echo(f"{name}@{label_name}: " + (", ".join(f"v{v} {w}" for v, w in sorted(
         weights.items())) if weights else "split ended"))

@@ -433,7 +433,7 @@ def label_set(ctx: Context, name: str, label_name: str, version: int, message: s
         cleared = cleared_move(ctx, reg, name, label_name, version, kind=kind,
                                evaluate=evaluate, override=override_reason)
         event = reg.set_label(name, label_name, version, author=ctx.author, kind=kind,
-                              message=cleared.message(
+                              guard=cleared.guard, message=cleared.message(
                                   message, f"label {name}@{label_name} -> {version}"))
     if event is None:
         click.echo(f"{name}@{label_name} already at {version}")
@@ -456,8 +456,8 @@ def label_rm(ctx: Context, name: str, label_name: str, message: str | None,
     with ctx.open() as reg:
         cleared = cleared_move(ctx, reg, name, label_name, None, what="removing",
                                override=override_reason)
-        reg.remove_label(name, label_name, author=ctx.author, message=cleared.message(
-            message, f"remove label {name}@{label_name}"))
+        reg.remove_label(name, label_name, author=ctx.author, guard=cleared.guard,
+                         message=cleared.message(message, f"remove label {name}@{label_name}"))
     click.echo(f"removed {name}@{label_name}")
 
 
@@ -509,11 +509,14 @@ def rollback(ctx: Context, name: str, to: int, label_name: str | None,
     else:
         ctx.policy.require_write_main(ctx.acting, "rolling back on main")
     with ctx.open() as reg:
+        guard = None
         if label_name:
             cleared = cleared_move(ctx, reg, name, label_name, to, what="rolling back",
                                    override=override_reason)
             message = cleared.message(message, "rolled back") if cleared.note else message
-        result = reg.rollback(name, to, label=label_name, message=message, author=ctx.author)
+            guard = cleared.guard
+        result = reg.rollback(name, to, label=label_name, message=message, author=ctx.author,
+                              guard=guard)
     if label_name:
         click.echo(f"{name}@{label_name} -> {to}")
     else:

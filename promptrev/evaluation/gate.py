@@ -26,7 +26,7 @@ from promptrev.model.artifacts import KINDS
 from promptrev.model.datasets import parse_dataset
 from promptrev.model.release import ReleaseRule, parse_release_policy
 
-from ..errors import EvidenceRequired, NotFound
+from ..errors import Conflict, EvidenceRequired, NotFound
 from .store import EvalStore
 
 
@@ -37,6 +37,26 @@ class Clearance:
     how: str  # "ungated", "evidence", "rollback", "override", "ending split"
     note: str | None = None
     evidence: dict[str, Any] = field(default_factory=dict)
+    # (registry, the files the judgement read, the commit it read them at): see guard
+    watched: tuple[Any, tuple[str, ...], str | None] | None = field(default=None, repr=False)
+
+    def guard(self, head: str) -> None:
+        """Raise :class:`Conflict` if a file this clearance was judged on (the release
+        policy; for a gated label its label map and splits) differs at ``head``: the
+        move is then tried again by its caller rather than made on a stale judgement.
+        Writers call it under the writer lock (``Registry.set_label(guard=...)``)."""
+        if self.watched is None:
+            return
+        registry, paths, at = self.watched
+        if head == at:
+            return
+        store = registry.store
+        for path in paths:
+            before = store.blob_at(at, path) if at else None
+            if store.blob_at(head, path) != before:
+                raise Conflict(f"{path} changed while this label move was being checked "
+                               "against its release policy; nothing was written: try again",
+                               details={"path": path})
 
     def message(self, message: str | None, default: str) -> str | None:
         """The commit message with the clearance appended (None: keep the default)."""
@@ -67,6 +87,17 @@ def clear(registry, kind: str, name: str, label: str, holder: int | None, target
           at: str | None, split: bool = False, override: str | None = None) -> Clearance:
     """Clear a move of ``label`` from ``holder`` to ``target`` (a version, a split's
     ``{version: weight}``, or None for a removal), or raise :class:`EvidenceRequired`."""
+    cleared = _clear(registry, kind, name, label, holder, target, at=at, split=split,
+                     override=override)
+    files = [KINDS[kind].policy_path(name)] if kind in KINDS else []
+    if cleared.how != "ungated" and files:
+        files += [KINDS[kind].label_path(name), KINDS[kind].split_path(name)]
+    cleared.watched = (registry, tuple(files), at)
+    return cleared
+
+
+def _clear(registry, kind: str, name: str, label: str, holder: int | None, target: Any, *,
+           at: str | None, split: bool = False, override: str | None = None) -> Clearance:
     found = rule_for(registry, kind, name, label, at)
     if found is None:
         return Clearance("ungated")
@@ -209,12 +240,29 @@ def _pair(run: dict[str, Any], rule: ReleaseRule, kind: str, name: str, holder: 
     model = rule.evaluation.get("model")
     if model is not None and base.get("model") != model:
         return None
+    params = rule.evaluation.get("params")
+    if params is not None and base.get("params") != params:
+        return None
+    if not _same_scorer(rule, spec.get("scorers") or []):
+        return None
     for vname, variant in variants.items():
         same = all(variant.get(k) == base.get(k) for k in ("prompt", "adapter", "model",
                                                           "params") if k != key)
         if vname != base["name"] and same and variant.get(key) == f"{name}@{target}":
             return base["name"], vname
     return None
+
+
+def _same_scorer(rule: ReleaseRule, scorers: list[Any]) -> bool:
+    """Whether the run scored the policy's metric with the policy's scorer and options (a
+    judge's prompt is pinned when a run starts, so a judge is matched by its name)."""
+    from promptrev.model.release import scorer_names
+
+    wanted = dict(zip(scorer_names(rule.evaluation["scorers"]), rule.evaluation["scorers"],
+                      strict=True)).get(rule.metric)
+    if isinstance(wanted, dict) and "judge" in wanted:
+        return True
+    return wanted in scorers
 
 
 def _has_metric(run: dict[str, Any], metric: str) -> bool:

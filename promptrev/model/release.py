@@ -86,7 +86,7 @@ def _rule(label: Any, raw: Any, filename: str) -> ReleaseRule:
     if require not in REQUIREMENTS:
         raise ValidationFailed(f"{where}: 'require' must be one of {', '.join(REQUIREMENTS)}")
     metric = raw.get("metric")
-    names = _scorer_names(evaluation["scorers"])
+    names = [n for n in scorer_names(evaluation["scorers"]) if n is not None]
     if not isinstance(metric, str) or metric not in names:
         raise ValidationFailed(f"{where}: 'metric' must name one of the evaluation's scorers "
                                f"({', '.join(names)})")
@@ -125,9 +125,10 @@ def _evaluation(raw: Any, where: str) -> dict[str, Any]:
     return dict(raw)
 
 
-def _scorer_names(scorers: list[Any]) -> list[str]:
-    """The metric names the scorers report under: their type, or their ``name`` option."""
-    names = []
+def scorer_names(scorers: list[Any]) -> list[str | None]:
+    """The metric name each scorer reports under: its type, or its ``name`` option (None
+    for an entry that is no scorer spec; starting the evaluation names its problem)."""
+    names: list[str | None] = []
     for spec in scorers:
         if isinstance(spec, str):
             names.append(spec)
@@ -135,6 +136,8 @@ def _scorer_names(scorers: list[Any]) -> list[str]:
             kind, options = next(iter(spec.items()))
             named = options.get("name") if isinstance(options, dict) else None
             names.append(str(named if named is not None else kind))
+        else:
+            names.append(None)
     return names
 
 

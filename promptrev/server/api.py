@@ -122,7 +122,7 @@ def set_split() -> Response:
     cleared = state().policy.require_move(g.user, registry(), name, label, arms, kind=kind,
                                           split=True, override=_override(data))
     registry().set_split(name, label, arms, kind=kind, author=g.user.author,
-                         account=g.user.name, message=cleared.message(
+                         account=g.user.name, guard=cleared.guard, message=cleared.message(
                              field(data, "message", str, None), f"split {name}@{label}"))
     return json_response({"name": name, "label": label, "clearance": cleared.to_dict(),
                   "arms": {str(v): w for v, w in sorted(arms.items())}})
@@ -291,7 +291,7 @@ def set_label() -> Response:
                                           override=_override(data))
     event = registry().set_label(name, label, version, message=cleared.message(
         field(data, "message", str, None), f"label {name}@{label} -> {version}"),
-        author=g.user.author, account=g.user.name, kind=kind)
+        author=g.user.author, account=g.user.name, kind=kind, guard=cleared.guard)
     return json_response({"name": name, "label": label, "version": version,
                   "event": event.to_dict() if event else None,
                   "clearance": cleared.to_dict()})
@@ -306,7 +306,7 @@ def remove_label() -> Response:
                                           override=arg("override_reason", None))
     event = registry().remove_label(name, label, message=cleared.message(
         arg("message", None), f"remove label {name}@{label}"),
-        author=g.user.author, account=g.user.name, kind=kind)
+        author=g.user.author, account=g.user.name, kind=kind, guard=cleared.guard)
     return json_response({"name": name, "label": label,
                           "event": event.to_dict() if event else None})
 
@@ -329,7 +329,8 @@ def rollback() -> Response:
     if cleared is not None and cleared.note:
         message = f"{message or 'rolled back'}\n\n{cleared.note}"
     result = registry().rollback(name, to, label=label, message=message,
-                             author=g.user.author, account=g.user.name, kind=kind)
+                             author=g.user.author, account=g.user.name, kind=kind,
+                             guard=cleared.guard if cleared else None)
     return json_response({"name": name, "to": to, "label": label,
                   "result": result.to_dict() if result else None})
 

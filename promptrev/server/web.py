@@ -277,11 +277,13 @@ def label(user: User) -> str | Response:
         message = request.form.get("message", "").strip() or None
         if remove:
             reg.remove_label(name, label_name, author=user.author, kind=kind, account=user.name,
-                             message=cleared.message(message, f"remove label {name}@{label_name}"))
+                             message=cleared.message(message, f"remove label {name}@{label_name}"),
+                             guard=cleared.guard)
             flash(f"removed label {label_name} from {name}")
         else:
             reg.set_label(name, label_name, to, author=user.author, kind=kind, account=user.name,
-                          message=cleared.message(message, f"label {name}@{label_name} -> {to}"))
+                          message=cleared.message(message, f"label {name}@{label_name} -> {to}"),
+                          guard=cleared.guard)
             flash(f"{label_name} now points at {name}@{to}"
                   + (f" (was version {current})" if current else ""))
         return redirect(url_for("web.artifact", name=name, kind=kind))
@@ -310,13 +312,15 @@ def rollback(user: User) -> str | Response:
     current = reg.labels(name, kind).get(label_name) if label_name else latest.number
     if request.method == "POST":
         message = request.form.get("message", "").strip() or None
+        guard = None
         if label_name:
             cleared = state().policy.require_move(user, reg, name, label_name, to, kind=kind,
                                                   what="rolling back",
                                                   override=_override_reason())
             message = cleared.message(message, "rolled back") if cleared.note else message
+            guard = cleared.guard
         reg.rollback(name, to, label=label_name, message=message, author=user.author,
-                     kind=kind, account=user.name)
+                     kind=kind, account=user.name, guard=guard)
         flash(f"rolled back {name}" + (f"@{label_name}" if label_name else "")
               + f" to version {to}")
         return redirect(url_for("web.artifact", name=name, kind=kind))
