@@ -63,6 +63,13 @@ class Forbidden(PromptrevError):
     code = "forbidden"
 
 
+class EvidenceRequired(Forbidden):
+    """A label with a release policy may not move there without evidence (or an override);
+    the message names the evaluation that is missing or the verdict that fell short."""
+
+    code = "evidence_required"
+
+
 class PreconditionRequired(PromptrevError):
     """An update that does not say which version it was based on."""
 

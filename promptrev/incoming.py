@@ -34,11 +34,13 @@ from promptrev.model.artifacts import (
     kind_of_path,
     label_of_path,
     placement_problem,
+    policy_of_path,
     split_of_path,
 )
 from promptrev.model.labels import parse_label_map, parse_splits
 from promptrev.model.layout import entry_problems
 from promptrev.model.names import validate_name
+from promptrev.model.release import parse_release_policy
 from promptrev.model.validation import check_content
 
 from .errors import PromptrevError, ValidationFailed
@@ -67,6 +69,20 @@ class LabelMove:
         return f"{self.name}: {what}{self.label} {self.old or '-'} → {self.new or '-'}"
 
 
+@dataclass(frozen=True)
+class PolicyChange:
+    """A commit that adds, changes or removes the release policy of some labels."""
+
+    kind: str
+    name: str
+    labels: tuple[str, ...]
+    path: str
+
+    def describe(self) -> str:
+        """``summarize: release policy of production``."""
+        return f"{self.name}: release policy of {', '.join(self.labels)}"
+
+
 @dataclass
 class Incoming:
     """What arriving history would do to the registry, and what is wrong with it."""
@@ -74,6 +90,7 @@ class Incoming:
     commits: list[str] = field(default_factory=list)
     versions: list[tuple[str, str, str]] = field(default_factory=list)  # kind, name, commit
     label_moves: list[LabelMove] = field(default_factory=list)
+    policy_changes: list[PolicyChange] = field(default_factory=list)
     problems: list[dict[str, str]] = field(default_factory=list)
 
     def problem(self, file: str, commit: str | None, message: str) -> None:
@@ -233,6 +250,7 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
             adapter_folders.add(path.rsplit("/", 1)[0])
     labels, rest = by_artifact(rest, label_of_path, present)
     splits, rest = by_artifact(rest, split_of_path, present)
+    policies, rest = by_artifact(rest, policy_of_path, present)
     for change in rest:
         path = change.path
         top = path.split("/", 1)[0]
@@ -240,8 +258,9 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
             continue  # in a wrong bucket: told where it belongs if it stays (_check_places)
         if top == "adapters" and path.rsplit("/", 1)[-1] in (CONFIG, WEIGHTS):
             adapter_folders.add(path.rsplit("/", 1)[0])
-        elif change.new is not None and top in ("labels", "splits"):
-            out.problem(path, sha, f"not a {top[:-1]} file: {top} files are stored as "
+        elif change.new is not None and top in ("labels", "splits", "policies"):
+            single = {"labels": "label", "splits": "split", "policies": "policy"}[top]
+            out.problem(path, sha, f"not a {single} file: {top} files are stored as "
                         f"{fanout.pattern(f'{top}/<kind folder>', '.yaml')}")
         elif change.new is not None and top in _FOLDERS:
             kind = next(k for k in KINDS.values() if k.folder == top)
@@ -259,6 +278,9 @@ def _check_commit(registry: Registry, sha: str, changes: list[Change], counter: 
         with _checking(touched.path, sha, out):
             _check_labels(store, sha, touched.kind.name, touched.name, touched, split,
                           counter, out)
+    for touched in policies:
+        with _checking(touched.path, sha, out):
+            _check_policy(store, sha, touched, out)
 
 
 def _check_places(registry: Registry, new: str, changes: list[Change], out: Incoming,
@@ -277,7 +299,7 @@ def _check_places(registry: Registry, new: str, changes: list[Change], out: Inco
             out.problem(change.path, new, problem)
             continue
         found = kind_of_path(change.path) or label_of_path(change.path) or \
-            split_of_path(change.path)
+            split_of_path(change.path) or policy_of_path(change.path)
         if found is None:
             continue
         old_path = fanout.shown(change.path)
@@ -357,6 +379,24 @@ def _check_adapter_folder(registry: Registry, sha: str, folder: str, out: Incomi
                     f"{pointer.oid[:12]}… are {pointer.size:,} bytes, but that object is "
                     f"{stored:,} bytes: a pointer (and its card) must give its object's true "
                     "size. Push adapters with 'promptrev adapter push'")
+
+
+def _check_policy(store, sha: str, change, out: Incoming) -> None:
+    """A release-policy file must parse; which labels' rules it changes is recorded."""
+    validate_name(change.name)
+    path = change.path
+    if change.kind.name == "dataset":
+        out.problem(path, sha, f"{path}: release policies gate prompts and adapters, not "
+                    "datasets")
+        return
+    old = parse_release_policy(store.blob(change.old).decode("utf-8", "replace"), path) \
+        if change.old else {}
+    new = parse_release_policy(store.blob(change.new).decode("utf-8", "replace"), path) \
+        if change.new else {}
+    changed = tuple(sorted(label for label in set(old) | set(new)
+                           if old.get(label) != new.get(label)))
+    if changed:
+        out.policy_changes.append(PolicyChange(change.kind.name, change.name, changed, path))
 
 
 def _check_labels(store, sha: str, kind: str, name: str, change: Change, split: bool,

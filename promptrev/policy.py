@@ -8,17 +8,28 @@ directly (saving, merging, pushing to ``main``) takes ``merge_role``; closing so
 else's request (rejecting it, or deleting its branch) takes ``merge_role`` too; moving a
 protected label (or splitting its traffic) takes the admin role. Each rule is written
 here once.
+
+A label may also carry a release policy (:mod:`promptrev.model.release`): then every move
+of it, whatever its route, needs evidence (:mod:`promptrev.evaluation.gate`), a rollback
+to a version that held it before, or an admin's override with a written reason. The rule
+that judges a move is the one ``main`` held before it, and changing a release policy takes
+the admin role, so one commit can never both weaken a gate and pass it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .accounts import ROLES, User
 from .config import Settings
-from .errors import Forbidden, InvalidName
+from .errors import Forbidden, InvalidName, InvalidRequest
 from .incoming import Incoming
+
+if TYPE_CHECKING:
+    from .evaluation.gate import Clearance
+    from .registry import Registry
 
 
 @dataclass(frozen=True)
@@ -121,6 +132,54 @@ class Policy:
                         "token create USER --scope outcomes') or the editor role",
                         details={"role": user.role, "needs": "scope outcomes or editor"})
 
-    def require_incoming(self, user: User, incoming: Incoming, what: str) -> None:
-        """Check the label moves that arriving history makes."""
+    def require_move(self, user: User, registry: Registry, name: str, label: str,
+                     target: Any, *, kind: str | None = None, what: str = "moving",
+                     split: bool = False, override: str | None = None) -> Clearance:
+        """Raise unless ``user`` may move ``label`` of ``name`` to ``target`` now.
+
+        ``target``: a version number, a split's ``{version: weight}`` (``split``), or None
+        (removing the label). Checks the role (:meth:`require_label`), then the label's
+        release policy as ``main`` holds it now; returns how the move is cleared, whose
+        ``note`` belongs in the commit message. ``override``: an admin's written reason to
+        move without the evidence.
+        """
+        from .evaluation import gate
+
+        self.require_label(user, label, what)
+        head = registry.sync()
+        kind = registry.kind_of(name, kind)
+        holder = registry.labels(name, kind).get(label)
+        self._require_override(user, label, override)
+        return gate.clear(registry, kind, name, label, holder, target, at=head, split=split,
+                          override=override)
+
+    def require_incoming(self, user: User, incoming: Incoming, what: str, *,
+                         registry: Registry | None = None, base: str | None = None
+                         ) -> list[Clearance]:
+        """Check the label moves and release-policy changes that arriving history makes.
+
+        With ``registry``, every move is also judged by the release policies of ``base``
+        (``main`` before the history arrives), never by a policy the history brings.
+        """
         self.require_labels(user, (m.label for m in incoming.label_moves), what)
+        for change in incoming.policy_changes:
+            for label in change.labels:
+                user.require("move_protected_label", f"{what} a change to the release "
+                             f"policy of label '{label}' ({change.path})")
+        if registry is None:
+            return []
+        from .evaluation import gate
+
+        return [gate.clear_arriving(registry, m, base) for m in incoming.label_moves]
+
+    def may_override(self, user: User) -> bool:
+        """Whether ``user`` may move a gated label without evidence (with a reason)."""
+        return user.may("move_protected_label")
+
+    def _require_override(self, user: User, label: str, override: str | None) -> None:
+        if override is None:
+            return
+        if not override.strip():
+            raise InvalidRequest("an override needs a written reason")
+        user.require("move_protected_label", f"overriding the release policy of label "
+                     f"'{label}'")

@@ -109,7 +109,7 @@ def _check_main(registry: Registry, policy: Policy, user: User, update: RefUpdat
                        "again", details={"main": head, "expected": old})
     incoming = check_history(registry, old, update.new)
     incoming.raise_for_problems(f"the push to main ({_span(old, update.new)})")
-    policy.require_incoming(user, incoming, "pushing")
+    policy.require_incoming(user, incoming, "pushing", registry=registry, base=old)
 
 
 def _check_review(registry: Registry, policy: Policy, user: User, update: RefUpdate

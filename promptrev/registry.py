@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -633,13 +633,16 @@ class Registry:
     # ---- writing -------------------------------------------------------------------
     @contextmanager
     def transaction(self, *, message: str, author: str = DEFAULT_AUTHOR,
-                    account: str | None = None) -> Iterator[Transaction]:
+                    account: str | None = None, guard: Callable[[str], None] | None = None
+                    ) -> Iterator[Transaction]:
         """Group saves, deletions and label moves into one commit (all or nothing).
 
         ``account`` is the authenticated account making it (the server's user), recorded
-        next to the Git ``author``; None for local writes.
+        next to the Git ``author``; None for local writes. ``guard`` is asked with main's
+        commit under the writer lock before committing (a release gate's
+        ``Clearance.guard``: what it judged has not moved since).
         """
-        tx = Transaction(self, message, author, account)
+        tx = Transaction(self, message, author, account, guard)
         yield tx
         tx.commit()
 
@@ -700,27 +703,31 @@ class Registry:
 
     def set_label(self, name: str, label: str, version: int, *, message: str | None = None,
                   author: str = DEFAULT_AUTHOR, kind: str | None = None,
-                  account: str | None = None) -> LabelEvent | None:
+                  account: str | None = None, guard: Callable[[str], None] | None = None
+                  ) -> LabelEvent | None:
         """Point ``label`` at ``version`` (a commit with author and message)."""
         kind = kind or self._kind_of(name)
         msg = message or f"label {name}@{label} -> {version}"
-        with self.transaction(message=msg, author=author, account=account) as tx:
+        with self.transaction(message=msg, author=author, account=account,
+                              guard=guard) as tx:
             tx.set_label(name, label, version, kind=kind)
         return tx.label_event
 
     def remove_label(self, name: str, label: str, *, message: str | None = None,
                      author: str = DEFAULT_AUTHOR, kind: str | None = None,
-                     account: str | None = None) -> LabelEvent | None:
+                     account: str | None = None, guard: Callable[[str], None] | None = None
+                     ) -> LabelEvent | None:
         """Remove a label from an artifact."""
         kind = kind or self._kind_of(name)
         with self.transaction(message=message or f"remove label {name}@{label}",
-                              author=author, account=account) as tx:
+                              author=author, account=account, guard=guard) as tx:
             tx.remove_label(name, label, kind=kind)
         return tx.label_event
 
     def set_split(self, name: str, label: str, arms: dict[int, int], *,
                   message: str | None = None, author: str = DEFAULT_AUTHOR,
-                  kind: str | None = None, account: str | None = None) -> str | None:
+                  kind: str | None = None, account: str | None = None,
+                  guard: Callable[[str], None] | None = None) -> str | None:
         """Split the traffic of ``label`` over versions by weight (``{}`` ends the split).
 
         Callers that pass a key to :meth:`resolve_for` get a version stable for that key;
@@ -729,7 +736,7 @@ class Registry:
         kind = kind or self._kind_of(name)
         what = ", ".join(f"v{v}: {w}" for v, w in sorted(arms.items())) or "ended"
         with self.transaction(message=message or f"split {name}@{label} ({what})",
-                              author=author, account=account) as tx:
+                              author=author, account=account, guard=guard) as tx:
             tx.set_split(name, label, arms, kind=kind)
         return tx.commit_sha
 
@@ -757,7 +764,8 @@ class Registry:
 
     def rollback(self, name: str, to: int, *, label: str | None = None,
                  message: str | None = None, author: str = DEFAULT_AUTHOR,
-                 kind: str | None = None, account: str | None = None
+                 kind: str | None = None, account: str | None = None,
+                 guard: Callable[[str], None] | None = None
                  ) -> Version | LabelEvent | None:
         """Roll back: move ``label`` to version ``to``, or (no label) restore its content.
 
@@ -768,7 +776,8 @@ class Registry:
         if label is not None:
             what = f"rollback {name}@{label} to {to}"
             return self.set_label(name, label, to, kind=kind, author=author, account=account,
-                                  message=f"{what}: {message}" if message else what)
+                                  message=f"{what}: {message}" if message else what,
+                                  guard=guard)
         old = self.resolve(f"{name}@{to}", kind)
         if old.deleted:
             raise ValidationFailed(f"{kind} '{name}' version {to} is a deletion; "
@@ -826,6 +835,11 @@ class Registry:
         hint = f"; did you mean '{art.name}@{close[0]}'?" if close else ""
         raise NotFound(f"{art.kind} '{art.name}' has no {what} '{ref.selector}' "
                        f"(labels: {known}){hint}")
+
+    def kind_of(self, name: str, kind: str | None = None) -> str:
+        """The kind of the artifact called ``name`` (checked against ``kind`` if given)."""
+        self.sync()
+        return self._artifact(parse_reference(name, kind)).kind
 
     def _kind_of(self, name: str) -> str:
         self.sync()

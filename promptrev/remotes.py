@@ -38,13 +38,18 @@ from .errors import (
     NotFound,
     RemoteFailed,
 )
+from .evaluation import gate
 from .incoming import Incoming, LabelMove, check_changes, check_history
 from .storage import gitremote
 from .storage.gitremote import RemoteConfig, redact
 from .storage.gitstore import RefMoved, Signature
 
 if TYPE_CHECKING:
+    from .accounts import User
+    from .policy import Policy
     from .registry import Registry
+
+    Acting = tuple[Policy, User]
 
 DEFAULT_REMOTE = "origin"
 DEFAULT_BRANCH = "main"
@@ -228,7 +233,7 @@ def fetch(registry: Registry, name: str = DEFAULT_REMOTE, *,
 
 def pull(registry: Registry, name: str = DEFAULT_REMOTE, *, merge: bool = False,
          author: str = "promptrev <promptrev@localhost>",
-         interactive: bool = False) -> PullResult:
+         interactive: bool = False, acting: Acting | None = None) -> PullResult:
     """Fetch the remote branch and bring ``main`` up to it (see the module docs).
 
     ``author`` signs merge commits. Raises :class:`Diverged` when both sides have new
@@ -237,22 +242,28 @@ def pull(registry: Registry, name: str = DEFAULT_REMOTE, *, merge: bool = False,
     """
     remote = get(registry, name)
     theirs = gitremote.fetch(registry.path, _config(remote), interactive=interactive)
-    return integrate(registry, remote, theirs, merge=merge, author=author)
+    return integrate(registry, remote, theirs, merge=merge, author=author, acting=acting)
 
 
 def integrate(registry: Registry, remote: Remote, theirs: str | None, *, merge: bool = False,
-              author: str = "promptrev <promptrev@localhost>") -> PullResult:
-    """Bring ``main`` up to the already fetched commit ``theirs`` of ``remote``."""
+              author: str = "promptrev <promptrev@localhost>",
+              acting: Acting | None = None) -> PullResult:
+    """Bring ``main`` up to the already fetched commit ``theirs`` of ``remote``.
+
+    ``acting``: the policy and the account pulling, asked about the label moves and
+    release-policy changes that arrive; without it only the release gates are checked.
+    """
     for _ in range(ATTEMPTS):
         try:
-            return _integrate(registry, remote, theirs, merge, Signature.parse(author))
+            return _integrate(registry, remote, theirs, merge, Signature.parse(author),
+                              acting)
         except RefMoved:
             continue  # another writer moved main while we checked: look again
     raise Busy(f"main kept moving while pulling from {remote.where}; try again")
 
 
 def _integrate(registry: Registry, remote: Remote, theirs: str | None, merge: bool,
-               author: Signature) -> PullResult:
+               author: Signature, acting: Acting | None) -> PullResult:
     store = registry.store
     ours = registry.sync()
     if theirs is None or theirs == ours or (ours and store.is_ancestor(theirs, ours)):
@@ -260,17 +271,17 @@ def _integrate(registry: Registry, remote: Remote, theirs: str | None, merge: bo
     if ours is None or (_fresh(registry, ours) and not store.is_ancestor(ours, theirs)):
         incoming = check_history(registry, None, theirs, foreign=True)
         incoming.raise_for_problems(f"the history of {remote.where}")
-        return _move(registry, remote, ours, theirs, "adopt", incoming)
+        return _move(registry, remote, ours, theirs, "adopt", incoming, acting)
     if store.is_ancestor(ours, theirs):
         if store.first_parent_chain(theirs, ours) is not None:
             incoming = check_history(registry, ours, theirs, foreign=True)
             incoming.raise_for_problems(f"the history of {remote.where}")
-            return _move(registry, remote, ours, theirs, "fast-forward", incoming)
+            return _move(registry, remote, ours, theirs, "fast-forward", incoming, acting)
         # main is on the remote only through a merge's second parent: a merge commit here
         # keeps version numbers; it takes the remote head's author (their work).
         info = store.commit_info(theirs)
         return _merge(registry, remote, ours, theirs, Signature(info.author, info.email),
-                      author)
+                      author, acting)
     if not merge:
         raise diverged(registry, remote, ours, theirs,
                        f"main and {remote.where} have diverged",
@@ -280,7 +291,7 @@ def _integrate(registry: Registry, remote: Remote, theirs: str | None, merge: bo
         raise diverged(registry, remote, ours, theirs,
                        f"main and {remote.where} have no history in common",
                        "Nothing was changed; they cannot be merged")
-    return _merge(registry, remote, ours, theirs, author, author)
+    return _merge(registry, remote, ours, theirs, author, author, acting)
 
 
 def _fresh(registry: Registry, head: str) -> bool:
@@ -291,7 +302,7 @@ def _fresh(registry: Registry, head: str) -> bool:
 
 
 def _merge(registry: Registry, remote: Remote, ours: str, theirs: str, author: Signature,
-           committer: Signature) -> PullResult:
+           committer: Signature, acting: Acting | None) -> PullResult:
     store = registry.store
     tree, conflicted = store.merge(ours, theirs)
     conflicts = [c.path for c in conflicted]
@@ -308,13 +319,14 @@ def _merge(registry: Registry, remote: Remote, ours: str, theirs: str, author: S
     sha = store.commit_tree(tree, [ours, theirs], message, author, committer)
     incoming = check_changes(registry, ours, sha, foreign=True)
     incoming.raise_for_problems(f"merging {remote.where}")
-    return _move(registry, remote, ours, sha, "merge", incoming)
+    return _move(registry, remote, ours, sha, "merge", incoming, acting)
 
 
 def _move(registry: Registry, remote: Remote, old: str | None, new: str, action: str,
-          incoming: Incoming) -> PullResult:
+          incoming: Incoming, acting: Acting | None) -> PullResult:
     """Move main from ``old`` to ``new`` (CAS under the writer lock) and index the change."""
     store = registry.store
+    _require_release(registry, incoming, old, acting)
     with registry.writing():
         created = registry.advance_main(old, new, f"pull {remote.where} ({action})")
     versions = []
@@ -383,9 +395,10 @@ def push(registry: Registry, name: str = DEFAULT_REMOTE, *,
 
 def sync(registry: Registry, name: str = DEFAULT_REMOTE, *, merge: bool = False,
          author: str = "promptrev <promptrev@localhost>",
-         interactive: bool = False) -> SyncResult:
+         interactive: bool = False, acting: Acting | None = None) -> SyncResult:
     """Pull, then push what the remote lacks (nothing when both are at the same commit)."""
-    pulled = pull(registry, name, merge=merge, author=author, interactive=interactive)
+    pulled = pull(registry, name, merge=merge, author=author, interactive=interactive,
+                  acting=acting)
     remote = pulled.remote
     theirs = registry.store.ref(_config(remote).tracking_ref)
     head = registry.store.head()
@@ -395,6 +408,17 @@ def sync(registry: Registry, name: str = DEFAULT_REMOTE, *, merge: bool = False,
 
 
 # ---- helpers ---------------------------------------------------------------------------
+def _require_release(registry: Registry, incoming: Incoming, base: str | None,
+                     acting: Acting | None) -> None:
+    """Label moves that arrive pass the release policies ``main`` holds before the pull."""
+    if acting is not None:
+        policy, user = acting
+        policy.require_incoming(user, incoming, "pulling", registry=registry, base=base)
+        return
+    for move in incoming.label_moves:
+        gate.clear_arriving(registry, move, base)
+
+
 def _config(remote: Remote) -> RemoteConfig:
     return RemoteConfig(remote.name, remote.url, remote.branch)
 

@@ -551,7 +551,13 @@ class Reviews:
                     Signature.parse(request.author_line), Signature.parse(user.author))
                 incoming = check_history(self.registry, main, commit)
                 incoming.raise_for_problems(f"merging change request #{number}")
-                self.policy.require_incoming(user, incoming, "merging")
+                cleared = self.policy.require_incoming(user, incoming, "merging",
+                                                       registry=self.registry, base=main)
+                notes = "\n".join(c.note for c in cleared if c.note)
+                if notes:  # the evidence goes into the merge commit (same tree and parents)
+                    commit = self.store.commit_tree(
+                        tree, [main, head], with_account(f"{message}\n\n{notes}", user.name),
+                        Signature.parse(request.author_line), Signature.parse(user.author))
                 try:
                     created = self.registry.advance_main(main, commit, f"merge #{number}")
                 except RefMoved:  # a plain git push got there first (it takes no lock)

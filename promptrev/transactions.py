@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import random
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -50,7 +50,7 @@ class Transaction:
     RETRY_SECONDS = 30.0
 
     def __init__(self, registry: Registry, message: str, author: str,
-                 account: str | None = None):
+                 account: str | None = None, guard: Callable[[str], None] | None = None):
         if not message or not message.strip():
             raise ValidationFailed("a commit message is required")
         self.registry = registry
@@ -68,6 +68,9 @@ class Transaction:
         self.unchanged: list[Version] = []  # staged saves whose content was already current
         self.label_event: LabelEvent | None = None
         self.warnings: list = []
+        # Asked with main's commit under the writer lock, just before committing: a check
+        # made earlier (a release gate) still holds, or it raises and nothing is written.
+        self.guard = guard
 
     def save(self, name: str, text: str | bytes, *, base: int | None = None,
              kind: str = "prompt") -> None:
@@ -199,6 +202,8 @@ class Transaction:
         while time.monotonic() < deadline:
             with reg.writing(timeout=self.RETRY_SECONDS):
                 head = reg.sync()
+                if self.guard is not None:
+                    self.guard(head)
                 changes, known = self._changes(head)
                 made = store.write_commit(head, changes, self.message, self.author) \
                     if changes else None

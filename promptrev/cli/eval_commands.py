@@ -7,6 +7,7 @@ import sys
 import click
 
 from .main import Context, emit_json, label, main, pass_ctx
+from .release import cleared_move
 
 
 def _evaluator(ctx: Context, reg):
@@ -198,7 +199,10 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
     plan = plan_from(spec, max(len(weights), 2)) if spec else None  # checked before writing
     with ctx.open() as reg:
         ctx.policy.require_label(ctx.acting, label_name, "splitting")
-        reg.set_split(name, label_name, weights, message=message, author=ctx.author)
+        cleared = cleared_move(ctx, reg, name, label_name, weights, what="splitting",
+                               split=True)
+        reg.set_split(name, label_name, weights, author=ctx.author, guard=cleared.guard,
+                      message=cleared.message(message, f"split {name}@{label_name}"))
         outcomes, kind = _outcomes(reg), reg.resolve(name).kind
         if end:
             outcomes.end_plan(name, label_name, kind)

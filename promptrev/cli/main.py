@@ -460,15 +460,26 @@ def label() -> None:
 @click.argument("label_name", metavar="LABEL")
 @click.argument("version", type=int)
 @click.option("-m", "--message")
+@click.option("--kind", help="prompt, adapter or dataset (when NAME alone is ambiguous).")
+@click.option("--evaluate", is_flag=True, help="Run the label's release-policy evaluation "
+              "first when the move lacks its evidence.")
+@click.option("--override-reason", help="Admin: move a gated label without its evidence, "
+              "for this written reason (kept in the commit and the audit log).")
 @pass_ctx
-def label_set(ctx: Context, name: str, label_name: str, version: int,
-              message: str | None) -> None:
-    """Point LABEL of NAME at VERSION."""
+def label_set(ctx: Context, name: str, label_name: str, version: int, message: str | None,
+              kind: str | None, evaluate: bool, override_reason: str | None) -> None:
+    """Point LABEL of NAME at VERSION (with its evidence, if LABEL has a release policy)."""
+    from .release import cleared_move
+
     ctx.policy.require_label(ctx.acting, label_name)
     with ctx.open() as reg:
-        twins = [k for k in reg.labels(name) if k != label_name and
+        twins = [k for k in reg.labels(name, kind) if k != label_name and
                  k.casefold() == label_name.casefold()]
-        event = reg.set_label(name, label_name, version, message=message, author=ctx.author)
+        cleared = cleared_move(ctx, reg, name, label_name, version, kind=kind,
+                               evaluate=evaluate, override=override_reason)
+        event = reg.set_label(name, label_name, version, author=ctx.author, kind=kind,
+                              guard=cleared.guard, message=cleared.message(
+                                  message, f"label {name}@{label_name} -> {version}"))
     if twins:
         click.secho(f"warning: {name} now has labels {label_name!r} and "
                     f"{', '.join(map(repr, twins))}, which differ only in case; references "
@@ -484,12 +495,19 @@ def label_set(ctx: Context, name: str, label_name: str, version: int,
 @click.argument("name")
 @click.argument("label_name", metavar="LABEL")
 @click.option("-m", "--message")
+@click.option("--override-reason", help="Admin: remove a gated label, for this reason.")
 @pass_ctx
-def label_rm(ctx: Context, name: str, label_name: str, message: str | None) -> None:
+def label_rm(ctx: Context, name: str, label_name: str, message: str | None,
+             override_reason: str | None) -> None:
     """Remove LABEL from NAME."""
+    from .release import cleared_move
+
     ctx.policy.require_label(ctx.acting, label_name, "removing")
     with ctx.open() as reg:
-        reg.remove_label(name, label_name, message=message, author=ctx.author)
+        cleared = cleared_move(ctx, reg, name, label_name, None, what="removing",
+                               override=override_reason)
+        reg.remove_label(name, label_name, author=ctx.author, guard=cleared.guard,
+                         message=cleared.message(message, f"remove label {name}@{label_name}"))
     click.echo(f"removed {name}@{label_name}")
 
 
@@ -529,16 +547,23 @@ def label_log(ctx: Context, name: str | None, as_json: bool) -> None:
 @click.option("--to", "to", type=int, required=True, help="Version to roll back to.")
 @click.option("--label", "label_name", help="Move this label instead of restoring content.")
 @click.option("-m", "--message")
+@click.option("--override-reason", help="Admin: move a gated label without its evidence.")
 @pass_ctx
 def rollback(ctx: Context, name: str, to: int, label_name: str | None,
-             message: str | None) -> None:
+             message: str | None, override_reason: str | None) -> None:
     """Roll back: move a label to version N, or restore N's content as a new version."""
+    from .release import cleared_move
+
     if not label_name:
         restore_version(ctx, name, to, message)
         return
     ctx.policy.require_label(ctx.acting, label_name)
     with ctx.open() as reg:
-        reg.rollback(name, to, label=label_name, message=message, author=ctx.author)
+        cleared = cleared_move(ctx, reg, name, label_name, to, what="rolling back",
+                               override=override_reason)
+        message = cleared.message(message, "rolled back") if cleared.note else message
+        reg.rollback(name, to, label=label_name, message=message, author=ctx.author,
+                     guard=cleared.guard)
     click.echo(f"{name}@{label_name} -> {to}")
 
 

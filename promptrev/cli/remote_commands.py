@@ -67,7 +67,8 @@ def pull(ctx: Context, name: str, merge: bool, as_json: bool) -> None:
     with ctx.open() as reg:
         ctx.policy.require_write_main(ctx.acting, "pulling into main")
         result = remotes.pull(reg, name, merge=merge, author=ctx.author,
-                              interactive=sys.stdin.isatty())
+                              interactive=sys.stdin.isatty(),
+                              acting=(ctx.policy, ctx.acting))
     if as_json:
         emit_json(result.to_dict())
     else:
@@ -126,7 +127,7 @@ def _sync_once(ctx: Context, name: str, merge: bool, *, interactive: bool) -> No
     with ctx.open() as reg:
         ctx.policy.require_write_main(ctx.acting, "syncing main")
         result = remotes.sync(reg, name, merge=merge, author=ctx.author,
-                              interactive=interactive)
+                              interactive=interactive, acting=(ctx.policy, ctx.acting))
     _print_pull(result.pull)
     _print_push(result.push)
 

@@ -50,6 +50,14 @@ class EvalStore(OnDatabase):
             return [{k: v for k, v in _run(r).items() if k not in ("report", "spec")}
                     for r in rows]
 
+    def finished(self, dataset: str, limit: int = 500) -> list[dict[str, Any]]:
+        """Finished runs on the dataset version ``dataset``, newest first, with specs."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T_RUN).where(
+                T_RUN.c.dataset == dataset, T_RUN.c.status == "done")
+                .order_by(T_RUN.c.id.desc()).limit(limit))
+            return [_run(r) for r in rows]
+
     def set_status(self, run_id: int, status: str, *, report: dict | None = None,
                    error: str | None = None) -> None:
         """Mark a run running, done or failed (with its report or error)."""

@@ -56,6 +56,10 @@ class Kind:
         """Repository path of the artifact's traffic splits."""
         return fanout.stored(f"splits/{self.folder}", artifact, ".yaml")
 
+    def policy_path(self, artifact: str) -> str:
+        """Repository path of the release policies of the artifact's labels."""
+        return fanout.stored(f"policies/{self.folder}", artifact, ".yaml")
+
     def artifact_of(self, path: str) -> str | None:
         """Artifact name for a repository path, or None if the path is not of this kind."""
         return fanout.name_of(self.folder, path, self.suffix)
@@ -63,6 +67,10 @@ class Kind:
     def labelled_artifact_of(self, path: str) -> str | None:
         """Artifact name for a label-map path, or None."""
         return fanout.name_of(f"labels/{self.folder}", path, ".yaml")
+
+    def policy_artifact_of(self, path: str) -> str | None:
+        """Artifact name for a release-policy path, or None."""
+        return fanout.name_of(f"policies/{self.folder}", path, ".yaml")
 
     def split_artifact_of(self, path: str) -> str | None:
         """Artifact name for a traffic-split path, or None."""
@@ -127,6 +135,11 @@ def split_of_path(path: str) -> tuple[Kind, str] | None:
     return _of(path, Kind.split_artifact_of)
 
 
+def policy_of_path(path: str) -> tuple[Kind, str] | None:
+    """Return (kind, artifact name) for a release-policy path in the repository."""
+    return _of(path, Kind.policy_artifact_of)
+
+
 def _located(path: str) -> tuple[str, str] | None:
     """(name, the path it belongs at) for an artifact's file, a sidecar, a label map or a
     split file, whether in its buckets, in the layout before them or in a wrong bucket;
@@ -134,7 +147,8 @@ def _located(path: str) -> tuple[str, str] | None:
     for kind in KINDS.values():
         for top, suffix, where in ((kind.folder, kind.suffix, kind.path),
                                    (f"labels/{kind.folder}", ".yaml", kind.label_path),
-                                   (f"splits/{kind.folder}", ".yaml", kind.split_path)):
+                                   (f"splits/{kind.folder}", ".yaml", kind.split_path),
+                                   (f"policies/{kind.folder}", ".yaml", kind.policy_path)):
             name = fanout.name_of(top, path, suffix) or fanout.meant(top, path, suffix)
             if name is not None and _valid(name):
                 return name, where(name)

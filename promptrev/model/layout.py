@@ -15,8 +15,9 @@ from .artifacts import KINDS
 REGULAR_MODES = (0o100644, 0o100755)
 SYMLINK = 0o120000
 GITLINK = 0o160000
-# Label maps and traffic splits, each with one file per artifact (see model.labels).
-LABEL_FOLDERS = ("labels", "splits")
+# Label maps, traffic splits and release policies, each with one file per artifact (see
+# model.labels and model.release).
+LABEL_FOLDERS = ("labels", "splits", "policies")
 # Files the registry itself writes at the top of its tree ('promptrev init').
 TOP_FILES = ("README.md",)
 # Names Git reads from a work tree: any of them would change how every clone behaves.

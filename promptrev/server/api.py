@@ -127,12 +127,15 @@ def set_split() -> Response:
 
         plan = plan_from(spec, max(len(arms), 2))
     reg = registry()
-    reg.set_split(name, label, arms, message=field(data, "message", str, None),
-                  author=g.user.author, account=g.user.name, kind=kind)
+    cleared = state().policy.require_move(g.user, reg, name, label, arms, kind=kind,
+                                          split=True, override=_override(data))
+    reg.set_split(name, label, arms, kind=kind, author=g.user.author, account=g.user.name,
+                  guard=cleared.guard, message=cleared.message(
+                      field(data, "message", str, None), f"split {name}@{label}"))
     outcomes, kind = _outcomes(reg), kind or reg.resolve(name).kind
     if spec is not None:
         outcomes.set_plan(name, label, plan, kind)
-    return json_response({"name": name, "label": label,
+    return json_response({"name": name, "label": label, "clearance": cleared.to_dict(),
                           "arms": {str(v): w for v, w in sorted(arms.items())},
                           "plan": outcomes.plan(name, label, kind)})
 
@@ -341,10 +344,14 @@ def set_label() -> Response:
     state().policy.require_label(g.user, label)
     data = json_body()
     version = field(data, "version", int)
-    event = registry().set_label(name, label, version, message=field(data, "message", str, None),
-                             author=g.user.author, account=g.user.name, kind=kind)
+    cleared = state().policy.require_move(g.user, registry(), name, label, version, kind=kind,
+                                          override=_override(data))
+    event = registry().set_label(name, label, version, message=cleared.message(
+        field(data, "message", str, None), f"label {name}@{label} -> {version}"),
+        author=g.user.author, account=g.user.name, kind=kind, guard=cleared.guard)
     return json_response({"name": name, "label": label, "version": version,
-                  "event": event.to_dict() if event else None})
+                  "event": event.to_dict() if event else None,
+                  "clearance": cleared.to_dict()})
 
 
 @bp.delete("/labels")
@@ -352,8 +359,11 @@ def remove_label() -> Response:
     """Remove a label."""
     name, label, kind = arg("name"), arg("label"), kind_arg()
     state().policy.require_label(g.user, label)
-    event = registry().remove_label(name, label, message=arg("message", None),
-                                author=g.user.author, account=g.user.name, kind=kind)
+    cleared = state().policy.require_move(g.user, registry(), name, label, None, kind=kind,
+                                          override=arg("override_reason", None))
+    event = registry().remove_label(name, label, message=cleared.message(
+        arg("message", None), f"remove label {name}@{label}"),
+        author=g.user.author, account=g.user.name, kind=kind, guard=cleared.guard)
     return json_response({"name": name, "label": label,
                           "event": event.to_dict() if event else None})
 
@@ -367,12 +377,24 @@ def rollback() -> Response:
     kind = valid_kind(field(data, "kind", str, None))
     if label is None:
         state().policy.require_write_main(g.user, "rolling back on main")
+        cleared = None
     else:
         state().policy.require_label(g.user, label)
-    result = registry().rollback(name, to, label=label, message=field(data, "message", str, None),
-                             author=g.user.author, account=g.user.name, kind=kind)
+        cleared = state().policy.require_move(g.user, registry(), name, label, to, kind=kind,
+                                              what="rolling back", override=_override(data))
+    message = field(data, "message", str, None)
+    if cleared is not None and cleared.note:
+        message = f"{message or 'rolled back'}\n\n{cleared.note}"
+    result = registry().rollback(name, to, label=label, message=message,
+                             author=g.user.author, account=g.user.name, kind=kind,
+                             guard=cleared.guard if cleared else None)
     return json_response({"name": name, "to": to, "label": label,
                   "result": result.to_dict() if result else None})
+
+
+def _override(data: dict) -> str | None:
+    """An admin's written reason to move a gated label without its evidence."""
+    return field(data, "override_reason", str, None)
 
 
 def _current(reg, name: str, kind: str):

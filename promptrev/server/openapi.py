@@ -206,8 +206,15 @@ def openapi_document() -> dict[str, Any]:
     label_q = _q("label", "label name, e.g. `production`", True, example="staging")
     labels_schema = _obj(["name", "labels"], name=_STR, labels={
         "type": "object", "additionalProperties": _INT}, protected={"type": "array"})
+    clearance = {"type": "object", "description": "how the label's release policy allowed "
+                 "the move: ungated, evidence (the run, its interval and verdict), rollback "
+                 "or override"}
+    override = {**_NONEMPTY, "pattern": r"\S", "description": "admin only: move a label "
+                "with a release policy without its evidence, for this written reason (kept in "
+                "the commit message and the audit log)"}
     label_result = _obj(["name", "label"], name=_STR, label=_STR, version=_INT,
-                        event={"allOf": [_ref("LabelEvent")], "nullable": True})
+                        event={"allOf": [_ref("LabelEvent")], "nullable": True},
+                        clearance=clearance)
     paths = {
         "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _ok({"type": "object"})}}},
@@ -262,10 +269,12 @@ def openapi_document() -> dict[str, Any]:
             **_read("Labels of an artifact", [_NAME, _KIND], labels_schema),
             **_write("put", "Set or move a label", [_NAME, label_q, _KIND],
                      _input(["version"], version=_IN_INT,
-                            message=_STR), label_result,
+                            message=_STR, override_reason=override), label_result,
                      example={"version": 1, "message": "promote"}),
             **_write("delete", "Remove a label", [_NAME, label_q, _KIND,
-                                                   _q("message", "commit message")],
+                                                   _q("message", "commit message"),
+                                                   _q("override_reason", override[
+                                                       "description"])],
                      None, label_result),
         },
         "/api/v1/label-events": _read("Label moves, newest first", [
@@ -282,9 +291,10 @@ def openapi_document() -> dict[str, Any]:
             **_write("put", "Split a label's traffic over versions (sticky per caller key)",
                      [_NAME, _q("label", "label name", True, example="staging"), _KIND],
                      _input(["arms"], arms={"type": "object", "additionalProperties": _IN_INT},
-                            message=_STR, plan=_PLAN_INPUT),
+                            message=_STR, plan=_PLAN_INPUT, override_reason=override),
                      _obj(["name", "label", "arms"], name=_STR, label=_STR,
-                          arms={"type": "object"}, plan=_nullable(_PLAN)),
+                          arms={"type": "object"}, plan=_nullable(_PLAN),
+                          clearance=clearance),
                      example={"arms": {"1": 60, "2": 40},
                               "plan": {"mde": 0.05, "baseline": 0.2, "power": 0.8}}),
             **_write("delete", "End a label's traffic split",
@@ -328,7 +338,8 @@ def openapi_document() -> dict[str, Any]:
         "/api/v1/rollback": _write("post", "Roll back by label move or content restore", [],
                                    _input(["name", "to"], name=_NONEMPTY, to=_IN_INT,
                                           label=_NONEMPTY,
-                                          kind=_KINDS, message=_STR),
+                                          kind=_KINDS, message=_STR,
+                                          override_reason=override),
                                    _obj(["name", "to"], name=_STR, to=_INT,
                                         label={"type": "string", "nullable": True},
                                         result={"type": "object", "nullable": True}),

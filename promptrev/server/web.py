@@ -26,7 +26,14 @@ from flask import (
 from flask_login import current_user, login_user, logout_user
 
 from promptrev.accounts import Backoff, User
-from promptrev.errors import Conflict, InvalidRequest, NotFound, TooManyAttempts, Unauthorized
+from promptrev.errors import (
+    Conflict,
+    EvidenceRequired,
+    InvalidRequest,
+    NotFound,
+    TooManyAttempts,
+    Unauthorized,
+)
 from promptrev.model.artifacts import KINDS
 from promptrev.model.diffing import text_diff
 from promptrev.model.names import validate_label, validate_name
@@ -322,14 +329,18 @@ def label(user: User) -> str | Response:
     labels = reg.labels(name, kind)
     current = labels.get(label_name)
     if request.method == "POST":
+        cleared = state().policy.require_move(user, reg, name, label_name, to, kind=kind,
+                                              override=_override_reason())
         message = request.form.get("message", "").strip() or None
         if remove:
-            reg.remove_label(name, label_name, message=message, author=user.author, kind=kind,
-                             account=user.name)
+            reg.remove_label(name, label_name, author=user.author, kind=kind, account=user.name,
+                             message=cleared.message(message, f"remove label {name}@{label_name}"),
+                             guard=cleared.guard)
             flash(f"removed label {label_name} from {name}")
         else:
-            reg.set_label(name, label_name, to, message=message, author=user.author, kind=kind,
-                          account=user.name)
+            reg.set_label(name, label_name, to, author=user.author, kind=kind, account=user.name,
+                          message=cleared.message(message, f"label {name}@{label_name} -> {to}"),
+                          guard=cleared.guard)
             flash(f"{label_name} now points at {name}@{to}"
                   + (f" (was version {current})" if current else ""))
         return redirect(url_for("web.artifact", name=name, kind=kind))
@@ -341,7 +352,8 @@ def label(user: User) -> str | Response:
             tokens = state().tokens(reg, f"{name}@{current}", f"{name}@{to}")
     return render_template("confirm_label.html", user=user, name=name, kind=kind,
                            label=label_name, current=current, to=to, target=target,
-                           remove=remove, change=change, tokens=tokens)
+                           remove=remove, change=change, tokens=tokens,
+                           gate=_gate(user, reg, name, label_name, to, kind))
 
 
 @bp.route("/rollback", methods=["GET", "POST"])
@@ -359,8 +371,15 @@ def rollback(user: User) -> str | Response:
     current = reg.labels(name, kind).get(label_name) if label_name else latest.number
     if request.method == "POST":
         message = request.form.get("message", "").strip() or None
+        guard = None
+        if label_name:
+            cleared = state().policy.require_move(user, reg, name, label_name, to, kind=kind,
+                                                  what="rolling back",
+                                                  override=_override_reason())
+            message = cleared.message(message, "rolled back") if cleared.note else message
+            guard = cleared.guard
         reg.rollback(name, to, label=label_name, message=message, author=user.author,
-                     kind=kind, account=user.name)
+                     kind=kind, account=user.name, guard=guard)
         flash(f"rolled back {name}" + (f"@{label_name}" if label_name else "")
               + f" to version {to}")
         return redirect(url_for("web.artifact", name=name, kind=kind))
@@ -369,7 +388,24 @@ def rollback(user: User) -> str | Response:
         change = reg.diff(f"{name}@{current}", f"{name}@{to}", kind=kind)
     return render_template("confirm_rollback.html", user=user, name=name, kind=kind, to=to,
                            label=label_name, current=current, latest=latest.number,
-                           change=change)
+                           change=change, gate=_gate(user, reg, name, label_name, to, kind)
+                           if label_name else None)
+
+
+def _override_reason() -> str | None:
+    """The admin's written reason to move a gated label without evidence (form field)."""
+    return request.form.get("override_reason", "").strip() or None
+
+
+def _gate(user: User, reg, name: str, label_name: str, to: int | None, kind: str
+          ) -> dict[str, Any]:
+    """What the release policy says of the move: its clearance, or why it is refused."""
+    try:
+        cleared = state().policy.require_move(user, reg, name, label_name, to, kind=kind)
+    except EvidenceRequired as exc:
+        return {"refused": exc.message, "details": exc.details,
+                "may_override": state().policy.may_override(user)}
+    return {"clearance": cleared}
 
 
 # ---- accounts --------------------------------------------------------------------------
