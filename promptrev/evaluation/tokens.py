@@ -14,14 +14,13 @@ unless an expected output length is given.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from promptrev.model.diffing import rendered_diff
+from promptrev.model.diffing import opcodes, rendered_diff
 from promptrev.model.prompty import Prompt, parse_prompt
 
 from ..errors import PromptrevError
@@ -197,7 +196,7 @@ def _pairs(old: list[dict[str, str]], new: list[dict[str, str]]
 
 
 def _opcodes(a: list, b: list) -> list[tuple[str, int, int, int, int]]:
-    return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    return opcodes(a, b)  # bounded: difflib alone is quadratic on repeated messages
 
 
 def _row(old: list[dict[str, str]], new: list[dict[str, str]], old_counts: Counts,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -110,14 +111,75 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+# Items (lines, words, messages) on both sides past which difflib's matcher hands over to
+# Git's diff (libgit2's xdiff, in C, with its cost limits): difflib is quadratic on
+# repeated or pairwise-swapped lines, so a few thousand lines of "x" held a worker for
+# minutes, and a viewer could send them as a diff's variables.
+EXACT_DIFF_ITEMS = 2000
+
+
+def opcodes(a: Sequence[Any], b: Sequence[Any]) -> list[tuple[str, int, int, int, int]]:
+    """``difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()`` for hashable
+    items, in time that stays near linear however large or repetitive the sides are."""
+    if len(a) + len(b) <= EXACT_DIFF_ITEMS:
+        return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
+    import pygit2
+
+    ids: dict[Any, int] = {}
+    old = b"".join(b"%d\n" % ids.setdefault(x, len(ids)) for x in a)
+    new = b"".join(b"%d\n" % ids.setdefault(x, len(ids)) for x in b)
+    ops: list[tuple[str, int, int, int, int]] = []
+    i = j = 0
+    for hunk in pygit2.Patch.create_from(old, new, context_lines=0).hunks:
+        i1 = hunk.old_start - 1 if hunk.old_lines else hunk.old_start
+        j1 = hunk.new_start - 1 if hunk.new_lines else hunk.new_start
+        if i1 > i:
+            ops.append(("equal", i, i1, j, j1))
+        i2, j2 = i1 + hunk.old_lines, j1 + hunk.new_lines
+        ops.append(("replace" if hunk.old_lines and hunk.new_lines
+                    else "delete" if hunk.old_lines else "insert", i1, i2, j1, j2))
+        i, j = i2, j2
+    if i < len(a) or j < len(b):
+        ops.append(("equal", i, len(a), j, len(b)))
+    return ops
+
+
+def _unified(a: list[str], b: list[str], old_name: str, new_name: str) -> str:
+    """``difflib.unified_diff`` (3 lines of context, no line ends) over :func:`opcodes`."""
+    if len(a) + len(b) <= EXACT_DIFF_ITEMS:
+        return "\n".join(difflib.unified_diff(a, b, old_name, new_name, lineterm=""))
+    matcher = difflib.SequenceMatcher(None, [], [])
+    matcher.opcodes = opcodes(a, b)  # what get_grouped_opcodes reads
+    out: list[str] = []
+    for group in matcher.get_grouped_opcodes(3):
+        if not out:
+            out += [f"--- {old_name}", f"+++ {new_name}"]
+        first, last = group[0], group[-1]
+        out.append(f"@@ -{_range(first[1], last[2])} +{_range(first[3], last[4])} @@")
+        for tag, i1, i2, j1, j2 in group:
+            if tag == "equal":
+                out += [" " + line for line in a[i1:i2]]
+                continue
+            out += ["-" + line for line in a[i1:i2]]
+            out += ["+" + line for line in b[j1:j2]]
+    return "\n".join(out)
+
+
+def _range(start: int, stop: int) -> str:
+    """A unified diff's ``start,length`` (as difflib writes it)."""
+    length = stop - start
+    if length == 1:
+        return str(start + 1)
+    return f"{start if not length else start + 1},{length}"
+
+
 def text_diff(old: str, new: str, old_name: str = "a", new_name: str = "b") -> TextDiff:
     """Line diff with word-level segments for replaced lines."""
     a, b = old.splitlines(), new.splitlines()
-    unified = "\n".join(difflib.unified_diff(a, b, old_name, new_name, lineterm=""))
+    unified = _unified(a, b, old_name, new_name)
     rows: list[Row] = []
     added = removed = 0
-    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
-    for op, i1, i2, j1, j2 in matcher.get_opcodes():
+    for op, i1, i2, j1, j2 in opcodes(a, b):
         if op == "equal":
             rows += [Row("equal", i1 + k + 1, j1 + k + 1, [Segment(a[i1 + k], False)],
                          [Segment(b[j1 + k], False)]) for k in range(i2 - i1)]
@@ -141,7 +203,7 @@ def _word_segments(left: str, right: str) -> tuple[list[Segment], list[Segment]]
     a, b = _WORD.findall(left), _WORD.findall(right)
     ls: list[Segment] = []
     rs: list[Segment] = []
-    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+    for op, i1, i2, j1, j2 in opcodes(a, b):
         if i2 > i1:
             ls.append(Segment("".join(a[i1:i2]), op != "equal"))
         if j2 > j1:

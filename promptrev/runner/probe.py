@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from ..errors import PromptrevError
 from .base import ModelSpec, get_backend
@@ -24,12 +25,27 @@ def probe(name: str, spec: ModelSpec) -> dict[str, Any]:
         out["where"] = spec.name
         ok, status = _local(spec.name)
     elif spec.backend == "openai":
-        out["where"] = spec.base_url or "OpenAI's API"
+        out["where"] = _where(spec.base_url) if spec.base_url else "OpenAI's API"
         ok, status = _server(spec)
     else:
         out["where"] = None
         ok, status = False, f"backend {spec.backend!r} cannot be checked from here"
     return {**out, "ok": ok, "status": status}
+
+
+def _where(url: str) -> str:
+    """Where a base URL points, without what may be a key: ``user:password@`` and the
+    query (an Azure ``?api-key=``) are left out."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    netloc = f"{host}:{port}" if port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) or "(a base_url)"
 
 
 def _local(path: str) -> tuple[bool, str]:

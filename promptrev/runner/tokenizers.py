@@ -234,6 +234,16 @@ def render_prompt(tokenizer, messages: list[dict[str, str]],
                      add_special_tokens=True).input_ids
 
 
+# Past this many messages, each message's count is its content alone (the rest of the
+# exact total being overhead): templating every prefix of n messages costs n²/2 message
+# renders, and a stored prompt of 6,000 messages held a server thread for minutes.
+HF_PREFIX_MESSAGES = 64
+
+
+class _TooManyMessages(Exception):
+    """Too many messages to template every prefix."""
+
+
 def _hf_counts(tokenizer, messages: list[dict[str, str]]) -> Counts:
     """Exact total (what the hf backend sends); each message is what it adds to the prompt.
 
@@ -248,6 +258,8 @@ def _hf_counts(tokenizer, messages: list[dict[str, str]]) -> Counts:
     messages = [{"role": m["role"], "content": m["content"]} for m in messages]
     total = len(render_prompt(tokenizer, messages))
     try:
+        if len(messages) > HF_PREFIX_MESSAGES:  # templating every prefix is quadratic
+            raise _TooManyMessages
         prefixes = [len(render_prompt(tokenizer, messages[:i], add_generation_prompt=False))
                     for i in range(1, len(messages) + 1)]
     except Exception:  # noqa: BLE001 - a chat template may raise anything on a short chat

@@ -7,7 +7,10 @@ shows exactly what will change.
 
 from __future__ import annotations
 
+import base64
 import functools
+import hashlib
+import secrets
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,6 +19,7 @@ from flask import (
     Blueprint,
     Flask,
     Response,
+    current_app,
     flash,
     redirect,
     render_template,
@@ -463,9 +467,10 @@ def account(user: User) -> str | Response:
             flash("token revoked")
         else:
             label_text = request.form.get("label", "").strip()[:100] or "web"
-            session[_NEW_TOKEN], _info = accounts.create_token(user.name, label_text)
+            token, _info = accounts.create_token(user.name, label_text)
+            session[_NEW_TOKEN] = _seal(token)
         return redirect(url_for("web.account"), 303)
-    new_token = session.pop(_NEW_TOKEN, None)
+    new_token = _unseal(session.pop(_NEW_TOKEN, None))
     page = render_template("account.html", user=user, tokens=accounts.tokens(user.name),
                            new_token=new_token)
     headers = {"Cache-Control": "no-store"} if new_token else {}
@@ -473,6 +478,35 @@ def account(user: User) -> str | Response:
 
 
 _NEW_TOKEN = "new_token"  # the session key a created token waits under for its one page
+
+
+def _keystream(nonce: bytes, size: int) -> bytes:
+    key = current_app.secret_key
+    key = key.encode() if isinstance(key, str) else bytes(key)
+    return hashlib.shake_256(b"promptrev new token\0" + key + b"\0" + nonce).digest(size)
+
+
+def _seal(token: str) -> str:
+    """``token`` encrypted for the session cookie, which is signed but readable by whoever
+    holds it (a copy kept after logout included): only this server can read it back."""
+    data, nonce = token.encode(), secrets.token_bytes(16)
+    sealed = bytes(x ^ y for x, y in zip(data, _keystream(nonce, len(data)), strict=True))
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def _unseal(value: object) -> str | None:
+    """The token :func:`_seal` hid in ``value`` (None when there is none, or not ours)."""
+    if not isinstance(value, str):
+        return None
+    try:
+        raw = base64.urlsafe_b64decode(value.encode())
+    except (ValueError, UnicodeError):
+        return None
+    nonce, sealed = raw[:16], raw[16:]
+    if len(nonce) < 16 or not sealed:
+        return None
+    data = bytes(x ^ y for x, y in zip(sealed, _keystream(nonce, len(sealed)), strict=True))
+    return data.decode("ascii", "replace")
 
 
 def _safe_next(target: str | None) -> str:
