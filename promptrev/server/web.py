@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import hashlib
-import secrets
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import urlsplit
@@ -480,33 +478,36 @@ def account(user: User) -> str | Response:
 _NEW_TOKEN = "new_token"  # the session key a created token waits under for its one page
 
 
-def _keystream(nonce: bytes, size: int) -> bytes:
-    key = current_app.secret_key
-    key = key.encode() if isinstance(key, str) else bytes(key)
-    return hashlib.shake_256(b"promptrev new token\0" + key + b"\0" + nonce).digest(size)
+def _fernet():
+    """Authenticated encryption (cryptography's Fernet) under a key derived from the app's
+    secret key with HKDF, for what the session cookie must carry but not show."""
+    from cryptography.fernet import Fernet
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    secret = current_app.secret_key
+    secret = secret.encode() if isinstance(secret, str) else bytes(secret)
+    key = HKDF(algorithm=hashes.SHA256(), length=32, salt=None,
+               info=b"promptrev new token").derive(secret)
+    return Fernet(base64.urlsafe_b64encode(key))
 
 
 def _seal(token: str) -> str:
     """``token`` encrypted for the session cookie, which is signed but readable by whoever
     holds it (a copy kept after logout included): only this server can read it back."""
-    data, nonce = token.encode(), secrets.token_bytes(16)
-    sealed = bytes(x ^ y for x, y in zip(data, _keystream(nonce, len(data)), strict=True))
-    return base64.urlsafe_b64encode(nonce + sealed).decode()
+    return _fernet().encrypt(token.encode()).decode()
 
 
 def _unseal(value: object) -> str | None:
     """The token :func:`_seal` hid in ``value`` (None when there is none, or not ours)."""
+    from cryptography.fernet import InvalidToken
+
     if not isinstance(value, str):
         return None
     try:
-        raw = base64.urlsafe_b64decode(value.encode())
-    except (ValueError, UnicodeError):
+        return _fernet().decrypt(value.encode(), ttl=600).decode("ascii", "replace")
+    except (InvalidToken, ValueError):
         return None
-    nonce, sealed = raw[:16], raw[16:]
-    if len(nonce) < 16 or not sealed:
-        return None
-    data = bytes(x ^ y for x, y in zip(sealed, _keystream(nonce, len(sealed)), strict=True))
-    return data.decode("ascii", "replace")
 
 
 def _safe_next(target: str | None) -> str:
