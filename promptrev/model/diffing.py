@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -116,28 +116,43 @@ def _short(value: Any) -> str:
 # repeated or pairwise-swapped lines, so a few thousand lines of "x" held a worker for
 # minutes, and a viewer could send them as a diff's variables.
 EXACT_DIFF_ITEMS = 2000
+# Hunks ``(old_start, old_lines, new_start, new_lines)`` of two texts of one item a line,
+# as Git numbers them. The model imports no Git library: storage registers libgit2's
+# (storage/gitstore.py, ``use_line_diff``).
+LineDiff = Callable[[bytes, bytes], Iterable[tuple[int, int, int, int]]]
+_line_diff: LineDiff | None = None
+
+
+def use_line_diff(diff: LineDiff) -> None:
+    """Register the near-linear line diff :func:`opcodes` uses on large sides."""
+    global _line_diff
+    _line_diff = diff
 
 
 def opcodes(a: Sequence[Any], b: Sequence[Any]) -> list[tuple[str, int, int, int, int]]:
     """``difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()`` for hashable
-    items, in time that stays near linear however large or repetitive the sides are."""
+    items, in time that stays near linear however large or repetitive the sides are.
+
+    Without a registered line diff (the model used alone), large sides fall back to
+    difflib with its "popular items are junk" heuristic: fast, but coarser.
+    """
     if len(a) + len(b) <= EXACT_DIFF_ITEMS:
         return difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes()
-    import pygit2
-
+    if _line_diff is None:
+        return difflib.SequenceMatcher(None, a, b, autojunk=True).get_opcodes()
     ids: dict[Any, int] = {}
     old = b"".join(b"%d\n" % ids.setdefault(x, len(ids)) for x in a)
     new = b"".join(b"%d\n" % ids.setdefault(x, len(ids)) for x in b)
     ops: list[tuple[str, int, int, int, int]] = []
     i = j = 0
-    for hunk in pygit2.Patch.create_from(old, new, context_lines=0).hunks:
-        i1 = hunk.old_start - 1 if hunk.old_lines else hunk.old_start
-        j1 = hunk.new_start - 1 if hunk.new_lines else hunk.new_start
+    for old_start, old_lines, new_start, new_lines in _line_diff(old, new):
+        i1 = old_start - 1 if old_lines else old_start
+        j1 = new_start - 1 if new_lines else new_start
         if i1 > i:
             ops.append(("equal", i, i1, j, j1))
-        i2, j2 = i1 + hunk.old_lines, j1 + hunk.new_lines
-        ops.append(("replace" if hunk.old_lines and hunk.new_lines
-                    else "delete" if hunk.old_lines else "insert", i1, i2, j1, j2))
+        i2, j2 = i1 + old_lines, j1 + new_lines
+        ops.append(("replace" if old_lines and new_lines
+                    else "delete" if old_lines else "insert", i1, i2, j1, j2))
         i, j = i2, j2
     if i < len(a) or j < len(b):
         ops.append(("equal", i, len(a), j, len(b)))

@@ -27,11 +27,22 @@ from typing import Any
 import git
 import pygit2
 
+from promptrev.model import diffing
+
 from ..errors import Busy, Damaged, StorageError, StorageFull
 from . import durability
 from .heap import keep_heap
 
 log = logging.getLogger("promptrev.storage")
+
+
+def _line_diff(old: bytes, new: bytes) -> Iterator[tuple[int, int, int, int]]:
+    """Hunks of two texts by libgit2's xdiff (C, near linear, with Git's cost limits)."""
+    for hunk in pygit2.Patch.create_from(old, new, context_lines=0).hunks:
+        yield hunk.old_start, hunk.old_lines, hunk.new_start, hunk.new_lines
+
+
+diffing.use_line_diff(_line_diff)  # large diffs in the model run on it
 
 MAIN = "refs/heads/main"
 MAIN_REFLOG = "logs/refs/heads/main"
