@@ -89,3 +89,48 @@ def test_diff_page_folds_context_and_shows_contract_tables(server_env) -> None:
     assert "<th>type</th>" in contract and '<code>"warm"</code>' in contract
     rendered = page[page.index('id="rendered"'):]
     assert '<mark class="add">thirty</mark>' in rendered
+
+
+def test_audit_and_history_link_each_version_to_its_diff(server_env) -> None:
+    _save(server_env, PROMPT)
+    _save(server_env, PROMPT.replace("friendly", "kind"), base=1)
+    r = server_env.api("DELETE", "/artifact?name=greet", headers={"If-Match": "2"})
+    assert r.status_code in (200, 204), r.get_data(as_text=True)
+    client = server_env.login("viewer")
+    audit = client.get("/audit").get_data(as_text=True)
+    links = re.findall(r'class="diff-link" href="([^"]+)"', audit)
+    assert "/diff?name=greet&amp;kind=prompt&amp;a=1&amp;b=2" in links, links
+    assert "/diff?name=greet&amp;kind=prompt&amp;a=2&amp;b=3" in links, links
+    history = client.get("/a/greet?v=2").get_data(as_text=True)
+    history_links = re.findall(r'class="diff-link" href="([^"]+)"', history)
+    assert history_links == ["/diff?name=greet&amp;kind=prompt&amp;a=2&amp;b=3",
+                             "/diff?name=greet&amp;kind=prompt&amp;a=1&amp;b=2"]
+    for link in history_links:
+        page = client.get(link.replace("&amp;", "&"))
+        assert page.status_code == 200, page.get_data(as_text=True)[:300]
+    # No commit is an unnamed "other": the first commit and the seed import have names.
+    actions = re.findall(r'<tr class="action-([\w-]+)">', audit)
+    assert actions[:3] == ["delete", "save", "create"] and "other" not in actions, actions
+    assert 'title="deleted an artifact' in audit
+
+
+def test_every_commit_kind_has_a_name() -> None:
+    from datetime import datetime, timezone
+
+    from promptrev.model.artifacts import ACTIONS, AuditEntry
+    from promptrev.model.fanout import MOVE_TITLE
+
+    def action(message, versions=(), moves=()):
+        entry = AuditEntry(1, "c" * 40, "a", "a@x", message, datetime.now(timezone.utc),
+                           tuple(versions), tuple(moves))
+        assert entry.action_meaning == ACTIONS[entry.action]
+        return entry.action
+
+    one = {"kind": "prompt", "name": "x", "version": 2, "deleted": False}
+    assert action("Merge change request #3: terse", [one]) == "merge"
+    assert action("Merge origin into main\n\nx") == "pull-merge"
+    assert action(MOVE_TITLE + "\n\nEach artifact's files...") == "buckets"
+    assert action("initialize registry") == "init"
+    assert action("import starter library", [one, {**one, "name": "y"}]) == "import"
+    assert action("edit README.md") == "files"
+    assert action("save x", [one]) == "save"

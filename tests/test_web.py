@@ -186,7 +186,7 @@ def test_audit_page(server_env):
                    role="editor")
     page = _text(server_env.login("viewer").get("/audit"))
     rows = re.findall(r'<tr class="action-(\w+)">', page)
-    assert rows[:2] == ["label", "create"] and rows[-1] == "other"
+    assert rows[:2] == ["label", "create"] and rows[-1] == "init"
     first = page[page.index('<tr class="action-label">'):].split("</tr>")[0]
     assert 'title="editor@localhost">editor<' in first and "staging" in first
 
