@@ -134,3 +134,17 @@ def test_every_commit_kind_has_a_name() -> None:
     assert action("import starter library", [one, {**one, "name": "y"}]) == "import"
     assert action("edit README.md") == "files"
     assert action("save x", [one]) == "save"
+
+
+def test_a_label_has_one_colour_on_every_page(server_env) -> None:
+    _save(server_env, PROMPT)
+    for label in ("production", "staging"):
+        r = server_env.api("PUT", f"/labels?name=greet&label={label}", json={"version": 1})
+        assert r.status_code == 200, r.get_data(as_text=True)
+    client = server_env.login("viewer")
+    for url in ("/", "/a/greet", "/audit"):
+        page = client.get(url).get_data(as_text=True)
+        production = set(re.findall(r'class="([^"]*)"[^>]*>production\b', page))
+        staging = set(re.findall(r'class="([^"]*)"[^>]*>staging\b', page))
+        assert production == {"label protected"}, (url, production)
+        assert staging == {"label"}, (url, staging)
