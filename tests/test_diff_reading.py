@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 from promptrev.model.diffing import fold_rows, prompt_diff, text_diff
@@ -148,3 +149,17 @@ def test_a_label_has_one_colour_on_every_page(server_env) -> None:
         staging = set(re.findall(r'class="([^"]*)"[^>]*>staging\b', page))
         assert production == {"label protected"}, (url, production)
         assert staging == {"label"}, (url, staging)
+
+
+def test_cli_diff_says_whether_a_contract_change_breaks(run, tmp_path) -> None:
+    f = tmp_path / "greet.prompty"
+    f.write_text(PROMPT)
+    run("save", f, "-m", "first")
+    f.write_text(_with_input("  tone:\n    type: string\n    default: warm\n"))
+    run("save", f, "-m", "tone", "--base", "1")
+    out = run("diff", "greet@1", "greet@2").output
+    assert ('inputs.tone: added (string, default "warm"); not breaking: callers that do not '
+            "pass 'tone' get the default \"warm\"") in out, out
+    as_json = json.loads(run("diff", "greet@1", "greet@2", "--json").output)
+    (change,) = as_json["contract_changes"]
+    assert change["breaking"] is False and change["after"]["default"] == "warm"
