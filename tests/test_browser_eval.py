@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.live import ADMIN_PASSWORD, LiveServer, start_server
+from tests.screens import save_screens
 from tests.test_browser import PNG_MAGIC, _shot, browser, selenium_parts  # noqa: F401
 
 RUN_WAIT_S = 90
@@ -99,6 +100,7 @@ def test_start_an_evaluation_and_read_its_page(browser: Any,  # noqa: F811
     assert len(per_1k) == 2 and all(float(x) > 0 for x in per_1k), per_1k
     all_rows = css("#cases").find_elements(by.CSS_SELECTOR, "tbody tr[data-case]")
     assert len(all_rows) == 8
+    save_screens(browser, "eval-run")
     shots.append(_shot(browser, "eval-run.png", css("#verdict-section")))
     shots.append(_shot(browser, "eval-charts.png", css("#metric-latency")))
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.live import ADMIN_PASSWORD, LiveServer, start_server
+from tests.screens import save_screens
 from tests.test_browser import Api, browser, selenium_parts  # noqa: F401
 
 PRECISE = "You are a precise summarizer."
@@ -141,9 +142,10 @@ def test_edits_to_the_same_line_show_both_and_overwrite_only_when_asked(
     marks = {m.text for m in lines.find_elements(page.by.CSS_SELECTOR, "mark")}
     assert {"meticulous", "thorough"} <= marks, marks
     changed = [row.text for row in lines.find_elements(page.by.CSS_SELECTOR, "tbody tr")
-               if row.get_attribute("class") != "equal"]
+               if row.get_attribute("class") not in ("equal", "fold")]
     assert len(changed) == 1 and "summarizer" in changed[0], changed  # only that line
     assert "meticulous" in page.css("#their-change").text
+    save_screens(page.browser, "conflict")
     assert api.resolve("summarize")["version"] == 3
 
     # Saving again, by the button or by Enter in a field, never discards their word.

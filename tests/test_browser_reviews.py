@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.live import ADMIN_PASSWORD, LiveServer, start_server
+from tests.screens import save_screens
 from tests.test_browser import PNG_MAGIC, Api, _shot, browser, selenium_parts  # noqa: F401
 
 OLD = "You are a precise summarizer."
@@ -76,6 +77,7 @@ def test_propose_review_approve_and_merge(browser: Any, selenium_parts: dict[str
     form.find_element(by.CSS_SELECTOR, "button").click()
     comment = css(".line-comment")
     assert "admin on line 3" in comment.text and "Is terse too short?" in comment.text
+    save_screens(browser, "review")
     shot = _shot(browser, "review-page.png", css("#side-by-side"))
     assert shot.read_bytes().startswith(PNG_MAGIC)
     assert not css("#merge").is_enabled()  # too early: it says what is missing

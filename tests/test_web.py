@@ -72,11 +72,12 @@ def test_diff_page_side_by_side_fields_rendered(server_env):
     _save(server_env, "greet", changed, base=1)
     page = _text(server_env.login("viewer").get("/diff?name=greet&a=1&b=2"))
     contract = page[page.index('id="contract-changes"'):page.index('id="field-changes"')]
-    assert "inputs.tone: added" in contract
+    assert '<code>inputs.tone</code> added' in contract and "Breaking" in contract
     assert "model.parameters.temperature: 0.7 → 0.2" in page
-    assert "<mark>very </mark>" in page or "<mark>very</mark>" in page
+    assert '<mark class="add">very </mark>' in page or '<mark class="add">very</mark>' in page
     rendered = page[page.index('id="rendered"'):]
-    assert "You are very friendly." in rendered and "Say hello to Ada." in rendered
+    assert 'You are <mark class="add">very </mark>friendly.' in rendered
+    assert "Say hello to Ada." in rendered
     # Either order of the two versions works; the same version twice is a clear error.
     assert "v1 → v2" in _text(server_env.login("viewer").get("/diff?name=greet&a=2&b=1"))
     r = server_env.login("viewer").get("/diff?name=greet&a=2&b=2")
@@ -185,7 +186,7 @@ def test_audit_page(server_env):
                    role="editor")
     page = _text(server_env.login("viewer").get("/audit"))
     rows = re.findall(r'<tr class="action-(\w+)">', page)
-    assert rows[:2] == ["label", "create"] and rows[-1] == "other"
+    assert rows[:2] == ["label", "create"] and rows[-1] == "init"
     first = page[page.index('<tr class="action-label">'):].split("</tr>")[0]
     assert 'title="editor@localhost">editor<' in first and "staging" in first
 

@@ -347,6 +347,23 @@ class LabelEvent:
                 "time": self.time.isoformat()}
 
 
+ACTIONS = {
+    "create": "made the first version of an artifact",
+    "save": "made a new version of an artifact",
+    "delete": "deleted an artifact (a version that is a deletion)",
+    "transaction": "made versions of several artifacts in one commit",
+    "import": "imported artifacts from files",
+    "label": "moved or removed labels, no content changed",
+    "rollback": "moved a label back or restored older content",
+    "split": "started, changed or ended a live split",
+    "merge": "merged a change request into main",
+    "pull-merge": "merged main with a followed remote",
+    "buckets": "moved files into their hashed bucket folders; no version changed",
+    "init": "created the registry",
+    "files": "changed files that are not artifacts (no version, no label)",
+}
+
+
 @dataclass(frozen=True)
 class AuditEntry:
     """One commit on ``main``: who did what, when, and why."""
@@ -368,11 +385,27 @@ class AuditEntry:
 
     @property
     def action(self) -> str:
-        """What kind of write this was: create, save, delete, label, rollback, import…"""
-        if self.message.startswith("rollback"):
+        """What kind of write this was: create, save, delete, label, rollback, import, merge…
+
+        Every commit gets a name (``ACTIONS`` says what each means); ``files`` is a commit
+        that made no version and moved no label (a README edit pushed over Git).
+        """
+        message = self.message
+        if message.startswith("rollback"):
             return "rollback"
-        if self.message.startswith("split "):
+        if message.startswith("split "):
             return "split"
+        if message.startswith("Merge change request #"):
+            return "merge"
+        if message.startswith("Merge ") and " into main" in message.split("\n", 1)[0]:
+            return "pull-merge"
+        if message.startswith(fanout.MOVE_TITLE) or message.startswith(
+                "Move misplaced files into their buckets"):
+            return "buckets"
+        if message == "initialize registry":
+            return "init"
+        if message.startswith("import ") and self.versions:
+            return "import"
         if self.label_moves and not self.versions:
             return "label"
         if len(self.versions) > 1:
@@ -380,7 +413,12 @@ class AuditEntry:
         if self.versions:
             v = self.versions[0]
             return "delete" if v["deleted"] else ("create" if v["version"] == 1 else "save")
-        return "other"
+        return "files"
+
+    @property
+    def action_meaning(self) -> str:
+        """What :attr:`action` means, in a sentence (the pages show it on hover)."""
+        return ACTIONS[self.action]
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""

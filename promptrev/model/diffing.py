@@ -17,6 +17,7 @@ from promptrev.errors import PromptrevError, ValidationFailed
 
 from .prompty import Prompt, parse_prompt
 
+CONTEXT = 3  # unchanged lines shown on each side of a change; longer runs are folded
 _WORD = re.compile(r"\d+(?:\.\d+)+|\w+|\s+|[^\w\s]")
 
 
@@ -41,23 +42,47 @@ class Row:
 
 @dataclass(frozen=True)
 class FieldChange:
-    """One changed front-matter field; ``contract`` flags input/output changes."""
+    """One changed front-matter field; ``contract`` flags input/output changes.
+
+    A contract change is one whole input or output (``inputs.tone``): ``before`` and
+    ``after`` hold its name, type, default and description, ``breaking`` whether callers
+    written for the old version may fail, and ``why`` says why in a sentence.
+    """
 
     path: str
     change: str
     old: Any = None
     new: Any = None
     contract: bool = False
+    breaking: bool | None = None
+    why: str = ""
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
 
     def describe(self) -> str:
         """Human summary, e.g. ``model.parameters.temperature: 0.7 → 0.2``."""
+        if self.contract and self.breaking is not None:
+            return self._describe_contract()
         if self.change == "added":
-            text = f"{self.path}: added ({_short(self.new)})"
-        elif self.change == "removed":
-            text = f"{self.path}: removed (was {_short(self.old)})"
-        else:
-            text = f"{self.path}: {_short(self.old)} → {_short(self.new)}"
-        return text + ("  [contract change]" if self.contract else "")
+            return f"{self.path}: added ({_short(self.new)})"
+        if self.change == "removed":
+            return f"{self.path}: removed (was {_short(self.old)})"
+        return f"{self.path}: {_short(self.old)} → {_short(self.new)}"
+
+    def _describe_contract(self) -> str:
+        spec = _spec_summary(self.after if self.change == "added" else self.before)
+        if self.change == "changed":
+            spec = f"{_spec_summary(self.before)} → {_spec_summary(self.after)}"
+        verdict = "breaking" if self.breaking else "not breaking"
+        return f"{self.path}: {self.change} ({spec}); {verdict}: {self.why}"
+
+
+@dataclass(frozen=True)
+class Block:
+    """Consecutive side-by-side rows; ``folded`` runs of unchanged lines start collapsed."""
+
+    folded: bool
+    rows: list[Row]
 
 
 @dataclass
@@ -68,6 +93,10 @@ class TextDiff:
     rows: list[Row]
     added: int
     removed: int
+
+    def blocks(self, context: int = CONTEXT) -> list[Block]:
+        """The rows with unchanged runs beyond ``context`` lines of a change folded."""
+        return fold_rows(self.rows, context)
 
 
 @dataclass
@@ -80,6 +109,34 @@ class RenderedDiff:
     left_error: str | None = None
     right_error: str | None = None
     unified: str = ""
+
+    def pairs(self) -> list[MessagePair]:
+        """The messages side by side, in order, with word-level changes marked."""
+        lm, rm = self.left or [], self.right or []
+        out = []
+        for i in range(max(len(lm), len(rm))):
+            a = lm[i] if i < len(lm) else None
+            b = rm[i] if i < len(rm) else None
+            if a is None or b is None or a == b:
+                out.append(MessagePair("equal" if a == b else "insert" if a is None else "delete",
+                                       a and a["role"], b and b["role"],
+                                       [Segment(a["content"], False)] if a else [],
+                                       [Segment(b["content"], False)] if b else []))
+            else:
+                ls, rs = _word_segments(a["content"], b["content"])
+                out.append(MessagePair("replace", a["role"], b["role"], ls, rs))
+        return out
+
+
+@dataclass(frozen=True)
+class MessagePair:
+    """Message ``i`` of both renderings; segments mark changed words like the text diff."""
+
+    op: str
+    left_role: str | None
+    right_role: str | None
+    left: list[Segment]
+    right: list[Segment]
 
 
 @dataclass
@@ -214,6 +271,34 @@ def text_diff(old: str, new: str, old_name: str = "a", new_name: str = "b") -> T
     return TextDiff(unified, rows, added, removed)
 
 
+def fold_rows(rows: list[Row], context: int = CONTEXT) -> list[Block]:
+    """Split ``rows`` into blocks, folding each unchanged run longer than its context.
+
+    A run keeps ``context`` lines next to each change it touches; folding a single line
+    would hide nothing worth a click, so runs only fold when two or more lines would go.
+    """
+    blocks: list[Block] = []
+    start = 0
+    while start < len(rows):
+        end = start
+        equal = rows[start].op == "equal"
+        while end < len(rows) and (rows[end].op == "equal") == equal:
+            end += 1
+        run = rows[start:end]
+        if not equal:
+            blocks.append(Block(False, run))
+        else:
+            head = context if start > 0 else 0
+            tail = context if end < len(rows) else 0
+            if len(run) - head - tail < 2:
+                blocks.append(Block(False, run))
+            else:
+                blocks += [Block(False, run[:head]), Block(True, run[head:len(run) - tail]),
+                           Block(False, run[len(run) - tail:])]
+        start = end
+    return [b for b in blocks if b.rows]
+
+
 def _word_segments(left: str, right: str) -> tuple[list[Segment], list[Segment]]:
     a, b = _WORD.findall(left), _WORD.findall(right)
     ls: list[Segment] = []
@@ -238,7 +323,12 @@ def field_diff(old_front: dict[str, Any], new_front: dict[str, Any],
 
 
 def _walk(prefix: str, old: Any, new: Any, out: list[FieldChange]) -> None:
-    if isinstance(old, dict) and isinstance(new, dict):
+    if prefix in _CONTRACT and isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            if old.get(key, _MISSING) != new.get(key, _MISSING):
+                out.append(contract_change(prefix, str(key), old.get(key, _MISSING),
+                                           new.get(key, _MISSING)))
+    elif isinstance(old, dict) and isinstance(new, dict):
         for key in sorted(set(old) | set(new), key=str):
             path = f"{prefix}.{key}" if prefix else str(key)
             if key not in old:
@@ -252,7 +342,71 @@ def _walk(prefix: str, old: Any, new: Any, out: list[FieldChange]) -> None:
 
 
 def _contract(path: str) -> bool:
-    return path.split(".")[0] in ("inputs", "outputs")
+    return path.split(".")[0] in _CONTRACT
+
+
+_CONTRACT = ("inputs", "outputs")
+_MISSING: Any = object()
+_SPEC_KEYS = ("type", "default", "description")
+
+
+def contract_change(section: str, name: str, old: Any, new: Any) -> FieldChange:
+    """One input or output that was added, removed or changed, and whether it breaks callers.
+
+    ``old``/``new`` are its specs, or ``_MISSING`` where it does not exist on that side.
+    """
+    before = None if old is _MISSING else _spec(name, old)
+    after = None if new is _MISSING else _spec(name, new)
+    change = "added" if before is None else "removed" if after is None else "changed"
+    breaking, why = (_input_verdict if section == "inputs" else _output_verdict)(
+        before, after)
+    return FieldChange(f"{section}.{name}", change, None if before is None else old,
+                       None if after is None else new, True, breaking, why, before, after)
+
+
+def _spec(name: str, spec: Any) -> dict[str, Any]:
+    spec = spec if isinstance(spec, dict) else {"sample": spec}
+    out: dict[str, Any] = {"name": name}
+    out.update({k: spec[k] for k in _SPEC_KEYS if k in spec})
+    return out
+
+
+def _input_verdict(before: dict | None, after: dict | None) -> tuple[bool, str]:
+    if before is None:
+        assert after is not None
+        if "default" in after:
+            return False, (f"callers that do not pass '{after['name']}' get the default "
+                           f"{_short(after['default'])}")
+        return True, f"callers must now pass '{after['name']}': it has no default"
+    if after is None:
+        return True, f"callers that pass '{before['name']}' pass an input it no longer declares"
+    return _changed_verdict(before, after, "callers")
+
+
+def _output_verdict(before: dict | None, after: dict | None) -> tuple[bool, str]:
+    if before is None:
+        return False, "a new output; existing readers can ignore it"
+    if after is None:
+        return True, f"readers of '{before['name']}' no longer get it"
+    return _changed_verdict(before, after, "readers")
+
+
+def _changed_verdict(before: dict, after: dict, who: str) -> tuple[bool, str]:
+    if before.get("type") != after.get("type"):
+        return True, (f"its type changed from {before.get('type', 'unspecified')} to "
+                      f"{after.get('type', 'unspecified')}; {who} may send or expect the old one")
+    if "default" in before and "default" not in after:
+        return True, f"its default was removed: {who} that relied on it must now pass it"
+    return False, "same name and type; only its default or description changed"
+
+
+def _spec_summary(spec: dict[str, Any] | None) -> str:
+    if not spec:
+        return ""
+    parts = [str(spec.get("type", "untyped"))]
+    if "default" in spec:
+        parts.append(f"default {_short(spec['default'])}")
+    return ", ".join(parts)
 
 
 def prompt_diff(old_text: str, new_text: str, old_name: str, new_name: str,

@@ -529,10 +529,16 @@ def _person(author: str) -> str:
     return author.split(" <", 1)[0]
 
 
+def _label_class(label: str) -> str:
+    """One look per label everywhere: protected labels (production) one colour, others one."""
+    return "label protected" if label in state().policy.protected_labels else "label"
+
+
 def install_filters(app: Flask) -> None:
     """Template filters used by the pages."""
     app.add_template_filter(_when, "when")
     app.add_template_filter(_person, "person")
+    app.add_template_filter(_label_class, "label_class")
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
