@@ -285,13 +285,13 @@ def test_the_confirmation_page_shows_evidence_or_what_is_missing(live):
 
 
 def test_cli_moves_show_evidence_and_refusals(live):
-    out = cli(live, "label", "set", NAME, "production", 3, code=1)
+    out = cli(live, "label", "set", NAME, "production", 3, code=5)  # refused (cli/exit_codes.py)
     assert "needs evidence" in out and f"candidate {NAME}@3" in out
     out = cli(live, "label", "set", NAME, "gamma", 2)
     assert f"Release-Evidence: run {live.run_id}" in out and "non-inferior met" in out
     out = cli(live, "rollback", NAME, "--to", 1, "--label", "gamma")
     assert "Release-Rollback" in out
-    out = cli(live, "label", "split", NAME, "production", "1=50", "3=50", code=1)
+    out = cli(live, "label", "split", NAME, "production", "1=50", "3=50", code=5)
     assert "needs evidence" in out
     out = cli(live, "label", "set", NAME, "release", 4, "--override-reason", "board decision")
     assert "Release-Override: board decision" in out
