@@ -29,10 +29,10 @@ POLICY = {"production": {"evaluation": {"dataset": "sentiment@1", "scorers": ["e
                          "alpha": 0.05}}
 
 
-def cli(env: dict, *args, code: int = 0):
+def cli(env: dict, *args, code: int | None = 0):
     result = CliRunner().invoke(main, [str(a) for a in args], env=env,
                                 catch_exceptions=False)
-    assert result.exit_code == code, result.output
+    assert code is None or result.exit_code == code, result.output
     return result
 
 
@@ -119,3 +119,42 @@ def test_bad_input_is_named(gated):
     out = cli(env, "eval", "gate", tmp / "two.yaml", "--baseline", "production",
               "--policy", tmp / "policy.yaml", code=6)
     assert "--candidate VARIANT" in out.output
+
+
+def test_the_registrys_policy_judges_a_new_version_against_the_holder(tmp_path, tiny):
+    """No --policy: the release policy the registry holds (arriving by a pull, as policies
+    do) judges version 2 against ``production``'s holder, named in the spec this time."""
+    from promptrev.model.artifacts import KINDS
+
+    from .test_remotes import Teammate, git
+
+    models = tmp_path / "models.yaml"
+    models.write_text(f"tiny:\n  backend: hf\n  path: {tiny.model}\n")
+    env = {"PROMPTREV_REGISTRY": str(tmp_path / "reg"), "PROMPTREV_MODELS": str(models),
+           "PROMPTREV_AUTHOR": "CI <ci@example.org>"}
+    cli(env, "init")
+    cli(env, "import", ROOT / "prompts")
+    cli(env, "label", "set", NAME, "production", 1)
+    bare = tmp_path / "team.git"
+    git("init", "-q", "--bare", "--initial-branch=main", bare)
+    cli(env, "remote", "add", "origin", bare)
+    cli(env, "push")
+    mate = Teammate(bare, tmp_path / "mate")
+    mate.write(KINDS["prompt"].policy_path(NAME), yaml.safe_dump(POLICY))
+    mate.commit("gate production")
+    mate.push()
+    cli(env, "pull")
+    longer = tmp_path / "zero-shot.prompty"
+    longer.write_text((ROOT / "prompts" / "sentiment" / "zero-shot.prompty").read_text()
+                      + "Answer with one word.\n")
+    cli(env, "save", longer, "--name", NAME, "--base", 1)
+    (tmp_path / "gate.yaml").write_text(yaml.safe_dump({**SPEC, "variants": [
+        {"name": "holder", "prompt": f"{NAME}@production"},
+        {"name": "v2", "prompt": f"{NAME}@2"}]}))
+    out = cli(env, "eval", "gate", tmp_path / "gate.yaml", "--baseline", "production",
+              "--markdown", tmp_path / "gate.md", code=None)
+    assert out.exit_code in (0, 1) and "exact v2 − holder" in out.stdout
+    assert KINDS["prompt"].policy_path(NAME) in out.stdout  # the rule's source
+    md = (tmp_path / "gate.md").read_text()
+    assert f"`{NAME}@2` against `production` (`{NAME}@1`)" in md
+    assert "| exact | v2 | `sentiment/zero-shot@2` |" in md and "+0 tokens" not in md
