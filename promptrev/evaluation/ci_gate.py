@@ -76,7 +76,8 @@ def gate_setup(spec: Any, label: str, candidate: str | None, filename: str) -> G
 
 
 def _label_of(ref: Any) -> str | None:
-    return ref.partition("@")[2] or None if isinstance(ref, str) else None
+    """The label (or version) a reference names after ``@``, if any."""
+    return (ref.partition("@")[2] or None) if isinstance(ref, str) else None
 
 
 def _candidate(others: list[Any], wanted: str | None, filename: str,
