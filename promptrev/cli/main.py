@@ -651,6 +651,7 @@ from . import (  # noqa: E402,F401
     backup_commands,
     edit_commands,
     eval_commands,
+    gate_commands,
     git_commands,
     remote_commands,
     review_commands,

@@ -193,7 +193,7 @@ def _judge(registry, rule: ReleaseRule, path: str, kind: str, name: str,
         pair = _pair(run, rule, kind, name, holder, target)
         if pair is None or run["cases"] < needed or not _has_metric(run, rule.metric):
             continue
-        evidence = _evidence(store, run, rule, *pair)
+        evidence = judge_run(store, run, rule, *pair)
         evidence["policy"] = path
         if not evidence["passed"]:
             raise EvidenceRequired(
@@ -269,9 +269,11 @@ def _has_metric(run: dict[str, Any], metric: str) -> bool:
     return any(m["metric"] == metric for m in (run["report"] or {}).get("metrics", []))
 
 
-def _evidence(store: EvalStore, run: dict[str, Any], rule: ReleaseRule, base: str,
+def judge_run(store: EvalStore, run: dict[str, Any], rule: ReleaseRule, base: str,
               candidate: str) -> dict[str, Any]:
-    """Compare the two variants' stored per-case scores at the policy's level."""
+    """Judge a finished run by ``rule``: the variant ``candidate`` against ``base``, their
+    stored per-case scores compared at the rule's level (the evidence a label move needs,
+    and the verdict of ``promptrev eval gate``)."""
     from . import stats
     from .reporting import shared_latency_units, unit_means
 

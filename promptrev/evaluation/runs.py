@@ -45,7 +45,11 @@ class Variant:
 
 def load_spec(text: str, filename: str = "ab.yaml") -> dict[str, Any]:
     """Parse and check an evaluation spec; errors name the file and the problem."""
-    spec = safe_yaml.load(text, filename)
+    return check_spec(safe_yaml.load(text, filename), filename)
+
+
+def check_spec(spec: Any, filename: str = "ab.yaml") -> dict[str, Any]:
+    """Check an already-parsed evaluation spec (see :func:`load_spec`); return it."""
     if not isinstance(spec, dict):
         raise ValidationFailed(f"{filename}: an evaluation spec is a YAML mapping")
     unknown = set(spec) - _SPEC_KEYS
@@ -88,6 +92,13 @@ class Evaluator:
     # ---- starting ----------------------------------------------------------------------
     def start(self, spec: dict[str, Any], *, author: str) -> int:
         """Resolve every reference to an exact version and record the run; return its id."""
+        resolved, cases = self.resolve(spec)
+        return self.store.create(name=str(spec.get("name") or "evaluation"), author=author,
+                                 dataset=resolved["dataset"], cases=cases, spec=resolved)
+
+    def resolve(self, spec: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """The spec with every reference resolved to an exact version (as a run records
+        it), and its number of cases; raises on a spec that cannot run."""
         context = ScorerContext(self.runner, self.env, price_table(spec.get("prices") or {}))
         scorers = build_scorers(spec["scorers"], context)  # fail early on a bad spec
         reg = self.registry
@@ -109,8 +120,7 @@ class Evaluator:
                     "dataset_commit": dataset.commit,
                     "scorers": [_pinned(raw, s) for raw, s in zip(spec["scorers"], scorers,
                                                                      strict=True)]}
-        return self.store.create(name=str(spec.get("name") or "evaluation"), author=author,
-                                 dataset=dataset.ref, cases=len(cases), spec=resolved)
+        return resolved, len(cases)
 
     # ---- executing ---------------------------------------------------------------------
     def execute(self, run_id: int, progress: Callable[[int], None] | None = None

@@ -64,10 +64,11 @@ def parse_release_policy(text: str, filename: str) -> dict[str, ReleaseRule]:
     if not isinstance(data, dict):
         raise ValidationFailed(f"{filename}: a release policy maps labels to rules, e.g. "
                                f"{EXAMPLE}")
-    return {label: _rule(label, raw, filename) for label, raw in data.items()}
+    return {label: parse_rule(label, raw, filename) for label, raw in data.items()}
 
 
-def _rule(label: Any, raw: Any, filename: str) -> ReleaseRule:
+def parse_rule(label: Any, raw: Any, filename: str) -> ReleaseRule:
+    """One label's rule (``raw`` as in the file); problems name ``filename`` and the label."""
     if not isinstance(label, str):
         raise ValidationFailed(f"{filename}: {label!r} is not a label name")
     try:
