@@ -188,20 +188,26 @@ class Settings:
         return self.max_bytes + 1024 * 1024
 
 
-def read_models_file(path: str | None) -> dict:
-    """Configured models from a YAML/JSON file: ``name: {backend, name, base_url, ...}``."""
-    if not path:
-        return {}
+def read_settings_file(setting: str, path: str) -> Any:
+    """The YAML (or JSON) file an operator's setting names (``PROMPTREV_MODELS``...), read;
+    a file that cannot be read or parsed is an error naming the setting and the file."""
     import yaml
 
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
+            return yaml.safe_load(fh) or {}
     except OSError as exc:
-        raise InvalidRequest(f"PROMPTREV_MODELS: cannot read {path}: "
+        raise InvalidRequest(f"{setting}: cannot read {path}: "
                              f"{exc.strerror or exc}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"PROMPTREV_MODELS: {path} is not valid YAML: {exc}") from None
+        raise InvalidRequest(f"{setting}: {path} is not valid YAML: {exc}") from None
+
+
+def read_models_file(path: str | None) -> dict:
+    """Configured models from a YAML/JSON file: ``name: {backend, name, base_url, ...}``."""
+    if not path:
+        return {}
+    data = read_settings_file("PROMPTREV_MODELS", path)
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path}: expected a mapping of model names to settings")
     return data

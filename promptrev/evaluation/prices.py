@@ -23,8 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import yaml
-
+from ..config import read_settings_file
 from ..errors import InvalidRequest
 from .costs import Price, price_table
 
@@ -81,12 +80,4 @@ def price_table_from(config: Mapping[str, Any], source: str) -> PriceTable:
 
 
 def _read(path: str, source: str) -> PriceTable:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            config = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise InvalidRequest(f"PROMPTREV_PRICES: cannot read {path}: "
-                             f"{exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"PROMPTREV_PRICES: {path} is not valid YAML: {exc}") from None
-    return price_table_from(config, source)
+    return price_table_from(read_settings_file("PROMPTREV_PRICES", path), source)
