@@ -187,9 +187,9 @@ def test_split_and_stats_from_the_cli(tmp_path, monkeypatch):
         "3841 outcomes per arm")
     assert json.loads(run("ab", "plan", "--mde", "0.5", "--sd", "1", "--json"))["per_arm"] == 63
     assert "'alpha' must be" in run("ab", "plan", "--mde", "0.02", "--baseline", "0.1",
-                                    "--alpha", "2", code=1)
+                                    "--alpha", "2", code=6)
     assert "whole number" in run("label", "split", "g", "production", "1=50", "2=50",
-                                 "--planned", "-4", code=1)
+                                 "--planned", "-4", code=6)
     assert Outcomes(reg.engine).plan("g", "production") is None  # refused before writing
     out = run("label", "split", "g", "production", "1=50", "2=50", "--mde", "0.2",
               "--baseline", "0.3")

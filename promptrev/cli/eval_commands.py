@@ -10,7 +10,8 @@ from .main import Context, emit_json, label, main, pass_ctx
 from .release import cleared_move
 
 
-def _evaluator(ctx: Context, reg):
+def evaluator_for(ctx: Context, reg):
+    """An evaluator on ``reg`` with this machine's runner (the CLI's models and rules)."""
     from promptrev.evaluation.runs import Evaluator
 
     from .runner_commands import runner_for
@@ -35,12 +36,12 @@ def eval_run(ctx: Context, spec_file: str, as_json: bool) -> None:
     with open(spec_file, encoding="utf-8") as fh:
         spec = load_spec(fh.read(), spec_file)
     with ctx.open() as reg:
-        evaluator = _evaluator(ctx, reg)
+        evaluator = evaluator_for(ctx, reg)
         run_id = evaluator.start(spec, author=ctx.author)
         click.echo(f"evaluation run {run_id} (resume with: promptrev eval resume {run_id})",
                    err=True)
-        report = _execute(evaluator, run_id)
-    _print(report, as_json)
+        report = execute_run(evaluator, run_id)
+    print_report(report, as_json)
 
 
 @eval_.command("resume")
@@ -50,8 +51,8 @@ def eval_run(ctx: Context, spec_file: str, as_json: bool) -> None:
 def eval_resume(ctx: Context, run_id: int, as_json: bool) -> None:
     """Finish an interrupted run: only cases without a result are run."""
     with ctx.open() as reg:
-        report = _execute(_evaluator(ctx, reg), run_id)
-    _print(report, as_json)
+        report = execute_run(evaluator_for(ctx, reg), run_id)
+    print_report(report, as_json)
 
 
 @eval_.command("show")
@@ -62,7 +63,7 @@ def eval_resume(ctx: Context, run_id: int, as_json: bool) -> None:
 def eval_show(ctx: Context, run_id: int, as_json: bool, cases: bool) -> None:
     """Print a run's report (recomputed from its stored results)."""
     with ctx.open() as reg:
-        evaluator = _evaluator(ctx, reg)
+        evaluator = evaluator_for(ctx, reg)
         run = evaluator.store.run(run_id)
         report = run["report"] or evaluator.report(run_id)
         results = evaluator.store.results(run_id) if cases else []
@@ -71,7 +72,7 @@ def eval_show(ctx: Context, run_id: int, as_json: bool, cases: bool) -> None:
             {"results": results} if cases else {})})
         return
     click.echo(f"run {run_id}: {run['name']}  ({run['status']})")
-    _print(report, False)
+    print_report(report, False)
     if cases:
         _print_disagreements(report, results)
 
@@ -93,7 +94,8 @@ def eval_list(ctx: Context, as_json: bool) -> None:
                    f"{r['name']}")
 
 
-def _execute(evaluator, run_id: int) -> dict:
+def execute_run(evaluator, run_id: int) -> dict:
+    """Run (or resume) run ``run_id`` with a progress bar on a terminal; its report."""
     run = evaluator.store.run(run_id)
     total = run["cases"] * len(run["spec"]["variants"])
     with click.progressbar(length=total, label="evaluating", file=sys.stderr,
@@ -101,7 +103,8 @@ def _execute(evaluator, run_id: int) -> dict:
         return evaluator.execute(run_id, progress=bar.update)
 
 
-def _print(report: dict, as_json: bool) -> None:
+def print_report(report: dict, as_json: bool) -> None:
+    """An evaluation report for people (or as JSON)."""
     if as_json:
         emit_json(report)
         return

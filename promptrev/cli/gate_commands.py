@@ -8,7 +8,7 @@ import click
 
 from promptrev.model.release import REQUIREMENTS
 
-from .eval_commands import _evaluator, _execute, _print, eval_
+from .eval_commands import eval_, evaluator_for, execute_run, print_report
 from .main import Context, pass_ctx
 
 
@@ -52,7 +52,7 @@ def eval_gate(ctx: Context, spec_file: str, label: str, candidate: str | None,
     with ctx.open() as reg:
         reg.resolve(f"{setup.name}@{label}", "prompt")  # a missing label, named as such
         rule, source = ci_gate.gate_rule(reg, setup, policy=policy, explicit=rule_options)
-        evaluator = _evaluator(ctx, reg)
+        evaluator = evaluator_for(ctx, reg)
         resolved, _ = evaluator.resolve(setup.spec)
         run = ci_gate.reusable_run(evaluator.store, resolved)
         reused = run is not None
@@ -62,7 +62,7 @@ def eval_gate(ctx: Context, spec_file: str, label: str, candidate: str | None,
         else:
             run_id = evaluator.start(setup.spec, author=ctx.author)
             click.echo(f"evaluation run {run_id}", err=True)
-            _execute(evaluator, run_id)
+            execute_run(evaluator, run_id)
             run = evaluator.store.run(run_id)
         evidence = ci_gate.judge(evaluator.store, run, rule, setup)
         tokens = _tokens(ctx, reg, evaluator.runner, run, setup)
@@ -74,7 +74,7 @@ def eval_gate(ctx: Context, spec_file: str, label: str, candidate: str | None,
     _write(markdown_file, ci_gate.markdown(setup, run["report"], evidence, rule, tokens,
                                            reused=reused,
                                            links=links))
-    _print(run["report"], False)
+    print_report(run["report"], False)
     click.secho(f"\ngate ({source}): {'passed' if evidence['passed'] else 'FAILED'}",
                 bold=True, fg="green" if evidence["passed"] else "red")
     click.echo(f"  {evidence['text']}")
