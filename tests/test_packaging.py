@@ -24,8 +24,9 @@ def test_package_list_matches_the_tree():
     """pyproject lists packages by hand (data folders too): none may be missing."""
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     found = set(find_packages(str(ROOT), include=["promptrev*"]))
-    data_only = {"promptrev.data", "promptrev.server.githooks", "promptrev.server.static",
-                 "promptrev.server.templates", "promptrev.storage.migrations.versions"}
+    data_only = {"promptrev.data", "promptrev.data.tiktoken", "promptrev.server.githooks",
+                 "promptrev.server.static", "promptrev.server.templates",
+                 "promptrev.storage.migrations.versions"}
     assert set(config["packages"]) == found | data_only
     assert "package-dir" not in config  # one import root, laid out as it is installed
 
