@@ -57,10 +57,24 @@ class Page:
 
     def click_and_wait(self, selector: str, until: Callable[[], bool]) -> None:
         """Click, then wait for the page that answers (the old one goes stale)."""
-        old = self.css("html")
+        # The old document is marked; the answer is a new document without the mark.
+        # (Selenium's staleness_of asks Chrome about the old node, which can fail with
+        # "Node ... does not belong to the document" while the page is swapped.)
+        self.browser.execute_script("document.documentElement.dataset.leaving = '1';")
         self.css(selector).click()
-        self.wait.until(self.ec.staleness_of(old))
+        self.wait.until(self._new_document_loaded)
         self.wait.until(lambda _driver: until())
+
+    @staticmethod
+    def _new_document_loaded(driver: Any) -> bool:
+        try:
+            return bool(driver.execute_script(
+                "return document.readyState === 'complete'"
+                " && !document.documentElement.dataset.leaving;"))
+        except Exception as exc:  # noqa: BLE001 - navigation in progress; ask again
+            if "WebDriverException" not in {c.__name__ for c in type(exc).__mro__}:
+                raise
+            return False
 
     def set_text(self, selector: str, text: str) -> None:
         """Put ``text`` in a field as typing it would (exactly, however long)."""
