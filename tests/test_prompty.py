@@ -91,25 +91,31 @@ def test_bad_yaml_names_the_line():
     assert found[0]["file"] == "p.prompty"
 
 
-def test_unclosed_front_matter():
-    assert "no closing" in problems("---\nname: x\nuser:\nhi\n")[0]["message"]
+def test_unclosed_front_matter_is_body_text_with_a_warning():
+    prompt = parse_prompt("---\nname: x\nuser:\nhi\n")
+    assert [w.line for w in prompt.warnings] == [1]
+    assert "no closing '---'" in prompt.warnings[0].message
+    assert [m.to_dict() for m in prompt.render({})] == [
+        {"role": "system", "content": "---\nname: x"}, {"role": "user", "content": "hi"}]
 
 
 def test_front_matter_must_be_mapping():
     assert "mapping" in problems("---\n- a\n- b\n---\nuser:\nhi\n")[0]["message"]
 
 
-def test_unknown_role_with_suggestion_and_line():
+def test_near_miss_role_is_a_warning_with_a_suggestion_and_line():
     text = "---\nname: x\n---\nsystem:\nok\n\nasistant:\nhi\n"
-    found = problems(text)
-    assert found[0]["line"] == 7
-    assert "unknown role 'asistant'" in found[0]["message"]
-    assert "did you mean 'assistant'" in found[0]["message"]
+    prompt = parse_prompt(text)
+    (warning,) = prompt.warnings
+    assert warning.line == 7 and warning.severity == "warning"
+    assert "did you mean 'assistant'" in warning.message
+    assert prompt.render({})[0].content == "ok\n\nasistant:\nhi"
 
 
-def test_unknown_role_on_first_line():
-    found = problems("narrator:\nOnce upon a time")
-    assert found[0]["line"] == 1 and "unknown role 'narrator'" in found[0]["message"]
+def test_unknown_word_on_first_line_is_content():
+    prompt = parse_prompt("narrator:\nOnce upon a time")
+    assert prompt.warnings == []
+    assert prompt.render({})[0].content == "narrator:\nOnce upon a time"
 
 
 def test_label_like_lines_inside_content_are_content():

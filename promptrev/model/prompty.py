@@ -117,6 +117,7 @@ class Prompt:
     inputs: dict[str, dict[str, Any]]
     variables: frozenset[str]
     warnings: list[Problem] = field(default_factory=list)
+    engine: TemplateEngine = field(default_factory=lambda: JINJA2)
 
     @cached_property
     def front(self) -> dict[str, Any]:
@@ -168,7 +169,8 @@ class Prompt:
         slots: list[str] = []
         token = _slots.set(slots)
         try:
-            text = render_budget.run(limits, lambda budget: self._render_text(values, budget))
+            text = render_budget.run(
+                limits, lambda budget: self.engine.render(self, values, budget))
         except RenderFailed:
             raise
         except jinja2.UndefinedError as exc:
@@ -245,12 +247,16 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     # Found front matter was matched on ``stripped`` itself (it can follow one BOM only).
     if fm_text is None and stripped.startswith(("---", "+++")) and \
             not _FRONT_MATTER.match(stripped):
-        problems.append(Problem("front matter starts with '---' but has no closing line", 1))
+        # A markdown horizontal rule opens many real prompts: it is body text.
+        fence = stripped[:3]
+        warnings.append(Problem(f"the text starts with '{fence}' but no closing '{fence}' "
+                                "line follows, so it has no front matter: the whole text "
+                                "is the template", 1, "warning"))
     node = _compose_front_matter(fm_text, problems) if fm_text is not None else None
     inputs = _normalise_inputs(_construct(_value_node(node, "inputs")), fm_text, problems)
-    _check_template_kind(_construct(_value_node(node, "template")), problems, warnings)
-    _check_roles(body, body_line, problems)
-    variables = _check_template(body, body_line, problems)
+    engine = _template_engine(_construct(_value_node(node, "template")), problems, warnings)
+    _check_roles(body, body_line, warnings)
+    variables = engine.check(body, body_line, problems) if engine else set()
     if problems:
         first = problems[0].describe(filename)
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -258,7 +264,8 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     for name in sorted(variables - set(inputs)):
         warnings.append(Problem(f"variable '{name}' is used but not declared in inputs",
                                 _line_of_variable(body, name, body_line), "warning"))
-    return Prompt(node, body, body_line, inputs, frozenset(variables), warnings)
+    return Prompt(node, body, body_line, inputs, frozenset(variables), warnings,
+                  engine or JINJA2)
 
 
 def _compose_front_matter(fm_text: str, problems: list[Problem]) -> yaml.MappingNode | None:
@@ -350,37 +357,119 @@ def _key_line(fm_text: str | None, key: str) -> int | None:
     return None
 
 
-def _check_template_kind(kind: Any, problems: list[Problem], warnings: list[Problem]) -> None:
-    if isinstance(kind, dict):
-        kind = kind.get("format", "jinja2")
-    if kind in (None, "jinja2", "jinja"):
-        return
-    if kind == "mustache":
+class TemplateEngine:
+    """How one ``template.format`` turns a body into text before it is split on role lines.
+
+    ``check`` finds syntax problems and returns the variables the body reads; ``render``
+    produces the text under the render budget. An engine must keep a variable's value
+    from starting a message (the Jinja2 engine does it with placeholders, see
+    :func:`_finalize`).
+    """
+
+    name = "jinja2"
+
+    def check(self, body: str, body_line: int, problems: list[Problem]) -> set[str]:
+        """Add the body's syntax problems to ``problems``; return the variables it reads."""
+        return _check_template(body, body_line, problems)
+
+    def render(self, prompt: Prompt, values: dict[str, Any],
+               budget: render_budget.Budget) -> str:
+        """The body rendered with ``values``, before it is split into messages."""
+        return prompt._render_text(values, budget)
+
+
+class TextEngine(TemplateEngine):
+    """``template: {format: text}``: no template engine; the body is sent verbatim.
+
+    For prompts whose braces are not Jinja2 (code samples with ``{{``): nothing is
+    substituted, and no variable is read.
+    """
+
+    name = "text"
+
+    def check(self, body: str, body_line: int, problems: list[Problem]) -> set[str]:
+        """Nothing to check: the body is not a template."""
+        return set()
+
+    def render(self, prompt: Prompt, values: dict[str, Any],
+               budget: render_budget.Budget) -> str:
+        """The body itself."""
+        budget.add_output(len(prompt.body))
+        return prompt.body
+
+
+JINJA2 = TemplateEngine()
+ENGINES: dict[str, TemplateEngine] = {}
+PARSERS = ("prompty",)
+
+
+def register_engine(engine: TemplateEngine, *aliases: str) -> None:
+    """Make ``template.format`` ``engine.name`` (and each alias) render with ``engine``."""
+    for name in (engine.name, *aliases):
+        ENGINES[name] = engine
+
+
+register_engine(JINJA2, "jinja")
+register_engine(TextEngine(), "none", "plain")
+
+
+def template_format(template: Any) -> tuple[Any, Any]:
+    """The (format, parser) a ``template`` section names, in any of Prompty's spellings.
+
+    ``template: jinja2`` (v1), ``template: {format: jinja2, parser: prompty}`` (v1) and
+    ``template: {format: {kind: jinja2}, parser: {kind: prompty}}`` (v2) are the same.
+    """
+    if isinstance(template, dict):
+        fmt, parser = template.get("format"), template.get("parser")
+    else:
+        fmt, parser = template, None
+    if isinstance(fmt, dict):
+        fmt = fmt.get("kind")
+    if isinstance(parser, dict):
+        parser = parser.get("kind")
+    return fmt, parser
+
+
+def _template_engine(template: Any, problems: list[Problem],
+                     warnings: list[Problem]) -> TemplateEngine | None:
+    fmt, parser = template_format(template)
+    if parser is not None and parser not in PARSERS:
+        problems.append(Problem(f"template parser {parser!r} is not supported "
+                                f"(supported: {', '.join(PARSERS)})"))
+    if fmt is None:
+        return JINJA2
+    engine = ENGINES.get(str(fmt).lower()) if isinstance(fmt, str) else None
+    if engine is not None:
+        return engine
+    if fmt == "mustache":
         warnings.append(Problem("template format 'mustache' is rendered with Jinja2; "
                                 "only plain {{variable}} substitutions are compatible",
                                 severity="warning"))
-        return
-    problems.append(Problem(f"template format {kind!r} is not supported (use jinja2)"))
+        return JINJA2
+    supported = ", ".join(sorted({e.name for e in ENGINES.values()}))
+    problems.append(Problem(f"template format {fmt!r} is not supported "
+                            f"(supported: {supported})"))
+    return None
 
 
-def _check_roles(body: str, body_line: int, problems: list[Problem]) -> None:
-    first_content = True
+def _check_roles(body: str, body_line: int, warnings: list[Problem]) -> None:
+    """Warn about a line that is almost a role line (``asistant:``); never refuse one.
+
+    As in Prompty, only the known role words start a message: ``Context:``, ``Prompt:`` or
+    ``messages:`` on a line of its own is content.
+    """
     for offset, line in enumerate(body.splitlines()):
-        if not line.strip():
-            continue
-        if _ROLE_LINE.match(line):
-            first_content = False
+        if not line.strip() or _ROLE_LINE.match(line):
             continue
         suspect = _SUSPECT_ROLE.match(line)
         if suspect:
             word = suspect.group("word")
             close = difflib.get_close_matches(word.lower(), ROLES, n=1, cutoff=0.75)
-            if close or first_content:
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(Problem(
-                    f"unknown role '{word}'{hint}; roles are {', '.join(ROLES)}",
-                    body_line + offset))
-        first_content = False
+            if close:
+                warnings.append(Problem(
+                    f"'{word}:' is not a role, so this line is content of the message "
+                    f"above (did you mean '{close[0]}'?); roles are {', '.join(ROLES)}",
+                    body_line + offset, "warning"))
 
 
 _IMPLICIT_NAMES = frozenset({"loop", "self", "caller", "varargs", "kwargs", "super"})
