@@ -33,7 +33,14 @@ from .errors import (
     PromptrevError,
     ValidationFailed,
 )
-from .storage.gitstore import Change, CommitInfo, GitStore, RefMoved, Signature
+from .storage.gitstore import (
+    Change,
+    CommitInfo,
+    GitStore,
+    RefMoved,
+    Signature,
+    check_commit_message,
+)
 from .storage.indexer import KnownCommit, versions_made
 from .storage.provenance import trailer_account, with_account, without_account
 
@@ -53,6 +60,7 @@ class Transaction:
                  account: str | None = None, guard: Callable[[str], None] | None = None):
         if not message or not message.strip():
             raise ValidationFailed("a commit message is required")
+        check_commit_message(message)
         self.registry = registry
         # The authenticated account (the API's or the pages' user) rides in the commit as
         # a trailer, so the index (and a rebuild of it) can name it next to the author.

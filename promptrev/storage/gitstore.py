@@ -29,7 +29,7 @@ import pygit2
 
 from promptrev.model import diffing
 
-from ..errors import Busy, Damaged, StorageError, StorageFull
+from ..errors import Busy, Damaged, InvalidRequest, StorageError, StorageFull
 from . import durability
 from .heap import keep_heap
 
@@ -111,15 +111,39 @@ class Signature:
 
     @classmethod
     def parse(cls, text: str) -> Signature:
-        """Parse ``Name <email>`` (or a bare name)."""
+        """Parse ``Name <email>`` (or a bare name); refuse what Git cannot record.
+
+        A commit header holds the line as it is, so a line break, a NUL or another control
+        character, or an angle bracket inside the name or the address would make a
+        malformed commit: each is refused with :class:`InvalidRequest` naming it.
+        """
         text = text.strip()
         if text.endswith(">") and "<" in text:
             name, _, email = text[:-1].partition("<")
-            return cls(name.strip() or email.strip(), email.strip())
-        return cls(text or "promptrev", f"{(text or 'promptrev').replace(' ', '.')}@promptrev")
+            name, email = name.strip(), email.strip()
+            name = name or email
+        else:
+            name = text or "promptrev"
+            email = f"{name.replace(' ', '.')}@promptrev"
+        for part, what in ((name, "name"), (email, "email address")):
+            bad = next((c for c in part if c in "<>" or ord(c) < 32 or ord(c) == 127), None)
+            if bad is not None:
+                raise InvalidRequest(
+                    f"author {text!r} is not 'Name <email>': its {what} contains "
+                    f"{bad!r}, which a Git commit cannot record")
+        if not name or not email:
+            raise InvalidRequest(f"author {text!r} is not 'Name <email>': it has no "
+                                 f"{'name' if not name else 'email address'}")
+        return cls(name, email)
 
     def __str__(self) -> str:
         return f"{self.name} <{self.email}>"
+
+
+def check_commit_message(message: str) -> None:
+    """Refuse a message Git cannot store (a NUL ends a commit object's text)."""
+    if "\x00" in message:
+        raise InvalidRequest("a commit message cannot contain a NUL character (\\x00)")
 
 
 @dataclass(frozen=True)
@@ -675,6 +699,7 @@ class GitStore:
                      parents: list[str] | None = None,
                      when: int | None = None) -> CommitInfo | None:
         """:meth:`commit`, returning what :meth:`commit_info` would read back (no re-read)."""
+        check_commit_message(message)
         base_tree = self._obj(tree, "a tree") if tree else \
             self._obj(base, "the commit main points at").tree if base else None
         split = {tuple(path.split("/")): blob for path, blob in changes.items()}
@@ -770,6 +795,7 @@ class GitStore:
     def commit_tree(self, tree: str, parents: list[str], message: str, author: Signature,
                     committer: Signature | None = None) -> str:
         """Create a commit of an existing tree (a merge has two parents); moves no ref."""
+        check_commit_message(message)
         now = int(time.time())
         sig = pygit2.Signature(author.name, author.email, now, 0)
         by = pygit2.Signature(committer.name, committer.email, now, 0) if committer else sig
