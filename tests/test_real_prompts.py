@@ -67,6 +67,9 @@ def test_near_misses_warn_with_a_suggestion_and_never_refuse() -> None:
     assert any("did you mean 'user'" in m for m in messages), messages
     assert all(w.severity == "warning" for w in prompt.warnings)
     assert len(prompt.render({})) == 1  # content, not new messages
+    # Headings made of a role word are not typos of it: no warning.
+    for heading in ("Use", "Tools", "Users", "Developers"):
+        assert parse_prompt(f"system:\nhi\n{heading}:\nx\n").warnings == [], heading
 
 
 def test_a_plain_text_prompt_renders_its_braces_verbatim() -> None:

@@ -464,12 +464,21 @@ def _check_roles(body: str, body_line: int, warnings: list[Problem]) -> None:
         suspect = _SUSPECT_ROLE.match(line)
         if suspect:
             word = suspect.group("word")
-            close = difflib.get_close_matches(word.lower(), ROLES, n=1, cutoff=0.75)
+            close = _near_miss(word.lower())
             if close:
                 warnings.append(Problem(
                     f"'{word}:' is not a role, so this line is content of the message "
                     f"above (did you mean '{close[0]}'?); roles are {', '.join(ROLES)}",
                     body_line + offset, "warning"))
+
+
+def _near_miss(word: str) -> list[str]:
+    """The role ``word`` looks like a typo of: close, but not a heading built from a role
+    word (``Use:`` is a prefix of ``user``, ``Tools:`` a plural of ``tool``)."""
+    close = difflib.get_close_matches(word, ROLES, n=1, cutoff=0.75)
+    if close and (close[0].startswith(word) or word in (close[0] + "s", close[0] + "es")):
+        return []
+    return close
 
 
 _IMPLICIT_NAMES = frozenset({"loop", "self", "caller", "varargs", "kwargs", "super"})
