@@ -166,7 +166,7 @@ def test_the_confirmation_page_starts_the_evaluation(live):
     page = client.get("/label", params={"name": NAME, "label": "staging", "to": 3})
     assert 'id="gate-cleared"' in page.text and f"#{run_id}" in page.text
     r = client.post("/eval/release", data={**fields, "to": "x"})
-    assert r.status_code == 400 and "'to'" in r.text
+    assert r.status_code == 400 and "must be an integer, not &#39;x&#39;" in r.text
 
 
 # ---- promptrev eval gate --server ----------------------------------------------------------
