@@ -22,8 +22,8 @@ from promptrev import Registry
 from promptrev.cli.main import main
 from promptrev.evaluation.gate import queue_evidence
 from promptrev.evaluation.runs import Evaluator
-from promptrev.runner.execute import Runner
 from promptrev.runner.base import model_specs
+from promptrev.runner.execute import Runner
 
 from .conftest import at, label_at
 from .live import ADMIN_PASSWORD, LiveServer, start_server

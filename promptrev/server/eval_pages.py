@@ -86,7 +86,7 @@ def run(user, run_id: int) -> str:
         pass_fail={m for m in quality if _is_binary(values.get(m, []))},
         refresh=REFRESH_S if record["status"] == "running" else None,
         **_case_table(reg, spec["dataset"], case_rows(results, names, quality)),
-        **_prompts(reg, spec["variants"]))
+        **_prompts(reg, spec["variants"], report))
 
 
 def _case_table(reg, dataset: str, rows: list[CaseRow]) -> dict[str, Any]:
@@ -101,14 +101,19 @@ def _case_table(reg, dataset: str, rows: list[CaseRow]) -> dict[str, Any]:
             "pages": pages, "disagreements": sum(r.disagree for r in rows)}
 
 
-def _prompts(reg, variants: list[dict[str, Any]]) -> dict[str, Any]:
-    """The two variants whose prompts are compared, and the diff of their prompt versions."""
+def _prompts(reg, variants: list[dict[str, Any]], report: dict[str, Any] | None
+             ) -> dict[str, Any]:
+    """The two variants whose configurations are compared, the diff of their prompt
+    versions, and (an adapter against a prompt) the break-even the run computed."""
+    from promptrev.evaluation.reporting import pair_break_even
+
     pair = _prompt_pair(variants)
     prompt_diff = None
     if pair and pair[0]["prompt"] != pair[1]["prompt"]:
         prompt_diff = reg.diff(pair[0]["prompt"], pair[1]["prompt"], kind="prompt")
     same_name = bool(pair) and _name(pair[0]["prompt"]) == _name(pair[1]["prompt"])
-    return {"pair": pair, "prompt_diff": prompt_diff, "same_name": same_name}
+    return {"pair": pair, "prompt_diff": prompt_diff, "same_name": same_name,
+            "pair_cost": pair_break_even(report, *pair) if pair else None}
 
 
 def _page_arg() -> int:

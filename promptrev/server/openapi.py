@@ -450,7 +450,7 @@ def _evaluation_paths() -> dict[str, Any]:
                            "superior", "non-inferior"]}, metric=_NONEMPTY,
                        margin={"type": "number"}, alpha={"type": "number"})), verdict,
             {"202": _ok(_ref("EvaluationRun"), "run started or still going")},
-            {"spec": "dataset: sentiment@1\nscorers: [exact]\nvariants:\n"
+            {"spec": "dataset: sentiment\nscorers: [exact]\nlimit: 2\nvariants:\n"
                      "  - {name: candidate, prompt: sentiment/zero-shot}\n",
              "baseline": "production", "rule": {"require": "non-inferior",
                                                 "metric": "exact", "margin": 0.05}}),
