@@ -161,10 +161,12 @@ def post_outcome() -> Response:
         raise InvalidRequest("field 'value' is required (a number, or true/false)")
     metric = field(data, "metric", str, "success")
     reg = registry()
-    recorded = _outcomes(reg).record(reg, ref, key, data["value"], metric,
-                                           valid_kind(field(data, "kind", str, None))
-                                           or "prompt")
-    return json_response(recorded, 201)
+    outcomes = _outcomes(reg)
+    recorded = outcomes.record(reg, ref, key, data["value"], metric,
+                               valid_kind(field(data, "kind", str, None)) or "prompt")
+    stopped = outcomes.auto_stop(reg, state().policy, recorded["name"], recorded["label"],
+                                 valid_kind(field(data, "kind", str, None)) or "prompt")
+    return json_response({**recorded, **({"auto_stop": stopped} if stopped else {})}, 201)
 
 
 @bp.get("/experiments")

@@ -23,7 +23,7 @@ from promptrev.evaluation.store import EvalStore
 from .api import bp
 from .auth import state
 from .eval_pages import launch
-from .params import MAX_INT_FIELD, field, int_arg, json_body, json_response, registry
+from .params import MAX_INT_FIELD, field, int_arg, json_body, json_response, registry, to_int
 
 MAX_TEXT = 200_000  # a spec or policy file, as text
 
@@ -82,6 +82,11 @@ def evaluation_gate() -> Response:
     if explicit is not None and ("require" not in explicit or "metric" not in explicit):
         raise InvalidRequest("'rule' needs 'require' and 'metric' (and 'margin' for "
                              "non-inferior)")
+    started_run = data.get("started_run")
+    if started_run is not None:
+        if not isinstance(started_run, int) or isinstance(started_run, bool):
+            raise InvalidRequest("field 'started_run' must be an integer (a run id)")
+        started_run = to_int(started_run, "started_run", 1, 2 ** 31 - 1)
     reg = registry()
     reg.resolve(f"{setup.name}@{label}", "prompt")  # a missing label, named as such
     rule, source = ci_gate.gate_rule(
@@ -105,7 +110,7 @@ def evaluation_gate() -> Response:
         "evidence": evidence, "tokens": tokens, "baseline": setup.baseline,
         "candidate": setup.candidate, "junit": ci_gate.junit_xml(setup, evidence, rule),
         "markdown": ci_gate.markdown(setup, run["report"], evidence, rule, tokens,
-                                     reused=data.get("started_run") != run["id"],
+                                     reused=started_run != run["id"],
                                      links=links)})
 
 

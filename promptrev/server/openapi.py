@@ -42,11 +42,16 @@ _ALPHA = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 0
 _POWER = {"type": "number", "minimum": 0.5, "maximum": 1, "exclusiveMaximum": True}
 _PLAN_INPUT = {"type": "object", "additionalProperties": False, "properties": {
     "per_arm": {"type": "integer", "minimum": 1, "maximum": 10**9}, "mde": _NUM,
-    "baseline": _RATE, "sd": _POSITIVE, "alpha": _ALPHA, "power": _POWER}}
+    "baseline": _RATE, "sd": _POSITIVE, "alpha": _ALPHA, "power": _POWER,
+    "auto_stop": {"type": "string", "enum": ["promote", "rollback"], "description":
+                  "end the split by itself once the always-valid test decides"},
+    "stop_metric": {"type": "string", "minLength": 1, "maxLength": 100}}}
 _NULL_NUM = {"type": "number", "nullable": True}
 _PLAN = {"type": "object", "required": ["per_arm", "alpha"], "properties": {
     "per_arm": _INT, "alpha": _NUM, "power": _NULL_NUM, "mde": _NULL_NUM,
-    "baseline": _NULL_NUM, "sd": _NULL_NUM, "created": _INT}}
+    "baseline": _NULL_NUM, "sd": _NULL_NUM, "created": _INT,
+    "auto_stop": {"type": "string", "nullable": True},
+    "stop_metric": {"type": "string", "nullable": True}}}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -322,7 +327,10 @@ def openapi_document() -> dict[str, Any]:
             example={"ref": "summarize@staging", "key": "user-1", "value": True},
             extra={"201": _ok(_obj(["name", "label", "version", "metric", "value"], name=_STR,
                              label=_STR, version=_INT, metric=_STR,
-                             value={"type": "number"}), "recorded")}),
+                             value={"type": "number"}, auto_stop={
+                                 "type": "object", "description": "the split's plan "
+                                 "stopped it on this outcome: what was done"}),
+                              "recorded")}),
         "/api/v1/experiments": _read(
             "Live statistics per arm of a split label", [
                 _NAME, _q("label", "label name", True, example="staging"), _KIND],
@@ -445,7 +453,7 @@ def _evaluation_paths() -> dict[str, Any]:
             "gate): 200 with the verdict once its run is done, else 202 with the run "
             "started or going (post again to poll)", [],
             _input(["spec", "baseline"], spec=text, baseline=_NONEMPTY, candidate=_NONEMPTY,
-                   policy=text, started_run=_ID, rule=_obj(
+                   policy=text, started_run=_ID, rule=_input(
                        ["require", "metric"], require={"type": "string", "enum": [
                            "superior", "non-inferior"]}, metric=_NONEMPTY,
                        margin={"type": "number"}, alpha={"type": "number"})), verdict,
