@@ -33,7 +33,12 @@ def fuzz_env(tmp_path_factory):
                           webhook_allow_private=True,  # the hooks below are on loopback
                           # the fuzzer sends thousands of bad tokens from one client: the
                           # per-client limit (tested in tests/security) would answer 429
-                          auth_failure_limit="100000 per minute")
+                          auth_failure_limit="100000 per minute",
+                          # the starter prompts' model, answering nowhere: an evaluation
+                          # starts (202) and its run fails at once in the background
+                          models={"gpt-4o-mini": {"backend": "openai", "name": "gpt-4o-mini",
+                                                  "base_url": "http://127.0.0.1:9/v1",
+                                                  "api_key": "none"}})
     # Webhooks 1 and 2 (the examples disable 1, remove 2 and redeliver delivery 1, which
     # the next save enqueues for hook 1); nothing delivers in this process.
     for n in (1, 2):
@@ -56,6 +61,12 @@ def fuzz_env(tmp_path_factory):
                                                 "text": summarize + "\n" * (i + 1)}]})
         assert opened.get_json()["number"] == i, opened.get_json()
     env.api("POST", "/reviews/2/approve")
+    # `production` on the gate example's prompt, and evaluation run 1 (the run example).
+    env.api("PUT", "/labels?name=sentiment/zero-shot&label=production", json={"version": 1})
+    example = openapi_document()["paths"]["/api/v1/evaluations/gate"]["post"]
+    started = env.api("POST", "/evaluations/gate",
+                      json=example["requestBody"]["content"]["application/json"]["example"])
+    assert started.status_code == 202 and started.get_json()["run"] == 1, started.get_json()
     yield env
     env.app.extensions["promptrev"].close()
 

@@ -174,14 +174,22 @@ def _planner_inputs(mde, baseline, sd, alpha, power) -> dict:
 @click.option("--planned", "planned", type=int, default=None,
               help="Planned outcomes per arm: the fixed-horizon test is shown from then on "
                    "(or give --mde with --baseline or --sd to work it out).")
+@click.option("--auto-stop", type=click.Choice(["promote", "rollback"]), default=None,
+              help="End the split by itself once the always-valid test decides: promote "
+                   "the winner (through the label's release gate), or roll back an arm "
+                   "that is worse than the label's holder (needs a plan).")
+@click.option("--stop-metric", default=None, metavar="METRIC",
+              help="The outcome metric that decides --auto-stop (default: success).")
 @_plan_options
 @pass_ctx
 def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...], end: bool,
-                message: str | None, planned: int | None, **planner) -> None:
+                message: str | None, planned: int | None, auto_stop: str | None,
+                stop_metric: str | None, **planner) -> None:
     """Split LABEL's traffic over versions: `label split summarize production 4=90 5=10`.
 
     With `--mde 0.02 --baseline 0.1` (or `--sd`), the planned size per arm is worked out
-    (`ab plan` shows it alone) and kept with the split's statistics.
+    (`ab plan` shows it alone) and kept with the split's statistics. With `--auto-stop`,
+    the split ends itself when the outcomes decide (a commit with the statistics).
     """
     from promptrev.evaluation.planning import plan_from
 
@@ -197,6 +205,8 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
     spec = _planner_inputs(**planner)
     if planned is not None:
         spec["per_arm"] = planned
+    if auto_stop is not None or stop_metric is not None:
+        spec.update(auto_stop=auto_stop, stop_metric=stop_metric)
     if spec and end:
         raise click.UsageError("a plan goes with a new split, not with --end")
     plan = plan_from(spec, max(len(weights), 2)) if spec else None  # checked before writing
@@ -215,6 +225,8 @@ def label_split(ctx: Context, name: str, label_name: str, arms: tuple[str, ...],
         weights.items())) if weights else "split ended"))
     if plan is not None:
         click.echo(f"planned: {plan['per_arm']} outcomes per arm (alpha {plan['alpha']:g})")
+        if plan["auto_stop"]:
+            click.echo(f"auto-stop: {plan['auto_stop']} on {plan['stop_metric']}")
 
 
 @main.group("ab")

@@ -30,10 +30,17 @@ from .main import Context, pass_ctx
               help="Write a JUnit XML report here.")
 @click.option("--markdown", "markdown_file", type=click.Path(dir_okay=False),
               help="Write a Markdown summary (a pull-request comment) here.")
+@click.option("--server", "server_url", envvar="PROMPTREV_SERVER", metavar="URL",
+              help="Judge on this promptrev server (its registry, models and runs) "
+                   "instead of the local registry [env PROMPTREV_SERVER].")
+@click.option("--token", envvar="PROMPTREV_TOKEN", metavar="TOKEN",
+              help="API token for --server (an editor's) [env PROMPTREV_TOKEN].")
+@click.option("--wait", "wait_s", type=click.IntRange(1, 86_400), default=3600,
+              show_default=True, help="With --server: seconds to wait for the run.")
 @pass_ctx
 def eval_gate(ctx: Context, spec_file: str, label: str, candidate: str | None,
               policy_file: str | None, junit_file: str | None, markdown_file: str | None,
-              **explicit) -> None:
+              server_url: str | None, token: str | None, wait_s: int, **explicit) -> None:
     """Judge SPEC's candidate against LABEL's holder; exit 0 if it passes, 1 if not.
 
     SPEC is an evaluation spec (as for `eval run`). The baseline is its variant whose
@@ -44,11 +51,24 @@ def eval_gate(ctx: Context, spec_file: str, label: str, candidate: str | None,
 
     rule_options = _rule_options(policy_file, explicit)
     with open(spec_file, encoding="utf-8") as fh:
-        setup = ci_gate.load_gate(fh.read(), spec_file, label, candidate)
+        spec_text = fh.read()
+    setup = ci_gate.load_gate(spec_text, spec_file, label, candidate)
     policy = None
     if policy_file is not None:
         with open(policy_file, encoding="utf-8") as fh:
             policy = (fh.read(), policy_file)
+    if server_url is not None:
+        from .remote_gate import remote_gate
+
+        verdict = remote_gate(server_url, token, wait_s, {
+            "spec": spec_text, "baseline": label, "candidate": candidate,
+            "policy": policy[0] if policy else None, "rule": rule_options})
+        _write(junit_file, verdict["junit"])
+        _write(markdown_file, verdict["markdown"])
+        _verdict(verdict["report"], verdict["evidence"], verdict["source"],
+                 verdict["tokens"], [f"promptrev eval show {verdict['run']} (on the server)",
+                                     verdict["url"]])
+        return
     with ctx.open() as reg:
         reg.resolve(f"{setup.name}@{label}", "prompt")  # a missing label, named as such
         rule, source = ci_gate.gate_rule(reg, setup, policy=policy, explicit=rule_options)
@@ -74,12 +94,18 @@ def eval_gate(ctx: Context, spec_file: str, label: str, candidate: str | None,
     _write(markdown_file, ci_gate.markdown(setup, run["report"], evidence, rule, tokens,
                                            reused=reused,
                                            links=links))
-    print_report(run["report"], False)
+    _verdict(run["report"], evidence, source, tokens, [link.strip("`") for link in links])
+
+
+def _verdict(report: dict, evidence: dict, source: str, tokens: dict, links: list[str]
+             ) -> None:
+    """Print the report and the gate's verdict; exit 1 when it failed."""
+    print_report(report, False)
     click.secho(f"\ngate ({source}): {'passed' if evidence['passed'] else 'FAILED'}",
                 bold=True, fg="green" if evidence["passed"] else "red")
     click.echo(f"  {evidence['text']}")
     click.echo(f"  tokens, baseline → candidate: {tokens['summary']}")
-    click.echo("full report: " + ", ".join(link.strip("`") for link in links))
+    click.echo("full report: " + ", ".join(links))
     if not evidence["passed"]:
         raise click.exceptions.Exit(1)
 

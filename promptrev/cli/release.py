@@ -25,8 +25,9 @@ def cleared_move(ctx, reg, name: str, label: str, target: Any, *, kind: str | No
     try:
         cleared = ask()
     except EvidenceRequired as exc:
-        if not evaluate or split or target is None or "candidate" not in exc.details \
-                or not exc.details.get("baseline"):
+        from promptrev.evaluation.gate import producible
+
+        if not evaluate or split or target is None or not producible(exc):
             raise
         _evaluate(ctx, reg, name, label, target, kind)
         cleared = ask()
@@ -43,10 +44,7 @@ def _evaluate(ctx, reg, name: str, label: str, target: int, kind: str | None) ->
 
     from .runner_commands import runner_for
 
-    kind = reg.kind_of(name, kind)
-    rule, path = gate.rule_for(reg, kind, name, label, reg.sync())
-    holder = reg.labels(name, kind)[label]
-    spec = gate.gate_spec(reg, rule, kind, name, holder, target)
+    spec, holder, path = gate.evidence_spec(reg, kind, name, label, target)
     runner = runner_for(ctx, reg)
     evaluator = Evaluator(reg, runner, env=runner.env)
     run_id = evaluator.start(spec, author=ctx.author)

@@ -137,12 +137,28 @@ def gate_rule(registry, setup: GateSetup, *, policy: tuple[str, str] | None = No
 def reusable_run(store: EvalStore, resolved: dict[str, Any]) -> dict[str, Any] | None:
     """The newest finished run of the same resolved spec (versions, dataset version,
     model, parameters, scorers, limit), or None."""
-    wanted = _identity(resolved)
+    wanted = spec_identity(resolved)
     return next((run for run in store.finished(resolved["dataset"])
-                 if _identity(run["spec"]) == wanted), None)
+                 if spec_identity(run["spec"]) == wanted), None)
 
 
-def _identity(spec: dict[str, Any]) -> str:
+def pending_run(evaluator, spec: dict[str, Any], resolved: dict[str, Any], *,
+                author: str) -> tuple[dict[str, Any], bool]:
+    """A run of ``spec`` still going (started by an earlier request that polls), or a new
+    one, not executed here: (the run, whether it was started now)."""
+    import time
+
+    from .gate import STALLED_S
+
+    wanted = spec_identity(resolved)
+    for run in evaluator.store.active(resolved["dataset"], int(time.time()) - STALLED_S):
+        if spec_identity(run["spec"]) == wanted:
+            return run, False
+    return evaluator.store.run(evaluator.start(spec, author=author)), True
+
+
+def spec_identity(spec: dict[str, Any]) -> str:
+    """What makes two resolved specs the same run (all but name and batch size)."""
     return json.dumps({k: v for k, v in spec.items() if k not in _NOT_IDENTITY},
                       sort_keys=True, default=str)
 

@@ -26,7 +26,7 @@ from promptrev.model.artifacts import KINDS
 from promptrev.model.datasets import parse_dataset
 from promptrev.model.release import ReleaseRule, parse_release_policy
 
-from ..errors import Conflict, EvidenceRequired, NotFound
+from ..errors import Conflict, EvidenceRequired, InvalidRequest, NotFound
 from .store import EvalStore
 
 
@@ -308,3 +308,49 @@ def judge_run(store: EvalStore, run: dict[str, Any], rule: ReleaseRule, base: st
             "high": c.to_dict()["high"], "n": c.n, "confidence": 1 - 2 * rule.alpha,
             "higher_is_better": higher, "require": rule.require, "margin": rule.margin,
             "alpha": rule.alpha, "passed": bool(passed), "text": text}
+
+
+# ---- producing the evidence ----------------------------------------------------------------
+# A run that has not moved for this long is taken for one whose worker stopped: the next
+# request for the same evidence starts a fresh run instead of waiting on it for ever.
+STALLED_S = 900
+
+
+def producible(refusal: EvidenceRequired) -> bool:
+    """Whether running the policy's evaluation can answer ``refusal``: a move of a held
+    label to a version, with no finished evaluation yet (a verdict that fell short is not
+    rerun until one passes: the newest run decides)."""
+    details = refusal.details or {}
+    return bool(details.get("baseline") and details.get("candidate")) \
+        and "evidence" not in details
+
+
+def evidence_spec(registry, kind: str | None, name: str, label: str, target: int
+                  ) -> tuple[dict[str, Any], int, str]:
+    """The evaluation ``label``'s release policy asks for before it moves to ``target``:
+    (its spec, the holder it is measured against, the policy file). The one recipe used
+    by ``label set --evaluate`` and by the server's queued evaluation."""
+    kind = registry.kind_of(name, kind)
+    found = rule_for(registry, kind, name, label, registry.sync())
+    if found is None:
+        raise InvalidRequest(f"{kind} '{name}': label '{label}' has no release policy, so "
+                             "there is no evaluation to run before moving it")
+    rule, path = found
+    holder = registry.labels(name, kind).get(label)
+    if holder is None:
+        raise EvidenceRequired(
+            f"{kind} '{name}' has no version under label '{label}' to compare with: its "
+            f"release policy ({path}) measures a move against the current holder",
+            details={"policy": path, "label": label})
+    return gate_spec(registry, rule, kind, name, holder, target), holder, path
+
+
+def queue_evidence(evaluator, kind: str | None, name: str, label: str, target: int, *,
+                   author: str) -> tuple[dict[str, Any], bool]:
+    """Start the run ``label``'s policy asks for to move to ``target`` (not executed here),
+    or find the identical run already going: (the run, whether it was started now)."""
+    from .ci_gate import pending_run
+
+    spec, _, _ = evidence_spec(evaluator.registry, kind, name, label, target)
+    resolved, _ = evaluator.resolve(spec)
+    return pending_run(evaluator, spec, resolved, author=author)

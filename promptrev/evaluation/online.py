@@ -81,6 +81,24 @@ class Outcomes(OnDatabase):
         with writing(self.engine) as conn:
             conn.execute(T_PLAN.delete().where(*_plan_of(kind, name, label)))
 
+    def ordered(self, name: str, label: str, metric: str, kind: str = "prompt"
+                ) -> list[tuple[int, float]]:
+        """``(version, value)`` of ``label``'s outcomes on ``metric``, in arrival order."""
+        with self.engine.connect() as conn:
+            return [(v, float(x)) for v, x in conn.execute(
+                sa.select(T_OUTCOME.c.version, T_OUTCOME.c.value).where(
+                    T_OUTCOME.c.kind == kind, T_OUTCOME.c.name == name,
+                    T_OUTCOME.c.label == label, T_OUTCOME.c.metric == metric)
+                .order_by(T_OUTCOME.c.id))]
+
+    def auto_stop(self, registry, policy, name: str, label: str, kind: str = "prompt"
+                  ) -> dict[str, Any] | None:
+        """End or trim ``label``'s split if its plan asks and the always-valid test has
+        decided (:mod:`.auto_stop`); what was done, or None."""
+        from .auto_stop import apply
+
+        return apply(registry, policy, self, name, label, kind)
+
     def report(self, registry, name: str, label: str, kind: str = "prompt",
                alpha: float | None = None) -> dict[str, Any]:
         """Live statistics per arm and metric, with the split as it stands now.
@@ -139,7 +157,8 @@ def independent_test(a: list[float], b: list[float], *, confidence: float = 0.95
             "p_value": p_value, "test": test, "n": [len(x), len(y)]}
 
 
-_PLAN_COLUMNS = ("per_arm", "alpha", "power", "mde", "baseline", "sd", "created")
+_PLAN_COLUMNS = ("per_arm", "alpha", "power", "mde", "baseline", "sd", "auto_stop",
+                 "stop_metric", "created")
 
 
 def _plan_of(kind: str, name: str, label: str) -> tuple:

@@ -105,6 +105,8 @@ def _number(value: Any, name: str) -> float:
 
 
 PLAN_FIELDS = {"per_arm", "mde", "baseline", "sd", "alpha", "power"}
+AUTO_STOPS = ("promote", "rollback")
+STOP_FIELDS = {"auto_stop", "stop_metric"}
 
 
 def plan_from(spec: Any, arms: int = 2) -> dict[str, Any]:
@@ -112,15 +114,44 @@ def plan_from(spec: Any, arms: int = 2) -> dict[str, Any]:
 
     ``{"per_arm": 4000}`` (with an optional ``alpha``) is taken as it is;
     ``{"mde": 0.02, "baseline": 0.1}`` (or ``sd``, with optional ``alpha`` and ``power``)
-    is worked out with :func:`sample_size` for ``arms`` arms.
+    is worked out with :func:`sample_size` for ``arms`` arms. ``auto_stop`` (promote or
+    rollback) with an optional ``stop_metric`` makes the split end itself
+    (:mod:`.auto_stop`).
     """
     if not isinstance(spec, dict) or not spec:
         raise InvalidRequest("a plan is {'per_arm': N} or the planner's inputs, e.g. "
                              "{'mde': 0.02, 'baseline': 0.1, 'power': 0.8}")
+    stop = _auto_stop(spec)
+    spec = {k: v for k, v in spec.items() if k not in STOP_FIELDS}
+    return {**_plan(spec, arms), **stop}
+
+
+def _auto_stop(spec: dict[str, Any]) -> dict[str, Any]:
+    """The plan's automatic stop: ``auto_stop`` (promote or rollback, or none) and the
+    ``stop_metric`` whose always-valid test decides (default ``success``)."""
+    mode, metric = spec.get("auto_stop"), spec.get("stop_metric")
+    if mode is None:
+        if metric is not None:
+            raise InvalidRequest("'stop_metric' goes with 'auto_stop' (promote or rollback)")
+        return {"auto_stop": None, "stop_metric": None}
+    if mode not in AUTO_STOPS:
+        raise InvalidRequest(f"'auto_stop' must be one of {', '.join(AUTO_STOPS)}, not "
+                             f"{str(mode)[:40]!r}")
+    metric = "success" if metric is None else metric
+    if not isinstance(metric, str) or not metric or len(metric) > 100:
+        raise InvalidRequest("'stop_metric' must be a short outcome metric name, e.g. "
+                             "'success'")
+    return {"auto_stop": mode, "stop_metric": metric}
+
+
+def _plan(spec: dict[str, Any], arms: int) -> dict[str, Any]:
+    if not spec:
+        raise InvalidRequest("an automatic stop goes with a plan: give 'per_arm', or 'mde' "
+                             "with 'baseline' or 'sd'")
     unknown = sorted(set(spec) - PLAN_FIELDS)
     if unknown:
         raise InvalidRequest(f"unknown plan field '{unknown[0]}' (fields: "
-                             f"{', '.join(sorted(PLAN_FIELDS))})")
+                             f"{', '.join(sorted(PLAN_FIELDS | STOP_FIELDS))})")
     alpha = check_alpha(spec.get("alpha", 0.05))
     if "per_arm" in spec:
         extra = sorted(set(spec) - {"per_arm", "alpha"})

@@ -147,3 +147,31 @@ def _break_even_text(adapter: str, prompt: str, count: int | None, per_1k: dict,
     if count is None:
         return head + f": {adapter} never becomes cheaper"
     return head + f": {adapter} is cheaper in total after {count:,} requests"
+
+
+def pair_break_even(report: dict[str, Any] | None, a: dict[str, Any], b: dict[str, Any]
+                    ) -> dict[str, Any] | None:
+    """What an adapter variant and a prompt-only variant cost against each other, for the
+    diff of the two variants' configurations: the break-even the report computed, with the
+    input tokens each sends per request (the long prompt the adapter replaces). None when
+    the pair is not one adapter variant and one prompt-only variant, or the run has no
+    report yet."""
+    if report is None or bool(a.get("adapter")) == bool(b.get("adapter")):
+        return None
+    adapter, prompt = (a, b) if a.get("adapter") else (b, a)
+    tokens = report["operations"]["prompt_tokens"]["variants"]
+    out: dict[str, Any] = {
+        "adapter_variant": adapter["name"], "prompt_variant": prompt["name"],
+        "prompt_tokens": {v["name"]: (tokens.get(v["name"]) or {}).get("mean")
+                          for v in (prompt, adapter)}}
+    line = next((c for c in report["costs"]["break_even"]
+                 if (c["adapter_variant"], c["prompt_variant"])
+                 == (adapter["name"], prompt["name"])), None)
+    if line is not None:
+        return {**out, "requests": line["requests"], "text": line["text"]}
+    training = report["costs"]["training"].get(adapter["name"])
+    why = ("the run has no price for these variants (the spec's prices:)" if training is not
+           None else "the adapter's training cost is unknown (its card records no training "
+           "time or cost, or the spec has no training_prices:)")
+    return {**out, "requests": None, "text": f"no break-even for {adapter['name']} against "
+            f"{prompt['name']}: {why}"}

@@ -58,6 +58,18 @@ class EvalStore(OnDatabase):
                 .order_by(T_RUN.c.id.desc()).limit(limit))
             return [_run(r) for r in rows]
 
+    def active(self, dataset: str, since: int) -> list[dict[str, Any]]:
+        """Runs on ``dataset`` still going, with a result or a start at or after ``since``
+        (epoch seconds), newest first, with specs."""
+        latest = (sa.select(sa.func.max(T_RESULT.c.created))
+                  .where(T_RESULT.c.run_id == T_RUN.c.id).scalar_subquery())
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(T_RUN).where(
+                T_RUN.c.dataset == dataset, T_RUN.c.status == "running",
+                sa.or_(T_RUN.c.updated >= since, latest >= since))
+                .order_by(T_RUN.c.id.desc()))
+            return [_run(r) for r in rows]
+
     def set_status(self, run_id: int, status: str, *, report: dict | None = None,
                    error: str | None = None) -> None:
         """Mark a run running, done or failed (with its report or error)."""

@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     from . import (
         api,
         errors,
+        eval_api,  # noqa: F401 - adds its routes to api.bp
         eval_pages,
         git_http,
         openai_api,

@@ -11,7 +11,7 @@ import math
 
 from flask import Blueprint, Response, g, request
 
-from promptrev.errors import InvalidRequest, NotFound, PreconditionRequired
+from promptrev.errors import EvidenceRequired, InvalidRequest, NotFound, PreconditionRequired
 from promptrev.model.names import validate_name
 
 from .auth import api_user, state
@@ -161,10 +161,12 @@ def post_outcome() -> Response:
         raise InvalidRequest("field 'value' is required (a number, or true/false)")
     metric = field(data, "metric", str, "success")
     reg = registry()
-    recorded = _outcomes(reg).record(reg, ref, key, data["value"], metric,
-                                           valid_kind(field(data, "kind", str, None))
-                                           or "prompt")
-    return json_response(recorded, 201)
+    outcomes = _outcomes(reg)
+    recorded = outcomes.record(reg, ref, key, data["value"], metric,
+                               valid_kind(field(data, "kind", str, None)) or "prompt")
+    stopped = outcomes.auto_stop(reg, state().policy, recorded["name"], recorded["label"],
+                                 valid_kind(field(data, "kind", str, None)) or "prompt")
+    return json_response({**recorded, **({"auto_stop": stopped} if stopped else {})}, 201)
 
 
 @bp.get("/experiments")
@@ -344,8 +346,19 @@ def set_label() -> Response:
     state().policy.require_label(g.user, label)
     data = json_body()
     version = field(data, "version", int)
-    cleared = state().policy.require_move(g.user, registry(), name, label, version, kind=kind,
-                                          override=_override(data))
+    evaluate = field(data, "evaluate", bool, False)
+    try:
+        cleared = state().policy.require_move(g.user, registry(), name, label, version,
+                                              kind=kind, override=_override(data))
+    except EvidenceRequired as refusal:
+        from promptrev.evaluation.gate import producible
+
+        if not evaluate or not producible(refusal):
+            raise
+        from .eval_api import queue_release_evaluation
+
+        return json_response(queue_release_evaluation(
+            g.user, registry(), kind, name, label, version, refusal), 202)
     event = registry().set_label(name, label, version, message=cleared.message(
         field(data, "message", str, None), f"label {name}@{label} -> {version}"),
         author=g.user.author, account=g.user.name, kind=kind, guard=cleared.guard)

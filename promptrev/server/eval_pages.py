@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 from flask import Blueprint, Response, flash, redirect, render_template, request, url_for
 
-from promptrev.errors import PromptrevError
+from promptrev.errors import InvalidRequest, PromptrevError
 from promptrev.evaluation.runs import Evaluator, load_spec
 from promptrev.evaluation.scorers import scorer_names
 from promptrev.evaluation.store import EvalStore
@@ -35,6 +35,7 @@ from promptrev.runner.trust import Trust
 
 from .auth import state
 from .errors import http_status
+from .params import MAX_INT_FIELD, to_int
 from .web import reader, writer
 
 bp = Blueprint("eval", __name__, url_prefix="/eval")
@@ -85,7 +86,7 @@ def run(user, run_id: int) -> str:
         pass_fail={m for m in quality if _is_binary(values.get(m, []))},
         refresh=REFRESH_S if record["status"] == "running" else None,
         **_case_table(reg, spec["dataset"], case_rows(results, names, quality)),
-        **_prompts(reg, spec["variants"]))
+        **_prompts(reg, spec["variants"], report))
 
 
 def _case_table(reg, dataset: str, rows: list[CaseRow]) -> dict[str, Any]:
@@ -100,14 +101,19 @@ def _case_table(reg, dataset: str, rows: list[CaseRow]) -> dict[str, Any]:
             "pages": pages, "disagreements": sum(r.disagree for r in rows)}
 
 
-def _prompts(reg, variants: list[dict[str, Any]]) -> dict[str, Any]:
-    """The two variants whose prompts are compared, and the diff of their prompt versions."""
+def _prompts(reg, variants: list[dict[str, Any]], report: dict[str, Any] | None
+             ) -> dict[str, Any]:
+    """The two variants whose configurations are compared, the diff of their prompt
+    versions, and (an adapter against a prompt) the break-even the run computed."""
+    from promptrev.evaluation.reporting import pair_break_even
+
     pair = _prompt_pair(variants)
     prompt_diff = None
     if pair and pair[0]["prompt"] != pair[1]["prompt"]:
         prompt_diff = reg.diff(pair[0]["prompt"], pair[1]["prompt"], kind="prompt")
     same_name = bool(pair) and _name(pair[0]["prompt"]) == _name(pair[1]["prompt"])
-    return {"pair": pair, "prompt_diff": prompt_diff, "same_name": same_name}
+    return {"pair": pair, "prompt_diff": prompt_diff, "same_name": same_name,
+            "pair_cost": pair_break_even(report, *pair) if pair else None}
 
 
 def _page_arg() -> int:
@@ -338,6 +344,43 @@ def new(user) -> str | Response | tuple[str, int]:
         return page
     status = http_status(error)
     return page, status if status < 500 else 400
+
+
+@bp.post("/release")
+@writer
+def release(user) -> Response:
+    """Start the evaluation a label's release policy asks for before a move (the label
+    confirmation page's button), then show the run; the move is confirmed once it is done."""
+    from promptrev.errors import EvidenceRequired
+    from promptrev.evaluation.gate import producible, queue_evidence
+    from promptrev.model.names import validate_label
+
+    name, kind = _form("name"), request.form.get("kind") or None
+    label_name = validate_label(_form("label"))
+    to = to_int(_form("to"), "to", 1, MAX_INT_FIELD)
+    st, reg = state(), state().registry
+    st.policy.require(user, "write", "starting an evaluation")
+    try:
+        st.policy.require_move(user, reg, name, label_name, to, kind=kind)
+    except EvidenceRequired as refusal:
+        if not producible(refusal):
+            raise
+    else:  # the evidence is there already: back to the confirmation
+        return redirect(url_for("web.label", name=name, kind=kind, label=label_name, to=to))
+    evaluator = Evaluator(reg, _runner(reg), env=st.settings.env)
+    run, started = queue_evidence(evaluator, kind, name, label_name, to, author=user.author)
+    if started:
+        launch(run["id"])
+    flash(f"{'started' if started else 'already running:'} evaluation run {run['id']} for "
+          f"moving {name}@{label_name} to version {to}; confirm the move once it is done")
+    return redirect(url_for("eval.run", run_id=run["id"]))
+
+
+def _form(name: str) -> str:
+    value = request.form.get(name, "").strip()
+    if not value:
+        raise InvalidRequest(f"form field '{name}' is required")
+    return value
 
 
 def _spec_of(run_id: str) -> str | None:

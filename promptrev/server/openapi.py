@@ -42,11 +42,16 @@ _ALPHA = {"type": "number", "minimum": 0, "exclusiveMinimum": True, "maximum": 0
 _POWER = {"type": "number", "minimum": 0.5, "maximum": 1, "exclusiveMaximum": True}
 _PLAN_INPUT = {"type": "object", "additionalProperties": False, "properties": {
     "per_arm": {"type": "integer", "minimum": 1, "maximum": 10**9}, "mde": _NUM,
-    "baseline": _RATE, "sd": _POSITIVE, "alpha": _ALPHA, "power": _POWER}}
+    "baseline": _RATE, "sd": _POSITIVE, "alpha": _ALPHA, "power": _POWER,
+    "auto_stop": {"type": "string", "enum": ["promote", "rollback"], "description":
+                  "end the split by itself once the always-valid test decides"},
+    "stop_metric": {"type": "string", "minLength": 1, "maxLength": 100}}}
 _NULL_NUM = {"type": "number", "nullable": True}
 _PLAN = {"type": "object", "required": ["per_arm", "alpha"], "properties": {
     "per_arm": _INT, "alpha": _NUM, "power": _NULL_NUM, "mde": _NULL_NUM,
-    "baseline": _NULL_NUM, "sd": _NULL_NUM, "created": _INT}}
+    "baseline": _NULL_NUM, "sd": _NULL_NUM, "created": _INT,
+    "auto_stop": {"type": "string", "nullable": True},
+    "stop_metric": {"type": "string", "nullable": True}}}
 
 
 def _obj(required: list[str], **props: Any) -> dict[str, Any]:
@@ -161,6 +166,10 @@ _SCHEMAS: dict[str, Any] = {
                                        rows={"type": "array"}, added=_INT, removed=_INT),
                  fields={"type": "array"}, contract_changes={"type": "array"},
                  rendered={"type": "object", "nullable": True}, cases={"type": "array"}),
+    "EvaluationRun": _obj(["run", "status", "url"], run=_INT, status={
+        "type": "string", "enum": ["running", "done", "failed"]}, name=_STR, dataset=_STR,
+        cases=_INT, error=_NULL_STR, url=_STR, started={"type": "boolean"},
+        report={"type": "object", "nullable": True}),
     "Review": _obj(["number", "title", "description", "author", "branch", "head", "status",
                     "created", "updated", "approvals", "required_approvals", "approved",
                     "comments"],
@@ -269,7 +278,13 @@ def openapi_document() -> dict[str, Any]:
             **_read("Labels of an artifact", [_NAME, _KIND], labels_schema),
             **_write("put", "Set or move a label", [_NAME, label_q, _KIND],
                      _input(["version"], version=_IN_INT,
-                            message=_STR, override_reason=override), label_result,
+                            message=_STR, override_reason=override, evaluate={
+                                "type": "boolean", "description": "when the release policy "
+                                "refuses the move for want of an evaluation, start it on the "
+                                "server and answer 202 with the run (move again once done)"}),
+                     label_result, {"202": _ok(_obj(["moved", "evaluation"], moved={
+                         "type": "boolean"}, refused={"type": "object"},
+                         evaluation=_ref("EvaluationRun")), "evaluation started")},
                      example={"version": 1, "message": "promote"}),
             **_write("delete", "Remove a label", [_NAME, label_q, _KIND,
                                                    _q("message", "commit message"),
@@ -312,7 +327,10 @@ def openapi_document() -> dict[str, Any]:
             example={"ref": "summarize@staging", "key": "user-1", "value": True},
             extra={"201": _ok(_obj(["name", "label", "version", "metric", "value"], name=_STR,
                              label=_STR, version=_INT, metric=_STR,
-                             value={"type": "number"}), "recorded")}),
+                             value={"type": "number"}, auto_stop={
+                                 "type": "object", "description": "the split's plan "
+                                 "stopped it on this outcome: what was done"}),
+                              "recorded")}),
         "/api/v1/experiments": _read(
             "Live statistics per arm of a split label", [
                 _NAME, _q("label", "label name", True, example="staging"), _KIND],
@@ -354,6 +372,7 @@ def openapi_document() -> dict[str, Any]:
         **_review_paths(),
     }
     paths.update(_webhook_paths())
+    paths.update(_evaluation_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "promptrev", "version": __version__,
@@ -415,6 +434,34 @@ def _review_paths() -> dict[str, Any]:
             "post", "Merge a request into main (409: conflict or not approved)", [_number(2)],
             None, _ref("Review")),
         "/api/v1/reviews/{number}/reject": reject,
+    }
+
+
+def _evaluation_paths() -> dict[str, Any]:
+    """Evaluation runs, and ``promptrev eval gate`` on the server."""
+    verdict = {"allOf": [_ref("EvaluationRun"), _obj(
+        ["passed", "evidence", "junit", "markdown"], passed={"type": "boolean"},
+        evidence={"type": "object"}, source=_STR, tokens={"type": "object"},
+        baseline=_STR, candidate=_STR, junit=_STR, markdown=_STR)]}
+    text = {"type": "string", "minLength": 1, "maxLength": 200_000}
+    return {
+        "/api/v1/evaluations/run": _read("An evaluation run: its state, page and report", [
+            _q("id", "run id", True, schema=_ID, example=1)], _ref("EvaluationRun"),
+            etag=False),
+        "/api/v1/evaluations/gate": _write(
+            "post", "Judge a spec's candidate against a label's holder (promptrev eval "
+            "gate): 200 with the verdict once its run is done, else 202 with the run "
+            "started or going (post again to poll)", [],
+            _input(["spec", "baseline"], spec=text, baseline=_NONEMPTY, candidate=_NONEMPTY,
+                   policy=text, started_run=_ID, rule=_input(
+                       ["require", "metric"], require={"type": "string", "enum": [
+                           "superior", "non-inferior"]}, metric=_NONEMPTY,
+                       margin={"type": "number"}, alpha={"type": "number"})), verdict,
+            {"202": _ok(_ref("EvaluationRun"), "run started or still going")},
+            {"spec": "dataset: sentiment\nscorers: [exact]\nlimit: 2\nvariants:\n"
+                     "  - {name: candidate, prompt: sentiment/zero-shot}\n",
+             "baseline": "production", "rule": {"require": "non-inferior",
+                                                "metric": "exact", "margin": 0.05}}),
     }
 
 

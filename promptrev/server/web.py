@@ -405,8 +405,13 @@ def _gate(user: User, reg, name: str, label_name: str, to: int | None, kind: str
     try:
         cleared = state().policy.require_move(user, reg, name, label_name, to, kind=kind)
     except EvidenceRequired as exc:
+        from promptrev.evaluation.gate import producible
+
+        queue = producible(exc) and user.may("write") and to is not None
         return {"refused": exc.message, "details": exc.details,
-                "may_override": state().policy.may_override(user)}
+                "may_override": state().policy.may_override(user),
+                "queue": {"name": name, "kind": kind, "label": label_name, "to": to}
+                if queue else None}
     return {"clearance": cleared}
 
 

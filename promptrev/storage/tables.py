@@ -277,6 +277,8 @@ class PlanRow(SQLModel, table=True):
     baseline: Optional[float] = None
     sd: Optional[float] = None
     created: int
+    auto_stop: Optional[str] = Field(default=None, max_length=16)  # promote | rollback
+    stop_metric: Optional[str] = Field(default=None, max_length=100)
 
 
 T_PLAN = PlanRow.__table__
