@@ -51,7 +51,7 @@ def hbs_markers_to_role_lines(body: str) -> str:
 
 def role_lines_to_hbs_markers(body: str) -> str:
     """Prompty role lines become Dotprompt's ``{{role "..."}}`` markers."""
-    return ROLE_LINE.sub(lambda m: '{{role "%s"}}' % _dotprompt_role(m.group("role")), body)
+    return ROLE_LINE.sub(lambda m: '{{role "' + _dotprompt_role(m.group("role")) + '"}}', body)
 
 
 def _dotprompt_role(role: str) -> str:
