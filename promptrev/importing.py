@@ -23,7 +23,7 @@ import stat
 from dataclasses import dataclass, field
 
 from promptrev.model import formats
-from promptrev.model.artifacts import kind_of_file
+from promptrev.model.artifacts import KINDS, kind_of_file
 
 from .errors import NotFound, PromptrevError, ValidationFailed
 from .registry import DEFAULT_AUTHOR, Registry
@@ -39,6 +39,7 @@ class ImportReport:
     commit: str | None = None
     notes: list[str] = field(default_factory=list)  # what a conversion could not carry
     evaluations: dict[str, dict] = field(default_factory=dict)  # name → evaluation spec
+    sources: dict[str, str] = field(default_factory=dict)  # stored file → converted file
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
@@ -211,6 +212,7 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
             problems.append({"file": item.path, "message": exc.message})
             continue
         files.append(("prompt", item.name, converted.prompt.encode("utf-8")))
+        report.sources[KINDS["prompt"].filename(item.name)] = item.path
         if converted.dataset is not None:
             files.append(("dataset", item.name + TESTS_SUFFIX,
                           converted.dataset.encode("utf-8")))
@@ -245,9 +247,16 @@ def _import(registry: Registry, files: list[tuple[str, str, bytes]], foreign: li
                 problems += exc.problems or [{"file": kind, "message": exc.message}]
             except PromptrevError as exc:
                 problems.append({"file": kind, "message": exc.message})
+        for problem in problems:  # name the file converted, not the one it became
+            source = report.sources.get(str(problem.get("file")))
+            if source:
+                problem["file"] = f"{source} (converted to {problem['file']})"
         if problems:
-            raise ValidationFailed(
-                f"{len(problems)} problem(s) in {root}; nothing was imported", problems)
+            first = problems[0]
+            where = f"{first.get('file')}, line {first['line']}" if first.get("line") \
+                else first.get("file")
+            raise ValidationFailed(f"{len(problems)} problem(s) in {root}; nothing was "
+                                   f"imported: {where}: {first.get('message')}", problems)
     report.commit = tx.commit_sha
     made = {(v.kind, v.name) for v in tx.versions}
     for kind, name, _ in files:
