@@ -81,7 +81,8 @@ def _wrap(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return _Items(_wrap(item) for item in value)
     if isinstance(value, dict):
-        return _Fields((str(key), _wrap(item)) for key, item in value.items())
+        # Keys are values too ({{@key}} prints them): they go through the budget as well.
+        return _Fields((_Text(key), _wrap(item)) for key, item in value.items())
     return value
 
 

@@ -92,6 +92,16 @@ def export(prompt: Prompt, text: str, name: str, format_name: str, *,
     return fmt.exporter(prompt, text, name, cases=cases)
 
 
+def output_json_schema(outputs: dict[str, Any]) -> dict[str, Any]:
+    """A prompt's ``outputs`` as one object JSON Schema (as the runner reads them: a
+    Prompty-style ``{name: {type}}`` mapping has every field required)."""
+    if outputs.get("type") == "object" and isinstance(outputs.get("properties"), dict):
+        return outputs
+    props = {k: {kk: vv for kk, vv in v.items() if kk not in ("sample", "default")}
+             if isinstance(v, dict) else {} for k, v in outputs.items()}
+    return {"type": "object", "properties": props, "required": list(props)}
+
+
 def front_matter(front: dict[str, Any], body: str) -> str:
     """A YAML front matter and a body as one file (keys in the order given)."""
     return f"---\n{dump_yaml(front)}---\n{body}"

@@ -25,7 +25,15 @@ from promptrev.errors import ValidationFailed
 
 from .. import safe_yaml
 from ..prompty import Prompt, split_front_matter, template_format
-from . import Converted, Exported, Format, dump_yaml, front_matter, register_format
+from . import (
+    Converted,
+    Exported,
+    Format,
+    dump_yaml,
+    front_matter,
+    output_json_schema,
+    register_format,
+)
 from .bodies import (
     ROLE_LINE,
     jinja_to_hbs,
@@ -170,7 +178,7 @@ def export_dotprompt(prompt: Prompt, text: str, name: str, **_: Any) -> Exported
     _inputs_out(front.pop("inputs", None), out, dotprompt, carried)
     outputs = front.pop("outputs", None)
     if outputs:
-        schema = _object_schema(outputs)
+        schema = output_json_schema(outputs)
         out["output"] = {**(dotprompt.pop("output", None) or {}),
                          "schema": to_picoschema(schema)}
     template = front.pop("template", None)
@@ -258,14 +266,6 @@ def _inputs_out(inputs: Any, out: dict, dotprompt: dict, carried: dict) -> None:
             carried["samples"] = samples
     if given:
         out["input"] = given
-
-
-def _object_schema(outputs: dict[str, Any]) -> dict[str, Any]:
-    if outputs.get("type") == "object" and isinstance(outputs.get("properties"), dict):
-        return outputs
-    props = {k: {kk: vv for kk, vv in (v or {}).items() if kk in _SCHEMA_WORDS}
-             if isinstance(v, dict) else {} for k, v in outputs.items()}
-    return {"type": "object", "properties": props, "required": list(props)}
 
 
 register_format(Format("dotprompt", (".prompt",), import_dotprompt, export_dotprompt))

@@ -24,7 +24,15 @@ from promptrev.errors import ValidationFailed
 
 from .. import safe_yaml
 from ..prompty import Prompt
-from . import Converted, Exported, Format, dump_yaml, front_matter, register_format
+from . import (
+    Converted,
+    Exported,
+    Format,
+    dump_yaml,
+    front_matter,
+    output_json_schema,
+    register_format,
+)
 from .bodies import (
     HBS_SUBSTITUTION,
     ROLE_LINE,
@@ -234,7 +242,8 @@ def export_github_models(prompt: Prompt, text: str, name: str, *,
     schema = kept.get("jsonSchema")
     if front.get("outputs"):
         meta = {k: v for k, v in (schema or {}).items() if k != "asText"}
-        full = {"name": meta.pop("name", out["name"]), **meta, "schema": front["outputs"]}
+        full = {"name": meta.pop("name", out["name"]), **meta,
+                "schema": output_json_schema(front["outputs"])}
         as_text = schema is None or schema.get("asText")
         out["jsonSchema"] = json.dumps(full, indent=2) if as_text else full
         out.setdefault("responseFormat", "json_schema")
