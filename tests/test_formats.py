@@ -263,6 +263,7 @@ def test_github_models_json_schema_becomes_outputs_and_comes_back(run, tmp_path)
                          "required": ["name"], "additionalProperties": False}}
     source.write_text(yaml.safe_dump({
         "name": "Extract", "model": "openai/gpt-4o", "responseFormat": "json_schema",
+        "team": "search",
         "jsonSchema": json.dumps(schema),
         "messages": [{"role": "user", "content": "Who is in {{text}}? {{#not a var}}"}]}))
     run("import", source)
@@ -274,6 +275,7 @@ def test_github_models_json_schema_becomes_outputs_and_comes_back(run, tmp_path)
     back = yaml.safe_load((tmp_path / "out" / "extract.prompt.yml").read_text())
     assert json.loads(back["jsonSchema"]) == schema
     assert back["responseFormat"] == "json_schema"
+    assert back["team"] == "search"  # a key promptrev does not know is kept
     assert back["messages"][0]["content"] == "Who is in {{text}}? {{#not a var}}"
 
 
@@ -305,6 +307,7 @@ tags: [support]
 model:
   api: chat
   configuration:
+    type: openai
     name: gpt-4o-mini
   parameters:
     temperature: 0.2
@@ -336,12 +339,14 @@ user:
 MATRIX = {
     "dotprompt": {"name": True, "description": True, "authors": True, "tags": True,
                   "sample": True, "model.configuration.name": True,
+                  "model.configuration.type": True,
                   "model.parameters.temperature": True, "model.parameters.max_tokens": True,
                   "model.parameters.top_p": True, "model.parameters.seed": True,
                   "inputs.customer.description": True, "inputs.customer.sample": True,
                   "inputs.question.default": True},
     "prompt.yml": {"name": True, "description": True, "authors": False, "tags": False,
                    "sample": False, "model.configuration.name": True,
+                   "model.configuration.type": False,
                    "model.parameters.temperature": True, "model.parameters.max_tokens": True,
                    "model.parameters.top_p": True, "model.parameters.seed": False,
                    "inputs.customer.description": False, "inputs.customer.sample": False,
