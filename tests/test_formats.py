@@ -421,3 +421,17 @@ def test_stored_handlebars_prompts_parse_in_the_validation_helpers(tmp_path):
     results = check_many("prompt", items, 1_000_000)
     assert all(error is None for _, error in results)
     assert parse_prompt(stored).engine.name == "handlebars"
+
+
+def test_export_prints_one_prompt_and_names_what_is_missing(run, tmp_path):
+    run("import", DATA / "summarize.prompt.yml", "--eval-specs", tmp_path)
+    printed = run("export", "summarize@1", "--format", "prompt.yml", "-o", "-").stdout
+    assert yaml.safe_load(printed)["testData"][1]["expected"] == \
+        "Summary - A turtle walked home."
+    missing = run("export", "nothing/", "--format", "dotprompt", ok=False)
+    assert missing.exit_code != 0 and "no prompts under 'nothing/'" in missing.output
+    wrong = tmp_path / "notes.txt"
+    wrong.write_text("hello")
+    refused = run("import", wrong, ok=False)
+    assert refused.exit_code != 0
+    assert "not a file promptrev imports" in refused.output and ".prompt.yml" in refused.output
