@@ -184,10 +184,13 @@ def scorers_for(evaluators: list, expected_var: str, notes: list[str]) -> list[A
             what = (f"uses: {ev['uses']}" if isinstance(ev, dict) and ev.get("uses")
                     else "an llm judge" if isinstance(ev, dict) and ev.get("llm")
                     else "not a string check")
+            closest = (" (for a similarity to the expected answer without a judge, the "
+                       "embedding scorer is the nearest)") if what.endswith("similarity") \
+                else ""
             notes.append(f"evaluator '{name}' ({what}) is run by GitHub Models' own LLM "
                          "judge and has no promptrev equivalent: it is left out of the "
                          "evaluation (add a judge scorer with a judge prompt to score "
-                         "it here)")
+                         f"it here){closest}")
             continue
         (kind, value), = check.items()
         spec = _string_check(kind, str(value), name, expected_var)
