@@ -435,3 +435,22 @@ def test_export_prints_one_prompt_and_names_what_is_missing(run, tmp_path):
     refused = run("import", wrong, ok=False)
     assert refused.exit_code != 0
     assert "not a file promptrev imports" in refused.output and ".prompt.yml" in refused.output
+
+
+def test_dotprompt_semantics_text_is_the_users_html_is_not_escaped_partials_take_context(
+        run, tmp_path):
+    (tmp_path / "hello.prompt").write_text(
+        "---\ninput:\n  default: {name: User}\n---\nHello, {{name}}! "
+        "{{> topic-2.sub_topic who=name}}\n")
+    (tmp_path / "_topic-2.sub_topic.prompt").write_text("Welcome back, {{who}}.")
+    run("import", tmp_path / "hello.prompt")
+    assert _messages(run, "hello") == [
+        {"role": "user", "content": "Hello, User! Welcome back, User."}]
+    assert _messages(run, "hello", "name=<b>Pavel</b> & co") == [
+        {"role": "user", "content": "Hello, <b>Pavel</b> & co! Welcome back, <b>Pavel</b> & co."}]
+    run("export", "hello", "--format", "dotprompt", "-o", tmp_path / "out")
+    exported = (tmp_path / "out" / "hello.prompt").read_text()
+    original = (tmp_path / "hello.prompt").read_text()
+    assert _front(exported) == _front(original) and _body(exported) == _body(original)
+    assert (tmp_path / "out" / "_topic-2.sub_topic.prompt").read_text() == \
+        "Welcome back, {{who}}."

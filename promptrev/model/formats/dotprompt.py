@@ -122,6 +122,9 @@ def _inputs_in(rest: dict[str, Any], filename: str, samples: Any) -> dict[str, A
     defaults = given.pop("default", None) or {}
     if given:
         rest["input"] = given
+    if not schema:  # defaults alone declare the inputs they name
+        schema = {"type": "object", "properties": {name: {} for name in defaults},
+                  "required": list(defaults)}
     props = schema.get("properties") if schema.get("type", "object") == "object" else None
     if not isinstance(props, dict) or set(schema) - {"type", "properties", "required"}:
         if schema:  # a schema inputs cannot carry: kept whole
@@ -259,7 +262,8 @@ def _inputs_out(inputs: Any, out: dict, dotprompt: dict, carried: dict) -> None:
         schema: dict[str, Any] = {"type": "object", "properties": props}
         if required:
             schema["required"] = required
-        given["schema"] = to_picoschema(schema)
+        if any(props.values()) or set(props) - set(defaults):
+            given["schema"] = to_picoschema(schema)  # (defaults alone declare the rest)
         if defaults:
             given["default"] = defaults
         if samples:
