@@ -153,6 +153,7 @@ def test_handlebars_renders_under_the_render_budget(run, tmp_path, monkeypatch):
     ("{{shout name}}", "no helper named 'shout'"),
     ("---\ninput:\n  schema:\n    n: integr\n---\n{{n}}", "unknown type 'integr'"),
     ("{{> missing}}", "partial 'missing' not found"),
+    ('{{role "narrator"}}hi', '{{role "narrator"}} names no chat role'),
 ])
 def test_bad_dotprompt_files_are_refused_with_the_problem_named(run, tmp_path, text, message):
     source = tmp_path / "bad.prompt"

@@ -205,6 +205,11 @@ class HandlebarsEngine(TemplateEngine):
         unknown: set[str] = set()
         _walk(program, names, unknown)
         for helper in sorted(unknown):
+            if helper.startswith("role "):
+                problems.append(Problem(f"template syntax error (handlebars): {{{{{helper}}}}} "
+                                        f"names no chat role (roles: "
+                                        f"{', '.join(sorted(ROLE_NAMES))})", body_line))
+                continue
             problems.append(Problem(f"template syntax error (handlebars): no helper named "
                                     f"'{helper}' (helpers: {', '.join(HELPERS)})", body_line))
         return names - {"history"}
@@ -262,6 +267,9 @@ def _walk(nodes: list, names: set[str], unknown: set[str]) -> None:
 
 def _call_names(call: dict, names: set[str], unknown: set[str], *, block: bool) -> None:
     name, args, hashed = call["name"], call["args"], call["hash"]
+    if name == "role" and args and args[0][:1] in "\"'" and \
+            args[0][1:-1].lower() not in ROLE_NAMES:
+        unknown.add(f"role {args[0]}")
     builtin = name in ("if", "unless", "each", "with")
     if not builtin and name not in HELPERS:
         if args or hashed:
