@@ -17,9 +17,9 @@ The sandbox is the library's (a template calls only the helpers registered here,
 function of the input) plus promptrev's render budget: every value printed goes through
 :func:`promptrev.model.prompty._finalize` (size, and the placeholder that keeps a value
 from starting a message), every item a loop draws counts against the iteration and time
-budget, partials nest at most ``max_depth`` deep, and the whole output is held to
-``max_chars``. Partials are stored with the prompt: ``template: {format: handlebars,
-partials: {name: source}}``.
+budget, templates and partials nest at most 60 deep (deeper is the depth limit), and the
+whole output is held to ``max_chars``. Partials are stored with the prompt:
+``template: {format: handlebars, partials: {name: source}}``.
 """
 
 from __future__ import annotations
