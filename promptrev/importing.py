@@ -197,11 +197,11 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
     """Convert the files in other formats into ``files``; (scorers by name, problems)."""
     problems: list[dict] = []
     partials = {os.path.basename(f.name)[1:]: f.data.decode("utf-8", "replace")
-                for f in foreign if os.path.basename(f.name).startswith("_")}
+                for f in foreign if _is_partial(f)}
     scorers: dict[str, list] = {}
     for item in foreign:
-        if os.path.basename(item.name).startswith("_"):
-            continue  # a partial: stored with the prompts that include it
+        if _is_partial(item):
+            continue  # stored with the prompts that include it
         try:
             text = item.data.decode("utf-8")
             converted = item.fmt.importer(text, item.path, partials=partials)
@@ -220,6 +220,11 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
             scorers[item.name] = converted.scorers
         report.notes += converted.notes
     return scorers, problems
+
+
+def _is_partial(item: _Foreign) -> bool:
+    """A Dotprompt partial: ``_name.prompt``."""
+    return item.fmt.name == "dotprompt" and os.path.basename(item.name).startswith("_")
 
 
 def _import(registry: Registry, files: list[tuple[str, str, bytes]], foreign: list[_Foreign],
