@@ -1,6 +1,10 @@
-"""Import a folder of artifact files (e.g. the starter library in ``prompts/``).
+"""Import a folder of artifact files (e.g. the starter library in ``prompts/``), or one file.
 
-Files are recognised by suffix (``.prompty`` → prompt, ``.jsonl`` → dataset). The name is
+Files are recognised by suffix (``.prompty`` → prompt, ``.jsonl`` → dataset; other prompt
+formats, ``.prompt`` (Dotprompt) and ``.prompt.yml`` (GitHub Models), are converted by
+:mod:`promptrev.model.formats`, their test data becoming a dataset ``NAME-tests`` and
+their evaluators an evaluation spec in the report; a Dotprompt partial ``_name.prompt``
+is stored with the prompts that include it). The name is
 the path relative to the folder without the suffix; a leading kind folder (``datasets/``,
 ``prompts/``) and the hashed bucket folders of a registry's tree (``@e/@7/``, see
 :mod:`promptrev.model.fanout`) are dropped, so a checkout of a registry imports under the
@@ -18,7 +22,8 @@ import os
 import stat
 from dataclasses import dataclass, field
 
-from promptrev.model.artifacts import kind_of_file
+from promptrev.model import formats
+from promptrev.model.artifacts import KINDS, kind_of_file
 
 from .errors import NotFound, PromptrevError, ValidationFailed
 from .registry import DEFAULT_AUTHOR, Registry
@@ -32,11 +37,28 @@ class ImportReport:
     updated: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     commit: str | None = None
+    notes: list[str] = field(default_factory=list)  # what a conversion could not carry
+    evaluations: dict[str, dict] = field(default_factory=dict)  # name → evaluation spec
+    sources: dict[str, str] = field(default_factory=dict)  # stored file → converted file
 
     def to_dict(self) -> dict:
         """Return a JSON-ready dict."""
         return {"created": self.created, "updated": self.updated,
-                "unchanged": self.unchanged, "commit": self.commit}
+                "unchanged": self.unchanged, "commit": self.commit, "notes": self.notes,
+                "evaluations": self.evaluations}
+
+
+@dataclass
+class _Foreign:
+    """A file in another prompt format, read but not yet converted."""
+
+    path: str  # relative to the import's root
+    name: str
+    fmt: formats.Format
+    data: bytes
+
+
+TESTS_SUFFIX = "-tests"  # the dataset made of a file's test data: NAME-tests
 
 
 def collect(root: str, max_bytes: int | None = None) -> list[tuple[str, str, bytes]]:
@@ -46,9 +68,15 @@ def collect(root: str, max_bytes: int | None = None) -> list[tuple[str, str, byt
     while it runs is not followed either. Links, other non-regular files and files over
     ``max_bytes`` are refused (:class:`ValidationFailed` naming each), never read.
     """
+    return _collect(root, max_bytes)[0]
+
+
+def _collect(root: str, max_bytes: int | None) -> tuple[list[tuple[str, str, bytes]],
+                                                        list[_Foreign]]:
     if not os.path.isdir(root):
         raise NotFound(f"{root} is not a folder")
     found: list[tuple[str, str, bytes]] = []
+    foreign: list[_Foreign] = []
     problems: list[dict[str, str]] = []
     for folder, dirs, files, fd in os.fwalk(root):  # never descends into a linked folder
         dirs.sort()
@@ -59,13 +87,17 @@ def collect(root: str, max_bytes: int | None = None) -> list[tuple[str, str, byt
             os.path.join(folder, d))]
         for filename in sorted(files):
             kind = kind_of_file(filename)
-            if kind is None:
+            fmt = formats.format_of(filename) if kind is None else None
+            if kind is None and fmt is None:
                 continue
             data = _read_regular(fd, filename, max_bytes)
             if isinstance(data, str):
                 problems.append(_refused(root, folder, filename, data))
                 continue
             relative = _relative(root, folder, filename)
+            if fmt is not None:
+                foreign.append(_Foreign(relative, formats.stem(relative, fmt), fmt, data))
+                continue
             # A checkout of a registry keeps its files in buckets (model.fanout); the name
             # is the path without them.
             if not relative.startswith(kind.folder + "/"):
@@ -77,7 +109,7 @@ def collect(root: str, max_bytes: int | None = None) -> list[tuple[str, str, byt
         first = problems[0]
         raise ValidationFailed(f"{len(problems)} problem(s) in {root}; nothing was imported: "
                                f"{first['file']} {first['message']}", problems)
-    return found
+    return found, foreign
 
 
 def _read_regular(dir_fd: int, filename: str, max_bytes: int | None) -> bytes | str:
@@ -112,15 +144,107 @@ def _refused(root: str, folder: str, filename: str, why: str) -> dict[str, str]:
 def import_folder(registry: Registry, root: str, *, message: str | None = None,
                   author: str = DEFAULT_AUTHOR) -> ImportReport:
     """Import every artifact file under ``root`` in one commit."""
-    files = collect(root, registry.max_bytes)
-    report = ImportReport()
+    files, foreign = _collect(root, registry.max_bytes)
+    return _import(registry, files, foreign, root,
+                   message or f"import {os.path.basename(root.rstrip('/'))}", author)
+
+
+def import_path(registry: Registry, path: str, *, message: str | None = None,
+                author: str = DEFAULT_AUTHOR) -> ImportReport:
+    """Import a folder (:func:`import_folder`) or one file of any known format.
+
+    A file's name is its file name without the suffix. A Dotprompt file's partials are the
+    ``_name.prompt`` files beside it.
+    """
+    if os.path.isdir(path):
+        return import_folder(registry, path, message=message, author=author)
+    folder, filename = os.path.split(os.path.abspath(path))
+    kind, fmt = kind_of_file(filename), formats.format_of(filename)
+    if kind is None and fmt is None:
+        known = ", ".join(sorted({".prompty", ".jsonl", *(
+            s for f in formats.FORMATS.values() if f.importer for s in f.suffixes)}))
+        raise ValidationFailed(f"{path}: not a file promptrev imports (suffixes: {known})")
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        data = _read_regular(fd, filename, registry.max_bytes)
+        partials = _sibling_partials(fd, registry.max_bytes) if fmt is not None else []
+    finally:
+        os.close(fd)
+    if isinstance(data, str):
+        raise ValidationFailed(f"{path} {data}; nothing was imported")
+    files: list[tuple[str, str, bytes]] = []
+    foreign: list[_Foreign] = partials
+    if fmt is not None:
+        foreign.append(_Foreign(filename, formats.stem(filename, fmt), fmt, data))
+    else:
+        files.append((kind.name, filename[: -len(kind.suffix)], data))
+    return _import(registry, files, foreign, path, message or f"import {filename}", author)
+
+
+def _sibling_partials(dir_fd: int, max_bytes: int | None) -> list[_Foreign]:
+    dotprompt = formats.FORMATS["dotprompt"]
+    out = []
+    for entry in sorted(os.listdir(dir_fd)):
+        if entry.startswith("_") and formats.format_of(entry) is dotprompt:
+            data = _read_regular(dir_fd, entry, max_bytes)
+            if isinstance(data, bytes):
+                out.append(_Foreign(entry, formats.stem(entry, dotprompt), dotprompt, data))
+    return out
+
+
+def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
+             report: ImportReport) -> tuple[dict[str, list], list[dict]]:
+    """Convert the files in other formats into ``files``; (scorers by name, problems)."""
     problems: list[dict] = []
+    partials = {os.path.basename(f.name)[1:]: f.data.decode("utf-8", "replace")
+                for f in foreign if _is_partial(f)}
+    scorers: dict[str, list] = {}
+    for item in foreign:
+        if _is_partial(item):
+            continue  # stored with the prompts that include it
+        try:
+            text = item.data.decode("utf-8")
+            converted = item.fmt.importer(text, item.path, partials=partials)
+        except UnicodeDecodeError:
+            problems.append({"file": item.path, "message": "is not UTF-8 text"})
+            continue
+        except PromptrevError as exc:
+            problems.append({"file": item.path, "message": exc.message})
+            continue
+        files.append(("prompt", item.name, converted.prompt.encode("utf-8")))
+        report.sources[KINDS["prompt"].filename(item.name)] = item.path
+        if converted.dataset is not None:
+            files.append(("dataset", item.name + TESTS_SUFFIX,
+                          converted.dataset.encode("utf-8")))
+        if converted.scorers:
+            scorers[item.name] = converted.scorers
+        report.notes += converted.notes
+    return scorers, problems
+
+
+def _is_partial(item: _Foreign) -> bool:
+    """A Dotprompt partial: ``_name.prompt``."""
+    return item.fmt.name == "dotprompt" and os.path.basename(item.name).startswith("_")
+
+
+def _import(registry: Registry, files: list[tuple[str, str, bytes]], foreign: list[_Foreign],
+            root: str, message: str, author: str) -> ImportReport:
+    """Write ``files`` and the converted ``foreign`` ones in one commit."""
+    report = ImportReport()
+    scorers, problems = _convert(foreign, files, report)
+    seen: dict[tuple[str, str], int] = {}
+    for kind, name, _ in files:
+        seen[(kind, name)] = seen.get((kind, name), 0) + 1
+    problems += [{"file": name, "message": f"two files give the {kind} '{name}'"}
+                 for (kind, name), count in seen.items() if count > 1]
+    if problems:
+        raise ValidationFailed(f"{len(problems)} problem(s) in {root}; nothing was imported: "
+                               f"{problems[0]['file']}: {problems[0]['message']}", problems)
     existing = {(s.kind, s.name): s for s in registry.list(include_deleted=True)}
     by_kind: dict[str, list[tuple[str, bytes]]] = {}
     for kind, name, data in files:
         by_kind.setdefault(kind, []).append((name, data))
-    with registry.transaction(message=message or f"import {os.path.basename(root.rstrip('/'))}",
-                              author=author) as tx:
+    with registry.transaction(message=message, author=author) as tx:
         for kind, items in by_kind.items():
             try:
                 tx.save_many(items, kind=kind)  # large folders are validated on every core
@@ -128,9 +252,16 @@ def import_folder(registry: Registry, root: str, *, message: str | None = None,
                 problems += exc.problems or [{"file": kind, "message": exc.message}]
             except PromptrevError as exc:
                 problems.append({"file": kind, "message": exc.message})
+        for problem in problems:  # name the file converted, not the one it became
+            source = report.sources.get(str(problem.get("file")))
+            if source:
+                problem["file"] = f"{source} (converted to {problem['file']})"
         if problems:
-            raise ValidationFailed(
-                f"{len(problems)} problem(s) in {root}; nothing was imported", problems)
+            first = problems[0]
+            where = f"{first.get('file')}, line {first['line']}" if first.get("line") \
+                else first.get("file")
+            raise ValidationFailed(f"{len(problems)} problem(s) in {root}; nothing was "
+                                   f"imported: {where}: {first.get('message')}", problems)
     report.commit = tx.commit_sha
     made = {(v.kind, v.name) for v in tx.versions}
     for kind, name, _ in files:
@@ -141,4 +272,17 @@ def import_folder(registry: Registry, root: str, *, message: str | None = None,
             report.updated.append(label)
         else:
             report.created.append(label)
+    for name, specs in scorers.items():
+        report.evaluations[name] = evaluation_spec(registry, name, specs)
     return report
+
+
+def evaluation_spec(registry: Registry, name: str, scorers: list) -> dict:
+    """The evaluation an imported file's evaluators describe: its test data scored on the
+    imported version and on the latest one (the imported one is the baseline)."""
+    imported = registry.resolve(name, "prompt").ref
+    dataset = registry.resolve(name + TESTS_SUFFIX, "dataset").ref
+    return {"name": f"{name}: imported vs latest", "dataset": dataset,
+            "variants": [{"name": "imported", "prompt": imported},
+                         {"name": "latest", "prompt": name}],
+            "scorers": scorers, "baseline": "imported"}

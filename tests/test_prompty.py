@@ -198,7 +198,7 @@ def test_role_attributes_give_message_name():
 
 
 def test_unsupported_template_format():
-    assert "not supported" in problems("---\ntemplate: handlebars\n---\nuser:\nhi\n")[0]["message"]
+    assert "not supported" in problems("---\ntemplate: liquid\n---\nuser:\nhi\n")[0]["message"]
 
 
 def test_sample_merges_input_samples_and_top_level():

@@ -20,7 +20,7 @@ from promptrev import errors
 from promptrev.accounts import User, operator
 from promptrev.config import DEFAULT_REGISTRY, Settings
 from promptrev.errors import PromptrevError
-from promptrev.importing import import_folder
+from promptrev.importing import import_path
 from promptrev.model import render_budget
 from promptrev.model.artifacts import KINDS, placed
 from promptrev.model.names import validate_name
@@ -184,22 +184,46 @@ def init(ctx: Context) -> None:
 
 
 @main.command(name="import")
-@click.argument("path", type=click.Path(exists=True, file_okay=False))
+@click.argument("path", type=click.Path(exists=True))
 @click.option("-m", "--message", help="Commit message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--eval-specs", "spec_dir", type=click.Path(file_okay=False), default=".",
+              show_default=True, help="Folder for the evaluation specs made from the "
+              "evaluators of .prompt.yml files.")
 @pass_ctx
-def import_(ctx: Context, path: str, message: str | None, as_json: bool) -> None:
-    """Import a folder of .prompty and .jsonl files in one commit."""
+def import_(ctx: Context, path: str, message: str | None, as_json: bool,
+            spec_dir: str) -> None:
+    """Import a folder (or one file) of .prompty, .jsonl, Dotprompt .prompt and GitHub
+    Models .prompt.yml files in one commit."""
     ctx.policy.require_write_main(ctx.acting, "importing into main")
     with ctx.open() as reg:
-        report = import_folder(reg, path, message=message, author=ctx.author)
+        report = import_path(reg, path, message=message, author=ctx.author)
+    written = _write_eval_specs(report.evaluations, spec_dir)
     if as_json:
-        emit_json(report.to_dict())
+        emit_json({**report.to_dict(), "eval_spec_files": written})
         return
     for label, names in (("created", report.created), ("updated", report.updated),
                          ("unchanged", report.unchanged)):
         for name in names:
             click.echo(f"{label:9}  {name}")
+    for name, spec_file in written.items():
+        click.echo(f"evaluation {name}: {spec_file} (run it: promptrev eval run {spec_file})")
+    for note in report.notes:
+        click.secho(f"note: {note}", fg="yellow", err=True)
+
+
+def _write_eval_specs(evaluations: dict[str, dict], folder: str) -> dict[str, str]:
+    """Each evaluation spec as ``FOLDER/NAME.eval.yaml``; name → file written."""
+    import yaml
+
+    written = {}
+    for name, spec in evaluations.items():
+        os.makedirs(folder, exist_ok=True)
+        target = os.path.join(folder, name.replace("/", "__") + ".eval.yaml")
+        with open(target, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(spec, fh, sort_keys=False, allow_unicode=True)
+        written[name] = target
+    return written
 
 
 @main.command()
@@ -651,6 +675,7 @@ from . import (  # noqa: E402,F401
     backup_commands,
     edit_commands,
     eval_commands,
+    format_commands,
     gate_commands,
     git_commands,
     remote_commands,

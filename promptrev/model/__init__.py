@@ -5,3 +5,7 @@ pointer format, labels, diffs, validation and the registry of artifact kinds. It
 nothing of promptrev but :mod:`promptrev.errors`: storage, the porcelain and the edges all
 build on it.
 """
+
+# Template engines beyond prompty.py's own register themselves on import, before any prompt
+# is parsed (validation helper processes included).
+from . import handlebars  # noqa: E402,F401
