@@ -131,7 +131,7 @@ def test_line_comments_render_under_their_line_without_script(tmp_path: Path) ->
     page = admin.get(f"/reviews/{number}").get_data(as_text=True)
     rows = _comment_rows(page)
     assert set(rows) == {changed, far}
-    assert "admin</strong> on line %d" % changed in rows[changed]
+    assert f"admin</strong> on line {changed}" in rows[changed]
     assert "Is terse too short?" in rows[changed] and "outdated" not in rows[changed]
     # Each comment row comes right after its own line's row.
     for line in (changed, far):
@@ -202,7 +202,7 @@ def test_click_a_line_to_comment_under_it(browser: Any, selenium_parts: dict[str
     save_screens(browser, "review-line-form")
     form.find_element(by.CSS_SELECTOR, "button[type=submit]").click()
     shown = css(f'#change-1 tr.line-comments[data-line="{line}"]')
-    assert "admin on line %d" % line in shown.text and "Is terse too short?" in shown.text
+    assert f"admin on line {line}" in shown.text and "Is terse too short?" in shown.text
     above = browser.execute_script(
         "return arguments[0].previousElementSibling.querySelector('td.no[data-line]')"
         ".dataset.line", shown)
