@@ -126,6 +126,14 @@ def test_diff_uses_one_palette_and_readable_contract(page: Page, server: LiveSer
     # The rendered comparison marks the changed word the same way.
     assert page.css("#rendered tr.replace mark.add").text == "forty"
     assert _greenish(_rgb(page, "#rendered tr.replace td.r"))
+    # The long system message keeps its changed lines in view and folds the rest.
+    folds = page.all("#rendered tr.replace td.r details.msg-fold")
+    assert folds and not any(f.get_attribute("open") for f in folds)
+    assert page.css("#rendered tr.replace td.r mark.add").is_displayed()
+    hidden = folds[-1].find_element(page.by.CSS_SELECTOR, ".msg-lines")
+    assert not hidden.is_displayed()
+    folds[-1].find_element(page.by.TAG_NAME, "summary").click()
+    assert hidden.is_displayed() and "Rule 80" in hidden.text
     # The contract change reads as a table, with its verdict.
     change = page.css('#contract-changes li[data-path="inputs.tone"]')
     assert "Not breaking" in change.text and "default" in change.text
@@ -229,3 +237,29 @@ def test_edit_check_runs_the_save_check_and_the_page_works_without_script(
     assert editor.post("/edit/check", data={"text": text}).status_code == 400
     anonymous = env.app.test_client().post("/edit/check", data={"text": text})
     assert anonymous.status_code in (302, 400)
+
+
+def test_long_rendered_messages_fold_around_their_changes(tmp_path: Path) -> None:
+    env = make_server_env(tmp_path)
+    for base, text in ((None, LONG), (1, ONE_WORD)):
+        headers = {"If-Match": f'"{base}"'} if base else {}
+        saved = env.api("PUT", "/artifact?name=long", headers=headers, json={"text": text})
+        assert saved.status_code in (200, 201), saved.get_json()
+    page = env.login("viewer").get("/diff?name=long&a=1&b=2").get_data(as_text=True)
+    rendered = page[page.index('id="rendered"'):]
+    system = rendered[rendered.index('<td class="r">'):]
+    system = system[:system.index("</td>")]
+    # The changed line of the 81-line system message is in view, with two lines each side;
+    # the rest is folded into <details> (readable without script), nothing is lost.
+    folds = re.findall(r'<details class="fold msg-fold"><summary>(.*?)</summary>'
+                       r'<div class="msg-lines">(.*?)</div></details>', system, re.S)
+    assert [summary for summary, _ in folds] == [
+        "⋯ 38 unchanged lines (1–38)", "⋯ 38 unchanged lines (44–81)"]
+    shown = re.sub(r"<details.*?</details>", "", system, flags=re.S)
+    assert re.findall(r"Rule (\d+):", shown) == ["38", "39", "40", "41", "42"]
+    assert '<mark class="add">forty</mark>' in shown
+    hidden = "".join(body for _, body in folds)
+    assert len(re.findall(r"Rule \d+:", hidden)) == 75 and "You are a helpful" in hidden
+    # A short message (the user's question) is shown whole.
+    user = rendered[rendered.index('<span class="role">user</span>'):]
+    assert user[:user.index("</td>")].count("<details") == 0

@@ -48,6 +48,7 @@ from promptrev.reviews import Edit, Reviews
 
 from .auth import SessionUser, client_address, state, web_user
 from .highlight import highlight_artifact, stylesheet
+from .message_folding import fold_message
 
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
 
@@ -573,6 +574,7 @@ def install_filters(app: Flask) -> None:
     app.add_template_filter(_when, "when")
     app.add_template_filter(_person, "person")
     app.add_template_filter(_label_class, "label_class")
+    app.add_template_filter(fold_message, "fold_message")
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
