@@ -29,7 +29,8 @@ from promptrev.policy import Policy
 from promptrev.registry import Registry, configure_durability
 
 from .exit_codes import EPILOG, exit_code
-from .terminal import columns, short_hash
+from .import_safety import check_import
+from .terminal import columns, short_hash, warn
 
 
 class Context:
@@ -187,11 +188,24 @@ def init(ctx: Context) -> None:
 @click.argument("path", type=click.Path(exists=True, file_okay=False))
 @click.option("-m", "--message", help="Commit message.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--base", metavar="COMMIT", help="Commit the files were exported or checked "
+              "out from: existing artifacts are overwritten only if unchanged since (exit 4).")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts whatever their "
+              "latest version.")
 @pass_ctx
-def import_(ctx: Context, path: str, message: str | None, as_json: bool) -> None:
-    """Import a folder of .prompty and .jsonl files in one commit."""
+def import_(ctx: Context, path: str, message: str | None, as_json: bool,
+            base: str | None = None, force: bool = False) -> None:
+    """Import a folder of .prompty and .jsonl files in one commit.
+
+    Files that would change existing artifacts need --base COMMIT or --force, as 'save'
+    needs --base or --force: nothing is overwritten silently (exit 4, naming them).
+    """
+    if force and base is not None:
+        raise click.UsageError("--base and --force exclude each other")
     ctx.policy.require_write_main(ctx.acting, "importing into main")
     with ctx.open() as reg:
+        if not force:
+            check_import(reg, path, base)
         report = import_folder(reg, path, message=message, author=ctx.author)
     if as_json:
         emit_json(report.to_dict())
@@ -251,7 +265,7 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
         return
     click.echo(snap.text, nl=not snap.text.endswith("\n"))
     for warning in snap.warnings:
-        click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+        warn(warning.message)
 
 
 @main.command()
@@ -317,7 +331,7 @@ def move_into_buckets(checkout: str, dry_run: bool) -> None:
             os.rename(os.path.join(checkout, source), destination)
         moved += 1
     for line in kept:
-        click.secho(f"warning: {line}", fg="yellow", err=True)
+        warn(line)
     count = len(moves) - len(kept) if dry_run else moved
     click.echo(f"{count} file(s) {'to move' if dry_run else 'moved'}"
                + ("; commit them (git commit -m 'Move files into buckets')"
@@ -481,10 +495,9 @@ def label_set(ctx: Context, name: str, label_name: str, version: int, message: s
                               guard=cleared.guard, message=cleared.message(
                                   message, f"label {name}@{label_name} -> {version}"))
     if twins:
-        click.secho(f"warning: {name} now has labels {label_name!r} and "
-                    f"{', '.join(map(repr, twins))}, which differ only in case; references "
-                    "are case-sensitive (remove one with 'promptrev label rm')",
-                    fg="yellow", err=True)
+        warn(f"{name} now has labels {label_name!r} and "
+             f"{', '.join(map(repr, twins))}, which differ only in case; references "
+             "are case-sensitive (remove one with 'promptrev label rm')")
     if event is None:
         click.echo(f"{name}@{label_name} already at {version}")
     else:
@@ -591,9 +604,8 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
         unknown = sorted(set(values) - set(prompt.inputs) - prompt.variables)
         if unknown:
             known = ", ".join(sorted(set(prompt.inputs) | prompt.variables)) or "none"
-            click.secho(f"warning: {ref} neither declares nor uses "
-                        f"{', '.join(map(repr, unknown))} (its variables: {known})",
-                        fg="yellow", err=True)
+            warn(f"{ref} neither declares nor uses "
+                 f"{', '.join(map(repr, unknown))} (its variables: {known})")
         if sample:
             values = {**prompt.sample(), **values}
         messages = reg.render(ref, values)
