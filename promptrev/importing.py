@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from promptrev.model import formats
 from promptrev.model.artifacts import KINDS, kind_of_file
 
-from .errors import NotFound, PromptrevError, ValidationFailed
+from .errors import Conflict, NotFound, PreconditionRequired, PromptrevError, ValidationFailed
 from .registry import DEFAULT_AUTHOR, Registry
 
 
@@ -142,22 +142,30 @@ def _refused(root: str, folder: str, filename: str, why: str) -> dict[str, str]:
 
 
 def import_folder(registry: Registry, root: str, *, message: str | None = None,
-                  author: str = DEFAULT_AUTHOR) -> ImportReport:
-    """Import every artifact file under ``root`` in one commit."""
+                  author: str = DEFAULT_AUTHOR, base: str | None = None,
+                  force: bool = True) -> ImportReport:
+    """Import every artifact file under ``root`` in one commit.
+
+    Unless ``force``, a file that would change an existing artifact needs ``base`` (see
+    :func:`check_overwrites`).
+    """
     files, foreign = _collect(root, registry.max_bytes)
     return _import(registry, files, foreign, root,
-                   message or f"import {os.path.basename(root.rstrip('/'))}", author)
+                   message or f"import {os.path.basename(root.rstrip('/'))}", author,
+                   base=base, force=force)
 
 
 def import_path(registry: Registry, path: str, *, message: str | None = None,
-                author: str = DEFAULT_AUTHOR) -> ImportReport:
+                author: str = DEFAULT_AUTHOR, base: str | None = None,
+                force: bool = True) -> ImportReport:
     """Import a folder (:func:`import_folder`) or one file of any known format.
 
     A file's name is its file name without the suffix. A Dotprompt file's partials are the
     ``_name.prompt`` files beside it.
     """
     if os.path.isdir(path):
-        return import_folder(registry, path, message=message, author=author)
+        return import_folder(registry, path, message=message, author=author, base=base,
+                             force=force)
     folder, filename = os.path.split(os.path.abspath(path))
     kind, fmt = kind_of_file(filename), formats.format_of(filename)
     if kind is None and fmt is None:
@@ -178,7 +186,8 @@ def import_path(registry: Registry, path: str, *, message: str | None = None,
         foreign.append(_Foreign(filename, formats.stem(filename, fmt), fmt, data))
     else:
         files.append((kind.name, filename[: -len(kind.suffix)], data))
-    return _import(registry, files, foreign, path, message or f"import {filename}", author)
+    return _import(registry, files, foreign, path, message or f"import {filename}", author,
+                   base=base, force=force)
 
 
 def _sibling_partials(dir_fd: int, max_bytes: int | None) -> list[_Foreign]:
@@ -228,7 +237,8 @@ def _is_partial(item: _Foreign) -> bool:
 
 
 def _import(registry: Registry, files: list[tuple[str, str, bytes]], foreign: list[_Foreign],
-            root: str, message: str, author: str) -> ImportReport:
+            root: str, message: str, author: str, *, base: str | None = None,
+            force: bool = True) -> ImportReport:
     """Write ``files`` and the converted ``foreign`` ones in one commit."""
     report = ImportReport()
     scorers, problems = _convert(foreign, files, report)
@@ -240,6 +250,8 @@ def _import(registry: Registry, files: list[tuple[str, str, bytes]], foreign: li
     if problems:
         raise ValidationFailed(f"{len(problems)} problem(s) in {root}; nothing was imported: "
                                f"{problems[0]['file']}: {problems[0]['message']}", problems)
+    if not force:
+        check_overwrites(registry, files, base)
     existing = {(s.kind, s.name): s for s in registry.list(include_deleted=True)}
     by_kind: dict[str, list[tuple[str, bytes]]] = {}
     for kind, name, data in files:
@@ -286,3 +298,86 @@ def evaluation_spec(registry: Registry, name: str, scorers: list) -> dict:
             "variants": [{"name": "imported", "prompt": imported},
                          {"name": "latest", "prompt": name}],
             "scorers": scorers, "baseline": "imported"}
+
+
+# ---- never overwrite silently ------------------------------------------------------------
+# An import that would replace the content of existing artifacts needs to say what its files
+# were based on: ``base``, the commit they were exported or checked out from (refused,
+# naming them, when any of those artifacts changed on main since), or ``force``. New
+# artifacts, deleted ones and files identical to the latest version need neither.
+
+SHOWN = 10  # artifacts named in a refusal; the rest are counted
+
+
+@dataclass(frozen=True)
+class Overwrite:
+    """An existing artifact an import would give new content."""
+
+    label: str  # ``name``, or ``kind:name`` for other kinds than prompts
+    current: int  # its latest version now
+    at_base: int | None = None  # its version at --base (None: it did not exist then)
+
+
+def check_overwrites(reg: Registry, files: list[tuple[str, str, bytes]],
+                     base: str | None) -> list[Overwrite]:
+    """The artifacts ``files`` would overwrite; refused unless ``base`` covers them.
+
+    Without ``base`` any overwrite is refused (:class:`PreconditionRequired`); with it,
+    those that changed on main since ``base`` are (:class:`Conflict`). ``force`` is the
+    caller's: it does not call this.
+    """
+    commit = reg.commit_of(base) if base is not None else None
+    found = overwrites(reg, files, commit)
+    if commit is None and found:
+        raise PreconditionRequired(
+            f"import would overwrite {_count(found)} that exist{'s' if len(found) == 1 else ''}"
+            f": {_names(found, with_base=False)}. Give --base COMMIT (the commit the files "
+            "were exported or checked out from) to overwrite only what has not changed "
+            "since, or --force to overwrite whatever is the latest",
+            details={"overwrites": [o.label for o in found]})
+    stale = [o for o in found if o.at_base != o.current]
+    if stale:
+        raise Conflict(
+            f"{_count(stale)} changed on main since {(commit or '')[:12]}, so importing "
+            f"would overwrite {'that change' if len(stale) == 1 else 'those changes'}: "
+            f"{_names(stale, with_base=True)}. Nothing was imported: merge them into the "
+            "files (e.g. check out main again) and import with the new --base, or use "
+            "--force", details={"stale": [o.label for o in stale], "base": commit})
+    return found
+
+
+def overwrites(reg: Registry, files: list[tuple[str, str, bytes]],
+               commit: str | None) -> list[Overwrite]:
+    """Existing artifacts whose content ``files`` (kind, name, bytes) would replace."""
+    out = []
+    for kind, name, data in files:
+        try:
+            current = reg.resolve(name, kind)
+        except NotFound:
+            continue
+        if current.deleted or reg.get(current.ref, kind).text.encode("utf-8") == data:
+            continue
+        at_base = None
+        if commit is not None:
+            try:
+                at_base = reg.resolve(f"{name}@{commit}", kind).number
+            except NotFound:  # it did not exist yet at that commit
+                at_base = None
+        out.append(Overwrite(name if kind == "prompt" else f"{kind}:{name}", current.number,
+                             at_base))
+    return out
+
+
+def _count(items: list[Overwrite]) -> str:
+    return f"{len(items)} artifact{'' if len(items) == 1 else 's'}"
+
+
+def _names(items: list[Overwrite], *, with_base: bool) -> str:
+    def one(o: Overwrite) -> str:
+        if not with_base:
+            return f"{o.label} (v{o.current})"
+        then = f"v{o.at_base}" if o.at_base is not None else "not there"
+        return f"{o.label} ({then} then, v{o.current} now)"
+
+    shown = ", ".join(one(o) for o in items[:SHOWN])
+    return shown + (f" and {len(items) - SHOWN} more" if len(items) > SHOWN else "")

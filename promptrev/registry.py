@@ -31,6 +31,7 @@ from .errors import (
     ArtifactDeleted,
     Busy,
     Damaged,
+    InvalidRequest,
     NotFound,
     PromptrevError,
     StorageError,
@@ -835,6 +836,20 @@ class Registry:
         hint = f"; did you mean '{art.name}@{close[0]}'?" if close else ""
         raise NotFound(f"{art.kind} '{art.name}' has no {what} '{ref.selector}' "
                        f"(labels: {known}){hint}")
+
+    def commit_of(self, prefix: str) -> str:
+        """The full hash of the commit of ``main``'s history that ``prefix`` names."""
+        self.sync()
+        text = prefix.strip().lower()
+        if not 4 <= len(text) <= 64 or any(c not in "0123456789abcdef" for c in text):
+            raise InvalidRequest(f"{prefix!r} is not a commit hash (at least 4 hex digits)")
+        commits = self.index.commits_with_prefix(text)
+        if len(commits) > 1:
+            raise AmbiguousReference(f"commit prefix '{text}' matches several commits; give "
+                                     "more characters")
+        if not commits:
+            raise NotFound(f"no commit {text} in the history of main")
+        return commits[0].sha
 
     def kind_of(self, name: str, kind: str | None = None) -> str:
         """The kind of the artifact called ``name`` (checked against ``kind`` if given)."""

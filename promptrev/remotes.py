@@ -55,6 +55,7 @@ DEFAULT_REMOTE = "origin"
 DEFAULT_BRANCH = "main"
 ATTEMPTS = 5  # pulls retried when main moved between checking and moving it
 SHOWN_COMMITS = 10  # commits listed per side in a divergence report
+SHORT_HASH = 12  # digits of a commit hash in messages, as the CLI prints them everywhere
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _HELPER = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*::")
@@ -424,13 +425,14 @@ def _config(remote: Remote) -> RemoteConfig:
 
 
 def _commit_dict(info) -> dict[str, str]:
-    return {"sha": info.sha, "short": info.sha[:7], "author": f"{info.author} <{info.email}>",
+    return {"sha": info.sha, "short": info.sha[:SHORT_HASH],
+            "author": f"{info.author} <{info.email}>",
             "message": info.message.splitlines()[0] if info.message else ""}
 
 
 def _describe(info) -> str:
     subject = info.message.splitlines()[0] if info.message else ""
-    return f"{info.sha[:7]} {subject} ({info.author})"
+    return f"{info.sha[:SHORT_HASH]} {subject} ({info.author})"
 
 
 def _side_text(side: dict[str, Any]) -> str:

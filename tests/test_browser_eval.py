@@ -101,6 +101,21 @@ def test_start_an_evaluation_and_read_its_page(browser: Any,  # noqa: F811
     all_rows = css("#cases").find_elements(by.CSS_SELECTOR, "tbody tr[data-case]")
     assert len(all_rows) == 8
     save_screens(browser, "eval-run")
+    # At phone width each case is a card: its input across the whole row, the variants'
+    # outputs side by side below it, each named (the column headings are hidden there).
+    browser.set_window_size(420, 900)
+    card = all_rows[0]
+    case = card.find_element(by.CSS_SELECTOR, "td.case")
+    results = card.find_elements(by.CSS_SELECTOR, "td.result")
+    assert case.size["width"] > 0.85 * card.size["width"], (case.size, card.size)
+    assert all(r.location["y"] >= case.location["y"] + case.size["height"] - 1
+               for r in results)
+    assert results[0].location["y"] == results[1].location["y"]
+    assert results[0].location["x"] < results[1].location["x"]
+    named = browser.execute_script(
+        "return getComputedStyle(arguments[0], '::before').content", results[0])
+    assert named == '"zero-shot"', named
+    browser.set_window_size(1400, 900)
     shots.append(_shot(browser, "eval-run.png", css("#verdict-section")))
     shots.append(_shot(browser, "eval-charts.png", css("#metric-latency")))
 

@@ -291,3 +291,39 @@ def test_every_core_error_has_an_exit_code_of_the_table():
     assert exit_code(errors.Diverged("x")) == exit_code(errors.PreconditionRequired("x")) == 4
     assert exit_code(errors.TargetRefused("x")) == 5  # refused, though an InvalidRequest
     assert exit_code(errors.StorageFull("x")) == 1
+
+
+def _stderr_on_a_terminal(cli, cwd: Path, *args, **extra_env) -> str:
+    """Run ``promptrev`` with a pseudo-terminal as its stderr; return what it printed there."""
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "promptrev.cli", *args],
+                            stdout=subprocess.DEVNULL, stderr=child,
+                            env={**cli.env, **extra_env}, cwd=cwd)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    proc.wait(timeout=120)
+    os.close(main)
+    assert proc.returncode == 0, b"".join(chunks).decode()
+    return b"".join(chunks).decode()
+
+
+def test_warnings_are_yellow_on_a_terminal_and_plain_otherwise(cli, tmp_path):
+    _seed(tmp_path, UNDECLARED)
+    coloured = _stderr_on_a_terminal(cli, tmp_path, "show", "greet")
+    assert re.search(r"\x1b\[33mwarning: .*town", coloured), repr(coloured)
+    plain = _stderr_on_a_terminal(cli, tmp_path, "show", "greet", NO_COLOR="1")
+    assert "warning: " in plain and "town" in plain and "\x1b[" not in plain
+    piped = cli("show", "greet").stderr  # a pipe is not a terminal
+    assert piped.startswith("warning: ") and "town" in piped and "\x1b[" not in piped
+    # A save prints the same warning the same way.
+    saved = _stderr_on_a_terminal(cli, tmp_path, "save", _file(tmp_path, UNDECLARED + "\n"),
+                                  "--base", "1")
+    assert re.search(r"\x1b\[33mwarning: greet\.prompty.*town", saved), repr(saved)

@@ -17,7 +17,7 @@ from promptrev.model.artifacts import KINDS, kind_of_file
 from promptrev.registry import Registry
 
 from .main import Context, main, pass_ctx, report_error
-from .terminal import short_hash
+from .terminal import short_hash, warn
 
 # The comment lines ``edit`` puts above the text after a failed save; removed before saving.
 MARK = "# promptrev: "
@@ -83,7 +83,7 @@ def save_version(ctx: Context, reg: Registry, name: str, kind: str, data: bytes 
         tx.save(name, data, base=base, kind=kind)
     filename = os.path.basename(KINDS[kind].filename(name))
     for warning in tx.warnings:
-        click.secho(f"warning: {warning.describe(filename)}", fg="yellow", err=True)
+        warn(warning.describe(filename))
     return tx.result_for(kind, name)
 
 

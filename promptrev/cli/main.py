@@ -29,7 +29,7 @@ from promptrev.policy import Policy
 from promptrev.registry import Registry, configure_durability
 
 from .exit_codes import EPILOG, exit_code
-from .terminal import columns, short_hash
+from .terminal import columns, short_hash, warn
 
 
 class Context:
@@ -190,14 +190,25 @@ def init(ctx: Context) -> None:
 @click.option("--eval-specs", "spec_dir", type=click.Path(file_okay=False), default=".",
               show_default=True, help="Folder for the evaluation specs made from the "
               "evaluators of .prompt.yml files.")
+@click.option("--base", metavar="COMMIT", help="Commit the files were exported or checked "
+              "out from: existing artifacts are overwritten only if unchanged since (exit 4).")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts whatever their "
+              "latest version.")
 @pass_ctx
 def import_(ctx: Context, path: str, message: str | None, as_json: bool,
-            spec_dir: str) -> None:
+            spec_dir: str, base: str | None = None, force: bool = False) -> None:
     """Import a folder (or one file) of .prompty, .jsonl, Dotprompt .prompt and GitHub
-    Models .prompt.yml files in one commit."""
+    Models .prompt.yml files in one commit.
+
+    Files that would change existing artifacts need --base COMMIT or --force, as 'save'
+    needs --base or --force: nothing is overwritten silently (exit 4, naming them).
+    """
+    if force and base is not None:
+        raise click.UsageError("--base and --force exclude each other")
     ctx.policy.require_write_main(ctx.acting, "importing into main")
     with ctx.open() as reg:
-        report = import_path(reg, path, message=message, author=ctx.author)
+        report = import_path(reg, path, message=message, author=ctx.author, base=base,
+                             force=force)
     written = _write_eval_specs(report.evaluations, spec_dir)
     if as_json:
         emit_json({**report.to_dict(), "eval_spec_files": written})
@@ -275,7 +286,7 @@ def show(ctx: Context, ref: str, as_json: bool) -> None:
         return
     click.echo(snap.text, nl=not snap.text.endswith("\n"))
     for warning in snap.warnings:
-        click.secho(f"warning: {warning.message}", fg="yellow", err=True)
+        warn(warning.message)
 
 
 @main.command()
@@ -341,7 +352,7 @@ def move_into_buckets(checkout: str, dry_run: bool) -> None:
             os.rename(os.path.join(checkout, source), destination)
         moved += 1
     for line in kept:
-        click.secho(f"warning: {line}", fg="yellow", err=True)
+        warn(line)
     count = len(moves) - len(kept) if dry_run else moved
     click.echo(f"{count} file(s) {'to move' if dry_run else 'moved'}"
                + ("; commit them (git commit -m 'Move files into buckets')"
@@ -505,10 +516,9 @@ def label_set(ctx: Context, name: str, label_name: str, version: int, message: s
                               guard=cleared.guard, message=cleared.message(
                                   message, f"label {name}@{label_name} -> {version}"))
     if twins:
-        click.secho(f"warning: {name} now has labels {label_name!r} and "
-                    f"{', '.join(map(repr, twins))}, which differ only in case; references "
-                    "are case-sensitive (remove one with 'promptrev label rm')",
-                    fg="yellow", err=True)
+        warn(f"{name} now has labels {label_name!r} and "
+             f"{', '.join(map(repr, twins))}, which differ only in case; references "
+             "are case-sensitive (remove one with 'promptrev label rm')")
     if event is None:
         click.echo(f"{name}@{label_name} already at {version}")
     else:
@@ -615,9 +625,8 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
         unknown = sorted(set(values) - set(prompt.inputs) - prompt.variables)
         if unknown:
             known = ", ".join(sorted(set(prompt.inputs) | prompt.variables)) or "none"
-            click.secho(f"warning: {ref} neither declares nor uses "
-                        f"{', '.join(map(repr, unknown))} (its variables: {known})",
-                        fg="yellow", err=True)
+            warn(f"{ref} neither declares nor uses "
+                 f"{', '.join(map(repr, unknown))} (its variables: {known})")
         if sample:
             values = {**prompt.sample(), **values}
         messages = reg.render(ref, values)

@@ -1,11 +1,14 @@
 """How the CLI lays out what it prints: one length for commit hashes, aligned columns.
 
 Colours are click's: only on a terminal, and never with NO_COLOR (``main`` sets that).
+Warnings go to stderr, in yellow on a terminal (:func:`warn`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+
+import click
 
 HASH_LENGTH = 12  # every commit hash the CLI prints has this many hex digits
 
@@ -13,6 +16,11 @@ HASH_LENGTH = 12  # every commit hash the CLI prints has this many hex digits
 def short_hash(sha: str | None) -> str:
     """A commit hash as the CLI prints it."""
     return sha[:HASH_LENGTH] if sha else "-"
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` to stderr, yellow when stderr is a terminal."""
+    click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
 def columns(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:

@@ -37,8 +37,10 @@ from promptrev.registry import Registry, configure_durability
 __all__ = ["Settings", "create_app", "prepare"]
 TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 csrf = CSRFProtect()
-# The pages use no script and no inline style; nothing is loaded from another origin.
-CSP = {"default-src": "'none'", "style-src": "'self'", "img-src": "'self' data:",
+# No inline script or style: scripts and styles come from the server's own static files
+# (pages work without them), and scripts may call back only to this origin.
+CSP = {"default-src": "'none'", "script-src": "'self'", "connect-src": "'self'",
+       "style-src": "'self'", "img-src": "'self' data:",
        "form-action": "'self'", "frame-ancestors": "'none'", "base-uri": "'none'"}
 CSP_TEXT = "; ".join(f"{k} {v}" for k, v in CSP.items())
 REFERRER_POLICY = "same-origin"

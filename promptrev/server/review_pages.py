@@ -42,18 +42,31 @@ def review(user: User, number: int) -> str:
     """One request: what it changes against main, conflicts, comments, actions."""
     seen = _reviews().overview(number)
     req = seen.request
-    line_comments: dict[tuple[str, int | None], list] = {}
-    for c in req.comments:
-        if c["path"] is not None:
-            line_comments.setdefault((c["path"], c["line"]), []).append(c)
     may_merge = state().policy.may_write_main(user)
     return render_template(
         "review.html", user=user, req=req, changes=seen.changes, conflicts=seen.conflicts,
         tokens=[state().change_tokens(state().registry, ch) for ch in seen.changes],
         label_moves=seen.label_moves, problems=seen.problems,
-        general=[c for c in req.comments if c["path"] is None], line_comments=line_comments,
+        general=[c for c in req.comments if c["path"] is None],
+        file_comments=[_file_comments(ch, req.comments) for ch in seen.changes],
         policy=state().policy, may_merge=may_merge,
         merge_blockers=_merge_blockers(seen, may_merge))
+
+
+def _file_comments(change, comments: list[dict]) -> tuple[dict[int, list], list[dict]]:
+    """One file's comments: by the line they sit under in its diff, and the rest (on the
+    whole file, or on a line the diff no longer shows) to show after it."""
+    shown = {r.right_no for r in change.diff.text.rows if r.right_no}
+    inline: dict[int, list] = {}
+    rest = []
+    for c in comments:
+        if c["path"] != change.path:
+            continue
+        if c["line"] in shown:
+            inline.setdefault(c["line"], []).append(c)
+        else:
+            rest.append(c)
+    return inline, rest
 
 
 def _merge_blockers(seen, may_merge: bool) -> list[str]:

@@ -19,6 +19,7 @@ from flask import (
     Response,
     current_app,
     flash,
+    jsonify,
     redirect,
     render_template,
     request,
@@ -33,17 +34,21 @@ from promptrev.errors import (
     EvidenceRequired,
     InvalidRequest,
     NotFound,
+    PromptrevError,
     TooManyAttempts,
     Unauthorized,
+    ValidationFailed,
 )
 from promptrev.model.artifacts import KINDS
 from promptrev.model.diffing import text_diff
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.prompty import parse_prompt
+from promptrev.model.validation import check_content
 from promptrev.reviews import Edit, Reviews
 
 from .auth import SessionUser, client_address, state, web_user
 from .highlight import highlight_artifact, stylesheet
+from .message_folding import fold_message
 
 bp = Blueprint("web", __name__, static_folder="static", static_url_path="/static")
 
@@ -261,6 +266,36 @@ def edit(user: User) -> str | Response:
     return render_template("edit.html", user=user, name=name, kind=kind, text=text, base=base,
                            message=request.form.get("message", ""), creating=creating,
                            may_save=state().policy.may_write_main(user), **page)
+
+
+@bp.post("/edit/check")
+@writer
+def edit_check(user: User) -> Response:
+    """What saving this text would say, without saving: the edit page's live check.
+
+    The same check as a save (size, encoding, the kind's format); JSON for the page's
+    script, which sends the form's CSRF token. Problems and warnings carry their line.
+    """
+    kind = _kind()
+    name = request.form.get("name", "").strip()
+    text = request.form.get("text", "").replace("\r\n", "\n")
+    problems: list[dict[str, Any]] = []
+    try:
+        validate_name(name)
+    except PromptrevError as exc:
+        problems.append({"line": None, "severity": "error", "message": exc.message})
+        name = "untitled"
+    warnings: list[dict[str, Any]] = []
+    filename = KINDS[kind].filename(name)
+    try:
+        _, found = check_content(kind, name, text, _reg().max_bytes)
+        warnings = [w.to_dict(filename) for w in found]
+    except ValidationFailed as exc:
+        problems.extend(exc.problems or [{"line": None, "severity": "error",
+                                          "message": exc.message}])
+    except PromptrevError as exc:  # too large, not UTF-8
+        problems.append({"line": None, "severity": "error", "message": exc.message})
+    return jsonify(valid=not problems, file=filename, problems=problems, warnings=warnings)
 
 
 def _conflict_page(reg, name: str, kind: str, text: str, base: int, conflict: Conflict
@@ -544,6 +579,7 @@ def install_filters(app: Flask) -> None:
     app.add_template_filter(_when, "when")
     app.add_template_filter(_person, "person")
     app.add_template_filter(_label_class, "label_class")
+    app.add_template_filter(fold_message, "fold_message")
 
     @app.context_processor
     def _globals() -> dict[str, Any]:
