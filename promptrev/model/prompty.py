@@ -229,7 +229,7 @@ class Prompt:
         The render is held to ``limits`` (the process default when None): time, size,
         iterations and depth, each refused with :class:`RenderLimitExceeded`.
         """
-        values = {**self.defaults(), **(variables or {})}
+        values = self._values(variables)
         rich: list[tuple[str, str, Any]] = []
         for name in self.inputs:
             kind = self.kind_of(name)
@@ -237,6 +237,33 @@ class Prompt:
                 rich.append((name, kind, values[name]))
                 values[name] = f"\x00{_nonce}r{len(rich) - 1}\x00"
         slots: list[str] = []
+        text = self._render_slotted(values, slots, limits)
+        messages = _split_messages(text, slots)
+        return _place_rich(messages, rich) if rich else messages
+
+    def render_text(self, variables: dict[str, Any] | None = None,
+                    limits: RenderLimits | None = None) -> str:
+        """The body rendered to text, before it is split into messages (Prompty's
+        ``render``); rich inputs render as their values' text."""
+        slots: list[str] = []
+        text = self._render_slotted(self._values(variables), slots, limits)
+        return _SLOT.sub(lambda m: slots[int(m.group(1))], text)
+
+    def _values(self, variables: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults with ``variables`` on top; a required input with neither is an error."""
+        values = {**self.defaults(), **(variables or {})}
+        missing = [n for n, s in self.inputs.items() if s.get("required") is True
+                   and n not in values]
+        if missing:
+            raise RenderFailed(f"missing required input '{missing[0]}' (declared inputs: "
+                               f"{', '.join(sorted(self.inputs))})",
+                               details={"declared_inputs": sorted(self.inputs),
+                                        "missing": missing})
+        return values
+
+    def _render_slotted(self, values: dict[str, Any], slots: list[str],
+                        limits: RenderLimits | None) -> str:
+        """The engine's text, each value a placeholder indexing ``slots``."""
         token = _slots.set(slots)
         try:
             text = render_budget.run(
@@ -254,8 +281,7 @@ class Prompt:
             raise RenderFailed(f"template failed to render: {type(exc).__name__}: {exc}") from None
         finally:
             _slots.reset(token)
-        messages = _split_messages(text, slots)
-        return _place_rich(messages, rich) if rich else messages
+        return text
 
     def _render_text(self, values: dict[str, Any], budget: render_budget.Budget) -> str:
         """The template's output, its length counted chunk by chunk (a loop of literal text

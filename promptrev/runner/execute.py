@@ -188,6 +188,10 @@ class Runner:
         """Render ``ref`` and build the request its front matter describes."""
         version = self.registry.resolve(ref, "prompt")
         prompt = self.registry.prompt(version.ref)
+        api = prompt.model.get("apiType")
+        if api not in (None, "chat"):
+            raise InvalidRequest(f"{version.ref} is a Prompty '{api}' prompt "
+                                 "(model.apiType); the runner runs chat completions only")
         values = {**prompt.defaults(), **(variables or {})}
         messages = [m.to_dict() for m in prompt.render(values)]
         messages += list(extra_messages or [])
