@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import yaml
 
@@ -29,6 +30,7 @@ from promptrev.runner.base import ModelSpec, text_messages
 from promptrev.runner.execute import Runner, output_schema
 from promptrev.runner.trust import Trust
 
+from .live import start_server
 from .security.test_secrets import _model_server
 
 DATA = Path(__file__).parent / "data" / "prompty_v2"
@@ -468,3 +470,57 @@ def test_required_inputs_are_required():
     with pytest.raises(RenderFailed, match="missing required input 'city'"):
         prompt.render()
     assert prompt.render({"city": "Oslo"}) == []
+
+
+def test_the_openai_endpoint_sends_a_prompts_tools_and_parts_upstream(tmp_path, upstream):
+    models = tmp_path / "models.yaml"
+    models.write_text(f"gpt-4:\n  backend: openai\n  name: up-model\n"
+                      f"  base_url: {upstream.url}/v1\n  api_key: sk-operator-0000\n"
+                      f"gpt-4o:\n  backend: openai\n  name: up-vision\n"
+                      f"  base_url: {upstream.url}/v1\n  api_key: sk-operator-0000\n")
+    server = start_server(tmp_path, workers=1, env={"PROMPTREV_MODELS": str(models)})
+    try:
+        token = server.token()
+        with httpx.Client(base_url=server.url + "/api/v1", timeout=60,
+                          headers={"Authorization": f"Bearer {token}"}) as api:
+            for name in ("tools_function", "tools_mcp", "multimodal"):
+                api.put("/artifact", params={"name": f"v2/{name}"},
+                        json={"text": fixture(name)}).raise_for_status()
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key=token, max_retries=0)
+        upstream.requests.clear()
+        answer = client.chat.completions.create(
+            model="prompt:v2/tools_function", messages=[],
+            extra_body={"variables": {"question": "Rain in Oslo?"}})
+        assert answer.choices[0].message.content == "the operator's model answers"
+        sent = json.loads(upstream.requests[-1].body)
+        assert sent["model"] == "up-model"
+        assert sent["messages"][-1] == {"role": "user", "content": "Rain in Oslo?"}
+        assert [t["function"]["name"] for t in sent["tools"]] == ["get_weather"]
+        assert list(sent["tools"][0]["function"]["parameters"]["properties"]) == ["location"]
+
+        mcp = client.chat.completions.with_raw_response.create(
+            model="prompt:v2/tools_mcp", messages=[],
+            extra_body={"variables": {"question": "Files?"}})
+        assert "tools" not in json.loads(upstream.requests[-1].body)
+        assert any("filesystem (mcp) not sent" in w
+                   for w in json.loads(mcp.text)["promptrev"]["warnings"])
+
+        client.chat.completions.create(
+            model="prompt:v2/multimodal",
+            messages=[{"role": "user", "content": [
+                {"type": "text", "text": "And this one?"},
+                {"type": "image_url", "image_url": {"url": PHOTO + "?2"}}]}],
+            extra_body={"variables": {"photo": PHOTO, "recording": AUDIO}})
+        sent = json.loads(upstream.requests[-1].body)
+        assert sent["model"] == "up-vision"
+        assert {"type": "image_url", "image_url": {"url": PHOTO}} in \
+            sent["messages"][0]["content"]
+        assert sent["messages"][-1]["content"][1] == {"type": "image_url",
+                                                       "image_url": {"url": PHOTO + "?2"}}
+        bad = httpx.post(server.url + "/v1/chat/completions", timeout=60,
+                         headers={"Authorization": f"Bearer {token}"},
+                         json={"model": "prompt:v2/multimodal", "messages": [
+                             {"role": "user", "content": [{"type": "video"}]}]})
+        assert bad.status_code == 400 and "content[0] must be a content part" in bad.text
+    finally:
+        server.stop()
