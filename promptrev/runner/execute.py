@@ -90,9 +90,9 @@ class Runner:
             return self.models[name]
         kind = str(conf.get("type") or "").lower()
         if not kind:
-            raise InvalidRequest("the prompt's model names no backend: set "
-                                 "model.configuration.type (Prompty v1) or model.provider "
-                                 "(v2), e.g. 'hf' or 'openai', or pick a configured model")
+            raise InvalidRequest("the prompt's model.configuration has no 'type' (Prompty "
+                                 "v2: model.provider), e.g. 'hf' or 'openai'; set one or "
+                                 "pick a configured model")
         if not name:
             raise InvalidRequest("the prompt's model names no model: model.id (Prompty v2), "
                                  "or model.configuration's 'name', 'model' or "
