@@ -10,6 +10,14 @@ Rendering follows Prompty: the body is rendered first, then split on role lines
 render-then-split, a variable's *value* can never create a role line: every ``{{ … }}``
 output is replaced by a placeholder until the split is done. The one exception is a value
 that is exactly a role word (``{{ item.role }}:`` in chat-history loops).
+
+Both Prompty data models load: v1 (``model: {api, configuration, parameters}``, inputs
+as a mapping) and v2 (``model: gpt-4`` or ``{id, provider, apiType, connection,
+options}``, ``inputs``/``outputs`` as lists of properties with a ``kind``, ``tools``,
+``metadata``). Inputs of the rich kinds (``thread``, ``image``, ``file``, ``audio``) are
+placed after the split (:mod:`.content_parts`): a thread's messages take its place, a
+media input becomes a content part of its message. ``template.format`` picks the engine
+(:func:`register_engine`): ``jinja2`` (default), ``mustache`` (:mod:`.mustache`), ``text``.
 """
 
 from __future__ import annotations
