@@ -220,6 +220,17 @@ def test_mustache_sections_render_and_values_cannot_start_a_message():
         prompt.render({"rules": []})
 
 
+def test_mustache_places_rich_inputs_like_jinja2():
+    prompt = parse_prompt("---\ntemplate:\n  format:\n    kind: mustache\ninputs:\n"
+                          "  - {name: photo, kind: image}\n  - {name: past, kind: thread}\n"
+                          "---\nsystem:\nLook: {{photo}}\n{{past}}\nuser:\nok\n")
+    assert texts(prompt.render({"photo": PHOTO, "past": [{"role": "assistant",
+                                                          "content": "before"}]})) == [
+        ("system", [{"type": "text", "text": "Look:"},
+                    {"type": "image_url", "image_url": {"url": PHOTO}}]),
+        ("assistant", "before"), ("user", "ok")]
+
+
 def test_mustache_refuses_partials_private_names_and_bad_syntax():
     with pytest.raises(ValidationFailed, match="partials"):
         parse_prompt(MUSTACHE + "user:\n{{>/etc/passwd}}\n")
