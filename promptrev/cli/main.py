@@ -635,7 +635,7 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
         return
     for m in messages:
         click.secho(f"[{m.role}]", bold=True)
-        click.echo(m.content)
+        click.echo(m.text)
 
 
 @main.command()

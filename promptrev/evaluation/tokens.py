@@ -25,6 +25,7 @@ from promptrev.model.prompty import Prompt, parse_prompt
 
 from ..errors import PromptrevError
 from ..runner.base import ALIASES, ModelSpec
+from ..runner.execute import model_configuration
 from ..runner.tokenizers import Counts, TokenCounter, counter_for, estimate_counter
 from .costs import Price
 from .prices import PriceTable, load_price_table
@@ -161,8 +162,7 @@ def prompt_model(runner, prompt: Prompt) -> PricedModel:
 
 
 def _unresolved(prompt: Prompt, why: str) -> PricedModel:
-    conf = prompt.model.get("configuration")
-    conf = conf if isinstance(conf, Mapping) else {}
+    conf, _ = model_configuration(prompt)  # Prompty v1 configuration or v2 id/provider
     name = next((conf[k] for k in ("name", "model", "azure_deployment") if conf.get(k)), None)
     kind = str(conf.get("type") or "openai").lower()
     if isinstance(name, str) and "${" not in name and ALIASES.get(kind, kind) == "openai":

@@ -15,7 +15,7 @@ from typing import Any
 
 from promptrev.errors import PromptrevError, ValidationFailed
 
-from .prompty import Prompt, parse_prompt
+from .prompty import Prompt, outputs_by_name, parse_prompt
 
 CONTEXT = 3  # unchanged lines shown on each side of a change; longer runs are folded
 _WORD = re.compile(r"\d+(?:\.\d+)+|\w+|\s+|[^\w\s]")
@@ -313,10 +313,17 @@ def _word_segments(left: str, right: str) -> tuple[list[Segment], list[Segment]]
 
 def field_diff(old_front: dict[str, Any], new_front: dict[str, Any],
                old_inputs: dict[str, Any], new_inputs: dict[str, Any]) -> list[FieldChange]:
-    """Dotted-path changes of the front matter; inputs/outputs changes flagged as contract."""
+    """Dotted-path changes of the front matter; inputs, outputs and tools changes flagged
+    as contract (outputs and tools by name, whether written as a list or a mapping)."""
     old = {k: v for k, v in old_front.items() if k != "inputs"}
     new = {k: v for k, v in new_front.items() if k != "inputs"}
     old["inputs"], new["inputs"] = old_inputs, new_inputs
+    for side in (old, new):
+        if isinstance(side.get("outputs"), list):
+            side["outputs"] = outputs_by_name(side["outputs"])
+        if isinstance(side.get("tools"), list):
+            side["tools"] = {str(t["name"]): t for t in side["tools"]
+                             if isinstance(t, dict) and "name" in t}
     changes: list[FieldChange] = []
     _walk("", old, new, changes)
     return changes
@@ -345,9 +352,9 @@ def _contract(path: str) -> bool:
     return path.split(".")[0] in _CONTRACT
 
 
-_CONTRACT = ("inputs", "outputs")
+_CONTRACT = ("inputs", "outputs", "tools")
 _MISSING: Any = object()
-_SPEC_KEYS = ("type", "default", "description")
+_SPEC_KEYS = ("type", "kind", "default", "description", "parameters", "bindings", "strict")
 
 
 def contract_change(section: str, name: str, old: Any, new: Any) -> FieldChange:
@@ -358,8 +365,8 @@ def contract_change(section: str, name: str, old: Any, new: Any) -> FieldChange:
     before = None if old is _MISSING else _spec(name, old)
     after = None if new is _MISSING else _spec(name, new)
     change = "added" if before is None else "removed" if after is None else "changed"
-    breaking, why = (_input_verdict if section == "inputs" else _output_verdict)(
-        before, after)
+    verdict = {"inputs": _input_verdict, "tools": _tool_verdict}.get(section, _output_verdict)
+    breaking, why = verdict(before, after)
     return FieldChange(f"{section}.{name}", change, None if before is None else old,
                        None if after is None else new, True, breaking, why, before, after)
 
@@ -391,10 +398,31 @@ def _output_verdict(before: dict | None, after: dict | None) -> tuple[bool, str]
     return _changed_verdict(before, after, "readers")
 
 
+def _tool_verdict(before: dict | None, after: dict | None) -> tuple[bool, str]:
+    if before is None:
+        assert after is not None
+        return True, (f"the model may now call '{after['name']}': callers must handle "
+                      "its calls")
+    if after is None:
+        return True, f"the model can no longer call '{before['name']}'"
+    if _kind(before) != _kind(after):
+        return True, (f"its kind changed from {_kind(before)} to {_kind(after)}; callers "
+                      "run its calls differently")
+    for key in ("parameters", "bindings", "strict"):
+        if before.get(key) != after.get(key):
+            return True, (f"its {key} changed: the arguments the model sends, or those "
+                          "callers fill, are not the same")
+    return False, "same name, kind and parameters; only its description changed"
+
+
+def _kind(spec: dict) -> str:
+    return str(spec.get("type", spec.get("kind", "unspecified")))
+
+
 def _changed_verdict(before: dict, after: dict, who: str) -> tuple[bool, str]:
-    if before.get("type") != after.get("type"):
-        return True, (f"its type changed from {before.get('type', 'unspecified')} to "
-                      f"{after.get('type', 'unspecified')}; {who} may send or expect the old one")
+    if _kind(before) != _kind(after):
+        return True, (f"its type changed from {_kind(before)} to "
+                      f"{_kind(after)}; {who} may send or expect the old one")
     if "default" in before and "default" not in after:
         return True, f"its default was removed: {who} that relied on it must now pass it"
     return False, "same name and type; only its default or description changed"
@@ -403,7 +431,7 @@ def _changed_verdict(before: dict, after: dict, who: str) -> tuple[bool, str]:
 def _spec_summary(spec: dict[str, Any] | None) -> str:
     if not spec:
         return ""
-    parts = [str(spec.get("type", "untyped"))]
+    parts = [str(spec.get("type", spec.get("kind", "untyped")))]
     if "default" in spec:
         parts.append(f"default {_short(spec['default'])}")
     return ", ".join(parts)
@@ -433,11 +461,11 @@ def rendered_diff(old: Prompt | None, new: Prompt | None,
               **(variables or {})}
     rendered = RenderedDiff(values, None, None)
     try:
-        rendered.left = [m.to_dict() for m in old.render(values)] if old else []
+        rendered.left = [m.text_dict() for m in old.render(values)] if old else []
     except PromptrevError as exc:
         rendered.left_error = exc.message
     try:
-        rendered.right = [m.to_dict() for m in new.render(values)] if new else []
+        rendered.right = [m.text_dict() for m in new.render(values)] if new else []
     except PromptrevError as exc:
         rendered.right_error = exc.message
     rendered.unified = text_diff(_messages_text(rendered.left), _messages_text(rendered.right),

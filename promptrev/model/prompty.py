@@ -10,6 +10,14 @@ Rendering follows Prompty: the body is rendered first, then split on role lines
 render-then-split, a variable's *value* can never create a role line: every ``{{ … }}``
 output is replaced by a placeholder until the split is done. The one exception is a value
 that is exactly a role word (``{{ item.role }}:`` in chat-history loops).
+
+Both Prompty data models load: v1 (``model: {api, configuration, parameters}``, inputs
+as a mapping) and v2 (``model: gpt-4`` or ``{id, provider, apiType, connection,
+options}``, ``inputs``/``outputs`` as lists of properties with a ``kind``, ``tools``,
+``metadata``). Inputs of the rich kinds (``thread``, ``image``, ``file``, ``audio``) are
+placed after the split (:mod:`.content_parts`): a thread's messages take its place, a
+media input becomes a content part of its message. ``template.format`` picks the engine
+(:func:`register_engine`): ``jinja2`` (default), ``mustache`` (:mod:`.mustache`), ``text``.
 """
 
 from __future__ import annotations
@@ -29,7 +37,9 @@ from jinja2 import nodes
 from promptrev.errors import RenderFailed, ValidationFailed
 
 from . import render_budget, safe_yaml
+from .content_parts import PROPERTY_KINDS, RICH_KINDS, media_part, parts_text, thread_messages
 from .render_budget import BudgetedEnvironment, RenderLimits
+from .tools import tool_problems
 
 ROLES = ("system", "user", "assistant", "developer", "function", "tool")
 _ROLE_LINE = re.compile(
@@ -45,6 +55,14 @@ _FRONT_MATTER = re.compile(
 _slots: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("slots", default=None)
 _nonce = secrets.token_hex(6)
 _SLOT = re.compile("\x00" + _nonce + r"(\d+)\x00")
+# Where a rich input (thread, image, file, audio) was placed, until the messages are split.
+_RICH = re.compile("\x00" + _nonce + r"r(\d+)\x00")
+# Prompty v2 ``model.options`` and the parameter names the runner reads.
+OPTION_NAMES = {"maxOutputTokens": "max_tokens", "temperature": "temperature",
+                "topP": "top_p", "topK": "top_k", "stopSequences": "stop",
+                "frequencyPenalty": "frequency_penalty",
+                "presencePenalty": "presence_penalty", "seed": "seed",
+                "allowMultipleToolCalls": "parallel_tool_calls"}
 
 
 @dataclass(frozen=True)
@@ -68,18 +86,31 @@ class Problem:
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message produced by rendering."""
+    """One chat message produced by rendering.
+
+    ``content`` is text, or a list of OpenAI content parts when an ``image``, ``file`` or
+    ``audio`` input was placed in it; :attr:`text` is always text.
+    """
 
     role: str
-    content: str
+    content: str | list[dict[str, Any]]
     name: str | None = None
 
-    def to_dict(self) -> dict[str, str]:
+    @property
+    def text(self) -> str:
+        """The content as text (a media part shown as ``[image: URL]``)."""
+        return parts_text(self.content)
+
+    def to_dict(self) -> dict[str, Any]:
         """Return the OpenAI-style dict form."""
-        out = {"role": self.role, "content": self.content}
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
         if self.name:
             out["name"] = self.name
         return out
+
+    def text_dict(self) -> dict[str, str]:
+        """:meth:`to_dict` with the content as text (what diffs and token counts read)."""
+        return {**self.to_dict(), "content": self.text}
 
 
 def _finalize(value: Any) -> str:
@@ -131,15 +162,49 @@ class Prompt:
 
     @property
     def model(self) -> dict[str, Any]:
-        """The ``model`` section (api, configuration, parameters), possibly empty."""
+        """The ``model`` section, possibly empty: v1 (api, configuration, parameters) or
+        v2 (id, provider, apiType, connection, options); ``model: gpt-4`` is ``{id: gpt-4}``.
+        """
         model = self.front.get("model")
+        if isinstance(model, str) and model:
+            return {"id": model}
         return model if isinstance(model, dict) else {}
 
     @property
     def parameters(self) -> dict[str, Any]:
-        """Model parameters such as temperature and max_tokens."""
+        """Model parameters such as temperature and max_tokens.
+
+        v1 ``parameters`` as written; v2 ``options`` by the runner's names
+        (``maxOutputTokens`` is ``max_tokens``, ``topP`` is ``top_p``, ``stopSequences`` is
+        ``stop``...; ``additionalProperties`` passed through). ``parameters`` wins a tie.
+        """
         params = self.model.get("parameters")
-        return params if isinstance(params, dict) else {}
+        params = dict(params) if isinstance(params, dict) else {}
+        options = self.model.get("options")
+        for key, value in (options.items() if isinstance(options, dict) else ()):
+            if key == "additionalProperties" and isinstance(value, dict):
+                for extra, extra_value in value.items():
+                    params.setdefault(str(extra), extra_value)
+            else:
+                params.setdefault(OPTION_NAMES.get(key, key), value)
+        return params
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The ``tools`` section (checked when parsed): each with a name and a kind."""
+        tools = self.front.get("tools")
+        return [t for t in tools if isinstance(t, dict)] if isinstance(tools, list) else []
+
+    @property
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        """Declared outputs by name (the list form ``[{name, kind}]`` or a mapping)."""
+        return outputs_by_name(self.front.get("outputs"))
+
+    def kind_of(self, name: str) -> str | None:
+        """The declared ``kind`` (or ``type``) of input ``name``."""
+        spec = self.inputs.get(name) or {}
+        kind = spec.get("kind", spec.get("type"))
+        return kind if isinstance(kind, str) else None
 
     def sample(self) -> dict[str, Any]:
         """Variables to preview with: per-input sample/default, overridden by ``sample``."""
@@ -155,8 +220,15 @@ class Prompt:
         return values
 
     def defaults(self) -> dict[str, Any]:
-        """Declared input defaults, applied when a render call omits the variable."""
-        return {n: s["default"] for n, s in self.inputs.items() if "default" in s}
+        """Declared input defaults, applied when a render call omits the variable.
+
+        A ``thread`` input without a default is an empty conversation.
+        """
+        out = {n: s["default"] for n, s in self.inputs.items() if "default" in s}
+        for name in self.inputs:
+            if name not in out and self.kind_of(name) == "thread":
+                out[name] = []
+        return out
 
     def render(self, variables: dict[str, Any] | None = None,
                limits: RenderLimits | None = None) -> list[Message]:
@@ -165,8 +237,41 @@ class Prompt:
         The render is held to ``limits`` (the process default when None): time, size,
         iterations and depth, each refused with :class:`RenderLimitExceeded`.
         """
-        values = {**self.defaults(), **(variables or {})}
+        values = self._values(variables)
+        rich: list[tuple[str, str, Any]] = []
+        for name in self.inputs:
+            kind = self.kind_of(name)
+            if kind in RICH_KINDS and name in values:
+                rich.append((name, kind, values[name]))
+                values[name] = f"\x00{_nonce}r{len(rich) - 1}\x00"
         slots: list[str] = []
+        text = self._render_slotted(values, slots, limits)
+        messages = _split_messages(text, slots)
+        return _place_rich(messages, rich) if rich else messages
+
+    def render_text(self, variables: dict[str, Any] | None = None,
+                    limits: RenderLimits | None = None) -> str:
+        """The body rendered to text, before it is split into messages (Prompty's
+        ``render``); rich inputs render as their values' text."""
+        slots: list[str] = []
+        text = self._render_slotted(self._values(variables), slots, limits)
+        return _SLOT.sub(lambda m: slots[int(m.group(1))], text)
+
+    def _values(self, variables: dict[str, Any] | None) -> dict[str, Any]:
+        """Defaults with ``variables`` on top; a required input with neither is an error."""
+        values = {**self.defaults(), **(variables or {})}
+        missing = [n for n, s in self.inputs.items() if s.get("required") is True
+                   and n not in values]
+        if missing:
+            raise RenderFailed(f"missing required input '{missing[0]}' (declared inputs: "
+                               f"{', '.join(sorted(self.inputs))})",
+                               details={"declared_inputs": sorted(self.inputs),
+                                        "missing": missing})
+        return values
+
+    def _render_slotted(self, values: dict[str, Any], slots: list[str],
+                        limits: RenderLimits | None) -> str:
+        """The engine's text, each value a placeholder indexing ``slots``."""
         token = _slots.set(slots)
         try:
             text = render_budget.run(
@@ -184,7 +289,7 @@ class Prompt:
             raise RenderFailed(f"template failed to render: {type(exc).__name__}: {exc}") from None
         finally:
             _slots.reset(token)
-        return _split_messages(text, slots)
+        return text
 
     def _render_text(self, values: dict[str, Any], budget: render_budget.Budget) -> str:
         """The template's output, its length counted chunk by chunk (a loop of literal text
@@ -220,12 +325,62 @@ def _split_messages(text: str, slots: list[str]) -> list[Message]:
         messages.append(Message("system", restore(lead).strip()))
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        # As in Prompty, a role line followed by another keeps its (empty) message.
         content = restore(text[match.end():end]).strip()
-        if not content:
-            continue
         attrs = dict(_ATTR.findall(match.group("attrs")[1:-1])) if match.group("attrs") else {}
         messages.append(Message(match.group("role").lower(), content, attrs.get("name")))
     return messages
+
+
+def _place_rich(messages: list[Message], rich: list[tuple[str, str, Any]]) -> list[Message]:
+    """Messages with each rich input in its place: a thread's messages between the text
+    around it, an image, file or audio as a content part of its message."""
+    out: list[Message] = []
+    for message in messages:
+        if not isinstance(message.content, str) or not _RICH.search(message.content):
+            out.append(message)
+            continue
+        parts: list[dict[str, Any]] = []
+        pieces = _RICH.split(message.content)
+        for k, piece in enumerate(pieces):
+            if k % 2 == 0:
+                if piece.strip():
+                    parts.append({"type": "text", "text": piece.strip()})
+                continue
+            name, kind, value = rich[int(piece)]
+            if kind != "thread":
+                parts.append(media_part(kind, value, name))
+                continue
+            if parts:
+                out.append(_with_parts(message, parts))
+                parts = []
+            out += [Message(m["role"], m["content"], m.get("name"))
+                    for m in thread_messages(value, name, ROLES)]
+        if parts:
+            out.append(_with_parts(message, parts))
+    return out
+
+
+def _with_parts(message: Message, parts: list[dict[str, Any]]) -> Message:
+    content: str | list[dict[str, Any]] = parts
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        content = parts[0]["text"]
+    return Message(message.role, content, message.name)
+
+
+def outputs_by_name(raw: Any) -> dict[str, dict[str, Any]]:
+    """Outputs by name, from the list form ``[{name, kind, ...}]`` or a mapping.
+
+    A full JSON schema (``{type: object, properties: {...}}``) gives its properties.
+    """
+    if isinstance(raw, list):
+        return {str(o["name"]): {k: v for k, v in o.items() if k != "name"}
+                for o in raw if isinstance(o, dict) and "name" in o}
+    if not isinstance(raw, dict):
+        return {}
+    if raw.get("type") == "object" and isinstance(raw.get("properties"), dict):
+        raw = raw["properties"]
+    return {str(k): (dict(v) if isinstance(v, dict) else {"sample": v}) for k, v in raw.items()}
 
 
 def split_front_matter(text: str) -> tuple[str | None, str, int]:
@@ -255,6 +410,11 @@ def parse_prompt(text: str, filename: str = "<prompt>") -> Prompt:
     node = _compose_front_matter(fm_text, problems) if fm_text is not None else None
     inputs = _normalise_inputs(_construct(_value_node(node, "inputs")), fm_text, problems)
     engine = _template_engine(_construct(_value_node(node, "template")), problems, warnings)
+    _check_kinds(inputs, fm_text, warnings)
+    tool_errors, tool_warnings = tool_problems(_construct(_value_node(node, "tools")), inputs)
+    line = _key_line(fm_text, "tools")
+    problems += [Problem(m, line) for m in tool_errors]
+    warnings += [Problem(m, line, "warning") for m in tool_warnings]
     _check_roles(body, body_line, warnings)
     variables = engine.check(body, body_line, problems) if engine else set()
     if problems:
@@ -346,6 +506,18 @@ def _normalise_inputs(raw: Any, fm_text: str | None, problems: list[Problem]) ->
         return inputs
     problems.append(Problem("'inputs' must be a mapping of input names to their specs", line))
     return {}
+
+
+def _check_kinds(inputs: dict[str, dict], fm_text: str | None,
+                 warnings: list[Problem]) -> None:
+    """Warn about an input ``kind`` Prompty does not define (it is kept as written)."""
+    for name, spec in inputs.items():
+        kind = spec.get("kind")
+        if kind is not None and kind not in PROPERTY_KINDS:
+            warnings.append(Problem(
+                f"input '{name}' has kind {kind!r}, which Prompty does not define "
+                f"(kinds: {', '.join(PROPERTY_KINDS)}); it renders as a plain value",
+                _key_line(fm_text, "inputs"), "warning"))
 
 
 def _key_line(fm_text: str | None, key: str) -> int | None:
@@ -441,11 +613,6 @@ def _template_engine(template: Any, problems: list[Problem],
     engine = ENGINES.get(str(fmt).lower()) if isinstance(fmt, str) else None
     if engine is not None:
         return engine
-    if fmt == "mustache":
-        warnings.append(Problem("template format 'mustache' is rendered with Jinja2; "
-                                "only plain {{variable}} substitutions are compatible",
-                                severity="warning"))
-        return JINJA2
     supported = ", ".join(sorted({e.name for e in ENGINES.values()}))
     problems.append(Problem(f"template format {fmt!r} is not supported "
                             f"(supported: {supported})"))
@@ -557,3 +724,6 @@ def _line_of_variable(body: str, name: str, body_line: int) -> int | None:
         if ("{{" in line or "{%" in line) and pattern.search(line):
             return body_line + offset
     return None
+
+
+from . import mustache  # noqa: E402,F401 - registers the mustache engine (it uses the above)

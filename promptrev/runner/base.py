@@ -38,13 +38,19 @@ class ModelSpec:
 class GenerationRequest:
     """One chat completion to produce."""
 
-    messages: list[dict[str, str]]  # [{"role", "content"}], already rendered
+    messages: list[dict[str, Any]]  # [{"role", "content"}], already rendered
     max_tokens: int = 256
     temperature: float = 0.0
     top_p: float = 1.0
     stop: list[str] | None = None
     seed: int | None = None
     adapter: AdapterSource | None = None
+    frequency_penalty: float | None = None
+    presence_penalty: float | None = None
+    # The prompt's function tools, as chat completions' ``tools`` (bindings removed), and
+    # per tool the arguments its bindings fill in the model's calls.
+    tools: list[dict[str, Any]] | None = None
+    tool_bindings: dict[str, dict[str, Any]] | None = None
 
 
 @dataclass
@@ -61,14 +67,41 @@ class Generation:
     # Answers of one batched call share this key: their ``latency_s`` is the batch's wall
     # time, one measurement for all of them, not one per answer. None: measured alone.
     latency_batch: str | None = None
+    # The model's tool calls (OpenAI's form, bound arguments filled in), if it made any.
+    tool_calls: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
-        return {"text": self.text, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens,
-                "finish_reason": self.finish_reason, "latency_s": self.latency_s,
-                "model": self.model, "adapter": self.adapter,
-                "latency_batch": self.latency_batch}
+        out = {"text": self.text, "prompt_tokens": self.prompt_tokens,
+               "completion_tokens": self.completion_tokens,
+               "finish_reason": self.finish_reason, "latency_s": self.latency_s,
+               "model": self.model, "adapter": self.adapter,
+               "latency_batch": self.latency_batch}
+        if self.tool_calls:
+            out["tool_calls"] = self.tool_calls
+        return out
+
+
+def text_messages(messages: list[dict[str, Any]], backend: str) -> list[dict[str, str]]:
+    """``messages`` with text content only, for a backend that reads text.
+
+    Text parts are joined; an image, audio or file part is refused, naming the message.
+    """
+    out = []
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        if isinstance(content, list):
+            other = [p.get("type") for p in content
+                     if not isinstance(p, dict) or p.get("type") != "text"]
+            if other:
+                raise InvalidRequest(
+                    f"message {i + 1} ({message.get('role')}) has a {other[0]} part, and the "
+                    f"{backend} backend runs text-only chat models: run this prompt on a "
+                    "model that accepts images, audio or files (an OpenAI-compatible one)",
+                    details={"message": i, "part": other[0], "backend": backend})
+            content = "\n".join(str(p.get("text", "")) for p in content)
+        out.append({**message, "content": content})
+    return out
 
 
 class Backend(Protocol):

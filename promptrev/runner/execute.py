@@ -21,7 +21,8 @@ from typing import Any
 
 from promptrev.model.adapter_cards import AdapterSource
 from promptrev.model.patterns import re2_validator, schema_problem
-from promptrev.model.prompty import Prompt
+from promptrev.model.prompty import Prompt, outputs_by_name
+from promptrev.model.tools import SENT_KINDS, function_tools, property_schema, tool_bindings
 
 from ..errors import InvalidRequest, ModelNotConfigured, ValidationFailed
 from .base import ALIASES, Generation, GenerationRequest, ModelSpec, get_backend
@@ -29,7 +30,10 @@ from .trust import Trust
 
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n```\s*$", re.S)
 _JSON_TYPES = {"string", "number", "integer", "boolean", "array", "object", "null"}
-_SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed")
+_SAMPLING = ("max_tokens", "temperature", "top_p", "stop", "seed", "frequency_penalty",
+             "presence_penalty")
+# Prompty v2 ``model.connection`` fields and the backend settings they are.
+_CONNECTION = {"endpoint": "base_url", "apiKey": "api_key", "name": "connection"}
 _LOCK = threading.Lock()  # guards backend creation (backends may be shared by runners)
 
 
@@ -40,7 +44,7 @@ class RunResult:
     ref: str
     text: str
     generation: Generation
-    messages: list[dict[str, str]]
+    messages: list[dict[str, Any]]
     parsed: Any = None  # the validated JSON answer when the prompt declares outputs
     attempts: int = 1
     usage: dict[str, int] = field(default_factory=dict)
@@ -74,42 +78,52 @@ class Runner:
         """The backend and model a prompt asks for (or ``override``, a configured name)."""
         if override:
             return self.named_model(override)
-        conf = prompt.model.get("configuration")
-        conf = conf if isinstance(conf, dict) else {}
+        conf, where = model_configuration(prompt)
         if not self.trust.connections:
-            return self._configured(conf)
-        conf = {k: self.trust.env_value(v, self.env, f"model.configuration.{k}")
-                for k, v in conf.items()}
+            return self._configured(conf, where)
+        conf = {k: self.trust.env_value(v, self.env, where[k]) for k, v in conf.items()}
+        reference = conf.get("connection")
+        if isinstance(reference, str) and reference in self.models:
+            return self.models[reference]  # v2 ``connection: {kind: reference, name}``
         name = conf.get("name") or conf.get("model") or conf.get("azure_deployment")
         if name and name in self.models and not conf.get("type"):
             return self.models[name]
         kind = str(conf.get("type") or "").lower()
         if not kind:
-            raise InvalidRequest("the prompt's model.configuration has no 'type' (e.g. 'hf' "
-                                 "or 'openai'); set one or pick a configured model")
+            raise InvalidRequest("the prompt's model.configuration has no 'type' (Prompty "
+                                 "v2: model.provider), e.g. 'hf' or 'openai'; set one or "
+                                 "pick a configured model")
         if not name:
-            raise InvalidRequest("the prompt's model.configuration names no model "
-                                 "('name', 'model' or 'azure_deployment')")
+            raise InvalidRequest("the prompt's model names no model: model.id (Prompty v2), "
+                                 "or model.configuration's 'name', 'model' or "
+                                 "'azure_deployment' (v1)")
         if name in self.models and ALIASES.get(kind, kind) == self.models[name].backend:
             return self.models[name]
         base_url = conf.get("base_url") or conf.get("endpoint") or conf.get("azure_endpoint")
         api_key = conf.get("api_key") or conf.get("key")
         options = {k: v for k, v in conf.items() if k not in (
-            "type", "name", "model", "base_url", "endpoint", "api_key", "key")}
+            "type", "name", "model", "base_url", "endpoint", "api_key", "key", "connection")}
         return ModelSpec(ALIASES.get(kind, kind), str(name), conf.get("revision"), base_url,
                          api_key, options)
 
     def warnings(self, prompt: Prompt) -> list[str]:
-        """What of the prompt's model section these rules ignore, said for its reader."""
-        conf = prompt.model.get("configuration")
-        ignored = self.trust.ignored(conf) if isinstance(conf, dict) else []
-        if not ignored:
-            return []
-        return [f"model.configuration.{', model.configuration.'.join(ignored)} ignored: "
-                "on this server a prompt runs on a configured model, with the operator's "
-                "connection (PROMPTREV_MODELS)"]
+        """What of the prompt these rules or this runner leave out, said for its reader."""
+        out = []
+        conf, where = model_configuration(prompt)
+        ignored = self.trust.ignored(conf)
+        if ignored:
+            out.append(f"{', '.join(where[k] for k in ignored)} ignored: on this server a "
+                       "prompt runs on a configured model, with the operator's connection "
+                       "(PROMPTREV_MODELS)")
+        kept = [f"{t['name']} ({t.get('kind')})" for t in prompt.tools
+                if t.get("kind") not in SENT_KINDS]
+        if kept:
+            out.append(f"tools {', '.join(kept)} not sent to the model: the runner passes "
+                       "only function tools (it does not connect to MCP servers, OpenAPI "
+                       "services or other prompts)")
+        return out
 
-    def _configured(self, conf: dict[str, Any]) -> ModelSpec:
+    def _configured(self, conf: dict[str, Any], where: dict[str, str]) -> ModelSpec:
         """A server's choice: the configured model the prompt names, nothing of its own.
 
         Only ``name`` / ``model`` / ``azure_deployment`` are read (``${env:}`` as allowed);
@@ -119,29 +133,37 @@ class Runner:
         """
         field, name = next(((k, conf[k]) for k in ("name", "model", "azure_deployment")
                             if conf.get(k)), ("name", None))
-        name = self.trust.env_value(name, self.env, f"model.configuration.{field}")
-        if isinstance(name, str) and name in self.models:
-            return self.models[name]
-        raise self._not_configured(conf, field, name)
+        # A v2 reference connection names a configured model; else the model's name does.
+        names = [("connection", conf["connection"])] if conf.get("connection") else []
+        for key, value in [*names, (field, name)]:
+            value = self.trust.env_value(value, self.env, where.get(key, key))
+            if isinstance(value, str) and value in self.models:
+                return self.models[value]
+            if key == field:
+                name = value
+        raise self._not_configured(conf, where, field, name)
 
-    def _not_configured(self, conf: dict[str, Any], field: str, name: Any
-                        ) -> ModelNotConfigured:
+    def _not_configured(self, conf: dict[str, Any], where: dict[str, str], field: str,
+                        name: Any) -> ModelNotConfigured:
         """Why a server will not run this configuration, and how an operator fixes it."""
         known = ", ".join(sorted(self.models)) or "none configured"
         ignored = self.trust.ignored(conf)
+        shown = [k if where.get(k, "").startswith("model.configuration.") else where[k]
+                 for k in ignored]
+        path = where.get(field, f"model.configuration.{field}")
         said = "names no model" if not name else (
             f"names model {repr(name)[:200]}, which is not a configured model of this server"
             if conf.get(field) == name else  # never repeat a value read from the environment
             "names a model (from an environment variable) that is not configured here")
         return ModelNotConfigured(
-            f"the prompt's model.configuration.{field} {said} (models: {known}). On a "
+            f"the prompt's {path} {said} (models: {known}). On a "
             "server a prompt names one of the operator's configured models"
-            + (f"; its own {', '.join(ignored)} {'is' if len(ignored) == 1 else 'are'} "
+            + (f"; its own {', '.join(shown)} {'is' if len(ignored) == 1 else 'are'} "
                "ignored" if ignored else "")
             + ". An operator adds a model, its base_url and key to the models file "
             "(PROMPTREV_MODELS), e.g. 'NAME: {backend: openai, name: MODEL, base_url: URL, "
             "api_key: ${env:KEY_VARIABLE}}'",
-            details={"field": f"model.configuration.{field}", "ignored": ignored,
+            details={"field": path, "ignored": ignored,
                      "models": sorted(self.models)})
 
     def named_model(self, name: str) -> ModelSpec:
@@ -166,10 +188,16 @@ class Runner:
         """Render ``ref`` and build the request its front matter describes."""
         version = self.registry.resolve(ref, "prompt")
         prompt = self.registry.prompt(version.ref)
+        api = prompt.model.get("apiType")
+        if api not in (None, "chat"):
+            raise InvalidRequest(f"{version.ref} is a Prompty '{api}' prompt "
+                                 "(model.apiType); the runner runs chat completions only")
         values = {**prompt.defaults(), **(variables or {})}
         messages = [m.to_dict() for m in prompt.render(values)]
         messages += list(extra_messages or [])
         request = build_request(messages, prompt.parameters, params)
+        request.tools = function_tools(prompt.tools) or None
+        request.tool_bindings = tool_bindings(prompt.tools, values) or None
         if adapter is not None:
             request.adapter = adapter if isinstance(adapter, AdapterSource) else \
                 self.registry.adapter_source(adapter)
@@ -252,7 +280,32 @@ class Runner:
             _count(result, generation)
 
 
-def build_request(messages: list[dict[str, str]], parameters: dict[str, Any],
+def model_configuration(prompt: Prompt) -> tuple[dict[str, Any], dict[str, str]]:
+    """The backend settings a prompt's model section asks for, and where each is written.
+
+    Prompty v1 ``model.configuration`` as written; v2 ``provider`` is ``type``, ``id`` is
+    ``name``, ``connection.endpoint`` is ``base_url``, ``connection.apiKey`` is
+    ``api_key``, a reference connection's ``name`` names a configured model
+    (``connection``). Both go through the same :class:`Trust` rules.
+    """
+    model = prompt.model
+    conf: dict[str, Any] = {}
+    where: dict[str, str] = {}
+    for key, written in (("type", "provider"), ("name", "id")):
+        if model.get(written) not in (None, ""):
+            conf[key], where[key] = model[written], f"model.{written}"
+    connection = model.get("connection")
+    for written, value in (connection.items() if isinstance(connection, dict) else ()):
+        if written != "kind":
+            key = _CONNECTION.get(written, str(written))
+            conf[key], where[key] = value, f"model.connection.{written}"
+    v1 = model.get("configuration")
+    for key, value in (v1.items() if isinstance(v1, dict) else ()):
+        conf[str(key)], where[str(key)] = value, f"model.configuration.{key}"
+    return conf, where
+
+
+def build_request(messages: list[dict[str, Any]], parameters: dict[str, Any],
                   overrides: dict[str, Any] | None = None) -> GenerationRequest:
     """A request from the prompt's parameters, with per-call overrides on top."""
     merged = {**{k: v for k, v in parameters.items() if k in _SAMPLING},
@@ -264,7 +317,9 @@ def build_request(messages: list[dict[str, str]], parameters: dict[str, Any],
         messages, max_tokens=_parameter(merged, "max_tokens", 256, int),
         temperature=_parameter(merged, "temperature", 0.0, float),
         top_p=_parameter(merged, "top_p", 1.0, float), stop=stop,
-        seed=_parameter(merged, "seed", None, int))
+        seed=_parameter(merged, "seed", None, int),
+        frequency_penalty=_parameter(merged, "frequency_penalty", None, float),
+        presence_penalty=_parameter(merged, "presence_penalty", None, float))
 
 
 def _parameter(merged: dict[str, Any], name: str, default: Any, kind: type) -> Any:
@@ -298,16 +353,19 @@ def output_schema(prompt: Prompt) -> dict[str, Any] | None:
 
 def _output_schema(prompt: Prompt) -> dict[str, Any] | None:
     outputs = prompt.front.get("outputs")
-    if not isinstance(outputs, dict) or not outputs:
-        return None
-    if outputs.get("type") == "object" and isinstance(outputs.get("properties"), dict):
+    if isinstance(outputs, dict) and outputs.get("type") == "object" and \
+            isinstance(outputs.get("properties"), dict):
         return outputs
+    named = outputs_by_name(outputs)
+    if not named:
+        return None
     properties = {}
-    for name, spec in outputs.items():
-        spec = spec if isinstance(spec, dict) else {}
+    for name, spec in named.items():
         kind = spec.get("type")
-        properties[name] = {k: v for k, v in spec.items() if k != "sample"} if (
-            kind in _JSON_TYPES) else {}
+        if kind in _JSON_TYPES:
+            properties[name] = {k: v for k, v in spec.items() if k != "sample"}
+        else:  # Prompty v2: {kind, description, enumValues}
+            properties[name] = property_schema(spec) if "kind" in spec else {}
     return {"type": "object", "properties": properties, "required": sorted(properties)}
 
 

@@ -57,7 +57,7 @@ from transformers import (
 from promptrev.model.adapter_cards import AdapterSource
 
 from ..errors import InvalidRequest
-from .base import Generation, GenerationRequest, ModelSpec, backend
+from .base import Generation, GenerationRequest, ModelSpec, backend, text_messages
 from .tokenizers import render_prompt
 
 DEFAULT_BATCH_SIZE = 32
@@ -222,6 +222,10 @@ def _eos_ids(tokenizer, model) -> list[int]:
 
 # ---- prompts ----------------------------------------------------------------------------
 def _check(request: GenerationRequest) -> None:
+    if request.tools:
+        raise InvalidRequest("the hf backend does not pass tools to a local model; run a "
+                             "prompt with tools on an OpenAI-compatible model")
+    text_messages(request.messages, "hf")  # refuses image, audio and file parts
     if request.max_tokens < 1:
         raise InvalidRequest(f"max_tokens must be at least 1 (got {request.max_tokens})")
     if request.temperature < 0 or not 0 < request.top_p <= 1:
@@ -339,7 +343,7 @@ class HFBackend:
 
     def prompt_ids(self, request: GenerationRequest) -> list[int]:
         """Token ids of the templated prompt of ``request``."""
-        return render_prompt(self.tokenizer, request.messages)
+        return render_prompt(self.tokenizer, text_messages(request.messages, "hf"))
 
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Answer every request, in order, batching those with equal sampling parameters."""

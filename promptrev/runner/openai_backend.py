@@ -12,6 +12,7 @@ the model's ``api_key`` nor ``OPENAI_API_KEY``), and a server that nothing answe
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -166,7 +167,8 @@ class OpenAIBackend:
             completion_tokens=usage.completion_tokens if usage else 0,
             finish_reason=choice.finish_reason or "stop",
             latency_s=time.perf_counter() - start, model=answer.model or model,
-            adapter=request.adapter.ref if request.adapter else None)
+            adapter=request.adapter.ref if request.adapter else None,
+            tool_calls=_tool_calls(choice.message, request.tool_bindings or {}))
 
     @staticmethod
     def _params(request: GenerationRequest) -> dict:
@@ -174,8 +176,11 @@ class OpenAIBackend:
                   "top_p": request.top_p}
         if request.stop:
             params["stop"] = request.stop
-        if request.seed is not None:
-            params["seed"] = request.seed
+        for name in ("seed", "frequency_penalty", "presence_penalty"):
+            if getattr(request, name) is not None:
+                params[name] = getattr(request, name)
+        if request.tools:
+            params["tools"] = request.tools
         return params
 
     def _translate(self, exc: Exception) -> PromptrevError:
@@ -193,6 +198,32 @@ class OpenAIBackend:
         if status in (400, 404, 422):
             return InvalidRequest(f"{where} refused the request ({status}): {detail}")
         return BackendFailed(f"{where} failed ({status or 'no status'}): {detail}")
+
+
+def _tool_calls(message, bindings: dict[str, dict]) -> list[dict] | None:
+    """The answer's tool calls, OpenAI's form, each bound argument set by its binding.
+
+    As in Prompty, a binding wins over a value the model gave; arguments that are not a
+    JSON object are passed on as the model wrote them.
+    """
+    calls = getattr(message, "tool_calls", None) or []
+    out = []
+    for call in calls:
+        function = getattr(call, "function", None)
+        if function is None:
+            continue
+        arguments = function.arguments or "{}"
+        bound = bindings.get(function.name)
+        if bound:
+            try:
+                parsed = json.loads(arguments)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, dict):
+                arguments = json.dumps({**parsed, **bound})
+        out.append({"id": call.id, "type": "function",
+                    "function": {"name": function.name, "arguments": arguments}})
+    return out or None
 
 
 def _host_port(url: str | None) -> tuple[str, int]:

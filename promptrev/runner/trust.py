@@ -25,8 +25,9 @@ from typing import Any
 from ..errors import EnvNotAllowed
 
 ENV_REFERENCE = re.compile(r"^\$\{env:([A-Za-z_][A-Za-z0-9_]*)(?::(.*))?\}$", re.S)
-# What a prompt's model.configuration may say on a server: which model, which backend.
-MODEL_FIELDS = ("type", "name", "model", "azure_deployment")
+# What a prompt's model section may say on a server: which model, which backend. A v2
+# ``connection: {kind: reference, name}`` names a configured model (``connection``).
+MODEL_FIELDS = ("type", "name", "model", "azure_deployment", "connection")
 REDACTED = "[redacted]"
 # Things that look like credentials whatever their source: bearer tokens, API keys.
 _CREDENTIALS = re.compile(

@@ -37,6 +37,7 @@ from .state import json_bytes
 
 bp = Blueprint("openai", __name__, url_prefix="/v1")
 _ROLES = ("system", "user", "assistant", "developer", "tool")
+_PART_TYPES = ("text", "image_url", "input_audio", "file")
 
 
 @bp.before_request
@@ -117,7 +118,7 @@ def chat_completions() -> Response:
         "id": f"chatcmpl-{uuid.uuid4().hex}", "object": "chat.completion",
         "created": int(time.time()), "model": ref,
         "choices": [{"index": 0, "finish_reason": gen.finish_reason, "logprobs": None,
-                     "message": {"role": "assistant", "content": result.text}}],
+                     "message": _answer(result.text, gen.tool_calls)}],
         "usage": result.usage,
         "promptrev": {"ref": ref, "backend": spec.backend, "base_model": spec.name,
                       "adapter": req.adapter.ref if req.adapter else None,
@@ -125,6 +126,14 @@ def chat_completions() -> Response:
                       "warnings": warnings},
     }
     return Response(json_bytes(payload), mimetype="application/json")
+
+
+def _answer(text: str, tool_calls: list[dict] | None) -> dict[str, Any]:
+    """The assistant message: its text, and the prompt's tool calls when it made some."""
+    message: dict[str, Any] = {"role": "assistant", "content": text}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
 
 
 def _base_model(runner: Runner, model: str, adapter: str | None) -> ModelSpec:
@@ -174,7 +183,7 @@ def _body() -> dict[str, Any]:
     return json_object(request.data or b"{}")
 
 
-def _messages(raw: Any) -> list[dict[str, str]]:
+def _messages(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list):
         raise InvalidRequest("'messages' must be a list")
     out = []
@@ -182,13 +191,24 @@ def _messages(raw: Any) -> list[dict[str, str]]:
         if not isinstance(m, dict) or m.get("role") not in _ROLES:
             raise InvalidRequest(f"messages[{i}] needs a role ({', '.join(_ROLES)})")
         content = m.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(p["text"] for p in content
-                              if isinstance(p, dict) and isinstance(p.get("text"), str))
-        if not isinstance(content, str):
-            raise InvalidRequest(f"messages[{i}].content must be text")
+        if isinstance(content, list):
+            content = _parts(content, i)
+        elif not isinstance(content, str):
+            raise InvalidRequest(f"messages[{i}].content must be text or a list of parts")
         out.append({"role": m["role"], "content": content})
     return out
+
+
+def _parts(content: list[Any], i: int) -> str | list[dict[str, Any]]:
+    """Content parts as sent upstream: text joined when there are only text parts."""
+    for k, part in enumerate(content):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind not in _PART_TYPES or (kind == "text" and not isinstance(part.get("text"), str)):
+            raise InvalidRequest(f"messages[{i}].content[{k}] must be a content part of type "
+                                 f"{', '.join(_PART_TYPES)}")
+    if all(p["type"] == "text" for p in content):
+        return "".join(p["text"] for p in content)
+    return [dict(p) for p in content]
 
 
 # Sampling parameters a request may set: (lowest, highest, integers only). The JSON

@@ -366,7 +366,10 @@ def openapi_document() -> dict[str, Any]:
                                  _input(["ref"], ref=_NONEMPTY, variables={"type": "object"}),
                                  _obj(["ref", "version", "messages"], ref=_STR, version=_INT,
                                       messages={"type": "array", "items": _obj(
-                                          ["role", "content"], role=_STR, content=_STR)}),
+                                          ["role", "content"], role=_STR, content={
+                                              # text, or OpenAI content parts (an image)
+                                              "oneOf": [_STR, {"type": "array", "items": {
+                                                  "type": "object"}}]})}),
                                  example={"ref": "summarize@1", "variables": {
                                      "text": "A long story.", "max_words": 5}}),
         **_review_paths(),

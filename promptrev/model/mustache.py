@@ -1,0 +1,134 @@
+"""``template: {format: {kind: mustache}}``: Mustache bodies, rendered by chevron.
+
+Held to promptrev's rules like the Jinja2 engine:
+
+- a variable's value never starts a message: every value is handed to chevron as a
+  placeholder (:data:`prompty._slots`), and the text is put back after the split;
+  values are not HTML-escaped (a prompt is not HTML);
+- a plain ``{{name}}`` outside any section whose variable is missing is an error naming
+  it (as StrictUndefined does); a missing section or inverted-section name is false, as
+  in Mustache;
+- partials (``{{>name}}``) are refused: they would read files; a name segment that
+  starts with ``_`` is refused, so no tag can reach a value's internals;
+- the render runs under the render budget: every item of a section's list counts as an
+  iteration (and the clock is checked), and the output size is counted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import chevron
+import jinja2
+from chevron.tokenizer import tokenize
+
+from . import render_budget
+from .prompty import (
+    _SLOT,
+    ROLES,
+    Problem,
+    Prompt,
+    TemplateEngine,
+    _nonce,
+    _slots,
+    register_engine,
+)
+
+_VALUE_TAGS = ("variable", "no escape")
+_SECTION_TAGS = ("section", "inverted section")
+
+
+class MustacheEngine(TemplateEngine):
+    """Mustache (``{{name}}``, ``{{#section}}``, ``{{^inverted}}``) through chevron."""
+
+    name = "mustache"
+
+    def check(self, body: str, body_line: int, problems: list[Problem]) -> set[str]:
+        """Mustache syntax problems; the names read outside any section."""
+        tokens = _tokens(body, body_line, problems)
+        names: set[str] = set()
+        depth = 0
+        for tag, key in tokens:
+            if tag == "partial":
+                problems.append(Problem(f"mustache partials ({{{{>{key}}}}}) are not "
+                                        "supported: a prompt is one file", body_line))
+            elif tag in _VALUE_TAGS + _SECTION_TAGS and any(
+                    part.startswith("_") for part in key.split(".")):
+                problems.append(Problem(f"mustache tag '{key}': a name may not start with "
+                                        "'_'", body_line))
+            elif tag in _VALUE_TAGS + _SECTION_TAGS and depth == 0 and key != ".":
+                names.add(key.split(".")[0])
+            if tag in _SECTION_TAGS:
+                depth += 1
+            elif tag == "end":
+                depth -= 1
+        return names
+
+    def render(self, prompt: Prompt, values: dict[str, Any],
+               budget: render_budget.Budget) -> str:
+        """The body rendered by chevron, every value a placeholder until the split."""
+        tokens = list(tokenize(prompt.body))
+        _require_plain_variables(tokens, values)
+        slots = _slots.get()
+        data = {str(k): _data(v, slots, budget) for k, v in values.items()}
+        text = chevron.render(template=tokens, data=data, partials_path=None,
+                              partials_dict={}, warn=False)
+        budget.add_output(len(text))
+        if slots is not None:
+            for match in _SLOT.finditer(text):
+                budget.add_output(len(slots[int(match.group(1))]))
+        return text
+
+
+def _tokens(body: str, body_line: int, problems: list[Problem]) -> list[tuple[str, str]]:
+    try:
+        return list(tokenize(body))
+    except chevron.ChevronError as exc:
+        problems.append(Problem(f"mustache syntax error: {exc}", body_line))
+    return []
+
+
+def _require_plain_variables(tokens: list[tuple[str, str]], values: dict[str, Any]) -> None:
+    """A ``{{name}}`` outside sections whose variable is missing is an error naming it."""
+    depth = 0
+    for tag, key in tokens:
+        if tag in _SECTION_TAGS:
+            depth += 1
+        elif tag == "end":
+            depth -= 1
+        elif tag in _VALUE_TAGS and depth == 0 and key != "." and \
+                key.split(".")[0] not in values:
+            raise jinja2.UndefinedError(f"'{key.split('.')[0]}' is undefined")
+
+
+class _Items(list):
+    """A section's list: each item drawn counts against the render budget."""
+
+    budget: render_budget.Budget
+
+    def __iter__(self) -> Iterator[Any]:
+        for item in super().__iter__():
+            self.budget.tick()
+            yield item
+
+
+def _data(value: Any, slots: list[str] | None, budget: render_budget.Budget) -> Any:
+    """``value`` as chevron's data: containers copied, each text a placeholder."""
+    if isinstance(value, dict):
+        return {str(k): _data(v, slots, budget) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = _Items(_data(v, slots, budget) for v in value)
+        items.budget = budget
+        return items
+    if value is None or isinstance(value, bool) or value == 0 and isinstance(value, int):
+        return value
+    text = value if isinstance(value, str) else str(budget.check_size(value))
+    budget.check_size(text)
+    if slots is None or not text or text.strip().lower() in ROLES:
+        return text
+    slots.append(text)
+    return f"\x00{_nonce}{len(slots) - 1}\x00"
+
+
+register_engine(MustacheEngine())
