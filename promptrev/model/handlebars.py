@@ -32,7 +32,15 @@ from typing import Any
 from promptrev.errors import RenderFailed
 
 from . import render_budget
-from .prompty import ROLES, Problem, Prompt, TemplateEngine, _finalize, register_engine
+from .prompty import (
+    _ROLE_LINE,
+    ROLES,
+    Problem,
+    Prompt,
+    TemplateEngine,
+    _finalize,
+    register_engine,
+)
 
 # Dotprompt's role names, and the chat roles promptrev sends for them.
 ROLE_NAMES = {**{role: role for role in ROLES}, "model": "assistant"}
@@ -118,7 +126,7 @@ def _history_helper(args: list[Any], options: Any) -> Any:
             raise ValueError("each message of 'history' needs a 'role' and a 'content'")
         out.append(_role_line(message["role"]) + _finalize(_content_text(message)))
     # What follows the history is the user's again, as in Dotprompt.
-    return SafeString("".join(out) + "\nuser:\n")
+    return SafeString("".join(out) + "\n" + _IMPLICIT_USER)
 
 
 def _content_text(message: dict) -> str:
@@ -228,7 +236,22 @@ class HandlebarsEngine(TemplateEngine):
                                f"{declared})", details={
                                    "declared_inputs": sorted(prompt.inputs)}) from None
         budget.expect(len(text), "the rendered output")
-        return "user:\n" + text
+        return _implicit_turns(_IMPLICIT_USER + text)
+
+
+# Where Dotprompt makes the text that follows the user's (the start, after a history); the
+# turn is dropped when nothing but white space follows before the next role line.
+_IMPLICIT_USER = "\x00implicit-user\x00\n"
+
+
+def _implicit_turns(text: str) -> str:
+    parts = text.split(_IMPLICIT_USER)
+    out = [parts[0]]
+    for part in parts[1:]:
+        following = _ROLE_LINE.search(part)
+        said = part[:following.start()] if following else part
+        out.append("user:\n" + part if said.strip() else part.lstrip("\n"))
+    return "".join(out)
 
 
 def _parse(body: str) -> list:
