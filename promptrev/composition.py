@@ -301,9 +301,15 @@ def impact(registry: Registry, name: str, old_blob: str | None, new_blob: str | 
         entry = {"name": dep["name"], "version": dep["version"], "ref": dep["ref"],
                  "via": dep["via"], "changed": changed}
         if changed:
-            entry["rendered"] = dataclasses.asdict(rendered)
+            entry["rendered"] = rendered
         out.append(entry)
     return out
+
+
+def plain(entries: list[dict]) -> list[dict]:
+    """Impact entries as JSON-ready dicts (the rendered diffs are objects, for the pages)."""
+    return [{**e, "rendered": dataclasses.asdict(e["rendered"])} if "rendered" in e else e
+            for e in entries]
 
 
 def floating(include: Include) -> bool:

@@ -511,8 +511,7 @@ class Registry:
         if len(commits) != 1:
             raise (AmbiguousReference(f"commit prefix '{at}' matches several commits")
                    if commits else NotFound(f"no commit '{at}' on main"))
-        commit = commits[0].sha
-        return prompt.render(variables, includes=composition.Parts(self, commit).prompt)
+        return prompt.render(variables, includes=self.parts_at(commits[0].sha))
 
     def dependents(self, name: str) -> list[dict]:
         """The prompts whose latest version includes ``name`` (directly, or ``via`` another
@@ -537,6 +536,11 @@ class Registry:
         prompts that include it by name alone (the floating ones, which follow it)."""
         return composition.impact(self, name, old_blob, new_blob, composition.floating,
                                   variables)
+
+    def parts_at(self, commit: str) -> Callable[[str], Prompt]:
+        """A resolver of ``{% include %}`` parts as ``main`` (or a branch) had them at
+        ``commit``: for rendering an old state, or a change request's head."""
+        return composition.Parts(self, commit).prompt
 
     def parsed(self, blob: str, name: str) -> Prompt:
         """The parsed prompt of a stored blob (cached by content), its parts resolving at
@@ -648,7 +652,12 @@ class Registry:
         text_a = "" if a.deleted else self._text(a.blob)
         text_b = "" if b.deleted else self._text(b.blob)
         if a.kind == b.kind == "prompt":
-            return prompt_diff(text_a, text_b, a.ref, b.ref, variables)
+            diff = prompt_diff(text_a, text_b, a.ref, b.ref, variables,
+                               self._head_parts.prompt)
+            if a.name == b.name and a.blob != b.blob:
+                diff.impact = self.content_impact(a.name, None if a.deleted else a.blob,
+                                                  None if b.deleted else b.blob)
+            return diff
         if a.kind == b.kind == "dataset":
             return dataset_diff(text_a, text_b, a.ref, b.ref)
         if a.kind == b.kind == "adapter":

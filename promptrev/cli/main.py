@@ -383,6 +383,10 @@ def diff(ctx: Context, ref_a: str, ref_b: str | None, pairs: tuple[str, ...],
         print_unified(result.rendered.unified or "  (same messages)")
     if tokens:
         _print_tokens(tokens)
+    if result.impact:
+        from .compose_commands import print_impact
+
+        print_impact(result.impact, f"{result.left} -> {result.right}")
     for case in result.cases:
         click.echo(f"  case {case['id']}: {case['change']}")
     if result.weights:
@@ -649,6 +653,7 @@ def fsck(ctx: Context, as_json: bool, repair: bool, rewind: bool) -> None:
 from . import (  # noqa: E402,F401
     adapter_commands,
     backup_commands,
+    compose_commands,
     edit_commands,
     eval_commands,
     gate_commands,
