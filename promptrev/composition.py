@@ -64,10 +64,27 @@ class Parts:
         self.changes = changes or {}
         self.pending = pending or {}
         self.override = override
+        # At the head, what each reference resolved to (dropped when main moves).
+        self._resolved: dict[str, Prompt] = {}
+
+    def clear(self) -> None:
+        """Forget resolutions (``main`` moved)."""
+        self._resolved.clear()
 
     # ---- rendering -------------------------------------------------------------------
     def prompt(self, text: str) -> Prompt:
         """The parsed part an ``{% include %}`` names (the render's resolver)."""
+        found = self._resolved.get(text)
+        if found is not None:
+            return found
+        found = self._prompt(text)
+        if self.commit is None and self.override is None:
+            if len(self._resolved) > 10_000:
+                self._resolved.clear()
+            self._resolved[text] = found
+        return found
+
+    def _prompt(self, text: str) -> Prompt:
         try:
             include = Include(text, parse_reference(text, "prompt"), 0)
             blob = self.blob(include)
@@ -104,6 +121,10 @@ class Parts:
                       f"(labels: {known})")
 
     def _at_head(self, include: Include) -> str:
+        if include.selector is None:  # the latest: its blob is on the artifact's row
+            row = self.registry.index.artifact("prompt", include.name)
+            if row is not None and not row.deleted:
+                return row.blob
         version = self.registry.resolve(include.reference, "prompt")
         if version.deleted:
             raise Missing(f"prompt '{include.name}' version {version.number} is a deletion")

@@ -423,6 +423,7 @@ class Registry:
     def _caches_at(self, head: str | None) -> None:
         """The index now reflects ``head``: drop resolutions made at any other head."""
         self._resolved.clear()
+        self._head_parts.clear()
         self._cache_head = head
 
     def reindex(self) -> dict[str, Any]:
