@@ -58,12 +58,14 @@ class Parts:
 
     def __init__(self, registry: Registry, commit: str | None = None, *,
                  changes: dict[str, str | None] | None = None,
-                 pending: dict[str, int] | None = None, override: Override | None = None):
+                 pending: dict[str, int] | None = None, override: Override | None = None,
+                 blobs: dict[str, bytes] | None = None):
         self.registry = registry
         self.commit = commit
         self.changes = changes or {}
         self.pending = pending or {}
         self.override = override
+        self.blobs = blobs or {}  # a write's own blobs, in memory
         # At the head, what each reference resolved to (dropped when main moves).
         self._resolved: dict[str, Prompt] = {}
 
@@ -120,6 +122,11 @@ class Parts:
         raise Missing(f"prompt '{include.name}' has no label '{ref.selector}' "
                       f"(labels: {known})")
 
+    def text(self, blob: str) -> str:
+        """A blob's text (a write's own from memory: a bulk import reads nothing back)."""
+        data = self.blobs.get(blob)
+        return data.decode("utf-8") if data is not None else self.registry.text_of(blob)
+
     def _at_head(self, include: Include) -> str:
         if include.selector is None:  # the latest: its blob is on the artifact's row
             row = self.registry.index.artifact("prompt", include.name)
@@ -169,7 +176,8 @@ class Parts:
 
 # ---- save-time checks --------------------------------------------------------------------
 def check_write(registry: Registry, head: str, changes: dict[str, str | None],
-                saved: list[str], deleted: list[str], relabelled: list[str]) -> None:
+                saved: list[str], deleted: list[str], relabelled: list[str],
+                blobs: dict[str, bytes] | None = None) -> None:
     """Refuse a write whose prompts would include a missing part or themselves.
 
     ``saved`` are the prompts the write stores new content for, ``deleted`` those it
@@ -177,7 +185,7 @@ def check_write(registry: Registry, head: str, changes: dict[str, str | None],
     are checked again (a part deleted, or a label moved onto a version that includes them).
     """
     pending = {name: 1 for name in saved + deleted}
-    parts = Parts(registry, head, changes=changes, pending=pending)
+    parts = Parts(registry, head, changes=changes, pending=pending, blobs=blobs)
     problems = _check(parts, saved, deleted + relabelled)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -222,7 +230,7 @@ def _visit(parts: Parts, name: str, blob: str, chain: list[str], path: set,
     if len(chain) > MAX_DEPTH:
         problems.append(_problem(chain, f"parts nest more than {MAX_DEPTH} deep"))
         return
-    text = parts.registry.text_of(blob)
+    text = parts.text(blob)
     filename = PROMPT.filename(name)
     includes = _strict_includes(text, filename) if strict else text_includes(text, filename)
     path.add(key)

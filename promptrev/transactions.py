@@ -239,7 +239,8 @@ class Transaction:
                 (saved if blob is not None else deleted).append(name)
         relabelled = sorted({n for k, n, _, _ in self._labels if k == "prompt"})
         if saved or deleted or relabelled:
-            check_write(self.registry, head, changes, saved, deleted, relabelled)
+            check_write(self.registry, head, changes, saved, deleted, relabelled,
+                        self._blobs)
 
     def _settle_unchanged(self, known: KnownCommit, made: list[Version]) -> None:
         """The versions of staged saves that changed nothing (their content was current)."""

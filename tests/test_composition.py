@@ -254,7 +254,7 @@ def test_api_and_pages_show_dependents_and_impact(server_env):
     assert 'data-impact="team/reply" data-changed="no"' in page
 
 
-def test_a_git_push_with_a_cycle_or_a_missing_part_is_refused(tmp_path):
+def test_a_git_push_with_a_cycle_or_a_missing_part_is_refused_and_clients_render(tmp_path):
     from .live import start_server
     from .test_git_http import Git
 
@@ -285,5 +285,11 @@ def test_a_git_push_with_a_cycle_or_a_missing_part_is_refused(tmp_path):
         deps = httpx.get(live.url + "/api/v1/dependents", params={"name": "shared/tone"},
                          headers={"Authorization": f"Bearer {live.token()}"}).json()
         assert [d["name"] for d in deps["dependents"]] == ["reply"]
+        from promptrev.client import Client
+
+        with Client(live.url, live.token()) as client:  # renders locally, parts fetched
+            messages = client.render("reply", {"question": "q"})
+        assert [(m.role, m.content) for m in messages] == [("system", "Be warm."),
+                                                           ("user", "q")]
     finally:
         live.stop()
