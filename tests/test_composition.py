@@ -293,3 +293,21 @@ def test_a_git_push_with_a_cycle_or_a_missing_part_is_refused_and_clients_render
                                                            ("user", "q")]
     finally:
         live.stop()
+
+
+def test_a_change_request_to_a_part_shows_its_dependents_rendered_diffs(library):
+    from promptrev.accounts import User
+    from promptrev.reviews import Edit, Reviews
+
+    library.save("floating", user_of(["shared/tone"]))
+    library.save("pinned", user_of(["shared/tone@1"]))
+    alice = User(1, "alice", "alice@example.com", "editor")
+    reviews = Reviews(library)
+    request = reviews.open(alice, "Briefer tone", [
+        Edit("shared/tone", part("Be brief.")), Edit("new", user_of(["shared/tone"]))])
+    changes = {c.name: c for c in reviews.changes(request.number)}
+    impact = {e["name"]: e for e in changes["shared/tone"].diff.impact}
+    assert impact["floating"]["changed"] and not impact["pinned"]["changed"]
+    assert impact["floating"]["rendered"].right[0]["content"] == "Be brief."
+    # the new prompt renders with the part as the request has it
+    assert changes["new"].diff.rendered.right[0]["content"] == "Be brief."
