@@ -132,7 +132,10 @@ class Parts:
             row = self.registry.index.artifact("prompt", include.name)
             if row is not None and not row.deleted:
                 return row.blob
-        version = self.registry.resolve(include.reference, "prompt")
+        try:
+            version = self.registry.resolve(include.reference, "prompt")
+        except PromptrevError as exc:
+            raise Missing(exc.message) from None
         if version.deleted:
             raise Missing(f"prompt '{include.name}' version {version.number} is a deletion")
         return version.blob

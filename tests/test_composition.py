@@ -311,3 +311,22 @@ def test_a_change_request_to_a_part_shows_its_dependents_rendered_diffs(library)
     assert impact["floating"]["rendered"].right[0]["content"] == "Be brief."
     # the new prompt renders with the part as the request has it
     assert changes["new"].diff.rendered.right[0]["content"] == "Be brief."
+
+
+def test_cli_renders_parts_as_they_were_at_a_commit(run):
+    with open("tone.prompty", "w") as fh:
+        fh.write(part("Be warm."))
+    with open("reply.prompty", "w") as fh:
+        fh.write(user_of(["shared/tone"]))
+    run("save", "tone.prompty", "--name", "shared/tone", "-m", "tone")
+    run("save", "reply.prompty", "--name", "reply", "-m", "reply")
+    then = json.loads(run("log", "reply", "--json").output)[0]["commit"]
+    with open("tone.prompty", "w") as fh:
+        fh.write(part("Be curt."))
+    run("save", "tone.prompty", "--name", "shared/tone", "--base", "1", "-m", "curt")
+    now = json.loads(run("render", "reply", "--var", "question=q", "--json").output)
+    old = json.loads(run("render", "reply", "--var", "question=q", "--at", then[:12],
+                         "--json").output)
+    assert (now[0]["content"], old[0]["content"]) == ("Be curt.", "Be warm.")
+    bad = run("render", "reply", "--at", "0000000", ok=False)
+    assert bad.exit_code != 0 and "no commit '0000000' on main" in bad.output

@@ -584,10 +584,12 @@ def restore_version(ctx: Context, name: str, to: int, message: str | None) -> No
 @click.option("--var", "pairs", multiple=True, help="KEY=VALUE, or KEY=@FILE.")
 @click.option("--vars", "vars_file", type=click.Path(exists=True), help="JSON object file.")
 @click.option("--sample", is_flag=True, help="Use the prompt's sample values as defaults.")
+@click.option("--at", "at", metavar="COMMIT", help="Resolve included parts as main had "
+              "them at this commit (default: now).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None,
-           sample: bool, as_json: bool) -> None:
+           sample: bool, at: str | None, as_json: bool) -> None:
     """Render a prompt version to chat messages."""
     with ctx.open() as reg:
         values = parse_vars(pairs, vars_file)
@@ -600,7 +602,7 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
                         fg="yellow", err=True)
         if sample:
             values = {**prompt.sample(), **values}
-        messages = reg.render(ref, values)
+        messages = reg.render(ref, values, at=at)
     if as_json:
         emit_json([m.to_dict() for m in messages])
         return
