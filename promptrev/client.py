@@ -79,6 +79,7 @@ class Client:
         self.fallbacks = dict(fallbacks or {})
         self._cache: dict[str, _Entry] = {}
         self._lock = threading.Lock()
+        self._parts: dict[str, Prompt] = {}  # included parts by their text
         self._pending: dict[str, Future] = {}
         self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="promptrev-swr")
 
@@ -139,8 +140,21 @@ class Client:
         if entry is not None and entry.value.text == value.text:
             if entry.prompt is None:
                 entry.prompt = parse_prompt(value.text, f"{value.name}.prompty")
-            return entry.prompt.render(variables)
-        return parse_prompt(value.text, f"{value.name}.prompty").render(variables)
+            return entry.prompt.render(variables, includes=self._part)
+        return parse_prompt(value.text, f"{value.name}.prompty").render(
+            variables, includes=self._part)
+
+    def _part(self, ref: str) -> Prompt:
+        """A part named by ``{% include "ref" %}``, fetched and cached like any reference."""
+        value = self.get(ref)
+        prompt = self._parts.get(value.text)
+        if prompt is None:
+            prompt = parse_prompt(value.text, f"{value.name}.prompty")
+            with self._lock:
+                if len(self._parts) > 256:
+                    self._parts.clear()
+                self._parts[value.text] = prompt
+        return prompt
 
     def wait(self, timeout: float = 10.0) -> None:
         """Wait for background revalidations in flight (tests, graceful shutdown)."""

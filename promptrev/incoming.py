@@ -43,6 +43,7 @@ from promptrev.model.names import validate_name
 from promptrev.model.release import parse_release_policy
 from promptrev.model.validation import check_content
 
+from .composition import check_commit
 from .errors import PromptrevError, ValidationFailed
 from .storage.gitstore import Change
 
@@ -148,6 +149,7 @@ def check_history(registry: Registry, old: str | None, new: str, *,
     for sha in chain:
         _check_commit(registry, sha, store.changes(sha), counter, out, refused)
     _check_places(registry, new, store.diff(old, new), out, refused)
+    _check_parts(registry, new, out)
     return out
 
 
@@ -166,7 +168,19 @@ def check_changes(registry: Registry, base: str, new: str, *,
     changes = store.diff(base, new)
     _check_commit(registry, new, changes, _Counter(registry), out, refused)
     _check_places(registry, new, changes, out, refused)
+    _check_parts(registry, new, out)
     return out
+
+
+def _check_parts(registry: Registry, new: str, out: Incoming) -> None:
+    """The end result's includes: no missing part, no cycle (:mod:`.composition`)."""
+    if out.problems:
+        return  # a file that failed its own checks is not read for its parts
+    versions = [name for kind, name, _ in out.versions if kind == "prompt"]
+    relabelled = sorted({m.name for m in out.label_moves if m.kind == "prompt"})
+    if versions or relabelled:
+        for problem in check_commit(registry, new, versions, relabelled):
+            out.problem(problem["file"], new, problem["message"])
 
 
 def _check_entries(registry: Registry, commits: list[str], out: Incoming,

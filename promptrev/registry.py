@@ -25,6 +25,7 @@ from promptrev.model.labels import assign, parse_splits
 from promptrev.model.prompty import Message, Prompt, parse_prompt
 from promptrev.model.references import Reference, parse_reference
 
+from . import composition
 from .config import DEFAULT_MAX_BYTES
 from .errors import (
     AmbiguousReference,
@@ -159,6 +160,7 @@ class Registry:
         self._resolved: dict[tuple[str | None, str], Version] = {}
         self._prompts: OrderedDict[str, Prompt] = OrderedDict()
         self._texts: OrderedDict[str, str] = OrderedDict()
+        self._head_parts = composition.Parts(self)  # includes resolve at main's head
         self.commits_since_maintenance = 0
         self._bucketed = False
 
@@ -422,6 +424,7 @@ class Registry:
     def _caches_at(self, head: str | None) -> None:
         """The index now reflects ``head``: drop resolutions made at any other head."""
         self._resolved.clear()
+        self._head_parts.clear()
         self._cache_head = head
 
     def reindex(self) -> dict[str, Any]:
@@ -495,10 +498,67 @@ class Registry:
             raise _deleted(version)
         return self._prompt(version)
 
-    def render(self, ref: str | Reference, variables: dict[str, Any] | None = None
-               ) -> list[Message]:
-        """Render a prompt version to chat messages."""
-        return self.prompt(ref).render(variables)
+    def render(self, ref: str | Reference, variables: dict[str, Any] | None = None, *,
+               at: str | None = None) -> list[Message]:
+        """Render a prompt version to chat messages.
+
+        Its ``{% include %}`` parts resolve at ``main``'s head, or at commit ``at``: a
+        pinned part (``@3``) renders the same at any commit, a label or a bare name as
+        it was then.
+        """
+        prompt = self.prompt(ref)
+        if at is None:
+            return prompt.render(variables)
+        commits = self.index.commits_with_prefix(at.lower())
+        if len(commits) != 1:
+            raise (AmbiguousReference(f"commit prefix '{at}' matches several commits")
+                   if commits else NotFound(f"no commit '{at}' on main"))
+        return prompt.render(variables, includes=self.parts_at(commits[0].sha))
+
+    def dependents(self, name: str) -> list[dict]:
+        """The prompts whose latest version includes ``name`` (directly, or ``via`` another
+        part), with the reference as written and the version of ``name`` each one uses."""
+        self.resolve(name, "prompt")  # a clear NotFound for an unknown name
+        return composition.dependents(self, name)
+
+    def label_impact(self, name: str, label: str, to: int,
+                     variables: dict[str, Any] | None = None) -> list[dict]:
+        """What moving ``name@label`` to version ``to`` does to the prompts including
+        ``name@label``: each rendered before and after, with a rendered diff if it changes."""
+        labels = self.labels(name, "prompt")
+        old = self.resolve(f"{name}@{labels[label]}", "prompt") if label in labels else None
+        new = self.resolve(f"{name}@{to}", "prompt")
+        return composition.impact(self, new.name, old.blob if old else None,
+                                  None if new.deleted else new.blob,
+                                  composition.following_label(label), variables)
+
+    def content_impact(self, name: str, old_blob: str | None, new_blob: str | None,
+                       variables: dict[str, Any] | None = None) -> list[dict]:
+        """What new content of ``name`` (blob ``old_blob`` → ``new_blob``) does to the
+        prompts that include it by name alone (the floating ones, which follow it)."""
+        return composition.impact(self, name, old_blob, new_blob, composition.floating,
+                                  variables)
+
+    def parts_at(self, commit: str) -> Callable[[str], Prompt]:
+        """A resolver of ``{% include %}`` parts as ``main`` (or a branch) had them at
+        ``commit``: for rendering an old state, or a change request's head."""
+        return composition.Parts(self, commit).prompt
+
+    def parsed(self, blob: str, name: str) -> Prompt:
+        """The parsed prompt of a stored blob (cached by content), its parts resolving at
+        ``main``'s head."""
+        prompt = self._prompts.get(blob)
+        if prompt is None:
+            prompt = parse_prompt(self._text(blob), KINDS["prompt"].filename(name))
+            prompt.includes = self._head_parts.prompt
+            self._prompts[blob] = prompt
+            if len(self._prompts) > 512:
+                self._prompts.popitem(last=False)
+        return prompt
+
+    def text_of(self, blob: str) -> str:
+        """The text of a stored blob (cached)."""
+        return self._text(blob)
 
     def list(self, prefix: str | None = None, *, kind: str | None = None,
              include_deleted: bool = False, query: str | None = None) -> list[ArtifactSummary]:
@@ -594,7 +654,12 @@ class Registry:
         text_a = "" if a.deleted else self._text(a.blob)
         text_b = "" if b.deleted else self._text(b.blob)
         if a.kind == b.kind == "prompt":
-            return prompt_diff(text_a, text_b, a.ref, b.ref, variables)
+            diff = prompt_diff(text_a, text_b, a.ref, b.ref, variables,
+                               self._head_parts.prompt)
+            if a.name == b.name and a.blob != b.blob:
+                diff.impact = self.content_impact(a.name, None if a.deleted else a.blob,
+                                                  None if b.deleted else b.blob)
+            return diff
         if a.kind == b.kind == "dataset":
             return dataset_diff(text_a, text_b, a.ref, b.ref)
         if a.kind == b.kind == "adapter":
@@ -886,13 +951,7 @@ class Registry:
         return text
 
     def _prompt(self, version: Version) -> Prompt:
-        prompt = self._prompts.get(version.blob)
-        if prompt is None:
-            prompt = parse_prompt(self._text(version.blob), KINDS["prompt"].filename(version.name))
-            self._prompts[version.blob] = prompt
-            if len(self._prompts) > 512:
-                self._prompts.popitem(last=False)
-        return prompt
+        return self.parsed(version.blob, version.name)
 
 
 def configure_durability(mode: str) -> None:

@@ -286,7 +286,9 @@ class Reviews:
             new = self._text(change.new)
             left, right = f"{name}@main", f"{name}@#{number}"
             if kind.name == "prompt":
-                diff = prompt_diff(old, new, left, right, variables)
+                diff = prompt_diff(old, new, left, right, variables,
+                                   self.registry.parts_at(request.head))
+                diff.impact = self.registry.content_impact(name, change.old, change.new)
             elif kind.name == "dataset":
                 diff = dataset_diff(old, new, left, right)
             else:

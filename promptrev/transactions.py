@@ -25,6 +25,7 @@ from promptrev.model.labels import (
 from promptrev.model.names import validate_label, validate_name
 from promptrev.model.validation import PARALLEL_MIN_ITEMS, check_content, check_many
 
+from .composition import check_write
 from .errors import (
     Busy,
     Conflict,
@@ -213,6 +214,8 @@ class Transaction:
                 if self.guard is not None:
                     self.guard(head)
                 changes, known = self._changes(head)
+                if changes:
+                    self._check_parts(head, changes)
                 made = store.write_commit(head, changes, self.message, self.author) \
                     if changes else None
                 if made is None:
@@ -234,6 +237,18 @@ class Transaction:
             delay = min(delay * 2, 0.1)
         raise Busy(f"main kept moving (or stayed locked) for {self.RETRY_SECONDS:.0f}s while "
                    "committing; try again")
+
+    def _check_parts(self, head: str, changes: dict[str, str | None]) -> None:
+        """Refuse includes of missing parts and cycles (:mod:`.composition`), for the
+        prompts saved here and those that include a prompt deleted or relabelled here."""
+        saved, deleted = [], []
+        for (kind, name), (blob, _) in self._saves.items():
+            if kind == "prompt" and KINDS[kind].path(name) in changes:
+                (saved if blob is not None else deleted).append(name)
+        relabelled = sorted({n for k, n, _, _ in self._labels if k == "prompt"})
+        if saved or deleted or relabelled:
+            check_write(self.registry, head, changes, saved, deleted, relabelled,
+                        self._blobs)
 
     def _settle_unchanged(self, known: KnownCommit, made: list[Version]) -> None:
         """The versions of staged saves that changed nothing (their content was current)."""

@@ -82,6 +82,7 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     after_index, after_accounts = raw_rows(index_db), raw_rows(accounts_db)
 
     assert after_index.pop("alembic_version") == [("r0008",)]
+    assert after_index.pop("prompt_include") == []  # r0007: 0.1.0 prompts include no parts
     assert after_index.pop("ab_plan") == []  # r0006: splits of 0.1.0 have no plan
     assert after_index.pop("event") == []  # r0003's outbox starts empty
     # r0004: commits made before accounts were recorded have none

@@ -418,6 +418,10 @@ def diff(ctx: Context, ref_a: str, ref_b: str | None, pairs: tuple[str, ...],
         print_unified(result.rendered.unified or "  (same messages)")
     if tokens:
         _print_tokens(tokens)
+    if result.impact:
+        from .compose_commands import print_impact
+
+        print_impact(result.impact, f"{result.left} -> {result.right}")
     for case in result.cases:
         click.echo(f"  case {case['id']}: {case['change']}")
     if result.weights:
@@ -614,10 +618,12 @@ def restore_version(ctx: Context, name: str, to: int, message: str | None) -> No
 @click.option("--var", "pairs", multiple=True, help="KEY=VALUE, or KEY=@FILE.")
 @click.option("--vars", "vars_file", type=click.Path(exists=True), help="JSON object file.")
 @click.option("--sample", is_flag=True, help="Use the prompt's sample values as defaults.")
+@click.option("--at", "at", metavar="COMMIT", help="Resolve included parts as main had "
+              "them at this commit (default: now).")
 @click.option("--json", "as_json", is_flag=True)
 @pass_ctx
 def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None,
-           sample: bool, as_json: bool) -> None:
+           sample: bool, at: str | None, as_json: bool) -> None:
     """Render a prompt version to chat messages."""
     with ctx.open() as reg:
         values = parse_vars(pairs, vars_file)
@@ -629,7 +635,7 @@ def render(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None
                  f"{', '.join(map(repr, unknown))} (its variables: {known})")
         if sample:
             values = {**prompt.sample(), **values}
-        messages = reg.render(ref, values)
+        messages = reg.render(ref, values, at=at)
     if as_json:
         emit_json([m.to_dict() for m in messages])
         return
@@ -682,6 +688,7 @@ def fsck(ctx: Context, as_json: bool, repair: bool, rewind: bool) -> None:
 from . import (  # noqa: E402,F401
     adapter_commands,
     backup_commands,
+    compose_commands,
     edit_commands,
     eval_commands,
     format_commands,

@@ -150,6 +150,8 @@ class Diff:
     rendered: RenderedDiff | None = None
     cases: list[dict[str, Any]] = field(default_factory=list)
     weights: list[dict[str, Any]] = field(default_factory=list)  # adapters: per-module change
+    # a shared part: the prompts that include it, each rendered before and after
+    impact: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def contract_changes(self) -> list[FieldChange]:
@@ -438,13 +440,16 @@ def _spec_summary(spec: dict[str, Any] | None) -> str:
 
 
 def prompt_diff(old_text: str, new_text: str, old_name: str, new_name: str,
-                variables: dict[str, Any] | None = None) -> Diff:
-    """Text, field and rendered diff between two prompt texts."""
+                variables: dict[str, Any] | None = None,
+                includes: Callable[[str], Prompt] | None = None) -> Diff:
+    """Text, field and rendered diff between two prompt texts (``includes`` resolves
+    their ``{% include %}`` parts)."""
     diff = Diff(old_name, new_name, text_diff(old_text, new_text, old_name, new_name))
     try:
         old, new = parse_prompt(old_text, old_name), parse_prompt(new_text, new_name)
     except ValidationFailed:
         return diff
+    old.includes = new.includes = includes
     diff.fields = field_diff(old.front, new.front, old.inputs, new.inputs)
     diff.rendered = rendered_diff(old, new, variables, old_name, new_name)
     return diff

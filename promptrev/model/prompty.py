@@ -5,6 +5,10 @@ with the line of each problem. Rendering runs the template in Jinja2's
 ``ImmutableSandboxedEnvironment`` (the sandbox Prompty itself uses) with
 ``StrictUndefined`` and returns chat messages.
 
+A body may include another prompt's body, ``{% include "shared/tone@3" %}``: the
+render's ``includes`` (a registry's resolver, see :mod:`.composition`) turns the reference
+into the part's parsed prompt, whose template renders in the includer's context.
+
 Rendering follows Prompty: the body is rendered first, then split on role lines
 (``system:``, ``user:``…), so loops may produce several messages. Unlike a plain
 render-then-split, a variable's *value* can never create a role line: every ``{{ … }}``
@@ -26,6 +30,7 @@ import contextvars
 import difflib
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -53,6 +58,9 @@ _FRONT_MATTER = re.compile(
     r"\A[ \t]*(?P<fence>---|\+\+\+)[ \t]*\r?\n(?P<yaml>.*?)^[ \t]*(?P=fence)[ \t]*(?:\r?\n|\Z)",
                            re.DOTALL | re.MULTILINE)
 _slots: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("slots", default=None)
+# The render's resolver of ``{% include %}`` references (None: a render without a registry).
+_includes: contextvars.ContextVar[Callable[[str], Prompt] | None] = contextvars.ContextVar(
+    "includes", default=None)
 _nonce = secrets.token_hex(6)
 _SLOT = re.compile("\x00" + _nonce + r"(\d+)\x00")
 # Where a rich input (thread, image, file, audio) was placed, until the messages are split.
@@ -130,11 +138,36 @@ def _finalize(value: Any) -> str:
     return f"\x00{_nonce}{len(slots) - 1}\x00"
 
 
+class _PartLoader(jinja2.BaseLoader):
+    """Loads an ``{% include "name@ref" %}`` target through the running render's resolver.
+
+    A part is trusted like the includer's own template (it is a stored, validated prompt,
+    not a variable's value): its text may start messages with role lines.
+    """
+
+    def load(self, environment: jinja2.Environment, name: str,
+             globals: Any = None) -> jinja2.Template:  # noqa: A002 - Jinja2's signature
+        resolve = _includes.get()
+        if resolve is None:
+            raise RenderFailed(f"the template includes '{name}', a part stored in a "
+                               "registry: render it through the registry")
+        budget = render_budget.current()
+        if budget is not None:
+            budget.tick()
+        part = resolve(name)
+        if part.engine is not JINJA2:
+            raise RenderFailed(f"the included part '{name}' is not a Jinja2 template "
+                               f"(template format {part.engine.name!r})")
+        return part.template
+
+
 _ENV = BudgetedEnvironment(
     undefined=jinja2.StrictUndefined,
     autoescape=False,
     keep_trailing_newline=True,
     finalize=_finalize,
+    loader=_PartLoader(),
+    cache_size=0,  # a part's template is the resolver's to cache, per commit
 )
 
 
@@ -149,6 +182,9 @@ class Prompt:
     variables: frozenset[str]
     warnings: list[Problem] = field(default_factory=list)
     engine: TemplateEngine = field(default_factory=lambda: JINJA2)
+    # How ``{% include %}`` references resolve when ``render`` is given none (a registry
+    # sets its own on the prompts it hands out).
+    includes: Callable[[str], Prompt] | None = field(default=None, repr=False, compare=False)
 
     @cached_property
     def front(self) -> dict[str, Any]:
@@ -231,11 +267,13 @@ class Prompt:
         return out
 
     def render(self, variables: dict[str, Any] | None = None,
-               limits: RenderLimits | None = None) -> list[Message]:
+               limits: RenderLimits | None = None,
+               includes: Callable[[str], Prompt] | None = None) -> list[Message]:
         """Render to chat messages; a missing variable is an error naming it.
 
         The render is held to ``limits`` (the process default when None): time, size,
         iterations and depth, each refused with :class:`RenderLimitExceeded`.
+        ``includes`` resolves ``{% include "name@ref" %}`` (default: ``self.includes``).
         """
         values = self._values(variables)
         rich: list[tuple[str, str, Any]] = []
@@ -273,6 +311,7 @@ class Prompt:
                         limits: RenderLimits | None) -> str:
         """The engine's text, each value a placeholder indexing ``slots``."""
         token = _slots.set(slots)
+        parts = _includes.set(includes or self.includes or _includes.get())
         try:
             text = render_budget.run(
                 limits, lambda budget: self.engine.render(self, values, budget))
@@ -288,6 +327,7 @@ class Prompt:
         except (TypeError, ValueError, ArithmeticError, LookupError) as exc:
             raise RenderFailed(f"template failed to render: {type(exc).__name__}: {exc}") from None
         finally:
+            _includes.reset(parts)
             _slots.reset(token)
         return text
 

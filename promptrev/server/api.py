@@ -11,6 +11,7 @@ import math
 
 from flask import Blueprint, Response, g, request
 
+from promptrev.composition import plain
 from promptrev.errors import EvidenceRequired, InvalidRequest, NotFound, PreconditionRequired
 from promptrev.model.names import validate_name
 
@@ -242,6 +243,23 @@ def _diff(reg, a: str, b: str, variables, kind) -> dict:
     return out
 
 
+@bp.get("/dependents")
+def dependents() -> Response:
+    """The prompts that include a part, with the version each uses; with ``label`` and
+    ``to``, what moving that label would change in them (a rendered diff each)."""
+    name, label = arg("name"), arg("label", None)
+    to = int_arg("to", None, 1, MAX_INT_FIELD)
+    if (label is None) != (to is None):
+        raise InvalidRequest("query parameters 'label' and 'to' go together")
+
+    def build(reg) -> dict:
+        out = {"name": name, "dependents": reg.dependents(name)}
+        if label is not None:
+            out["impact"] = plain(reg.label_impact(name, label, to))
+        return out
+    return _cached_read(("dependents", name, label, to), build)
+
+
 @bp.get("/labels")
 def labels() -> Response:
     """Labels of an artifact and which of them are protected."""
@@ -359,12 +377,14 @@ def set_label() -> Response:
 
         return json_response(queue_release_evaluation(
             g.user, registry(), kind, name, label, version, refusal), 202)
+    impact = plain(registry().label_impact(name, label, version)) \
+        if registry().kind_of(name, kind) == "prompt" else []  # before the move: its effect
     event = registry().set_label(name, label, version, message=cleared.message(
         field(data, "message", str, None), f"label {name}@{label} -> {version}"),
         author=g.user.author, account=g.user.name, kind=kind, guard=cleared.guard)
     return json_response({"name": name, "label": label, "version": version,
                   "event": event.to_dict() if event else None,
-                  "clearance": cleared.to_dict()})
+                  "clearance": cleared.to_dict(), "impact": impact})
 
 
 @bp.delete("/labels")

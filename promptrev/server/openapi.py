@@ -165,7 +165,17 @@ _SCHEMAS: dict[str, Any] = {
                  right=_STR, text=_obj(["unified", "rows", "added", "removed"], unified=_STR,
                                        rows={"type": "array"}, added=_INT, removed=_INT),
                  fields={"type": "array"}, contract_changes={"type": "array"},
-                 rendered={"type": "object", "nullable": True}, cases={"type": "array"}),
+                 rendered={"type": "object", "nullable": True}, cases={"type": "array"},
+                 impact={"type": "array", "items": _ref("Impact")}),
+    "Impact": _obj(["name", "version", "ref", "changed"], name=_STR, version=_INT, ref=_STR,
+                   via={"type": "string", "nullable": True}, changed={"type": "boolean"},
+                   rendered={"type": "object"}),
+    "Dependent": _obj(["name", "version", "ref", "part", "pinned", "uses"], name=_STR,
+                      version=_INT, ref=_STR, part=_STR,
+                      selector={"type": "string", "nullable": True},
+                      pinned={"type": "boolean"}, uses={"type": "integer", "nullable": True},
+                      problem={"type": "string", "nullable": True},
+                      via={"type": "string", "nullable": True}),
     "EvaluationRun": _obj(["run", "status", "url"], run=_INT, status={
         "type": "string", "enum": ["running", "done", "failed"]}, name=_STR, dataset=_STR,
         cases=_INT, error=_NULL_STR, url=_STR, started={"type": "boolean"},
@@ -223,7 +233,8 @@ def openapi_document() -> dict[str, Any]:
                 "the commit message and the audit log)"}
     label_result = _obj(["name", "label"], name=_STR, label=_STR, version=_INT,
                         event={"allOf": [_ref("LabelEvent")], "nullable": True},
-                        clearance=clearance)
+                        clearance=clearance,
+                        impact={"type": "array", "items": _ref("Impact")})
     paths = {
         "/api/v1/openapi.json": {"get": {"summary": "This document", "security": [],
                                          "responses": {"200": _ok({"type": "object"})}}},
@@ -274,6 +285,15 @@ def openapi_document() -> dict[str, Any]:
             _q("variables", "JSON object of variables for the rendered diff",
                example='{"text": "A long story.", "max_words": 5}')],
             _ref("Diff")),
+        "/api/v1/dependents": _read(
+            "Prompts that include a part, with the version each uses (and, with label and "
+            "to, what moving that label would change in them)", [
+                _q("name", "the part's name", True, example="summarize"),
+                _q("label", "a label of the part, to preview its move"),
+                _q("to", "the version the label would move to", schema=_INT)],
+            _obj(["name", "dependents"], name=_STR,
+                 dependents={"type": "array", "items": _ref("Dependent")},
+                 impact={"type": "array", "items": _ref("Impact")})),
         "/api/v1/labels": {
             **_read("Labels of an artifact", [_NAME, _KIND], labels_schema),
             **_write("put", "Set or move a label", [_NAME, label_q, _KIND],

@@ -148,8 +148,10 @@ def artifact(user: User, name: str) -> str:
         if kind == "prompt":
             prompt = parse_prompt(text, f"{name}.prompty")
     labels = reg.labels(name, kind)
+    dependents = reg.dependents(name) if kind == "prompt" and not version.deleted else []
     return render_template(
         "artifact.html", user=user, name=name, kind=kind, version=version, history=history,
+        dependents=dependents,
         text=text, highlighted=highlight_artifact(text, kind) if text is not None else None,
         prompt=prompt, labels=labels, protected=state().policy.protected_labels,
         latest=history[0].number, experiments=_experiments(reg, name, kind))
@@ -387,7 +389,10 @@ def label(user: User) -> str | Response:
         change = reg.diff(f"{name}@{current}", f"{name}@{to}", kind=kind)
         if change.rendered:
             tokens = state().tokens(reg, f"{name}@{current}", f"{name}@{to}")
+    impact = reg.label_impact(name, label_name, to) if kind == "prompt" and \
+        to is not None and current != to else []
     return render_template("confirm_label.html", user=user, name=name, kind=kind,
+                           impact=impact,
                            label=label_name, current=current, to=to, target=target,
                            remove=remove, change=change, tokens=tokens,
                            gate=_gate(user, reg, name, label_name, to, kind))

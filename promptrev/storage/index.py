@@ -111,6 +111,18 @@ class LabelEventRow(SQLModel, table=True):
     commit_seq: int = Field(foreign_key="commit.seq", index=True)
 
 
+class IncludeRow(SQLModel, table=True):
+    """One reference a prompt version makes to a part (``{% include "shared/tone@3" %}``):
+    the reverse index behind ``promptrev dependents``, derived from Git like the rest."""
+
+    __tablename__ = "prompt_include"
+    artifact_id: int = Field(foreign_key="artifact.id", primary_key=True)
+    number: int = Field(primary_key=True)  # the including version
+    ref: str = Field(primary_key=True, max_length=400)  # as written
+    target: str = Field(index=True, max_length=255)  # the part's name
+    selector: Optional[str] = Field(default=None, max_length=64)  # None: floating
+
+
 class ArtifactRecord(NamedTuple):
     """An ``artifact`` row read through a prepared statement (same fields, same order)."""
 
@@ -175,13 +187,14 @@ def prepared(conn: Any, stmt: Any) -> Prepared:
 
 
 # Tables whose content comes from Git, in an order safe for deletion.
-DERIVED = (LabelEventRow, LabelRow, VersionRow, ArtifactRow, CommitRow)
+DERIVED = (IncludeRow, LabelEventRow, LabelRow, VersionRow, ArtifactRow, CommitRow)
 T_STATE = IndexState.__table__
 T_COMMIT = CommitRow.__table__
 T_ARTIFACT = ArtifactRow.__table__
 T_VERSION = VersionRow.__table__
 T_LABEL = LabelRow.__table__
 T_EVENT = LabelEventRow.__table__
+T_INCLUDE = IncludeRow.__table__
 
 
 def create_index_engine(url: str) -> Engine:
@@ -401,6 +414,20 @@ class IndexReader:
         """
         with self.engine.connect() as conn:
             return prepared(conn, _HISTORY).run(conn, {"artifact_id": artifact_id})
+
+    def dependents(self, targets: list[str]) -> list:
+        """The live prompts whose latest version includes one of ``targets``: rows of
+        (target, kind, name, latest, ref, selector), by name."""
+        if not targets:
+            return []
+        return self._all(sa.select(
+            T_INCLUDE.c.target, T_ARTIFACT.c.kind, T_ARTIFACT.c.name, T_ARTIFACT.c.latest,
+            T_INCLUDE.c.ref, T_INCLUDE.c.selector).select_from(T_INCLUDE.join(
+                T_ARTIFACT, T_INCLUDE.c.artifact_id == T_ARTIFACT.c.id)).where(
+            T_INCLUDE.c.target.in_(sorted(set(targets))),
+            T_INCLUDE.c.number == T_ARTIFACT.c.latest,
+            T_ARTIFACT.c.deleted == sa.false()).order_by(
+            T_ARTIFACT.c.name, T_INCLUDE.c.ref))
 
     def labels(self, artifact_id: int) -> dict[str, int]:
         """label → version number."""

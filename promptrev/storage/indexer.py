@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from promptrev.model.artifacts import AuditEntry, by_artifact, label_of_path
+from promptrev.model.composition import text_includes
 from promptrev.model.labels import parse_label_map
 
 from ..errors import Damaged, ValidationFailed
@@ -31,6 +32,7 @@ from .index import (
     T_ARTIFACT,
     T_COMMIT,
     T_EVENT,
+    T_INCLUDE,
     T_LABEL,
     T_STATE,
     T_VERSION,
@@ -54,6 +56,7 @@ _INSERT_EVENT = T_EVENT.insert()
 _DELETE_LABEL = T_LABEL.delete().where(sa.and_(T_LABEL.c.artifact_id == sa.bindparam("_a"),
                                                T_LABEL.c.name == sa.bindparam("_n")))
 _INSERT_LABEL = T_LABEL.insert()
+_INSERT_INCLUDE = T_INCLUDE.insert()
 # The indexed head, the count of index writes and the highest ids, read under the write
 # lock in one round trip.
 _LOCK_STATE = sa.select(T_STATE.c.head, T_STATE.c.writes, *(
@@ -212,6 +215,7 @@ class _Applier:
         self.versions: list[dict] = []
         self.events: list[dict] = []
         self.labels: dict[tuple[int, str], int | None] = {}
+        self.includes: list[dict] = []
 
     def apply(self, chain: list[str]) -> None:
         for i, sha in enumerate(chain, start=1):
@@ -291,6 +295,8 @@ class _Applier:
         self.versions.append({"id": self.next_version, "artifact_id": art.id,
                               "number": art.latest, "commit_seq": self.seq, "blob": blob,
                               "deleted": blob is None})
+        if kind == "prompt" and blob is not None:
+            self._add_includes(art, blob)
         if self.created is not None:
             self.created.setdefault(self.sha, []).append(
                 {"kind": kind, "name": name, "number": art.latest, "blob": blob})
@@ -298,6 +304,17 @@ class _Applier:
             self.made.append({"kind": kind, "name": name, "version": art.latest,
                               "deleted": blob is None})
         self.next_version += 1
+
+    def _add_includes(self, art: _Art, blob: str) -> None:
+        """The parts this prompt version includes (the reverse index of dependents)."""
+        text = self.store.blob(blob).decode("utf-8", "replace")
+        seen = set()
+        for include in text_includes(text):
+            if include.text not in seen:
+                seen.add(include.text)
+                self.includes.append({"artifact_id": art.id, "number": art.latest,
+                                      "ref": include.text, "target": include.name,
+                                      "selector": include.selector})
 
     def _move_labels(self, art: _Art, change, path: str) -> None:
         old, new = self._label_map(change.old, path), self._label_map(change.new, path)
@@ -355,6 +372,7 @@ class _Applier:
             art.new = art.dirty = False
         many(_INSERT_VERSION, self.versions)
         many(_INSERT_EVENT, self.events)
+        many(_INSERT_INCLUDE, self.includes)
         many(_DELETE_LABEL, [{"_a": a, "_n": n} for a, n in self.labels])
         many(_INSERT_LABEL, [{"artifact_id": a, "name": n, "version": v}
                              for (a, n), v in self.labels.items() if v is not None])

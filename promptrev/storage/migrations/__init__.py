@@ -130,7 +130,7 @@ _MODELS = ("promptrev.storage.index", "promptrev.storage.tables")
 # Tables of the registry database that ``reindex`` rebuilds from Git: a backup leaves
 # them out, a restore rebuilds them.
 DERIVED_TABLES = frozenset({"index_state", "commit", "artifact", "version", "label",
-                            "label_event"})
+                            "label_event", "prompt_include"})
 # Tables of the registry database that hold a passing log, not state: the event outbox
 # (its events were handed to their subscribers when recorded). A backup leaves them out;
 # a restored registry starts them empty.

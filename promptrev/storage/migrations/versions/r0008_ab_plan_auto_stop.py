@@ -4,7 +4,7 @@ Two nullable columns: plans made before have no automatic stop (the split runs u
 someone ends it).
 
 Revision ID: r0008
-Revises: r0006 (r0007 once merged beside it: see NOTES-for-lead.md)
+Revises: r0007
 Create Date: 2026-12-03
 """
 
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "r0008"
-down_revision = "r0006"
+down_revision = "r0007"
 branch_labels = None
 depends_on = None
 
