@@ -283,16 +283,17 @@ class Prompt:
                 rich.append((name, kind, values[name]))
                 values[name] = f"\x00{_nonce}r{len(rich) - 1}\x00"
         slots: list[str] = []
-        text = self._render_slotted(values, slots, limits)
+        text = self._render_slotted(values, slots, limits, includes)
         messages = _split_messages(text, slots)
         return _place_rich(messages, rich) if rich else messages
 
     def render_text(self, variables: dict[str, Any] | None = None,
-                    limits: RenderLimits | None = None) -> str:
+                    limits: RenderLimits | None = None,
+                    includes: Callable[[str], Prompt] | None = None) -> str:
         """The body rendered to text, before it is split into messages (Prompty's
         ``render``); rich inputs render as their values' text."""
         slots: list[str] = []
-        text = self._render_slotted(self._values(variables), slots, limits)
+        text = self._render_slotted(self._values(variables), slots, limits, includes)
         return _SLOT.sub(lambda m: slots[int(m.group(1))], text)
 
     def _values(self, variables: dict[str, Any] | None) -> dict[str, Any]:
@@ -308,7 +309,8 @@ class Prompt:
         return values
 
     def _render_slotted(self, values: dict[str, Any], slots: list[str],
-                        limits: RenderLimits | None) -> str:
+                        limits: RenderLimits | None,
+                        includes: Callable[[str], Prompt] | None = None) -> str:
         """The engine's text, each value a placeholder indexing ``slots``."""
         token = _slots.set(slots)
         parts = _includes.set(includes or self.includes or _includes.get())
