@@ -10,8 +10,14 @@ Held to promptrev's rules like the Jinja2 engine:
   in Mustache;
 - partials (``{{>name}}``) are refused: they would read files; a name segment that
   starts with ``_`` is refused, so no tag can reach a value's internals;
+- a name is looked up in the input's mappings and lists only: chevron falls back on
+  ``getattr``, which would print a method (``{{text.upper}}``, an address in its repr) or
+  call one (``{{#text.format}}``), and would let a list item's method shadow an input
+  (``{{#items}}{{count}}{{/items}}``); every value handed to chevron refuses that;
 - the render runs under the render budget: every item of a section's list counts as an
-  iteration (and the clock is checked), and the output size is counted.
+  iteration (and the clock is checked), and every literal text is counted as it is
+  written, so a section repeated many times stops at ``max_chars`` instead of filling
+  memory until the clock runs out.
 """
 
 from __future__ import annotations
@@ -68,13 +74,14 @@ class MustacheEngine(TemplateEngine):
     def render(self, prompt: Prompt, values: dict[str, Any],
                budget: render_budget.Budget) -> str:
         """The body rendered by chevron, every value a placeholder until the split."""
-        tokens = list(tokenize(prompt.body))
+        tokens = [(tag, _Literal(key) if tag == "literal" else key)
+                  for tag, key in tokenize(prompt.body)]
         _require_plain_variables(tokens, values)
         slots = _slots.get()
         data = {str(k): _data(v, slots, budget) for k, v in values.items()}
         text = chevron.render(template=tokens, data=data, partials_path=None,
                               partials_dict={}, warn=False)
-        budget.add_output(len(text))
+        budget.expect(len(text), "the rendered output")
         if slots is not None:
             for match in _SLOT.finditer(text):
                 budget.add_output(len(slots[int(match.group(1))]))
@@ -102,15 +109,71 @@ def _require_plain_variables(tokens: list[tuple[str, str]], values: dict[str, An
             raise jinja2.UndefinedError(f"'{key.split('.')[0]}' is undefined")
 
 
-class _Items(list):
-    """A section's list: each item drawn counts against the render budget."""
+class _Literal(str):
+    """A literal text of the body: chevron writes it with ``key.replace(...)``, which
+    counts it against the render budget (size and clock) each time it is written."""
 
-    budget: render_budget.Budget
+    __slots__ = ()
+
+    def replace(self, old: Any, new: Any, count: Any = -1) -> str:  # type: ignore[override]
+        budget = render_budget.current()
+        if budget is not None:
+            budget.add_output(len(self))
+            budget.check_time()
+        return str.replace(self, old, new, count)
+
+
+def _no_attribute(key: Any) -> None:
+    """chevron tries ``value[name]`` before ``getattr(value, name)``: a KeyError makes it
+    go on to the enclosing scope, never to the value's attributes."""
+    raise KeyError(key)
+
+
+class _Text(str):
+    """A text value (a placeholder): no methods reachable by name."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        _no_attribute(key)
+
+
+class _Scalar(int):
+    """0, True or False as chevron sees them (falsy as Mustache wants, printed as
+    Python prints them), without their methods reachable by name."""
+
+    def __getitem__(self, key: Any) -> Any:
+        _no_attribute(key)
+
+    def __str__(self) -> str:
+        return self.shown
+
+    __repr__ = __str__
+
+    @classmethod
+    def of(cls, value: int) -> _Scalar:
+        made = cls(value)
+        made.shown = str(value)
+        return made
+
+
+class _Items(list):
+    """A section's list: each item drawn counts against the render budget; ``{{list.0}}``
+    is its first item, and no other name reaches it."""
 
     def __iter__(self) -> Iterator[Any]:
+        budget = render_budget.current()
         for item in super().__iter__():
-            self.budget.tick()
+            if budget is not None:
+                budget.tick()
             yield item
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            if not key.isdigit():
+                _no_attribute(key)
+            key = int(key)
+        return super().__getitem__(key)
 
 
 def _data(value: Any, slots: list[str] | None, budget: render_budget.Budget) -> Any:
@@ -118,17 +181,17 @@ def _data(value: Any, slots: list[str] | None, budget: render_budget.Budget) -> 
     if isinstance(value, dict):
         return {str(k): _data(v, slots, budget) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        items = _Items(_data(v, slots, budget) for v in value)
-        items.budget = budget
-        return items
-    if value is None or isinstance(value, bool) or value == 0 and isinstance(value, int):
+        return _Items(_data(v, slots, budget) for v in value)
+    if value is None:
         return value
+    if isinstance(value, bool) or value == 0 and isinstance(value, int):
+        return _Scalar.of(value)
     text = value if isinstance(value, str) else str(budget.check_size(value))
     budget.check_size(text)
     if slots is None or not text or text.strip().lower() in ROLES:
-        return text
+        return _Text(text)
     slots.append(text)
-    return f"\x00{_nonce}{len(slots) - 1}\x00"
+    return _Text(f"\x00{_nonce}{len(slots) - 1}\x00")
 
 
 register_engine(MustacheEngine())
