@@ -17,9 +17,12 @@ The sandbox is the library's (a template calls only the helpers registered here,
 function of the input) plus promptrev's render budget: every value printed goes through
 :func:`promptrev.model.prompty._finalize` (size, and the placeholder that keeps a value
 from starting a message), every item a loop draws counts against the iteration and time
-budget, templates and partials nest at most 60 deep (deeper is the depth limit), and the
-whole output is held to ``max_chars``. Partials are stored with the prompt:
-``template: {format: handlebars, partials: {name: source}}``.
+budget, every partial rendered counts as an iteration (partials calling two partials each,
+thirty deep, would otherwise render a billion times with no loop to stop them), every
+literal text is counted as it is written (a loop over literal text stops at ``max_chars``
+instead of filling memory until the clock runs out), templates and partials nest at most
+60 deep (deeper is the depth limit), and the whole output is held to ``max_chars``.
+Partials are stored with the prompt: ``template: {format: handlebars, partials: {name: source}}``.
 """
 
 from __future__ import annotations
@@ -175,6 +178,8 @@ def _compiled(body: str, partials: tuple[tuple[str, str], ...]) -> Any:
     from dotpromptz_handlebars import Handlebars
 
     hb = Handlebars(escape_html=False, strict=True, max_depth=_MAX_NESTING)
+    hb.register_template("prompt", body)
+    _instrument(hb._templates["prompt"], program=False)  # the parsed body, counted
     for name, helper in (("role", _role_helper), ("history", _history_helper),
                          ("json", _json_helper), ("media", _media_helper),
                          ("section", _nothing), ("log", _nothing),
@@ -182,8 +187,68 @@ def _compiled(body: str, partials: tuple[tuple[str, str], ...]) -> Any:
                          ("unlessEquals", _equals_helper(True))):
         hb.register_helper(name, helper)
     for name, source in partials:
-        hb.register_partial(name, source)
-    return hb.compile(body)
+        # Parsed here so that its nodes are counted (the library renders a parsed partial
+        # as it is, and parses a text one itself).
+        hb.register_partial(name, _instrument(_parse(source), program=True))
+    return lambda context: hb.render("prompt", context)
+
+
+class _Program(list):
+    """A partial's nodes: each time it is rendered counts as an iteration."""
+
+    __slots__ = ()
+
+    def __iter__(self) -> Iterator[Any]:
+        budget = render_budget.current()
+        if budget is not None:
+            budget.tick()
+        return list.__iter__(self)
+
+
+@lru_cache(maxsize=1)
+def _counted_text_class() -> type:
+    from dotpromptz_handlebars import Text
+
+    stored = Text.__dict__["value"]  # the dataclass's slot
+
+    class CountedText(Text):
+        """Literal text of the template, counted against the budget when written."""
+
+        __slots__ = ()
+
+        @property
+        def value(self) -> str:
+            text = stored.__get__(self, Text)
+            budget = render_budget.current()
+            if budget is not None:
+                budget.add_output(len(text))
+                budget.check_time()
+            return text
+
+        @value.setter
+        def value(self, text: str) -> None:
+            stored.__set__(self, text)
+
+    return CountedText
+
+
+def _instrument(nodes: list, *, program: bool) -> list:
+    """``nodes`` (parsed) with literal text counted, and partial bodies as
+    :class:`_Program`; changed in place."""
+    from dotpromptz_handlebars import Block, PartialBlock, Text
+    from dotpromptz_handlebars._types import InlinePartial
+
+    counted = _counted_text_class()
+    for i, node in enumerate(nodes):
+        if type(node) is Text:
+            nodes[i] = counted(node.value)
+        elif isinstance(node, Block):
+            _instrument(node.body, program=False)
+            _instrument(node.inverse, program=False)
+        elif isinstance(node, (PartialBlock, InlinePartial)):
+            node.body = _instrument(node.body, program=True)
+    return _Program(nodes) if program else nodes
+
 
 
 def partials_of(front: dict[str, Any]) -> dict[str, str]:

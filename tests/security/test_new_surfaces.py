@@ -1,0 +1,100 @@
+"""Attack: the template engines, includes and endpoints that landed together (mustache,
+handlebars, text, composition, live check, evaluations from the API), as an editor who
+stores a prompt and a viewer who renders it, against a real ``promptrev serve``.
+
+Found and fixed here:
+
+- mustache looked names up with ``getattr`` after ``value[name]``: ``{{text.upper}}``
+  printed a bound method with its memory address, ``{{items.budget}}`` the render budget
+  object, ``{{#text.format}}…{{/text.format}}`` called a method, and a list item's method
+  shadowed an input of the same name (``{{#items}}{{count}}{{/items}}``);
+- mustache and handlebars counted literal text only once the whole output was built: a
+  section over a list, nested twice, around 100 KB of text filled ~700 MB in the second
+  the clock allowed (Jinja2 stops at ``max_chars``);
+- handlebars partials calling two partials each rendered 2^n times with no loop to count
+  them: 22 levels held a worker 35 s, 30 levels for hours.
+"""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from ..live import start_server
+
+BIG = "A" * 100_000
+PARTIAL_LEVELS = 24  # 2^24 partial renders: minutes of a worker before the fix
+
+PROMPTS = {
+    "mu-reach": (
+        "---\ntemplate: {format: mustache}\ninputs:\n  text: {type: string}\n"
+        "  items: {type: array}\n  count: {type: string}\n---\nuser:\n"
+        "[{{text.upper}}] [{{items.budget}}] [{{items.budget.limits}}] "
+        "[{{#text.format}}called{{/text.format}}] "
+        "[{{#items}}{{count}}{{/items}}] [{{items.0}}]\n"),
+    "mu-loop": ("---\ntemplate: {format: mustache}\ninputs:\n  l: {type: array}\n---\n"
+                "user:\n{{#l}}{{#l}}" + BIG + "{{/l}}{{/l}}\n"),
+    "hb-loop": ("---\ntemplate: {format: handlebars}\ninputs:\n  l: {type: array}\n---\n"
+                "{{#each l}}{{#each ../l}}" + BIG + "{{/each}}{{/each}}\n"),
+    "hb-fanout": ("---\ntemplate:\n  format: handlebars\n  partials:\n" + "".join(
+        f"    p{i}: '{{{{> p{i + 1}}}}}{{{{> p{i + 1}}}}}'\n" for i in range(PARTIAL_LEVELS))
+        + f"    p{PARTIAL_LEVELS}: ''\n---\n{{{{> p0}}}}\n"),
+}
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    live = start_server(tmp_path_factory.mktemp("surfaces"), workers=2)
+    try:
+        live.cli("user", "add", "eddie", "--role", "editor", "--password", "eddie-pw-1234")
+        live.cli("user", "add", "vic", "--role", "viewer", "--password", "vic-pw-1234")
+        live.editor = {"Authorization": f"Bearer {live.token('eddie')}"}
+        live.viewer = {"Authorization": f"Bearer {live.token('vic')}"}
+        for name, text in PROMPTS.items():
+            r = httpx.put(live.url + "/api/v1/artifact", params={"name": name},
+                          headers=live.editor, json={"text": text}, timeout=60)
+            assert r.status_code in (200, 201), r.text[:500]
+        yield live
+    finally:
+        live.stop()
+
+
+def _render(server, ref: str, variables: dict) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    r = httpx.post(server.url + "/api/v1/render", headers=server.viewer,
+                   json={"ref": ref, "variables": variables}, timeout=120)
+    return r, time.monotonic() - started
+
+
+def test_mustache_names_reach_no_method_and_no_internals(server):
+    r, _ = _render(server, "mu-reach@1", {"text": "hi", "items": ["first"], "count": "7"})
+    assert r.status_code == 200, r.text[:500]
+    (message,) = r.json()["messages"]
+    content = message["content"]
+    for leak in ("built-in method", "Budget", "RenderLimits", "0x", "called"):
+        assert leak not in content, content
+    # The input 'count' is not shadowed by str.count inside the section; {{items.0}} is
+    # the list's first item, as Mustache means it.
+    assert content == "[] [] [] [] [7] [first]", content
+
+
+@pytest.mark.parametrize("name", ["mu-loop", "hb-loop"])
+def test_a_loop_of_literal_text_stops_at_the_size_limit(server, name):
+    r, elapsed = _render(server, f"{name}@1", {"l": list(range(300))})
+    assert r.status_code == 422, r.text[:300]
+    error = r.json()["error"]
+    assert error["code"] == "render_limit", error
+    # the size limit, reached as the text grows: not the clock, after ~700 MB were built
+    assert error["details"]["limit"] == "size", error
+    assert elapsed < 5, f"{elapsed:.1f} s"
+
+
+def test_handlebars_partials_fanning_out_are_held_to_the_budget(server):
+    r, elapsed = _render(server, "hb-fanout@1", {})
+    assert r.status_code == 422, r.text[:300]
+    error = r.json()["error"]
+    assert error["code"] == "render_limit", error
+    assert error["details"]["limit"] in ("iterations", "time"), error
+    assert elapsed < 5, f"the render held a worker {elapsed:.1f} s"
