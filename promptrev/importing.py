@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 from promptrev.model import formats
 from promptrev.model.artifacts import KINDS, kind_of_file
+from promptrev.model.names import validate_name
 
 from .errors import Conflict, NotFound, PreconditionRequired, PromptrevError, ValidationFailed
 from .registry import DEFAULT_AUTHOR, Registry
@@ -212,6 +213,7 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
         if _is_partial(item):
             continue  # stored with the prompts that include it
         try:
+            validate_name(item.name)  # '..prompt' or 'a b.prompt.yml': named as the file
             text = item.data.decode("utf-8")
             converted = item.fmt.importer(text, item.path, partials=partials)
         except UnicodeDecodeError:

@@ -98,3 +98,19 @@ def test_handlebars_partials_fanning_out_are_held_to_the_budget(server):
     assert error["code"] == "render_limit", error
     assert error["details"]["limit"] in ("iterations", "time"), error
     assert elapsed < 5, f"the render held a worker {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize("filename", ["..prompt", "two words.prompt.yml", "-x.prompt"])
+def test_an_imported_file_whose_name_is_no_artifact_name_is_named(run, tmp_path, filename):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "fine.prompt").write_text("hello {{name}}\n")
+    text = "hello\n" if filename.endswith(".prompt") else \
+        "messages:\n  - role: user\n    content: hello\n"
+    (folder / filename).write_text(text)
+    result = run("import", folder, ok=False)
+    assert result.exit_code != 0
+    assert filename in result.output, result.output  # the file, not "reference '.'"
+    assert "nothing was imported" in result.output, result.output
+    assert "Traceback" not in result.output
+    assert "fine" not in run("list").output
