@@ -177,7 +177,9 @@ class _Items(list):
 
 
 def _data(value: Any, slots: list[str] | None, budget: render_budget.Budget) -> Any:
-    """``value`` as chevron's data: containers copied, each text a placeholder."""
+    """``value`` as chevron's data: containers copied, each text a placeholder (the clock
+    is checked at every value: a list of millions of values takes seconds to copy)."""
+    budget.check_time()
     if isinstance(value, dict):
         return {str(k): _data(v, slots, budget) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -114,3 +114,19 @@ def test_an_imported_file_whose_name_is_no_artifact_name_is_named(run, tmp_path,
     assert "nothing was imported" in result.output, result.output
     assert "Traceback" not in result.output
     assert "fine" not in run("list").output
+
+
+def test_a_mustache_input_of_millions_of_values_is_held_to_the_clock():
+    from promptrev.errors import RenderLimitExceeded
+    from promptrev.model.prompty import parse_prompt
+    from promptrev.model.render_budget import RenderLimits
+
+    prompt = parse_prompt("---\ntemplate: {format: mustache}\ninputs:\n  x: {type: array}\n"
+                          "---\nuser:\n{{#x}}{{.}}{{/x}}\n")
+    started = time.monotonic()
+    with pytest.raises(RenderLimitExceeded) as refused:
+        prompt.render({"x": list(range(3_000_000))}, limits=RenderLimits(seconds=0.5))
+    elapsed = time.monotonic() - started
+    assert refused.value.details["limit"] == "time"
+    # copying the values into placeholders took ~9 s before the clock was checked there
+    assert elapsed < 3, f"{elapsed:.1f} s"
