@@ -13,7 +13,9 @@ Held to promptrev's rules like the Jinja2 engine:
 - a name is looked up in the input's mappings and lists only: chevron falls back on
   ``getattr``, which would print a method (``{{text.upper}}``, an address in its repr) or
   call one (``{{#text.format}}``), and would let a list item's method shadow an input
-  (``{{#items}}{{count}}{{/items}}``); every value handed to chevron refuses that;
+  (``{{#items}}{{count}}{{/items}}``); every value handed to chevron refuses that, and
+  inside an inverted section (where chevron pushes a bool) the names of a bool's
+  attributes (``real``, ``to_bytes``…) are refused when the prompt is checked;
 - the render runs under the render budget: every item of a section's list counts as an
   iteration (and the clock is checked), and every literal text is counted as it is
   written, so a section repeated many times stops at ``max_chars`` instead of filling
@@ -43,6 +45,10 @@ from .prompty import (
 
 _VALUE_TAGS = ("variable", "no escape")
 _SECTION_TAGS = ("section", "inverted section")
+# Inside ``{{^name}}`` chevron looks names up in the bool it pushed (``not value``) before
+# the inputs, through getattr: these names would read the bool (``{{to_bytes}}`` prints a
+# method with its address), so they are refused there.
+_BOOL_NAMES = frozenset(n for n in dir(True) if not n.startswith("_"))
 
 
 class MustacheEngine(TemplateEngine):
@@ -54,7 +60,7 @@ class MustacheEngine(TemplateEngine):
         """Mustache syntax problems; the names read outside any section."""
         tokens = _tokens(body, body_line, problems)
         names: set[str] = set()
-        depth = 0
+        open_sections: list[str] = []
         for tag, key in tokens:
             if tag == "partial":
                 problems.append(Problem(f"mustache partials ({{{{>{key}}}}}) are not "
@@ -63,12 +69,18 @@ class MustacheEngine(TemplateEngine):
                     part.startswith("_") for part in key.split(".")):
                 problems.append(Problem(f"mustache tag '{key}': a name may not start with "
                                         "'_'", body_line))
-            elif tag in _VALUE_TAGS + _SECTION_TAGS and depth == 0 and key != ".":
+            elif tag in _VALUE_TAGS + _SECTION_TAGS and "inverted section" in open_sections \
+                    and key.split(".")[0] in _BOOL_NAMES:
+                problems.append(Problem(
+                    f"mustache tag '{key}' inside an inverted section ({{{{^…}}}}): there "
+                    f"'{key.split('.')[0]}' is read from the section's true/false value "
+                    "(chevron's lookup), not from the inputs: rename the input", body_line))
+            elif tag in _VALUE_TAGS + _SECTION_TAGS and not open_sections and key != ".":
                 names.add(key.split(".")[0])
             if tag in _SECTION_TAGS:
-                depth += 1
-            elif tag == "end":
-                depth -= 1
+                open_sections.append(tag)
+            elif tag == "end" and open_sections:
+                open_sections.pop()
         return names
 
     def render(self, prompt: Prompt, values: dict[str, Any],

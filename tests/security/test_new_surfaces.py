@@ -130,3 +130,14 @@ def test_a_mustache_input_of_millions_of_values_is_held_to_the_clock():
     assert refused.value.details["limit"] == "time"
     # copying the values into placeholders took ~9 s before the clock was checked there
     assert elapsed < 3, f"{elapsed:.1f} s"
+
+
+def test_mustache_names_of_a_bool_inside_an_inverted_section_are_refused_when_saved(server):
+    text = ("---\ntemplate: {format: mustache}\ninputs:\n  done: {type: boolean}\n---\n"
+            "user:\n{{^done}}[{{to_bytes}}]{{/done}}\n")
+    r = httpx.put(server.url + "/api/v1/artifact", params={"name": "mu-inverted"},
+                  headers=server.editor, json={"text": text}, timeout=60)
+    # before: saved, and rendered '<built-in method to_bytes of bool object at 0x…>'
+    assert r.status_code == 422, r.text[:300]
+    message = r.json()["error"]["message"]
+    assert "to_bytes" in message and "inverted section" in message, message
