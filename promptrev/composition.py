@@ -17,6 +17,7 @@ A prompt includes another prompt's body with ``{% include "shared/tone@3" %}``
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .registry import Registry
 
 MAX_DEPTH = 16  # parts including parts: deeper than this is refused when saved
+IMPACT_SECONDS = 5.0  # rendering the dependents of one change: the rest are listed only
 PROMPT = KINDS["prompt"]
 
 
@@ -317,13 +319,26 @@ def impact(registry: Registry, name: str, old_blob: str | None, new_blob: str | 
     ``follows`` picks the references the change reaches (floating ones for new content,
     ``@label`` ones for a label move); the others keep resolving as they do at ``main``.
     Returns one entry per dependent: ``changed`` and, when it changed, its rendered diff.
+
+    Each render has its own budget, but a part may have any number of dependents (an
+    editor can save thousands, each rendering just under the time limit): once the
+    renders have taken :data:`IMPACT_SECONDS`, the rest are listed unrendered
+    (``changed`` None, ``skipped`` saying why), so a label move or a diff page never holds
+    a worker for dependents × 2 × the render time.
     """
     out = []
     seen = set()
+    deadline = time.monotonic() + IMPACT_SECONDS
     for dep in dependents(registry, name):
         if dep["name"] in seen or dep["name"] == name:
             continue
         seen.add(dep["name"])
+        if time.monotonic() > deadline:
+            out.append({"name": dep["name"], "version": dep["version"], "ref": dep["ref"],
+                        "via": dep["via"], "changed": None,
+                        "skipped": f"not rendered: the impact took longer than "
+                                   f"{IMPACT_SECONDS:g} s (render it: promptrev diff)"})
+            continue
         prompt = registry.prompt(dep["name"])
         before = Parts(registry, override=Override(name, follows, old_blob)).bind(prompt)
         after = Parts(registry, override=Override(name, follows, new_blob)).bind(prompt)

@@ -53,7 +53,8 @@ def print_impact(impact: list[dict], what: str) -> None:
     click.secho(f"dependents ({what}): {len(changed)} of {len(impact)} render differently",
                 bold=True)
     for entry in impact:
-        mark = click.style("changed", fg="yellow") if entry["changed"] else "unchanged"
+        mark = entry.get("skipped") or (click.style("changed", fg="yellow")
+                                        if entry["changed"] else "unchanged")
         click.echo(f"  {entry['name']}@{entry['version']}: {mark}")
         if entry["changed"]:
             print_unified(entry["rendered"].unified or "  (an error changed)")

@@ -141,3 +141,40 @@ def test_mustache_names_of_a_bool_inside_an_inverted_section_are_refused_when_sa
     assert r.status_code == 422, r.text[:300]
     message = r.json()["error"]["message"]
     assert "to_bytes" in message and "inverted section" in message, message
+
+
+SLOW_DEPENDENTS = 12
+
+
+def test_moving_a_label_on_a_part_with_many_slow_dependents_answers_in_bounded_time(server):
+    # An editor saves a part and many prompts that include it, each rendering until the
+    # render's clock stops it (1 s): moving the part's label rendered each twice, holding
+    # the worker dependents × 2 s (here ~24 s; with thousands of dependents, hours).
+    api, headers = server.url + "/api/v1", server.editor
+    r = httpx.put(f"{api}/artifact", params={"name": "part"}, headers=headers,
+                  json={"text": "user:\npart one\n"}, timeout=60)
+    assert r.status_code == 201, r.text[:300]
+    r = httpx.put(f"{api}/labels", params={"name": "part", "label": "live"},
+                  headers=headers, json={"version": 1}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    slow = ("user:\n{% include \"part@live\" %}{% for j in range(10) %}"
+            "{% for i in range(99999) %}{% if ('x' | center(100000 + i) | length) == 0 %}x"
+            "{% endif %}{% endfor %}{% endfor %}\n")
+    for i in range(SLOW_DEPENDENTS):
+        r = httpx.put(f"{api}/artifact", params={"name": f"uses-part-{i}"}, headers=headers,
+                      json={"text": slow}, timeout=60)
+        assert r.status_code == 201, r.text[:300]
+    r = httpx.put(f"{api}/artifact", params={"name": "part"},
+                  headers={**headers, "If-Match": '"1"'},
+                  json={"text": "user:\npart two\n"}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    started = time.monotonic()
+    r = httpx.put(f"{api}/labels", params={"name": "part", "label": "live"},
+                  headers=headers, json={"version": 2}, timeout=120)
+    elapsed = time.monotonic() - started
+    assert r.status_code == 200, r.text[:300]
+    impact = r.json()["impact"]
+    assert len(impact) == SLOW_DEPENDENTS
+    skipped = [e for e in impact if e["changed"] is None]
+    assert skipped and all("not rendered" in e["skipped"] for e in skipped), impact[-1]
+    assert elapsed < 15, f"the label move took {elapsed:.1f} s"
