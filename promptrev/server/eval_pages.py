@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
+import queue
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -413,13 +414,32 @@ def example_spec(models: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def launch(run_id: int) -> threading.Thread:
-    """Execute a started run in a daemon thread with its own registry and runner."""
+# Runs a worker process executes at once; more wait in its queue. Each run holds a
+# registry, database handles and model calls: an editor posting many specs to
+# /api/v1/evaluations/gate once started a thread each, without bound.
+MAX_RUNNING = 4
+_queue: queue.SimpleQueue = queue.SimpleQueue()
+_executors: list[threading.Thread] = []
+_executors_lock = threading.Lock()
+
+
+def launch(run_id: int) -> None:
+    """Queue a started run; at most :data:`MAX_RUNNING` daemon threads of this process
+    execute runs, each with its own registry and runner."""
     st = state()
-    thread = threading.Thread(target=_execute, name=f"promptrev-eval-{run_id}", daemon=True,
-                              args=(st.settings, st.models, st.backends, run_id))
-    thread.start()
-    return thread
+    _queue.put((st.settings, st.models, st.backends, run_id))
+    with _executors_lock:
+        _executors[:] = [t for t in _executors if t.is_alive()]
+        if len(_executors) < MAX_RUNNING:
+            thread = threading.Thread(target=_drain, name="promptrev-eval", daemon=True)
+            thread.start()
+            _executors.append(thread)
+
+
+def _drain() -> None:
+    """Execute queued runs, one at a time, for the life of the process."""
+    while True:
+        _execute(*_queue.get())
 
 
 def _execute(settings, models: dict, backends: dict, run_id: int) -> None:

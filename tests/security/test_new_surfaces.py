@@ -17,10 +17,14 @@ Found and fixed here:
 
 from __future__ import annotations
 
+import http.server
+import json
+import threading
 import time
 
 import httpx
 import pytest
+import yaml
 
 from ..live import start_server
 
@@ -178,3 +182,79 @@ def test_moving_a_label_on_a_part_with_many_slow_dependents_answers_in_bounded_t
     skipped = [e for e in impact if e["changed"] is None]
     assert skipped and all("not rendered" in e["skipped"] for e in skipped), impact[-1]
     assert elapsed < 15, f"the label move took {elapsed:.1f} s"
+
+
+# ---- evaluations started from the API -------------------------------------------------
+
+class _SlowModel(http.server.BaseHTTPRequestHandler):
+    """An OpenAI-compatible chat endpoint that answers after a while, counting how many
+    requests it holds at once."""
+
+    lock = threading.Lock()
+    open_now = 0
+    most = 0
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+        cls = type(self)
+        with cls.lock:
+            cls.open_now += 1
+            cls.most = max(cls.most, cls.open_now)
+        try:
+            time.sleep(4)
+            data = json.dumps({
+                "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
+                "choices": [{"index": 0, "finish_reason": "stop",
+                             "message": {"role": "assistant", "content": "positive"}}],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 1,
+                          "total_tokens": 6}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        finally:
+            with cls.lock:
+                cls.open_now -= 1
+
+    def log_message(self, *args):
+        pass
+
+
+RUNS = 16
+
+
+def test_evaluations_started_from_the_api_run_a_few_at_a_time(tmp_path):
+    # An editor posts many distinct gate specs: each started a thread of its own, all
+    # calling the model at once (and opening a registry each), without bound.
+    model = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _SlowModel)
+    model.daemon_threads = True
+    threading.Thread(target=model.serve_forever, daemon=True).start()
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"slow": {
+        "backend": "openai", "name": "slow", "api_key": "k",
+        "base_url": f"http://127.0.0.1:{model.server_address[1]}/v1"}}))
+    (tmp_path / "srv").mkdir()
+    live = start_server(tmp_path / "srv", workers=1, env={"PROMPTREV_MODELS": str(models)})
+    try:
+        live.cli("user", "add", "eddie", "--role", "editor", "--password", "eddie-pw-1234")
+        headers = {"Authorization": f"Bearer {live.token('eddie')}"}
+        api = live.url + "/api/v1"
+        r = httpx.put(f"{api}/labels", params={"name": "sentiment/zero-shot",
+                                                "label": "staging"},
+                      headers=headers, json={"version": 1}, timeout=60)
+        assert r.status_code == 200, r.text[:300]
+        for i in range(RUNS):
+            spec = {"dataset": "sentiment", "model": "slow", "scorers": ["exact"],
+                    "limit": 1, "batch_size": 1, "params": {"max_tokens": i + 1},
+                    "variants": [{"name": "candidate", "prompt": "sentiment/zero-shot@1"}]}
+            r = httpx.post(f"{api}/evaluations/gate", headers=headers, timeout=60, json={
+                "spec": yaml.safe_dump(spec), "baseline": "staging",
+                "rule": {"require": "non-inferior", "metric": "exact", "margin": 0.1}})
+            assert r.status_code == 202 and r.json()["started"], r.text[:300]
+        time.sleep(3)
+        # A few runs at once (each may send its variants' requests together), not all.
+        assert 0 < _SlowModel.most < RUNS, _SlowModel.most
+    finally:
+        live.stop()
+        model.shutdown()
