@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promptrev.model.artifacts import KINDS
-from promptrev.model.composition import Include, body_includes, text_includes
+from promptrev.model.composition import Include, body_includes, may_include, text_includes
 from promptrev.model.diffing import rendered_diff
 from promptrev.model.labels import parse_label_map
 from promptrev.model.prompty import JINJA2, Prompt, parse_prompt
@@ -257,6 +257,8 @@ def _visit(parts: Parts, name: str, blob: str, chain: list[str], path: set,
 
 
 def _strict_includes(text: str, filename: str) -> list[Include]:
+    if not may_include(text):  # no statement can name a part: nothing to parse again
+        return []
     prompt = parse_prompt(text, filename)
     return body_includes(prompt.body, prompt.body_line, filename) \
         if prompt.engine is JINJA2 else []

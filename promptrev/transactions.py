@@ -321,7 +321,8 @@ class Transaction:
         # In the order a tree walk finds them, so new artifacts get the ids a rebuild gives.
         listed = sorted((Change(p, before[p], b) for p, b in changes.items()),
                         key=lambda c: c.path.split("/"))
-        known = KnownCommit("", head, listed, {key: current.get(key) for key in keys})
+        known = KnownCommit("", head, listed, {key: current.get(key) for key in keys},
+                            texts=self._blobs)
         return changes, known
 
     def _sidecar_changes(self, head: str, kind: str, name: str, blob: str | None,

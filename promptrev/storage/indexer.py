@@ -81,6 +81,7 @@ class KnownCommit:
     changes: list[Change]
     artifacts: dict[tuple[str, str], Any]
     info: CommitInfo | None = None
+    texts: dict[str, bytes] | None = None  # blob sha -> content the writer holds in memory
 
 
 def versions_made(known: KnownCommit) -> list[dict]:
@@ -198,6 +199,7 @@ class _Applier:
         self.arts: dict[tuple[str, str], _Art | None] = {}
         self.known: dict[str, list[Change]] = {}
         self.infos: dict[str, CommitInfo] = {}
+        self.texts: dict[str, bytes] = {}  # blobs a writer handed over (read no object back)
         self.notes: Notes | None = None  # read when a commit not made here needs them
         self._reset_batch()
 
@@ -206,6 +208,8 @@ class _Applier:
         self.known[known.sha] = known.changes
         if known.info is not None:
             self.infos[known.sha] = known.info
+        if known.texts:
+            self.texts = known.texts
         for key, row in known.artifacts.items():
             self.arts[key] = None if row is None else _Art(
                 row.id, row.latest, row.deleted, row.blob, row.updated_seq, key)
@@ -307,7 +311,8 @@ class _Applier:
 
     def _add_includes(self, art: _Art, blob: str) -> None:
         """The parts this prompt version includes (the reverse index of dependents)."""
-        text = self.store.blob(blob).decode("utf-8", "replace")
+        data = self.texts.get(blob)
+        text = (data if data is not None else self.store.blob(blob)).decode("utf-8", "replace")
         seen = set()
         for include in text_includes(text):
             if include.text not in seen:
