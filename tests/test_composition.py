@@ -189,7 +189,8 @@ def test_a_label_move_shows_the_dependents_that_follow_the_label(library):
 
 
 # ---- the edges -------------------------------------------------------------------------------
-def test_cli_dependents_and_diff_impact(run):
+def test_cli_dependents_and_diff_impact(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the prompt files this test writes stay out of the checkout
     for name, text in (("shared/tone", part("Be warm.")), ("reply", user_of(["shared/tone"]))):
         path = f"{name.replace('/', '_')}.prompty"
         with open(path, "w") as fh:
@@ -313,7 +314,8 @@ def test_a_change_request_to_a_part_shows_its_dependents_rendered_diffs(library)
     assert changes["new"].diff.rendered.right[0]["content"] == "Be brief."
 
 
-def test_cli_renders_parts_as_they_were_at_a_commit(run):
+def test_cli_renders_parts_as_they_were_at_a_commit(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the prompt files this test writes stay out of the checkout
     with open("tone.prompty", "w") as fh:
         fh.write(part("Be warm."))
     with open("reply.prompty", "w") as fh:
