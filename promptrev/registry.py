@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from .errors import (
     ArtifactDeleted,
     Busy,
     Damaged,
+    InvalidReference,
     InvalidRequest,
     NotFound,
     PromptrevError,
@@ -85,6 +87,7 @@ Edit with promptrev or with plain Git; versions are numbered per artifact.
 # Set in a registry's Git config once its branches hold every file in its bucket.
 LAYOUT_KEY = "promptrev.layout"
 LAYOUT = "buckets"
+_COMMIT_ID = re.compile(r"[0-9a-fA-F]{4,40}")  # a commit id or a prefix of one
 _BUCKETS_MESSAGE = f"""\
 {fanout.MOVE_TITLE}
 
@@ -506,6 +509,9 @@ class Registry:
         pinned part (``@3``) renders the same at any commit, a label or a bare name as
         it was then.
         """
+        if at is not None and not _COMMIT_ID.fullmatch(at):
+            raise InvalidReference(f"'{at}' is not a commit id (4 to 40 hexadecimal digits, "
+                                   "as `promptrev log` shows them)")
         prompt = self.prompt(ref)
         if at is None:
             return prompt.render(variables)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -135,6 +136,9 @@ class ArtifactChange:
     # Both texts ("" where the artifact does not exist), for what is computed from them
     # beyond the diff (token counts and cost).
     texts: tuple[str, str] = ("", "")
+    # How their ``{% include %}`` parts resolve: as the request's head has them, as its
+    # rendered diff resolves them (None: no parts, or not a prompt).
+    includes: Callable[[str], Any] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -285,9 +289,10 @@ class Reviews:
             old = self._text(change.old)
             new = self._text(change.new)
             left, right = f"{name}@main", f"{name}@#{number}"
+            includes = None
             if kind.name == "prompt":
-                diff = prompt_diff(old, new, left, right, variables,
-                                   self.registry.parts_at(request.head))
+                includes = self.registry.parts_at(request.head)
+                diff = prompt_diff(old, new, left, right, variables, includes)
                 diff.impact = self.registry.content_impact(name, change.old, change.new)
             elif kind.name == "dataset":
                 diff = dataset_diff(old, new, left, right)
@@ -297,7 +302,7 @@ class Reviews:
                 else "modified"
             moved = self.store.blob_at(main, kind.path(name)) != change.old
             out.append(ArtifactChange(kind.name, name, kind.filename(name), what, diff, moved,
-                                      (old, new)))
+                                      (old, new), includes))
         return out
 
     def label_moves(self, number: int) -> list[str]:

@@ -15,7 +15,7 @@ unless an expected output length is given.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
@@ -102,16 +102,21 @@ def version_token_delta(registry, ref_a: str, ref_b: str, *, runner=None,
 
 def text_token_delta(old_text: str | None, new_text: str | None, old_ref: str, new_ref: str,
                      *, runner=None, prices: PriceTable | None = None,
-                     variables: dict[str, Any] | None = None) -> dict[str, Any]:
+                     variables: dict[str, Any] | None = None,
+                     includes: Callable[[str], Prompt] | None = None) -> dict[str, Any]:
     """:func:`version_token_delta` of two prompt texts (a change request's file before and
-    after); None or an empty text is a side that does not exist."""
+    after); None or an empty text is a side that does not exist. ``includes`` resolves
+    their ``{% include %}`` parts (a change request's: as its head has them); without it a
+    text with parts does not render."""
     sides = []
     for text, ref in ((old_text, old_ref), (new_text, new_ref)):
         if not text:
             sides.append(None)
             continue
         try:
-            sides.append(parse_prompt(text, ref))
+            side = parse_prompt(text, ref)
+            side.includes = includes
+            sides.append(side)
         except PromptrevError as exc:
             reason = f"{ref} does not parse: {exc.message}"
             return {"refs": [old_ref, new_ref], "unavailable": reason,

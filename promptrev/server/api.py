@@ -287,13 +287,15 @@ def audit() -> Response:
 
 @bp.post("/render")
 def render() -> Response:
-    """Render a prompt version with variables into chat messages."""
+    """Render a prompt version with variables into chat messages; ``at`` (a commit) resolves
+    its included parts as ``main`` had them then."""
     data = json_body()
     ref = field(data, "ref", str)
     variables = field(data, "variables", dict, {})
+    at = field(data, "at", str, None)
     reg = registry()
     version = reg.resolve(ref, "prompt")
-    messages = reg.render(ref, variables)
+    messages = reg.render(ref, variables, at=at)
     return json_response({"ref": version.ref, "version": version.number,
                   "messages": [{"role": m.role, "content": m.content} for m in messages]})
 

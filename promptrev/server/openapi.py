@@ -383,7 +383,12 @@ def openapi_document() -> dict[str, Any]:
                                         result={"type": "object", "nullable": True}),
                                    example={"name": "summarize", "to": 1, "label": "staging"}),
         "/api/v1/render": _write("post", "Render a prompt version to chat messages", [],
-                                 _input(["ref"], ref=_NONEMPTY, variables={"type": "object"}),
+                                 _input(["ref"], ref=_NONEMPTY, variables={"type": "object"},
+                                        at={"type": "string", "pattern": "^[0-9a-fA-F]{4,40}$",
+                                            "description": "a commit of main (or a prefix "
+                                            "of one): included parts resolve as main had "
+                                            "them then (default: now); an unknown commit "
+                                            "is a 404 naming it"}),
                                  _obj(["ref", "version", "messages"], ref=_STR, version=_INT,
                                       messages={"type": "array", "items": _obj(
                                           ["role", "content"], role=_STR, content={

@@ -75,7 +75,8 @@ class ServerState:
         if change.kind != "prompt":
             return None
         return text_token_delta(*change.texts, change.diff.left, change.diff.right,
-                                runner=self.runner(registry), prices=self.prices)
+                                runner=self.runner(registry), prices=self.prices,
+                                includes=change.includes)
 
     @property
     def registry(self) -> Registry:
