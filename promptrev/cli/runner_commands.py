@@ -52,6 +52,9 @@ def run(ctx: Context, ref: str, pairs: tuple[str, ...], vars_file: str | None, s
         if stream and not as_json:
             prompt, request, _ = runner.prepare(ref, values, adapter=adapter, params=params)
             for piece in runner.stream(request, runner.model_spec(prompt, model)):
+                if not isinstance(piece, str):  # a piece of a tool call
+                    piece = (f"\n[tool call {piece.name}] " if piece.name is not None
+                             else "") + piece.arguments
                 click.echo(piece, nl=False)
             click.echo()
             return

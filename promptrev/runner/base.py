@@ -82,6 +82,30 @@ class Generation:
         return out
 
 
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call, as OpenAI streams one (a backend's ``stream`` yields
+    these between its text pieces): the call's ``index``; its ``id`` and function ``name``
+    on its first piece only; its arguments (JSON text) in chunks."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The piece as a chat completion chunk's ``delta.tool_calls`` item."""
+        out: dict[str, Any] = {"index": self.index}
+        function: dict[str, Any] = {}
+        if self.id is not None:
+            out["id"], out["type"] = self.id, "function"
+        if self.name is not None:
+            function["name"] = self.name
+        function["arguments"] = self.arguments
+        out["function"] = function
+        return out
+
+
 def text_messages(messages: list[dict[str, Any]], backend: str) -> list[dict[str, str]]:
     """``messages`` with text content only, for a backend that reads text.
 
@@ -112,8 +136,9 @@ class Backend(Protocol):
     def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
         """Answer every request (in order); batches where the backend can."""
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield the answer's text in pieces as it is produced."""
+    def stream(self, request: GenerationRequest) -> Iterator[str | ToolCallDelta]:
+        """Yield the answer's text in pieces as it is produced (and its tool calls, for a
+        backend that has them, as :class:`ToolCallDelta` pieces)."""
 
 
 _BACKENDS: dict[str, Callable[[ModelSpec], Backend]] = {}

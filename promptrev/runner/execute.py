@@ -25,7 +25,14 @@ from promptrev.model.prompty import Prompt, outputs_by_name
 from promptrev.model.tools import SENT_KINDS, function_tools, property_schema, tool_bindings
 
 from ..errors import InvalidRequest, ModelNotConfigured, ValidationFailed
-from .base import ALIASES, Generation, GenerationRequest, ModelSpec, get_backend
+from .base import (
+    ALIASES,
+    Generation,
+    GenerationRequest,
+    ModelSpec,
+    ToolCallDelta,
+    get_backend,
+)
 from .trust import Trust
 
 _FENCE = re.compile(r"^```(?:json)?\s*\n(.*?)\n```\s*$", re.S)
@@ -252,8 +259,10 @@ class Runner:
             self._validate(backend, request, result, schema)
         return result
 
-    def stream(self, request: GenerationRequest, spec: ModelSpec) -> Iterator[str]:
-        """Stream one request's answer; the generator returns the final Generation."""
+    def stream(self, request: GenerationRequest, spec: ModelSpec
+               ) -> Iterator[str | ToolCallDelta]:
+        """Stream one request's answer: text pieces, and the pieces of its tool calls
+        (:class:`ToolCallDelta`); the generator returns the final Generation."""
         return self.backend(spec).stream(request)
 
     def _validate(self, backend, request: GenerationRequest, result: RunResult,

@@ -28,7 +28,7 @@ from ..errors import (
     PromptrevError,
     RemoteFailed,
 )
-from .base import Generation, GenerationRequest, ModelSpec, backend
+from .base import Generation, GenerationRequest, ModelSpec, ToolCallDelta, backend
 from .trust import redact
 
 DEFAULT_RETRIES = 4
@@ -126,12 +126,22 @@ class OpenAIBackend:
         with ThreadPoolExecutor(min(self.concurrency, len(requests))) as pool:
             return list(pool.map(self._one, requests))
 
-    def stream(self, request: GenerationRequest) -> Iterator[str]:
-        """Yield the answer in pieces; the generator returns the final Generation."""
+    def stream(self, request: GenerationRequest) -> Iterator[str | ToolCallDelta]:
+        """Yield the answer in pieces (text, and tool calls as :class:`ToolCallDelta`);
+        the generator returns the final Generation.
+
+        A tool call's pieces pass on as they arrive, except for a tool with bindings: its
+        arguments are only complete at the end, where the binding fills them in (as in
+        :func:`_tool_calls`), so that call comes whole, after the model's last piece, and
+        so do the calls after it (clients assemble calls in index order).
+        """
         self.reachable()
         model = self.model_for(request)
+        bindings = request.tool_bindings or {}
         start = time.perf_counter()
         pieces, finish, usage = [], "stop", None
+        calls: dict[int, _StreamedCall] = {}
+        holding = False  # a call with bindings began: it and the later ones come at the end
         try:
             chunks = self.client.chat.completions.create(
                 model=model, messages=request.messages, stream=True,
@@ -141,15 +151,29 @@ class OpenAIBackend:
                 if not chunk.choices:
                     continue
                 finish = chunk.choices[0].finish_reason or finish
-                if chunk.choices[0].delta.content:
-                    pieces.append(chunk.choices[0].delta.content)
-                    yield chunk.choices[0].delta.content
+                delta = chunk.choices[0].delta
+                if delta.content:
+                    pieces.append(delta.content)
+                    yield delta.content
+                for item in getattr(delta, "tool_calls", None) or []:
+                    call = calls.setdefault(item.index, _StreamedCall(item.index))
+                    call.add(item)
+                    holding = holding or call.name in bindings
+                    piece = None if holding or call.name is None else call.next()
+                    if piece is not None:
+                        yield piece
         except self._errors.APIError as exc:
             raise self._translate(exc) from None
+        for call in sorted(calls.values(), key=lambda c: c.index):
+            piece = call.finish(bindings)
+            if piece is not None:
+                yield piece
         return Generation("".join(pieces), usage.prompt_tokens if usage else 0,
                           usage.completion_tokens if usage else 0, finish,
                           time.perf_counter() - start, model,
-                          request.adapter.ref if request.adapter else None)
+                          request.adapter.ref if request.adapter else None,
+                          tool_calls=[c.to_dict(bindings) for c in sorted(
+                              calls.values(), key=lambda c: c.index)] or None)
 
     def _one(self, request: GenerationRequest) -> Generation:
         model = self.model_for(request)
@@ -212,18 +236,69 @@ def _tool_calls(message, bindings: dict[str, dict]) -> list[dict] | None:
         function = getattr(call, "function", None)
         if function is None:
             continue
-        arguments = function.arguments or "{}"
-        bound = bindings.get(function.name)
-        if bound:
-            try:
-                parsed = json.loads(arguments)
-            except ValueError:
-                parsed = None
-            if isinstance(parsed, dict):
-                arguments = json.dumps({**parsed, **bound})
         out.append({"id": call.id, "type": "function",
-                    "function": {"name": function.name, "arguments": arguments}})
+                    "function": {"name": function.name,
+                                 "arguments": _bound(function.name, function.arguments,
+                                                     bindings)}})
     return out or None
+
+
+def _bound(name: str | None, arguments: str | None, bindings: dict[str, dict]) -> str:
+    """A call's arguments with its tool's bindings set (the binding wins)."""
+    arguments = arguments or "{}"
+    bound = bindings.get(name or "")
+    if bound:
+        try:
+            parsed = json.loads(arguments)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            arguments = json.dumps({**parsed, **bound})
+    return arguments
+
+
+class _StreamedCall:
+    """One tool call as its pieces arrive (the upstream's ``index``, ``id``, ``name`` and
+    arguments so far), and what of it was passed on."""
+
+    def __init__(self, index: int):
+        self.index = index
+        self.id: str | None = None
+        self.name: str | None = None
+        self.arguments = ""
+        self.started = False  # its id and name were passed on
+        self.sent = 0  # how much of ``arguments`` was passed on
+
+    def add(self, item) -> None:
+        """Take one upstream piece."""
+        function = getattr(item, "function", None)
+        self.id = self.id or getattr(item, "id", None)
+        self.name = self.name or (getattr(function, "name", None) if function else None)
+        self.arguments += (getattr(function, "arguments", None) or "") if function else ""
+
+    def next(self) -> ToolCallDelta | None:
+        """The piece to pass on now: id and name first, then the arguments not yet sent."""
+        chunk = self.arguments[self.sent:]
+        if self.started and not chunk:
+            return None
+        piece = ToolCallDelta(self.index, None if self.started else (self.id or ""),
+                              None if self.started else (self.name or ""), chunk)
+        self.started, self.sent = True, len(self.arguments)
+        return piece
+
+    def finish(self, bindings: dict[str, dict]) -> ToolCallDelta | None:
+        """What is left to pass on at the end: a held call whole, its bindings filled in."""
+        if self.started:
+            return self.next()
+        self.started, self.sent = True, len(self.arguments)
+        return ToolCallDelta(self.index, self.id or "", self.name or "",
+                             _bound(self.name, self.arguments, bindings))
+
+    def to_dict(self, bindings: dict[str, dict]) -> dict:
+        """The whole call, OpenAI's form, bound (the final Generation's)."""
+        return {"id": self.id or "", "type": "function",
+                "function": {"name": self.name or "",
+                             "arguments": _bound(self.name, self.arguments, bindings)}}
 
 
 def _host_port(url: str | None) -> tuple[str, int]:

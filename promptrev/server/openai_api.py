@@ -165,7 +165,10 @@ def _sse(runner: Runner, req: GenerationRequest, spec: ModelSpec, ref: str,
     pieces = runner.stream(req, spec)
     try:
         while True:
-            yield event({"content": next(pieces)})
+            piece = next(pieces)
+            # text, or a piece of a tool call (index; id, type and name first; arguments)
+            yield event({"content": piece} if isinstance(piece, str)
+                        else {"tool_calls": [piece.to_dict()]})
     except StopIteration as done:
         final = done.value
     except PromptrevError as exc:  # headers are sent: report in-band, as OpenAI does
