@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from typing import Any
 
 from promptrev.model import formats
 from promptrev.model.artifacts import KINDS, kind_of_file
@@ -227,10 +228,23 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
         if converted.dataset is not None:
             files.append(("dataset", item.name + TESTS_SUFFIX,
                           converted.dataset.encode("utf-8")))
+        for suffix, judge in converted.prompts.items():  # the judge prompts its scorers use
+            files.append(("prompt", item.name + suffix, judge.encode("utf-8")))
+            report.sources[KINDS["prompt"].filename(item.name + suffix)] = item.path
         if converted.scorers:
-            scorers[item.name] = converted.scorers
+            scorers[item.name] = [_judge_named(spec, item.name, converted.prompts)
+                                  for spec in converted.scorers]
         report.notes += converted.notes
     return scorers, problems
+
+
+def _judge_named(spec: Any, name: str, prompts: dict[str, str]) -> Any:
+    """A judge scorer spec naming one of the converted file's own prompts by its suffix,
+    given that prompt's full name (``summarize`` + ``-judge-tone``)."""
+    judge = spec.get("judge") if isinstance(spec, dict) else None
+    if isinstance(judge, dict) and judge.get("prompt") in prompts:
+        return {"judge": {**judge, "prompt": name + judge["prompt"]}}
+    return spec
 
 
 def _is_partial(item: _Foreign) -> bool:
@@ -299,7 +313,16 @@ def evaluation_spec(registry: Registry, name: str, scorers: list) -> dict:
     return {"name": f"{name}: imported vs latest", "dataset": dataset,
             "variants": [{"name": "imported", "prompt": imported},
                          {"name": "latest", "prompt": name}],
-            "scorers": scorers, "baseline": "imported"}
+            "scorers": [_judge_pinned(registry, spec) for spec in scorers],
+            "baseline": "imported"}
+
+
+def _judge_pinned(registry: Registry, spec: Any) -> Any:
+    """A judge scorer spec with its prompt pinned to the version the import saved."""
+    judge = spec.get("judge") if isinstance(spec, dict) else None
+    if isinstance(judge, dict) and isinstance(judge.get("prompt"), str):
+        return {"judge": {**judge, "prompt": registry.resolve(judge["prompt"], "prompt").ref}}
+    return spec
 
 
 # ---- never overwrite silently ------------------------------------------------------------

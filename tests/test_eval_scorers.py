@@ -374,6 +374,50 @@ def test_judge_options_are_checked(judge_registry):
         build_scorers([{"judge": {"prompt": "judge/answer-quality", "model": "big"}}], context)
 
 
+def test_judge_choices_are_checked(judge_registry):
+    context = ScorerContext(runner=Runner(judge_registry, trust=LOCAL))
+    for bad in ([], [{"choice": "yes"}], [{"choice": "yes", "score": "1"}],
+                [{"choice": "", "score": 1}], {"yes": 1}):
+        with pytest.raises(InvalidRequest, match="choices is a list of"):
+            build_scorers([{"judge": {"prompt": "judge/answer-quality", "choices": bad}}],
+                          context)
+    (judge,) = build_scorers([{"judge": {"prompt": "judge/answer-quality", "choices": [
+        {"choice": "yes", "score": 1}, {"choice": "no", "score": 0}]}}], context)
+    assert judge.binary  # every choice scores 0 or 1: a pass or a fail
+    (graded,) = build_scorers([{"judge": {"prompt": "judge/answer-quality", "choices": [
+        {"choice": 5, "score": 1}, {"choice": 3, "score": 0.5}]}}], context)
+    assert not graded.binary and graded.choices == [("5", 1.0), ("3", 0.5)]
+
+
+def test_choice_score_is_the_first_choice_the_answer_contains():
+    choices = [("Yes", 1.0), ("no", 0.0), ("3", 0.5)]
+    assert scoring.choice_score("  YES, it is.\n", choices) == \
+        Score(1.0, "the judge's answer matched choice 'Yes'")
+    assert scoring.choice_score("I'd say no... or 3", choices).value == 0.0  # the first
+    assert scoring.choice_score("3 stars", choices).value == 0.5
+    missed = scoring.choice_score("Perhaps", choices)
+    assert missed.value == 0.0 and "matched none of the choices" in missed.detail
+
+
+def test_text_check_fills_its_template_from_the_case():
+    (starts,) = build_scorers([{"text_check": {"starts_with": "Dear {{name}},",
+                                               "ignore_case": True}}])
+    case = Case("c", {"name": "Ada", "n": 3}, "Hello Ada")
+    assert starts.binary
+    assert starts.score([ScoreInput(case, "  dear ADA, hi")]) == [
+        Score(1.0, "does start with 'Dear Ada,'")]
+    (equals,) = build_scorers([{"text_check": {"equals": "{{expected}} x{{n}} {{gone}}"}}])
+    assert equals.score([ScoreInput(case, "Hello Ada x3 {{gone}}"),
+                         ScoreInput(case, "hello ada x3 {{gone}}")]) == [
+        Score(1.0, "does equal 'Hello Ada x3 {{gone}}'"),
+        Score(0.0, "does not equal 'Hello Ada x3 {{gone}}'")]
+    for bad in ({}, {"equals": "a", "contains": "b"}, {"ends_with": ["a"]}):
+        with pytest.raises(InvalidRequest, match="text_check: needs exactly one of"):
+            build_scorers([{"text_check": bad}])
+    with pytest.raises(InvalidRequest, match="unknown option 'startsWith'"):
+        build_scorers([{"text_check": {"startsWith": "a"}}])
+
+
 def test_judge_through_a_real_model_gives_none_with_the_error(registry, tiny):
     text = (ROOT / "prompts/judge/answer-quality.prompty").read_text(encoding="utf-8")
     text = text.replace("type: openai\n    name: gpt-4o-mini",

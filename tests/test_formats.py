@@ -184,6 +184,13 @@ class _FakeOpenAI(http.server.BaseHTTPRequestHandler):
         self.requests.append(body)
         user = body["messages"][-1]["content"]
         answer = "Summary - A fox sat." if "fox" in user else "Summary - a green turtle."
+        first = body["messages"][0]["content"]
+        if first.startswith("You grade"):  # the judge of review.prompt.yml's "faithful"
+            answer = "Yes." if "Summary: Summary - A fox sat.\nExpected: A fox sat." in user \
+                else "No, it is not."
+        elif user.startswith("Rate from 1 to 5 stars"):  # and of its "Star rating"
+            answer = ("5 stars" if "fox" in user else "I cannot rate this" if "cat" in user
+                      else "3 stars, it is about a turtle")
         data = json.dumps({
             "id": "c", "object": "chat.completion", "created": 0, "model": body["model"],
             "choices": [{"index": 0, "finish_reason": "stop",
@@ -245,6 +252,76 @@ def test_a_github_models_file_runs_as_a_promptrev_evaluation(run, tmp_path, fake
     assert sent["messages"][0] == {"role": "system", "content": "You are a text summarizer. "
                                    "Your only job is to summarize text given to you."}
     assert "<text>\nThe " in sent["messages"][1]["content"]
+
+
+def test_templated_and_llm_evaluators_run_as_gh_models_eval_runs_them(run, tmp_path,
+                                                                      fake_openai):
+    result = run("import", DATA / "review.prompt.yml", "--eval-specs", tmp_path / "specs")
+    # each LLM evaluator is a judge prompt of its own, stored beside the prompt
+    assert "created    review-judge-faithful" in result.stdout
+    assert "created    review-judge-star-rating" in result.stdout
+    assert "evaluator 'similarity' (uses: github/similarity)" in result.output
+    spec_file = tmp_path / "specs" / "review.eval.yaml"
+    spec = yaml.safe_load(spec_file.read_text())
+    judges = {s["judge"]["name"]: s["judge"] for s in spec["scorers"] if "judge" in s}
+    assert judges["faithful"]["prompt"] == "review-judge-faithful@1"  # pinned
+    assert judges["faithful"]["choices"] == [{"choice": "yes", "score": 1},
+                                             {"choice": "no", "score": 0}]
+    assert [s["text_check"]["name"] for s in spec["scorers"] if "text_check" in s] == [
+        "starts-with-prefix", "ends-with-expected", "equals-template", "unknown-placeholder"]
+
+    report = json.loads(run("eval", "run", spec_file, "--json").stdout)
+    means = {m["metric"]: iv["mean"] for m in report["metrics"]
+             for v, iv in m["variants"].items() if v == "imported"}
+    # Answers: fox "Summary - A fox sat.", turtle and cat "Summary - a green turtle.".
+    assert means == pytest.approx({
+        "starts-with-prefix": 2 / 3,  # the turtle's prefix is "Résumé"
+        "ends-with-expected": 1 / 3, "equals-template": 1 / 3,
+        "unknown-placeholder": 0.0,  # {{nothing}} names no key: it stays as written
+        "faithful": 1 / 3,
+        "Star rating": 0.5})  # 5 stars: 1.0, 3 stars: 0.5, no choice matched: 0
+    judged = [r for r in fake_openai if r["messages"][0]["content"].startswith("You grade")]
+    assert judged and judged[0]["model"] == "gpt-4o-mini"
+    system, user = judged[0]["messages"]
+    # systemPrompt is sent as written; the prompt's {{key}} filled from the case and the
+    # answer ({{completion}}), any other {{…}} left as written, as gh models does
+    assert system == {"role": "system", "content": "You grade summaries. Answer yes or no; "
+                      "{{input}} is not filled here."}
+    assert user["role"] == "user" and user["content"] in (
+        "Text: The quick brown fox sat down.\nSummary: Summary - A fox sat.\n"
+        "Expected: A fox sat.\nIs the summary faithful? {{unknown}}",
+        "Text: The slow green turtle walked home.\nSummary: Summary - a green turtle.\n"
+        "Expected: A turtle walked home.\nIs the summary faithful? {{unknown}}",
+        "Text: The cat slept.\nSummary: Summary - a green turtle.\n"
+        "Expected: A cat slept.\nIs the summary faithful? {{unknown}}")
+    # the evaluators come back verbatim on export
+    run("export", "review", "--format", "prompt.yml", "-o", tmp_path / "out")
+    back = yaml.safe_load((tmp_path / "out" / "review.prompt.yml").read_text())
+    assert back["evaluators"] == yaml.safe_load(
+        (DATA / "review.prompt.yml").read_text())["evaluators"]
+
+
+@pytest.mark.parametrize("evaluator, note", [
+    ({"name": "j", "llm": {"prompt": "x", "choices": [{"choice": "a", "score": 1}]}},
+     "evaluator 'j' (llm) has no modelId"),
+    ({"name": "j", "llm": {"modelId": "m", "prompt": "x", "choices": []}},
+     "evaluator 'j' (llm) has no choices"),
+    ({"name": "j", "llm": {"modelId": "m", "prompt": "x",
+                           "choices": [{"choice": "a", "score": "high"}]}},
+     "evaluator 'j' (llm) has no choices"),
+    ({"name": "s", "string": {"matches": "x"}}, "evaluator 's' (string: {'matches': 'x'})"),
+    ({"name": "n"}, "evaluator 'n' has no 'string', 'llm' or 'uses'"),
+])
+def test_evaluators_that_cannot_run_are_left_out_with_a_note(run, tmp_path, evaluator, note):
+    source = tmp_path / "odd.prompt.yml"
+    source.write_text(yaml.safe_dump({
+        "messages": [{"role": "user", "content": "Say {{x}}"}], "testData": [{"x": "hi"}],
+        "evaluators": [evaluator, {"name": "ok", "string": {"contains": "{{x}}"}}]}))
+    result = run("import", source, "--eval-specs", tmp_path / "specs")
+    assert note in result.output and "left out" in result.output, result.output
+    spec = yaml.safe_load((tmp_path / "specs" / "odd.eval.yaml").read_text())
+    assert spec["scorers"] == [{"text_check": {"name": "ok", "contains": "{{x}}",
+                                               "strip": True, "ignore_case": True}}]
 
 
 def test_github_models_round_trip_keeps_every_field(run, tmp_path):

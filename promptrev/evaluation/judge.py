@@ -3,6 +3,11 @@
 The judge prompt is resolved to an exact version when the run starts; its declared JSON
 output (e.g. ``{"score": 4, "reason": "..."}``) is validated like any prompt output, with
 the same bounded retries, in one batch for all items.
+
+With ``choices`` (``[{choice: "yes", score: 1}, {choice: "no", score: 0}]``, as GitHub
+Models' LLM evaluators write them) the judge answers in words instead: its answer, trimmed
+and lower-cased, is scored by the first choice it contains, and 0 when it contains none
+(:func:`choice_score`, what ``gh models eval`` does).
 """
 
 from __future__ import annotations
@@ -65,6 +70,18 @@ def judge_score(parsed: Any, scale: tuple[float, float] | None = (1, 5),
     return Score((raw - low) / (high - low), detail)
 
 
+def choice_score(answer: str, choices: list[tuple[str, float]]) -> Score:
+    """A judge's answer in words, scored by the first choice it contains (ignoring case);
+    0 when it contains none."""
+    said = answer.strip().lower()
+    for choice, value in choices:
+        if choice.lower() in said:
+            return Score(value, f"the judge's answer matched choice {choice!r}")
+    shown = said if len(said) <= 200 else said[:200] + "…"
+    return Score(0.0, f"the judge's answer {shown!r} matched none of the choices "
+                      f"({', '.join(repr(c) for c, _ in choices)})")
+
+
 def case_text(variables: Mapping[str, Any]) -> str:
     """A case's variables as text for a judge: the value alone, or ``name: value`` lines."""
     if len(variables) == 1:
@@ -85,8 +102,12 @@ class JudgeScorer:
 
     def __init__(self, runner, ref: str, *, model: str | None = None,
                  scale: tuple[float, float] | None = (1, 5), key: str = "score",
-                 mapping: dict[str, str] | None = None):
+                 mapping: dict[str, str] | None = None,
+                 choices: list[tuple[str, float]] | None = None):
         self.name = "judge"
+        self.choices = choices
+        # Judged by choices whose scores are all 0 or 1: a pass or a fail.
+        self.binary = bool(choices) and all(v in (0, 1) for _, v in choices)
         self.runner = runner
         self.ref = ref  # resolved: one judge version for the whole evaluation
         self.model = model
@@ -108,7 +129,11 @@ class JudgeScorer:
                 scores[i] = _NO_EXPECTED
             else:
                 todo.append((i, values))
-        if todo:
+        if todo and self.choices is not None:
+            texts = self._answers([values for _, values in todo])
+            for (i, _), text in zip(todo, texts, strict=True):
+                scores[i] = choice_score(text, self.choices)
+        elif todo:
             outcomes = self._judge([values for _, values in todo])
             for (i, _), (error, parsed) in zip(todo, outcomes, strict=True):
                 scores[i] = Score(None, f"{self.ref}: {error}") if error else \
@@ -137,6 +162,13 @@ class JudgeScorer:
             return _text(item.case.expected)
         return item.case.vars.get(source[5:], "")
 
+    def _answers(self, inputs: list[dict[str, Any]]) -> list[str]:
+        """The judge's answers in words, in one batch (judging by choices)."""
+        runner = self.runner
+        prepared = [runner.prepare(self.ref, values) for values in inputs]
+        backend = runner.backend(runner.model_spec(prepared[0][0], self.model))
+        return [g.text for g in backend.generate([request for _, request, _ in prepared])]
+
     def _judge(self, inputs: list[dict[str, Any]]) -> list[tuple[str | None, Any]]:
         runner = self.runner
         prepared = [runner.prepare(self.ref, values) for values in inputs]
@@ -162,7 +194,7 @@ class JudgeScorer:
 @scorer("judge")
 def _judge(options: dict[str, Any], context: ScorerContext) -> Scorer:
     opts = _options("judge", options, {"prompt": None, "model": None, "scale": [1, 5],
-                                       "score_key": "score", "vars": {}})
+                                       "score_key": "score", "vars": {}, "choices": None})
     if context.runner is None:
         raise InvalidRequest("judge: needs a runner to run the judge prompt")
     if not opts["prompt"]:
@@ -179,11 +211,23 @@ def _judge(options: dict[str, Any], context: ScorerContext) -> Scorer:
             for v in mapping.values()):
         raise InvalidRequest("judge: vars maps judge variables to input, output, expected "
                              f"or vars.NAME, got {mapping!r}")
+    choices = None if opts["choices"] is None else _choices(opts["choices"])
     if opts["model"] is not None:
         context.runner.named_model(opts["model"])  # an unknown name fails now, not mid-run
     ref = context.runner.registry.resolve(str(opts["prompt"]), "prompt").ref
     return JudgeScorer(context.runner, ref, model=opts["model"],
                        scale=None if scale is None else (scale[0], scale[1]),
-                       key=str(opts["score_key"]), mapping=mapping)
+                       key=str(opts["score_key"]), mapping=mapping, choices=choices)
+
+
+def _choices(raw: Any) -> list[tuple[str, float]]:
+    """``[{choice: "yes", score: 1}, …]`` checked: a non-empty list of texts with numbers."""
+    if not isinstance(raw, list) or not raw or not all(
+            isinstance(c, Mapping) and set(c) == {"choice", "score"}
+            and isinstance(c["choice"], (str, int, float)) and not isinstance(c["choice"], bool)
+            and str(c["choice"]) != "" and _is_number(c["score"]) for c in raw):
+        raise InvalidRequest("judge: choices is a list of {choice: TEXT, score: NUMBER} "
+                             f"(the first choice the judge's answer contains scores), got {raw!r}")
+    return [(str(c["choice"]), float(c["score"])) for c in raw]
 
 

@@ -10,10 +10,12 @@ Specs, as written in an evaluation's configuration::
     - exact                                   # {strip: true, ignore_case: false}
     - contains: {ignore_case: true}           # {strip: true, ignore_case: false}
     - regex: {pattern: "\\d{4}"}               # else the expected answer is the pattern
+    - text_check: {starts_with: "Dear {{name}}", ignore_case: true}  # filled from the case
     - json_valid
     - json_schema: {schema: {type: object, required: [answer]}}
     - embedding: {model: /models/minilm, threshold: null}
     - judge: {prompt: judge/answer-quality@1, scale: [1, 5]}
+    - judge: {prompt: judge/polite@1, choices: [{choice: "yes", score: 1}]}  # its text
     - latency                                 # seconds; also input_tokens, output_tokens
     - cost: {model: gpt-4o-mini}              # from the price table (see costs.py)
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -208,6 +211,59 @@ def _regex(options: dict[str, Any], context: ScorerContext) -> Scorer:
         return Score(0.0, f"matches none of {_choices(shown)}")
 
     return ItemScorer("regex", score, binary=True)
+
+
+_CHECKS = {"equals": "equal", "contains": "contain", "starts_with": "start with",
+           "ends_with": "end with"}
+_PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")
+
+
+def case_row(case: Case) -> dict[str, Any]:
+    """A case as one row of values: its variables, and ``expected`` when it has one."""
+    row = dict(case.vars)
+    if case.expected is not None:
+        row["expected"] = case.expected
+    return row
+
+
+def fill_template(template: str, row: Mapping[str, Any]) -> str:
+    """``{{name}}`` replaced by the row's ``name`` (text as is, other values as JSON writes
+    them: ``3``, ``true``); a placeholder naming nothing in the row stays as written. This
+    is how ``gh models eval`` fills its evaluators' values and judge prompts."""
+    def value(match: re.Match) -> str:
+        name = match.group(1)
+        return _text(row[name]) if name in row else match.group(0)
+
+    return _PLACEHOLDER.sub(value, template)
+
+
+@scorer("text_check")
+def _text_check(options: dict[str, Any], context: ScorerContext) -> Scorer:
+    """The answer equals, contains, starts or ends with a text made from the case: a
+    template whose ``{{name}}`` placeholders are filled from the case's variables and
+    expected answer (:func:`fill_template`)."""
+    opts = _options("text_check", options, {**dict.fromkeys(_CHECKS), "strip": True,
+                                            "ignore_case": False})
+    given = [(check, opts[check]) for check in _CHECKS if opts[check] is not None]
+    if len(given) != 1 or not isinstance(given[0][1], str):
+        raise InvalidRequest("text_check: needs exactly one of equals, contains, starts_with "
+                             "or ends_with, a text ({{name}} is filled from the case)")
+    (check, template), = given
+    verb = _CHECKS[check]
+
+    def fold(text: str) -> str:
+        return text.lower() if opts["ignore_case"] else text
+
+    def score(item: ScoreInput) -> Score:
+        wanted = fill_template(template, case_row(item.case))
+        output = item.output.strip() if opts["strip"] else item.output
+        a, b = fold(output), fold(wanted)
+        passed = (a == b if check == "equals" else b in a if check == "contains"
+                  else a.startswith(b) if check == "starts_with" else a.endswith(b))
+        return Score(1.0 if passed else 0.0,
+                     f"{'does' if passed else 'does not'} {verb} {_short(wanted)}")
+
+    return ItemScorer("text_check", score, binary=True)
 
 
 # ---- JSON -----------------------------------------------------------------------------
@@ -488,4 +544,4 @@ def _is_number(value: Any) -> bool:
 
 
 # The LLM judge lives in its own module; importing it registers the "judge" scorer.
-from .judge import case_text, judge_score  # noqa: E402,F401
+from .judge import case_text, choice_score, judge_score  # noqa: E402,F401

@@ -29,6 +29,10 @@ class Converted:
     dataset: str | None = None  # JSONL, one case per line, when the file carries test data
     scorers: list[Any] = field(default_factory=list)  # evaluation scorer specs
     notes: list[str] = field(default_factory=list)  # what did not map, said for the user
+    # Prompts the scorers use (GitHub Models' LLM evaluators as judge prompts), by the
+    # suffix of their name: stored as NAME + suffix, and a scorer spec whose
+    # ``judge.prompt`` is that suffix is given the name (pinned to the version saved).
+    prompts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -10,8 +10,9 @@ under ``metadata.github_models`` (so an export writes them back).
 
 ``testData`` becomes a dataset (one case per item: ``expected`` is the case's expected
 answer, every other key a variable) and ``evaluators`` become scorers, as
-:func:`scorers_for` says; an evaluation spec comparing the imported version with the
-latest one is then what ``gh models eval`` is, run with ``promptrev eval run``.
+:func:`scorers_for` says (an LLM evaluator becomes a judge prompt of its own, stored
+beside the prompt); an evaluation spec comparing the imported version with the latest one
+is then what ``gh models eval`` is, run with ``promptrev eval run``.
 """
 
 from __future__ import annotations
@@ -41,14 +42,15 @@ from .bodies import (
     jinja_to_hbs,
     plain_to_hbs,
     split_roles,
+    text_to_hbs,
 )
 
 KEYS = ("name", "description", "model", "modelParameters", "responseFormat", "jsonSchema",
         "messages", "testData", "evaluators")
 PARAMETERS = {"maxTokens": "max_tokens", "temperature": "temperature", "topP": "top_p"}
 ROLES = ("system", "user", "assistant")
-_WHOLE = re.compile(r"^\{\{([A-Za-z_][\w-]*)\}\}$")
-_REGEX_SPECIAL = re.compile(r"([\\.^$*+?()\[\]{}|])")
+_PLACEHOLDER = re.compile(r"\{\{([^{}]+)\}\}")  # what gh models fills: {{key}}, exactly
+_NAME = re.compile(r"[A-Za-z_][\w-]*")  # a key a Handlebars template can name
 
 
 def import_github_models(text: str, filename: str, **_: Any) -> Converted:
@@ -83,12 +85,13 @@ def import_github_models(text: str, filename: str, **_: Any) -> Converted:
     front["template"] = {"format": "handlebars"}
     if kept:
         front["metadata"] = {"github_models": kept}
-    cases, expected_var = _cases(data.get("testData"), evaluators, filename)
-    scorers = scorers_for(evaluators, expected_var, notes) if cases else []
+    cases = _cases(data.get("testData"), filename)
+    keys = list(dict.fromkeys(k for c in data.get("testData") or [] for k in c))
+    scorers, judges = scorers_for(evaluators, notes, keys, filename) if cases else ([], {})
     if evaluators and not cases:
         notes.append(f"{filename}: evaluators without testData: no evaluation is made")
     dataset = "".join(json.dumps(c, ensure_ascii=False) + "\n" for c in cases) or None
-    return Converted(front_matter(front, body), dataset, scorers, notes)
+    return Converted(front_matter(front, body), dataset, scorers, notes, judges)
 
 
 def _body_in(messages: Any, filename: str, notes: list[str]) -> tuple[str, list[str]]:
@@ -148,82 +151,134 @@ def _json_schema_in(data: dict[str, Any], filename: str, kept: dict[str, Any]) -
     return raw["schema"]
 
 
-def _cases(test_data: Any, evaluators: list, filename: str) -> tuple[list[dict], str]:
+def _cases(test_data: Any, filename: str) -> list[dict]:
     if test_data is None:
-        return [], "expected"
+        return []
     if not isinstance(test_data, list) or not all(isinstance(t, dict) for t in test_data):
         raise ValidationFailed(f"{filename}: 'testData' must be a list of mappings")
-    wanted = [m.group(1) for ev in evaluators if isinstance(ev, dict)
-              for value in (ev.get("string") or {}).values() if isinstance(value, str)
-              for m in [_WHOLE.match(value)] if m]
-    expected_var = wanted[0] if wanted else "expected"
     cases = []
     for i, item in enumerate(test_data, start=1):
-        variables = {k: v for k, v in item.items() if k != "expected"}
-        case: dict[str, Any] = {"id": str(i), "vars": variables}
-        if expected_var in item:
-            case["expected"] = item[expected_var]
+        case: dict[str, Any] = {"id": str(i),
+                                "vars": {k: v for k, v in item.items() if k != "expected"}}
+        if "expected" in item:
+            case["expected"] = item["expected"]
         cases.append(case)
-    return cases, expected_var
+    return cases
 
 
-def scorers_for(evaluators: list, expected_var: str, notes: list[str]) -> list[Any]:
-    """promptrev scorer specs doing what GitHub Models' evaluators do.
+STRING_CHECKS = {"equals": "equals", "contains": "contains", "startsWith": "starts_with",
+                 "endsWith": "ends_with"}
+JUDGE_SUFFIX = "-judge-"  # an LLM evaluator's judge prompt: NAME-judge-EVALUATOR
 
-    String checks (``equals`` is case-sensitive, the others ignore case, as in
-    ``gh models eval``): a literal becomes a ``regex`` scorer on the escaped text; a value
-    that is one placeholder (``{{expected}}``) compares with the case's expected answer
-    (``exact`` for equals, ``contains`` ignoring case). LLM evaluators (``llm:``, ``uses:
-    github/…``) need GitHub's judge and have no equivalent here: each gets a note.
+
+def scorers_for(evaluators: list, notes: list[str], keys: list[str] | None = None,
+                filename: str = "") -> tuple[list[Any], dict[str, str]]:
+    """promptrev scorer specs doing what GitHub Models' evaluators do, and the judge
+    prompts they use (by name suffix, see :class:`Converted`).
+
+    String checks become ``text_check`` scorers: the value is a template whose
+    ``{{name}}`` is filled from each case's row (its test data, ``expected`` included),
+    and the answer is compared as ``gh models eval`` compares it: trimmed, ``equals``
+    case-sensitive, ``contains``/``startsWith``/``endsWith`` ignoring case.
+
+    An LLM evaluator (``llm: {modelId, prompt, choices, systemPrompt}``) becomes a judge
+    prompt (``systemPrompt`` as the system message, verbatim; ``prompt`` as the user
+    message, its ``{{completion}}`` the answer and its other ``{{name}}`` the case's row;
+    ``modelId`` its model) and a ``judge`` scorer scoring by ``choices``. A built-in
+    evaluator (``uses: github/…``) is GitHub's own prompt, not in the file: each gets a
+    note saying how to run it here.
     """
     specs: list[Any] = []
+    judges: dict[str, str] = {}
     for i, ev in enumerate(evaluators):
-        name = str(ev.get("name") or f"evaluator-{i + 1}") if isinstance(ev, dict) else None
+        name = str(ev.get("name") or f"evaluator-{i + 1}") if isinstance(ev, dict) else \
+            f"evaluator-{i + 1}"
         check = ev.get("string") if isinstance(ev, dict) else None
-        if not isinstance(check, dict) or len(check) != 1:
-            what = (f"uses: {ev['uses']}" if isinstance(ev, dict) and ev.get("uses")
-                    else "an llm judge" if isinstance(ev, dict) and ev.get("llm")
-                    else "not a string check")
-            closest = (" (for a similarity to the expected answer without a judge, the "
-                       "embedding scorer is the nearest)") if what.endswith("similarity") \
-                else ""
-            notes.append(f"evaluator '{name}' ({what}) is run by GitHub Models' own LLM "
-                         "judge and has no promptrev equivalent: it is left out of the "
-                         "evaluation (add a judge scorer with a judge prompt to score "
-                         f"it here){closest}")
+        llm = ev.get("llm") if isinstance(ev, dict) else None
+        if isinstance(check, dict):
+            spec = _string_check(check, name, notes)
+        elif isinstance(llm, dict):
+            spec = _llm_judge(llm, name, keys or [], filename, notes, judges)
+        else:
+            uses = ev.get("uses") if isinstance(ev, dict) else None
+            if uses:
+                notes.append(f"evaluator '{name}' (uses: {uses}) is one of gh models' "
+                             "built-in LLM judges, whose prompt is GitHub's and not in the "
+                             "file; it has no promptrev equivalent and is left out of the "
+                             "evaluation (write it out as an 'llm:' evaluator, with its "
+                             "prompt, choices and modelId, and it runs here as a judge)")
+            else:
+                notes.append(f"evaluator '{name}' has no 'string', 'llm' or 'uses': left "
+                             "out of the evaluation")
             continue
-        (kind, value), = check.items()
-        spec = _string_check(kind, str(value), name, expected_var)
-        if spec is None:
-            notes.append(f"evaluator '{name}' ({kind}: {value!r}) cannot be mapped: a "
-                         "placeholder is supported only as the whole value with equals or "
-                         "contains, and only one placeholder name per file; left out")
-            continue
-        specs.append(spec)
-    return specs
+        if spec is not None:
+            specs.append(spec)
+    return specs, judges
 
 
-def _string_check(kind: str, value: str, name: str, expected_var: str) -> Any:
-    whole = _WHOLE.match(value)
-    if whole:
-        if whole.group(1) != expected_var:
-            return None
-        if kind == "equals":
-            return {"exact": {"name": name}}
-        if kind == "contains":
-            return {"contains": {"name": name, "ignore_case": True}}
+def _string_check(check: dict, name: str, notes: list[str]) -> Any:
+    given = [(k, v) for k, v in check.items() if v not in (None, "")]
+    if len(given) != 1 or given[0][0] not in STRING_CHECKS or \
+            not isinstance(given[0][1], (str, int, float)) or isinstance(given[0][1], bool):
+        notes.append(f"evaluator '{name}' (string: {check!r}) is not one of equals, contains, "
+                     "startsWith or endsWith with a text: left out of the evaluation")
         return None
-    if "{{" in value:
+    kind, value = given[0]
+    return {"text_check": {"name": name, STRING_CHECKS[kind]: str(value), "strip": True,
+                           "ignore_case": kind != "equals"}}
+
+
+def _llm_judge(llm: dict, name: str, keys: list[str], filename: str, notes: list[str],
+               judges: dict[str, str]) -> Any:
+    model, prompt, system = llm.get("modelId"), llm.get("prompt"), llm.get("systemPrompt")
+    choices = llm.get("choices")
+    problem = (
+        "no modelId" if not isinstance(model, str) or not model else
+        "no prompt text" if not isinstance(prompt, str) or not prompt.strip() else
+        "a systemPrompt that is not text" if system is not None and not isinstance(system, str)
+        else "no choices (a list of {choice, score})" if not isinstance(choices, list)
+        or not choices or not all(isinstance(c, dict) and set(c) == {"choice", "score"}
+                                  and isinstance(c["score"], (int, float))
+                                  and not isinstance(c["score"], bool) for c in choices)
+        else None)
+    if problem:
+        notes.append(f"evaluator '{name}' (llm) has {problem}: left out of the evaluation")
         return None
-    literal = _REGEX_SPECIAL.sub(r"\\\1", value)
-    patterns = {"equals": (literal, False, True), "contains": (literal, True, False),
-                "startsWith": ("^" + literal, True, False),
-                "endsWith": (literal + "$", True, False)}
-    if kind not in patterns:
-        return None
-    pattern, ignore_case, full = patterns[kind]
-    return {"regex": {"name": name, "pattern": pattern, "ignore_case": ignore_case,
-                      "full": full}}
+    if ROLE_LINE.search(prompt) or (system and ROLE_LINE.search(system)):
+        notes.append(f"evaluator '{name}' (llm): its prompt has a line that is a role word "
+                     "and a colon; promptrev starts a new message there")
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "llm"
+    suffix = JUDGE_SUFFIX + slug
+    while suffix in judges:
+        suffix += "-2"
+    known = {*keys, "completion"}
+    used = [n for n in dict.fromkeys(_PLACEHOLDER.findall(prompt)) if n in known]
+    odd = [n for n in used if not _NAME.fullmatch(n)]
+    if odd:
+        notes.append(f"evaluator '{name}' (llm): {', '.join(map(repr, odd))} cannot be a "
+                     "template variable here and stays in its prompt as written")
+        used = [n for n in used if n not in odd]
+    # gh models fills {{key}} of the row (and {{completion}}, the answer) in the prompt,
+    # leaves any other {{…}} as written, and sends systemPrompt as it is.
+    user = text_to_hbs(prompt)
+    for variable in used:
+        user = user.replace("\\{{" + variable + "}}", "{{" + variable + "}}")
+    body = (f"system:\n{text_to_hbs(system)}\n\n" if system else "") + f"user:\n{user}\n"
+    front: dict[str, Any] = {
+        "name": f"{name} (judge)",
+        "description": f"GitHub Models LLM evaluator '{name}'"
+                       + (f" of {filename}" if filename else "") + ": answer with one of "
+                       + ", ".join(repr(str(c["choice"])) for c in choices),
+        "model": {"api": "chat", "configuration": {"name": model}}}
+    if used:
+        front["inputs"] = {v: {"type": "string"} for v in used}
+    front["template"] = {"format": "handlebars"}
+    judges[suffix] = front_matter(front, body)
+    sources = {v: "output" if v == "completion" else "expected" if v == "expected"
+               else f"vars.{v}" for v in used}
+    return {"judge": {"name": name, "prompt": suffix, "scale": None, "vars": sources,
+                      "choices": [{"choice": str(c["choice"]), "score": c["score"]}
+                                  for c in choices]}}
 
 
 # ---- out ------------------------------------------------------------------------------
