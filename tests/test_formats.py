@@ -311,6 +311,8 @@ def test_templated_and_llm_evaluators_run_as_gh_models_eval_runs_them(run, tmp_p
      "evaluator 'j' (llm) has no choices"),
     ({"name": "s", "string": {"matches": "x"}}, "evaluator 's' (string: {'matches': 'x'})"),
     ({"name": "n"}, "evaluator 'n' has no 'string', 'llm' or 'uses'"),
+    ({"name": "j", "llm": {"modelId": "m", "choices": [{"choice": "a", "score": 1}]}},
+     "evaluator 'j' (llm) has no prompt text"),
 ])
 def test_evaluators_that_cannot_run_are_left_out_with_a_note(run, tmp_path, evaluator, note):
     source = tmp_path / "odd.prompt.yml"
@@ -322,6 +324,24 @@ def test_evaluators_that_cannot_run_are_left_out_with_a_note(run, tmp_path, eval
     spec = yaml.safe_load((tmp_path / "specs" / "odd.eval.yaml").read_text())
     assert spec["scorers"] == [{"text_check": {"name": "ok", "contains": "{{x}}",
                                                "strip": True, "ignore_case": True}}]
+
+
+def test_a_long_or_odd_llm_evaluator_name_makes_a_valid_judge_name(run, tmp_path):
+    source = tmp_path / "long.prompt.yml"
+    name = "Is it  polite?! " * 20
+    source.write_text(yaml.safe_dump({
+        "messages": [{"role": "user", "content": "Say {{x}}"}], "testData": [{"x": "hi"}],
+        "evaluators": [{"name": name, "llm": {"modelId": "m", "prompt": "{{completion}}",
+                                              "choices": [{"choice": "yes", "score": 1}]}},
+                       {"name": "?", "llm": {"modelId": "m", "prompt": "{{completion}}",
+                                             "choices": [{"choice": "yes", "score": 1}]}}]}))
+    result = run("import", source, "--eval-specs", tmp_path / "specs")
+    judge = "long-judge-" + ("is-it-polite-" * 5)[:60].strip("-")
+    assert f"created    {judge}" in result.stdout, result.output
+    assert "created    long-judge-llm" in result.stdout
+    spec = yaml.safe_load((tmp_path / "specs" / "long.eval.yaml").read_text())
+    assert [s["judge"]["prompt"] for s in spec["scorers"]] == [f"{judge}@1",
+                                                               "long-judge-llm@1"]
 
 
 def test_github_models_round_trip_keeps_every_field(run, tmp_path):

@@ -247,7 +247,7 @@ def _llm_judge(llm: dict, name: str, keys: list[str], filename: str, notes: list
     if ROLE_LINE.search(prompt) or (system and ROLE_LINE.search(system)):
         notes.append(f"evaluator '{name}' (llm): its prompt has a line that is a role word "
                      "and a colon; promptrev starts a new message there")
-    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower()).strip("-._") or "llm"
+    slug = re.sub(r"[^a-z0-9._-]+", "-", name.lower())[:60].strip("-._") or "llm"
     suffix = JUDGE_SUFFIX + slug
     while suffix in judges:
         suffix += "-2"
