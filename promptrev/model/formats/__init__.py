@@ -29,14 +29,17 @@ class Converted:
     dataset: str | None = None  # JSONL, one case per line, when the file carries test data
     scorers: list[Any] = field(default_factory=list)  # evaluation scorer specs
     notes: list[str] = field(default_factory=list)  # what did not map, said for the user
+    parts: list[str] = field(default_factory=list)  # registry prompts it includes
 
 
 @dataclass
 class Exported:
-    """A stored prompt in another format: file name (relative) → text."""
+    """A stored prompt in another format: file name (relative to the prompt's folder) →
+    text, and ``shared`` files (relative to the export's root: a registry part's)."""
 
     files: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    shared: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
