@@ -264,6 +264,10 @@ class Prompt:
 
         A ``thread`` input without a default is an empty conversation.
         """
+        return dict(self._defaults)
+
+    @cached_property
+    def _defaults(self) -> dict[str, Any]:
         out = {n: s["default"] for n, s in self.inputs.items() if "default" in s}
         for name in self.inputs:
             if name not in out and self.kind_of(name) == "thread":
@@ -298,7 +302,7 @@ class Prompt:
                     part = resolve(text)
                 except PromptrevError:
                     continue
-                for name, value in part.defaults().items():
+                for name, value in part._defaults.items():
                     if name not in self.inputs:
                         out.setdefault(name, value)
                 pending.append(part)
