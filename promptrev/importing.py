@@ -225,6 +225,7 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
     shared, notes = _shared_partials(foreign, partials, known) if shared_parts else ({}, [])
     report.notes += notes
     scorers: dict[str, list] = {}
+    defaults: dict[str, object] = {}  # parts' defaults the includers' exports carried
     wanted = [name for name, part in shared.items() if part.front is not None]
     for item in foreign:
         if _is_partial(item):
@@ -245,13 +246,15 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
         files.append(("prompt", item.name, converted.prompt.encode("utf-8")))
         report.sources[KINDS["prompt"].filename(item.name)] = item.path
         wanted += [p.partition("@")[0] for p in converted.parts]
+        for key, value in converted.part_defaults.items():
+            defaults.setdefault(key, value)
         if converted.dataset is not None:
             files.append(("dataset", item.name + TESTS_SUFFIX,
                           converted.dataset.encode("utf-8")))
         if converted.scorers:
             scorers[item.name] = converted.scorers
         report.notes += converted.notes
-    problems += _store_parts(shared, wanted, partials, registry, files, report)
+    problems += _store_parts(shared, wanted, partials, registry, files, report, defaults)
     return scorers, problems
 
 
@@ -364,7 +367,7 @@ def _known(registry: Registry):
 
 def _store_parts(shared: dict[str, _Part], wanted: list[str], partials: dict[str, str],
                  registry: Registry, files: list[tuple[str, str, bytes]],
-                 report: ImportReport) -> list[dict]:
+                 report: ImportReport, defaults: dict[str, object]) -> list[dict]:
     """Store each shared partial the imported prompts include (and those it includes) as
     the registry prompt of its name."""
     from promptrev.model.formats.dotprompt import import_dotprompt, import_partial
@@ -385,7 +388,8 @@ def _store_parts(shared: dict[str, _Part], wanted: list[str], partials: dict[str
             else:
                 front = None
             converted = import_partial(part.text, part.path, partials=partials,
-                                       shared=shared, known=_known(registry), front=front)
+                                       shared=shared, known=_known(registry), front=front,
+                                       defaults=defaults)
         except PromptrevError as exc:
             problems.append({"file": part.path, "message": exc.message})
             continue

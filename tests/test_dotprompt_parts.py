@@ -93,6 +93,22 @@ def test_jinja_includes_export_as_partials_dotprompt_loads_and_come_back_shared(
     assert again.count("unchanged") == 3, again
 
 
+def test_parts_exported_as_partials_alone_come_back_with_their_defaults(run, tmp_path):
+    _save(run, tmp_path, "shared/tone", TONE)
+    _save(run, tmp_path, "shared/json", JSON_PART)
+    _save(run, tmp_path, "team/reply", REPLY)
+    before = _render(run, "team/reply", "question=q")
+    out = tmp_path / "out"
+    run("export", "team/", "--format", "dotprompt", "-o", out)  # the parts: partials only
+    assert not (out / "shared" / "tone.prompt").exists()
+    fresh = tmp_path / "fresh"
+    run("--registry", fresh, "init")
+    run("--registry", fresh, "import", out)
+    tone = _front(run("--registry", fresh, "show", "shared/tone").stdout)
+    assert tone["inputs"] == {"tone": {"default": "warm"}}
+    assert _render(run, "team/reply", "question=q", registry=fresh) == before
+
+
 def test_a_part_that_cannot_be_resolved_or_converted_is_refused_by_export(run, tmp_path):
     _save(run, tmp_path, "shared/loop", "---\nname: loop\n---\n{% for i in [1] %}x{% endfor %}\n")
     _save(run, tmp_path, "uses", "---\nname: uses\n---\nuser:\n{% include \"shared/loop\" %}\n")

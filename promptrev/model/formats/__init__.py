@@ -30,6 +30,7 @@ class Converted:
     scorers: list[Any] = field(default_factory=list)  # evaluation scorer specs
     notes: list[str] = field(default_factory=list)  # what did not map, said for the user
     parts: list[str] = field(default_factory=list)  # registry prompts it includes
+    part_defaults: dict[str, Any] = field(default_factory=dict)  # its parts' defaults
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 from promptrev.errors import PromptrevError, ValidationFailed
 
 from .. import safe_yaml
+from ..handlebars import HANDLEBARS
 from ..prompty import Prompt, split_front_matter, template_format
 from ..references import parse_reference
 from . import (
@@ -78,7 +79,7 @@ def import_dotprompt(text: str, filename: str, *,
     carried = dict(carried) if isinstance(carried, dict) else {}
     if prompty:
         rest["metadata"] = prompty
-    _drop_part_defaults(rest, carried.pop("partDefaults", None))
+    dropped = _drop_part_defaults(rest, carried.pop("partDefaults", None))
     front: dict[str, Any] = {}
     for key in ("name", "description"):
         if key in rest:
@@ -104,18 +105,26 @@ def import_dotprompt(text: str, filename: str, *,
              f"'{m.group(0).strip()}' alone on a line starts a message in promptrev (as a "
              "Prompty role line); Dotprompt keeps it as text"
              for m in ROLE_LINE.finditer(body)]
-    return Converted(front_matter(front, body), notes=notes, parts=parts)
+    return Converted(front_matter(front, body), notes=notes, parts=parts,
+                     part_defaults=dropped)
 
 
 def import_partial(text: str, filename: str, *, partials: dict[str, str] | None = None,
                    shared: Collection[str] = (),
                    known: Callable[[str], bool] | None = None,
-                   front: dict[str, Any] | None = None) -> Converted:
+                   front: dict[str, Any] | None = None,
+                   defaults: dict[str, Any] | None = None) -> Converted:
     """A partial (``_name.prompt``) as a registry prompt: its text is the Handlebars body
     (a partial has no front matter); ``front`` is the front matter of the prompt file of
-    the same name when there is one (an export writes both)."""
+    the same name when there is one (an export writes both). Without one, ``defaults``
+    (the parts' defaults its includers' exports carried) declare the inputs it reads."""
     used, parts = _partials_used(text, partials or {}, filename, shared, known)
     meta = dict(front or {})
+    if front is None and defaults:
+        reads = HANDLEBARS.check(text, 1, [])
+        declared = {k: {"default": v} for k, v in sorted(defaults.items()) if k in reads}
+        if declared:
+            meta["inputs"] = declared
     template = dict(meta.pop("template", None) or {})
     template = {**template, "format": "handlebars"}
     template.pop("partials", None)
@@ -124,17 +133,20 @@ def import_partial(text: str, filename: str, *, partials: dict[str, str] | None 
     return Converted(front_matter({**meta, "template": template}, text), parts=parts)
 
 
-def _drop_part_defaults(rest: dict[str, Any], names: Any) -> None:
-    """An export added its parts' defaults to ``input.default``: they are the parts'."""
+def _drop_part_defaults(rest: dict[str, Any], names: Any) -> dict[str, Any]:
+    """An export added its parts' defaults to ``input.default``: they are the parts'
+    (returned, for a part imported from its partial alone)."""
     given = rest.get("input")
     defaults = given.get("default") if isinstance(given, dict) else None
     if not isinstance(names, list) or not isinstance(defaults, dict):
-        return
+        return {}
+    dropped = {k: v for k, v in defaults.items() if k in names}
     kept = {k: v for k, v in defaults.items() if k not in names}
     rest["input"] = {**given, "default": kept} if kept else \
         {k: v for k, v in given.items() if k != "default"}
     if not rest["input"]:
         del rest["input"]
+    return dropped
 
 
 def _model_in(rest: dict[str, Any], carried: Any) -> dict[str, Any]:
