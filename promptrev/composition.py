@@ -1,7 +1,8 @@
 """Composition: prompts that include shared parts, resolved, checked and traced back.
 
-A prompt includes another prompt's body with ``{% include "shared/tone@3" %}``
-(:mod:`promptrev.model.composition` reads the references). Here the registry:
+A prompt includes another prompt's body with ``{% include "shared/tone@3" %}`` (Jinja2),
+or ``{{> shared/tone}}`` (Handlebars); :mod:`promptrev.model.composition` reads the
+references as each engine writes them. Here the registry:
 
 * resolves a reference at a state of ``main`` (:class:`Parts`): pinned (``@3``, a commit)
   gives that version for good, a label the version it points at, a bare name the latest;
@@ -22,10 +23,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from promptrev.model.artifacts import KINDS
-from promptrev.model.composition import Include, body_includes, may_include, text_includes
+from promptrev.model.composition import Include, includes_of, may_include, text_includes
 from promptrev.model.diffing import rendered_diff
 from promptrev.model.labels import parse_label_map
-from promptrev.model.prompty import JINJA2, Prompt, parse_prompt
+from promptrev.model.prompty import Prompt, parse_prompt
 from promptrev.model.references import parse_reference
 
 from .errors import PromptrevError, RenderFailed, ValidationFailed
@@ -259,9 +260,7 @@ def _visit(parts: Parts, name: str, blob: str, chain: list[str], path: set,
 def _strict_includes(text: str, filename: str) -> list[Include]:
     if not may_include(text):  # no statement can name a part: nothing to parse again
         return []
-    prompt = parse_prompt(text, filename)
-    return body_includes(prompt.body, prompt.body_line, filename) \
-        if prompt.engine is JINJA2 else []
+    return includes_of(parse_prompt(text, filename), filename)
 
 
 def _problem(chain: list[str], what: str, filename: str | None = None,

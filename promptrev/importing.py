@@ -3,8 +3,12 @@
 Files are recognised by suffix (``.prompty`` → prompt, ``.jsonl`` → dataset; other prompt
 formats, ``.prompt`` (Dotprompt) and ``.prompt.yml`` (GitHub Models), are converted by
 :mod:`promptrev.model.formats`, their test data becoming a dataset ``NAME-tests`` and
-their evaluators an evaluation spec in the report; a Dotprompt partial ``_name.prompt``
-is stored with the prompts that include it). The name is
+their evaluators an evaluation spec in the report). A Dotprompt partial in a folder is
+named by its path under it, as Dotprompt's directory store names it
+(``shared/_tone.prompt`` is ``shared/tone``): included by that name, it becomes the
+registry prompt ``shared/tone`` and its includers include it, so shared parts stay
+shared; a partial found only beside its prompt by its bare name (and every partial of a
+single file's import) is stored inside the prompts that include it. The name is
 the path relative to the folder without the suffix; a leading kind folder (``datasets/``,
 ``prompts/``) and the hashed bucket folders of a registry's tree (``@e/@7/``, see
 :mod:`promptrev.model.fanout`) are dropped, so a checkout of a registry imports under the
@@ -154,7 +158,7 @@ def import_folder(registry: Registry, root: str, *, message: str | None = None,
     files, foreign = _collect(root, registry.max_bytes)
     return _import(registry, files, foreign, root,
                    message or f"import {os.path.basename(root.rstrip('/'))}", author,
-                   base=base, force=force)
+                   base=base, force=force, shared_parts=True)
 
 
 def import_path(registry: Registry, path: str, *, message: str | None = None,
@@ -204,27 +208,47 @@ def _sibling_partials(dir_fd: int, max_bytes: int | None) -> list[_Foreign]:
 
 
 def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
-             report: ImportReport) -> tuple[dict[str, list], list[dict]]:
-    """Convert the files in other formats into ``files``; (scorers by name, problems)."""
+             report: ImportReport, registry: Registry, *, shared_parts: bool = False
+             ) -> tuple[dict[str, list], list[dict]]:
+    """Convert the files in other formats into ``files``; (scorers by name, problems).
+
+    With ``shared_parts`` (a folder), a Dotprompt partial is named by its path under the
+    folder, as Dotprompt's directory store names it (``shared/_tone.prompt`` is
+    ``shared/tone``): a prompt that includes it by that name includes the registry prompt
+    ``shared/tone``, which the partial becomes (with the front matter of ``shared/tone.prompt``
+    when the folder has that file with the same body: an export writes both). A partial
+    found only beside its prompt by its bare name is stored inside that prompt, as before.
+    """
     problems: list[dict] = []
     partials = {os.path.basename(f.name)[1:]: f.data.decode("utf-8", "replace")
                 for f in foreign if _is_partial(f)}
+    known = _known(registry)
+    shared, notes = _shared_partials(foreign, partials, known) if shared_parts else ({}, [])
+    report.notes += notes
     scorers: dict[str, list] = {}
+    defaults: dict[str, object] = {}  # parts' defaults the includers' exports carried
+    wanted = [name for name, part in shared.items() if part.front is not None]
     for item in foreign:
         if _is_partial(item):
-            continue  # stored with the prompts that include it
+            continue  # a shared part once included, else stored with its includers
         try:
             validate_name(item.name)  # '..prompt' or 'a b.prompt.yml': named as the file
             text = item.data.decode("utf-8")
-            converted = item.fmt.importer(text, item.path, partials=partials)
+            converted = item.fmt.importer(text, item.path, partials=partials, shared=shared,
+                                          known=known)
         except UnicodeDecodeError:
             problems.append({"file": item.path, "message": "is not UTF-8 text"})
             continue
         except PromptrevError as exc:
             problems.append({"file": item.path, "message": exc.message})
             continue
+        if item.name in shared and shared[item.name].front is not None:
+            continue  # the partial of the same name is this part: stored from it below
         files.append(("prompt", item.name, converted.prompt.encode("utf-8")))
         report.sources[KINDS["prompt"].filename(item.name)] = item.path
+        wanted += [p.partition("@")[0] for p in converted.parts]
+        for key, value in converted.part_defaults.items():
+            defaults.setdefault(key, value)
         if converted.dataset is not None:
             files.append(("dataset", item.name + TESTS_SUFFIX,
                           converted.dataset.encode("utf-8")))
@@ -235,6 +259,7 @@ def _convert(foreign: list[_Foreign], files: list[tuple[str, str, bytes]],
             scorers[item.name] = [_judge_named(spec, item.name, converted.prompts)
                                   for spec in converted.scorers]
         report.notes += converted.notes
+    problems += _store_parts(shared, wanted, partials, registry, files, report, defaults)
     return scorers, problems
 
 
@@ -247,6 +272,162 @@ def _judge_named(spec: Any, name: str, prompts: dict[str, str]) -> Any:
     return spec
 
 
+@dataclass
+class _Part:
+    """A partial that is a registry prompt: its file, text, and its prompt file's front."""
+
+    path: str
+    text: str
+    front: dict | None = None  # the front matter of the prompt file of the same name
+
+
+def _shared_partials(foreign: list[_Foreign], partials: dict[str, str], known
+                     ) -> tuple[dict[str, _Part], list[str]]:
+    """The partials by their path under the folder; a partial whose name is also a prompt
+    file's with another body stays inside its includers (Dotprompt keeps prompts and
+    partials apart), as does one pinned to a version (``_tone@3.prompt``) the registry does
+    not hold, said in the notes."""
+    prompts = {f.name: f for f in foreign if not _is_partial(f)}
+    shared: dict[str, _Part] = {}
+    notes: list[str] = []
+    pinned: list[tuple[str, str, str]] = []
+    for item in foreign:
+        if not _is_partial(item):
+            continue
+        folder, base = os.path.split(item.name)
+        name = f"{folder}/{base[1:]}" if folder else base[1:]
+        text = item.data.decode("utf-8", "replace")
+        if "@" in name:  # a copy of a pinned or labelled version, as an export writes it
+            pinned.append((name, item.path, text))
+            continue
+        part = _Part(item.path, text)
+        twin = prompts.get(name)
+        if twin is not None:
+            front, body = _front_and_body(twin)
+            if body is None or _without_system_lead(body) != text.strip("\n"):
+                partials.setdefault(name, text)
+                notes.append(f"{item.path}: the prompt {twin.path} has another text, so the "
+                             "partial is stored inside the prompts that include it")
+                continue
+            part.front = front
+        shared[name] = part
+    for name, path, text in pinned:
+        _pinned_twin(name, path, text, shared, prompts)
+        if not known(name) and not _first_version(name, text, shared, known):
+            partials.setdefault(name, text)
+            notes.append(f"{path}: this registry has no '{name}', so the partial is "
+                         "stored inside the prompts that include it")
+    return shared, notes
+
+
+def _pinned_twin(ref: str, path: str, text: str, shared: dict[str, _Part],
+                 prompts: dict[str, _Foreign]) -> None:
+    """A pinned copy (``_json@1.prompt``) with no ``_json.prompt`` beside it, whose body is
+    that of the prompt file ``json.prompt``, is the part that prompt file is."""
+    name = ref.partition("@")[0]
+    if name in shared or name not in prompts:
+        return
+    front, body = _front_and_body(prompts[name])
+    if body is not None and _without_system_lead(body) == text.strip("\n"):
+        shared[name] = _Part(path, text, front)
+
+
+def _first_version(ref: str, text: str, shared: dict[str, _Part], known) -> bool:
+    """Whether ``name@1`` is the part this very import creates, with this text."""
+    name, _, selector = ref.partition("@")
+    part = shared.get(name)
+    if selector != "1" or part is None or known(name) or part.text.strip() != text.strip():
+        return False
+    known.also.add(ref)
+    return True
+
+
+def _front_and_body(item: _Foreign) -> tuple[dict | None, str | None]:
+    from promptrev.model import safe_yaml
+    from promptrev.model.prompty import split_front_matter
+
+    if item.fmt.name != "dotprompt":
+        return None, None
+    try:
+        fm, body, _ = split_front_matter(item.data.decode("utf-8"))
+        front = safe_yaml.load(fm, item.path) if fm else {}
+    except (UnicodeDecodeError, PromptrevError):
+        return None, None
+    return (front if isinstance(front, dict) else None), body
+
+
+def _without_system_lead(body: str) -> str:
+    """A Dotprompt body without the ``{{role "system"}}`` line an export starts a Prompty
+    body's leading text with (the partial is that text, without a role)."""
+    body = body.strip("\n")
+    marker = '{{role "system"}}\n'
+    return body[len(marker):] if body.startswith(marker) else body
+
+
+def _known(registry: Registry):
+    """Whether a reference names a live prompt version of the registry (or ``also`` one
+    the import makes)."""
+    def known(ref: str) -> bool:
+        if ref in known.also:
+            return True
+        try:
+            return not registry.resolve(ref, "prompt").deleted
+        except PromptrevError:
+            return False
+
+    known.also = set()
+    return known
+
+
+def _store_parts(shared: dict[str, _Part], wanted: list[str], partials: dict[str, str],
+                 registry: Registry, files: list[tuple[str, str, bytes]],
+                 report: ImportReport, defaults: dict[str, object]) -> list[dict]:
+    """Store each shared partial the imported prompts include (and those it includes) as
+    the registry prompt of its name."""
+    from promptrev.model.formats.dotprompt import import_dotprompt, import_partial
+
+    problems: list[dict] = []
+    done: set[str] = set()
+    while wanted:
+        name = wanted.pop(0)
+        if name in done or name not in shared:
+            continue
+        done.add(name)
+        part = shared[name]
+        try:
+            validate_name(name)
+            if part.front is not None:
+                meta = import_dotprompt(f"---\n{_yaml(part.front)}---\n", part.path).prompt
+                front = _front_of(meta)
+            else:
+                front = None
+            converted = import_partial(part.text, part.path, partials=partials,
+                                       shared=shared, known=_known(registry), front=front,
+                                       defaults=defaults)
+        except PromptrevError as exc:
+            problems.append({"file": part.path, "message": exc.message})
+            continue
+        files.append(("prompt", name, converted.prompt.encode("utf-8")))
+        report.sources[KINDS["prompt"].filename(name)] = part.path
+        wanted += [p.partition("@")[0] for p in converted.parts]
+    return problems
+
+
+def _yaml(data: dict) -> str:
+    from promptrev.model.formats import dump_yaml
+
+    return dump_yaml(data)
+
+
+def _front_of(text: str) -> dict:
+    from promptrev.model import safe_yaml
+    from promptrev.model.prompty import split_front_matter
+
+    fm, _, _ = split_front_matter(text)
+    front = safe_yaml.load(fm, "<part>") if fm else {}
+    return front if isinstance(front, dict) else {}
+
+
 def _is_partial(item: _Foreign) -> bool:
     """A Dotprompt partial: ``_name.prompt``."""
     return item.fmt.name == "dotprompt" and os.path.basename(item.name).startswith("_")
@@ -254,10 +435,11 @@ def _is_partial(item: _Foreign) -> bool:
 
 def _import(registry: Registry, files: list[tuple[str, str, bytes]], foreign: list[_Foreign],
             root: str, message: str, author: str, *, base: str | None = None,
-            force: bool = True) -> ImportReport:
+            force: bool = True, shared_parts: bool = False) -> ImportReport:
     """Write ``files`` and the converted ``foreign`` ones in one commit."""
     report = ImportReport()
-    scorers, problems = _convert(foreign, files, report)
+    scorers, problems = _convert(foreign, files, report, registry,
+                                 shared_parts=shared_parts)
     seen: dict[tuple[str, str], int] = {}
     for kind, name, _ in files:
         seen[(kind, name)] = seen.get((kind, name), 0) + 1

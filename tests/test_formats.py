@@ -164,12 +164,17 @@ def test_bad_dotprompt_files_are_refused_with_the_problem_named(run, tmp_path, t
     assert run("list").stdout == ""  # nothing was imported
 
 
-def test_media_is_refused_when_rendered_with_the_reason(run, tmp_path):
+def test_media_renders_as_a_content_part_and_a_local_file_is_refused(run, tmp_path):
     source = tmp_path / "look.prompt"
     source.write_text("Describe {{media url=photo}}")
     run("import", source)
-    result = run("render", "look", "--var", "photo=http://x/y.png", ok=False)
-    assert "{{media}} is not supported" in result.output
+    rendered = _messages(run, "look", "photo=http://x/y.png")
+    assert rendered == [{"role": "user", "content": [
+        {"type": "text", "text": "Describe"},
+        {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]
+    result = run("render", "look", "--var", "photo=file:///etc/passwd", ok=False)
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "only http(s) and data: URLs are sent" in result.output
 
 
 # ---- GitHub Models --------------------------------------------------------------------

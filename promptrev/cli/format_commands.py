@@ -42,8 +42,8 @@ def export_(ctx: Context, ref: str, format_name: str, out: str, dataset: str | N
                               cases=cases)
             notes += [f"{name}: {note}" for note in exported.notes]
             folder = os.path.dirname(name)
-            for filename, text in exported.files.items():
-                path = os.path.join(folder, filename)
+            paths = [(os.path.join(folder, f), t) for f, t in exported.files.items()]
+            for path, text in paths + list(exported.shared.items()):  # parts: from the root
                 if written.get(path, text) != text:
                     raise ValidationFailed(f"two prompts need different files {path} (a "
                                            "partial of the same name?): export them apart")

@@ -8,12 +8,18 @@ A prompt includes another prompt's body with Jinja2's own statement,
 reference (:mod:`.references`); it must be a constant string, so the registry can know
 every part a prompt uses without rendering it.
 
-This module reads the references out of a text with Jinja2's parser (``nodes.Include``
-and its kin); the registry resolves them (``promptrev.composition``).
+A Handlebars body (Dotprompt's) includes a part with a partial, ``{{> shared/tone}}`` or
+``{{> "shared/tone@3"}}`` (quoted: ``@`` is no Handlebars name character): a partial the
+prompt does not carry itself (``template.partials``, ``{{#*inline}}``) names a registry
+prompt. How a body names its parts depends on its template engine: each engine that can
+include registers its reader with :func:`register_includes` (Jinja2's is here, reading
+``nodes.Include`` and its kin with Jinja2's parser; Handlebars' is in :mod:`.handlebars`).
+The registry resolves the references (``promptrev.composition``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import jinja2
@@ -60,15 +66,50 @@ class Include:
                 "line": self.line}
 
 
+@dataclass(frozen=True)
+class IncludeReader:
+    """How one template engine's bodies name their parts.
+
+    ``may`` is a cheap test (no parse) that a text can hold a reference at all; ``read``
+    returns the references of a parsed prompt's body, raising :class:`ValidationFailed`
+    for one that cannot be checked (a computed name).
+    """
+
+    may: Callable[[str], bool]
+    read: Callable[..., list[Include]]  # (prompt, filename) -> includes
+
+
+READERS: dict[str, IncludeReader] = {}
+
+
+def register_includes(engine: str, reader: IncludeReader) -> None:
+    """Make prompts of template engine ``engine`` name their parts as ``reader`` reads."""
+    READERS[engine] = reader
+
+
 def may_include(body: str) -> bool:
-    """Whether a body can hold a reference at all (cheap: no parse)."""
+    """Whether a text can hold a reference at all, in any engine (cheap: no parse)."""
+    return any(reader.may(body) for reader in READERS.values())
+
+
+def _jinja_may_include(body: str) -> bool:
     return "{%" in body and any(word in body for word in _WORDS)
+
+
+def reference_of(text: str, filename: str, line: int) -> Include:
+    """One reference as written at ``line``; :class:`ValidationFailed` if it is none."""
+    try:
+        reference = parse_reference(text, "prompt")
+    except InvalidReference as exc:
+        raise ValidationFailed(f"{filename}, line {line}: {exc.message}", [
+            {"file": filename, "line": line, "message": exc.message}]) from None
+    return Include(text, reference, line)
 
 
 def body_includes(body: str, body_line: int = 1, filename: str = "<prompt>") -> list[Include]:
     """The references of a Jinja2 body, in order; :class:`ValidationFailed` names a
     reference that is not a constant prompt reference, with its line."""
-    if not may_include(body):
+    if not _jinja_may_include(body):
         return []
     try:
         ast = _PARSER.parse(body)
@@ -83,22 +124,24 @@ def body_includes(body: str, body_line: int = 1, filename: str = "<prompt>") -> 
                 f"{filename}, line {line}: an include must name its part in quotes, such "
                 "as {% include \"shared/tone@3\" %} (a computed name cannot be checked)",
                 [{"file": filename, "line": line, "message": "include of a computed name"}])
-        try:
-            reference = parse_reference(target.value, "prompt")
-        except InvalidReference as exc:
-            raise ValidationFailed(f"{filename}, line {line}: {exc.message}", [
-                {"file": filename, "line": line, "message": exc.message}]) from None
-        found.append(Include(target.value, reference, line))
+        found.append(reference_of(target.value, filename, line))
     return found
 
 
-def includes_of(prompt) -> list[Include]:
-    """The references of a parsed prompt (none for a body that is not Jinja2)."""
-    from .prompty import JINJA2
+def _jinja_includes(prompt, filename: str) -> list[Include]:
+    return body_includes(prompt.body, prompt.body_line, filename)
 
-    if prompt.engine is not JINJA2:
+
+register_includes("jinja2", IncludeReader(_jinja_may_include, _jinja_includes))
+
+
+def includes_of(prompt, filename: str = "<prompt>") -> list[Include]:
+    """The references of a parsed prompt, read as its engine writes them (none for an
+    engine that cannot include)."""
+    reader = READERS.get(prompt.engine.name)
+    if reader is None or not reader.may(prompt.body):
         return []
-    return body_includes(prompt.body, prompt.body_line)
+    return reader.read(prompt, filename)
 
 
 def text_includes(text: str, filename: str = "<prompt>") -> list[Include]:
@@ -106,15 +149,9 @@ def text_includes(text: str, filename: str = "<prompt>") -> list[Include]:
     never holds one: every route that stores a prompt validated it)."""
     if not may_include(text):
         return []
-    from .prompty import JINJA2, parse_prompt
+    from .prompty import parse_prompt
 
     try:
-        prompt = parse_prompt(text, filename)
-    except ValidationFailed:
-        return []
-    if prompt.engine is not JINJA2:
-        return []
-    try:
-        return body_includes(prompt.body, prompt.body_line, filename)
+        return includes_of(parse_prompt(text, filename), filename)
     except ValidationFailed:
         return []

@@ -11,7 +11,15 @@ lines as Prompty writes them (``system:`` alone on a line) start one too, so a b
 converted from a Prompty or GitHub Models file keeps its messages. ``{{history}}`` inserts
 the ``history`` variable (a list of ``{role, content}``) as messages. ``{{json value}}``
 prints JSON; ``ifEquals``/``unlessEquals`` and ``{{section}}`` are Dotprompt's helpers.
-``{{media}}`` is refused when rendered: promptrev's messages are text.
+``{{media url=... contentType=...}}`` places an image (``image/*``, or no type), audio
+(``audio/*``, a ``data:`` URL) or file (any other type) content part, in OpenAI's chat
+format, in the message it is written in; its URL must be a string, ``http(s):`` or
+``data:`` (never ``file:`` or a path of the machine rendering it).
+
+A partial the prompt does not carry (``template.partials``, ``{{#*inline}}``) is a part
+stored in the registry, ``{{> shared/tone}}`` or ``{{> "shared/tone@3"}}``, resolved
+through the render's resolver as Jinja2's ``{% include %}`` is (:mod:`.composition`), and
+rendered with the includer's context.
 
 The sandbox is the library's (a template calls only the helpers registered here, never a
 function of the input) plus promptrev's render budget: every value printed goes through
@@ -22,19 +30,23 @@ thirty deep, would otherwise render a billion times with no loop to stop them), 
 literal text is counted as it is written (a loop over literal text stops at ``max_chars``
 instead of filling memory until the clock runs out), templates and partials nest at most
 60 deep (deeper is the depth limit), and the whole output is held to ``max_chars``.
-Partials are stored with the prompt: ``template: {format: handlebars, partials: {name: source}}``.
+Partials imported with a prompt are stored with it: ``template: {format: handlebars,
+partials: {name: source}}``.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any
 
 from promptrev.errors import RenderFailed
 
-from . import render_budget
+from . import prompty, render_budget
+from .composition import Include, IncludeReader, reference_of, register_includes
+from .content_parts import media_part
 from .prompty import (
     _ROLE_LINE,
     ROLES,
@@ -154,9 +166,54 @@ def _json_helper(args: list[Any], options: Any) -> Any:
     return SafeString(_finalize(text))
 
 
+_MEDIA_SCHEMES = ("http://", "https://", "data:")
+
+
 def _media_helper(args: list[Any], options: Any) -> Any:
-    raise ValueError("{{media}} is not supported: promptrev's chat messages are text "
-                     "(put the URL in the text, or send images from your application)")
+    """An image, audio or file content part of the message it is written in."""
+    from dotpromptz_handlebars import SafeString
+
+    url = options.hash.get("url", args[0] if args else None)
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"{{{{media}}}} needs url= a http(s) or data: URL as text, not "
+                         f"{_shown(url)}")
+    url = str.__str__(url)
+    budget = render_budget.current()
+    if budget is not None:
+        budget.check_size(url)
+    if not url.lower().startswith(_MEDIA_SCHEMES):
+        raise ValueError(f"{{{{media}}}} url {_short(url)!r} is refused: only http(s) and "
+                         "data: URLs are sent to a model (never file: or a local path)")
+    content_type = options.hash.get("contentType")
+    if content_type is not None and not isinstance(content_type, str):
+        raise ValueError(f"{{{{media}}}} contentType must be text, not {_shown(content_type)}")
+    media_type = str.__str__(content_type) if content_type else _data_type(url)
+    kind = "image" if not media_type or media_type.lower().startswith("image/") else \
+        "audio" if media_type.lower().startswith("audio/") else "file"
+    if kind == "audio" and not url.lower().startswith("data:"):
+        raise ValueError("{{media}} audio must be a data: URL (OpenAI takes audio as data)")
+    part = media_part(kind, {"url": url, "mediaType": media_type}, "media")
+    if kind == "file" and media_type and "url" in part["file"]:
+        part["file"]["filename"] = url.rsplit("/", 1)[-1][:200]
+    return SafeString(prompty.place_media(kind, part, _finalize(url)))
+
+
+def _data_type(url: str) -> str | None:
+    if url.lower().startswith("data:") and "," in url:
+        return url[5:].split(",", 1)[0].split(";", 1)[0] or None
+    return None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    kind = "mapping" if isinstance(value, dict) else "list" if isinstance(value, list) \
+        else "text" if isinstance(value, str) else type(value).__name__
+    return f"a {kind}"
 
 
 def _equals_helper(negate: bool):
@@ -292,7 +349,9 @@ class HandlebarsEngine(TemplateEngine):
         """The body rendered; text before the first role is the user's (as in Dotprompt)."""
         from dotpromptz_handlebars import StrictModeError
 
-        render = _compiled(prompt.body, tuple(sorted(partials_of(prompt.front).items())))
+        partials = partials_of(prompt.front)
+        partials.update(_registry_partials(prompt, partials, budget))
+        render = _compiled(prompt.body, tuple(sorted(partials.items())))
         try:
             text = render(_wrap(values))
         except StrictModeError as exc:
@@ -302,6 +361,90 @@ class HandlebarsEngine(TemplateEngine):
                                    "declared_inputs": sorted(prompt.inputs)}) from None
         budget.expect(len(text), "the rendered output")
         return _implicit_turns(_IMPLICIT_USER + text)
+
+
+def _registry_partials(prompt: Prompt, embedded: dict[str, str],
+                       budget: render_budget.Budget) -> dict[str, str]:
+    """The registry parts the body includes, and those they include: reference → body."""
+    if not prompt.part_references:
+        return {}
+    resolve = prompty._includes.get()
+    if resolve is None:
+        raise RenderFailed(f"the template includes '{prompt.part_references[0]}', a part "
+                           "stored in a registry: render it through the registry")
+    found: dict[str, str] = {}
+    pending = list(prompt.part_references)
+    while pending:
+        text = pending.pop(0)
+        if text in found or text in embedded:
+            continue
+        budget.tick()
+        part = resolve(text)
+        if part.engine is not HANDLEBARS:
+            raise RenderFailed(f"the included part '{text}' is not a Handlebars template "
+                               f"(template format {part.engine.name!r})")
+        found[text] = part.body
+        for name, source in partials_of(part.front).items():
+            embedded.setdefault(name, source)  # what a part carries, for its own body
+        pending += part.part_references
+    return found
+
+
+# ---- references to registry parts ------------------------------------------------------
+
+_MAY_INCLUDE = re.compile(r"\{\{~?\s*>")
+_PARTIAL_AT = r"\{{\{{~?\s*>\s*[\"']?{}"
+
+
+def _may_include(body: str) -> bool:
+    return _MAY_INCLUDE.search(body) is not None
+
+
+def _includes(prompt: Prompt, filename: str) -> list[Include]:
+    """The partials of the body that name registry prompts (see the module's docstring)."""
+    names = _partial_names(prompt.body, tuple(sorted(partials_of(prompt.front))))
+    found = []
+    for name in names:
+        at = re.search(_PARTIAL_AT.format(re.escape(name)), prompt.body)
+        line = _line_at(prompt, at.start() if at else 0)
+        found.append(reference_of(name, filename, line))
+    return found
+
+
+def _line_at(prompt: Prompt, offset: int) -> int:
+    """The file line of ``offset`` in the body."""
+    return prompt.body_line + prompt.body.count("\n", 0, offset)
+
+
+@lru_cache(maxsize=1024)
+def _partial_names(body: str, embedded: tuple[str, ...]) -> tuple[str, ...]:
+    try:
+        nodes = _parse(body)
+    except (ValueError, RecursionError):
+        return ()  # the prompt's own check reports it
+    used: list[str] = []
+    inline: set[str] = set(embedded)
+    _partials_in(nodes, used, inline)
+    return tuple(n for n in dict.fromkeys(used) if n not in inline)
+
+
+def _partials_in(nodes: list, used: list[str], inline: set[str]) -> None:
+    from dotpromptz_handlebars import Block, Partial, PartialBlock
+    from dotpromptz_handlebars._types import InlinePartial
+
+    for node in nodes:
+        if isinstance(node, Partial):
+            # A computed name ({{> (lookup ...)}}) can only be one the prompt carries.
+            if not node.name.startswith("(") and node.name != "@partial-block":
+                used.append(node.name)
+        elif isinstance(node, Block):
+            _partials_in(node.body, used, inline)
+            _partials_in(node.inverse, used, inline)
+        elif isinstance(node, InlinePartial):
+            inline.add(node.name)
+            _partials_in(node.body, used, inline)
+        elif isinstance(node, PartialBlock):  # {{#> name}}fallback{{/name}}: optional
+            _partials_in(node.body, used, inline)
 
 
 # Where Dotprompt makes the text that follows the user's (the start, after a history); the
@@ -384,3 +527,4 @@ def _token_name(token: str, names: set[str]) -> None:
 
 HANDLEBARS = HandlebarsEngine()
 register_engine(HANDLEBARS, "hbs")
+register_includes(HANDLEBARS.name, IncludeReader(_may_include, _includes))

@@ -39,7 +39,7 @@ import jinja2
 import yaml
 from jinja2 import nodes
 
-from promptrev.errors import RenderFailed, ValidationFailed
+from promptrev.errors import PromptrevError, RenderFailed, ValidationFailed
 
 from . import render_budget, safe_yaml
 from .content_parts import PROPERTY_KINDS, RICH_KINDS, media_part, parts_text, thread_messages
@@ -61,7 +61,11 @@ _slots: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("slots
 # The render's resolver of ``{% include %}`` references (None: a render without a registry).
 _includes: contextvars.ContextVar[Callable[[str], Prompt] | None] = contextvars.ContextVar(
     "includes", default=None)
+# Where an engine's media (Handlebars' ``{{media}}``) is placed during ``render``: the
+# rich items of the render, placed as content parts after the split (None: no split).
+_media: contextvars.ContextVar[list | None] = contextvars.ContextVar("media", default=None)
 _nonce = secrets.token_hex(6)
+_MAX_PARTS = 256  # parts read for their defaults, at most, per render
 _SLOT = re.compile("\x00" + _nonce + r"(\d+)\x00")
 # Where a rich input (thread, image, file, audio) was placed, until the messages are split.
 _RICH = re.compile("\x00" + _nonce + r"r(\d+)\x00")
@@ -260,10 +264,48 @@ class Prompt:
 
         A ``thread`` input without a default is an empty conversation.
         """
+        return dict(self._defaults)
+
+    @cached_property
+    def _defaults(self) -> dict[str, Any]:
         out = {n: s["default"] for n, s in self.inputs.items() if "default" in s}
         for name in self.inputs:
             if name not in out and self.kind_of(name) == "thread":
                 out[name] = []
+        return out
+
+    @cached_property
+    def part_references(self) -> tuple[str, ...]:
+        """The references to parts its body makes, as written (read once per prompt)."""
+        from .composition import includes_of
+
+        try:
+            return tuple(dict.fromkeys(i.text for i in includes_of(self)))
+        except ValidationFailed:
+            return ()
+
+    def part_defaults(self, resolve: Callable[[str], Prompt] | None) -> dict[str, Any]:
+        """The input defaults its parts declare (first found wins, nearest parts first),
+        for the names it does not declare itself; parts ``resolve`` cannot give are left
+        to the render to report."""
+        out: dict[str, Any] = {}
+        if resolve is None or not self.part_references:
+            return out
+        seen: set[str] = set()
+        pending: list[Prompt] = [self]
+        while pending and len(seen) < _MAX_PARTS:
+            for text in pending.pop(0).part_references:
+                if text in seen:
+                    continue
+                seen.add(text)
+                try:
+                    part = resolve(text)
+                except PromptrevError:
+                    continue
+                for name, value in part._defaults.items():
+                    if name not in self.inputs:
+                        out.setdefault(name, value)
+                pending.append(part)
         return out
 
     def render(self, variables: dict[str, Any] | None = None,
@@ -275,7 +317,7 @@ class Prompt:
         iterations and depth, each refused with :class:`RenderLimitExceeded`.
         ``includes`` resolves ``{% include "name@ref" %}`` (default: ``self.includes``).
         """
-        values = self._values(variables)
+        values = self._values(variables, includes)
         rich: list[tuple[str, str, Any]] = []
         for name in self.inputs:
             kind = self.kind_of(name)
@@ -283,7 +325,11 @@ class Prompt:
                 rich.append((name, kind, values[name]))
                 values[name] = f"\x00{_nonce}r{len(rich) - 1}\x00"
         slots: list[str] = []
-        text = self._render_slotted(values, slots, limits, includes)
+        media = _media.set(rich)
+        try:
+            text = self._render_slotted(values, slots, limits, includes)
+        finally:
+            _media.reset(media)
         messages = _split_messages(text, slots)
         return _place_rich(messages, rich) if rich else messages
 
@@ -293,12 +339,19 @@ class Prompt:
         """The body rendered to text, before it is split into messages (Prompty's
         ``render``); rich inputs render as their values' text."""
         slots: list[str] = []
-        text = self._render_slotted(self._values(variables), slots, limits, includes)
+        text = self._render_slotted(self._values(variables, includes), slots, limits,
+                                    includes)
         return _SLOT.sub(lambda m: slots[int(m.group(1))], text)
 
-    def _values(self, variables: dict[str, Any] | None) -> dict[str, Any]:
-        """Defaults with ``variables`` on top; a required input with neither is an error."""
-        values = {**self.defaults(), **(variables or {})}
+    def _values(self, variables: dict[str, Any] | None,
+                includes: Callable[[str], Prompt] | None = None) -> dict[str, Any]:
+        """Defaults with ``variables`` on top; a required input with neither is an error.
+
+        The defaults of the parts it includes (and theirs) come first, for the names this
+        prompt does not declare: its own inputs and the values given win.
+        """
+        resolve = includes or self.includes or _includes.get()
+        values = {**self.part_defaults(resolve), **self.defaults(), **(variables or {})}
         missing = [n for n, s in self.inputs.items() if s.get("required") is True
                    and n not in values]
         if missing:
@@ -346,6 +399,16 @@ class Prompt:
                 budget.add_output(total)  # raises, naming the limit
             chunks.append(chunk)
         return "".join(chunks)
+
+
+def place_media(kind: str, part: dict[str, Any], text: str) -> str:
+    """Where an engine's media item goes: a placeholder the split turns into content part
+    ``part`` of its message, or ``text`` when the render is not split into messages."""
+    media = _media.get()
+    if media is None:
+        return text
+    media.append(("media", kind, part))
+    return f"\x00{_nonce}r{len(media) - 1}\x00"
 
 
 def _undefined_message(exc: jinja2.UndefinedError, prompt: Prompt) -> str:

@@ -13,6 +13,11 @@ Found and fixed here:
   the clock allowed (Jinja2 stops at ``max_chars``);
 - handlebars partials calling two partials each rendered 2^n times with no loop to count
   them: 22 levels held a worker 35 s, 30 levels for hours.
+
+Checked when Handlebars partials became registry parts and ``{{media}}`` content parts:
+registry parts fanning out are counted as carried partials are; a partial name is a
+checked reference (no path); ``{{media}}`` sends http(s) and data: URLs only, never a
+``file:`` URL or a path of the server.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from ..live import start_server
 
 BIG = "A" * 100_000
 PARTIAL_LEVELS = 24  # 2^24 partial renders: minutes of a worker before the fix
+FAN_LEVELS = 14
 
 PROMPTS = {
     "mu-reach": (
@@ -45,6 +51,13 @@ PROMPTS = {
     "hb-fanout": ("---\ntemplate:\n  format: handlebars\n  partials:\n" + "".join(
         f"    p{i}: '{{{{> p{i + 1}}}}}{{{{> p{i + 1}}}}}'\n" for i in range(PARTIAL_LEVELS))
         + f"    p{PARTIAL_LEVELS}: ''\n---\n{{{{> p0}}}}\n"),
+    # registry parts (4^14 renders; parts nest at most 16 deep), saved last first: each
+    # must exist when its includer is saved
+    **{f"fan/p{i}": "---\ntemplate: {format: handlebars}\n---\n" + (
+        f"{{{{> fan/p{i + 1}}}}}" * 4 if i < FAN_LEVELS else "")
+       for i in range(FAN_LEVELS, -1, -1)},
+    "hb-media": ("---\ntemplate: {format: handlebars}\ninputs:\n  u: {type: string}\n---\n"
+                 "Look: {{media url=u}}\n"),
 }
 
 
@@ -102,6 +115,31 @@ def test_handlebars_partials_fanning_out_are_held_to_the_budget(server):
     assert error["code"] == "render_limit", error
     assert error["details"]["limit"] in ("iterations", "time"), error
     assert elapsed < 5, f"the render held a worker {elapsed:.1f} s"
+
+
+def test_handlebars_registry_parts_fanning_out_are_held_to_the_budget(server):
+    r, elapsed = _render(server, "fan/p0", {})
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()["error"]["details"]["limit"] in ("iterations", "time"), r.text[:300]
+    assert elapsed < 5, f"the render held a worker {elapsed:.1f} s"
+
+
+def test_media_sends_no_local_file_and_a_partial_names_no_path(server):
+    for url in ("file:///etc/passwd", "/etc/passwd", "FILE:/etc/hostname", "ftp://x/y"):
+        r, _ = _render(server, "hb-media", {"u": url})
+        assert r.status_code == 422, r.text[:300]
+        assert "only http(s) and data: URLs are sent" in r.json()["error"]["message"]
+        assert "root:" not in r.text
+    r, _ = _render(server, "hb-media", {"u": "https://example.com/a.png"})
+    assert r.status_code == 200, r.text[:300]
+    assert r.json()["messages"][0]["content"][1] == {
+        "type": "image_url", "image_url": {"url": "https://example.com/a.png"}}
+    bad = httpx.put(server.url + "/api/v1/artifact", params={"name": "hb-path"},
+                    headers=server.editor, timeout=60, json={
+                        "text": "---\ntemplate: {format: handlebars}\n---\n"
+                                "{{> \"../../etc/passwd\"}}\n"})
+    assert bad.status_code == 422, bad.text[:300]
+    assert "segment '..'" in bad.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("filename", ["..prompt", "two words.prompt.yml", "-x.prompt"])

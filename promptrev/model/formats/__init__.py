@@ -33,14 +33,18 @@ class Converted:
     # suffix of their name: stored as NAME + suffix, and a scorer spec whose
     # ``judge.prompt`` is that suffix is given the name (pinned to the version saved).
     prompts: dict[str, str] = field(default_factory=dict)
+    parts: list[str] = field(default_factory=list)  # registry prompts it includes
+    part_defaults: dict[str, Any] = field(default_factory=dict)  # its parts' defaults
 
 
 @dataclass
 class Exported:
-    """A stored prompt in another format: file name (relative) → text."""
+    """A stored prompt in another format: file name (relative to the prompt's folder) →
+    text, and ``shared`` files (relative to the export's root: a registry part's)."""
 
     files: dict[str, str]
     notes: list[str] = field(default_factory=list)
+    shared: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

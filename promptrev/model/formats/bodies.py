@@ -59,8 +59,36 @@ def _dotprompt_role(role: str) -> str:
     return "model" if role == "assistant" else role
 
 
-def jinja_to_hbs(text: str, what: str) -> str:
-    """A Jinja2 body of plain substitutions as Handlebars; refused if it is more."""
+# ``{% include "name@ref" %}`` as written: no whitespace control, no ``ignore missing``,
+# no ``with``/``without context`` (a Handlebars partial has the caller's context anyway).
+JINJA_INCLUDE = re.compile(r"\{%[ \t]*include[ \t]+(\"[^\"\n]+\"|'[^'\n]+')[ \t]*%\}")
+_HBS_NAME = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-]+)*")
+
+
+def partial_tag(ref: str) -> str:
+    """``{{> ref}}``; quoted where ``ref`` is no Handlebars path (``"shared/tone@3"``)."""
+    return "{{> " + (ref if _HBS_NAME.fullmatch(ref) else '"' + ref + '"') + "}}"
+
+
+def jinja_to_hbs(text: str, what: str, partial=None) -> str:
+    """A Jinja2 body of plain substitutions as Handlebars; refused if it is more.
+
+    With ``partial`` (reference as written → the partial's name), an
+    ``{% include "shared/tone" %}`` becomes ``{{> shared/tone}}``. Alone on its line, it
+    is followed by one more line end: Handlebars drops a standalone partial's line end,
+    Jinja2 keeps it, so the rendered text stays the same.
+    """
+    if partial is not None and "{%" in text:
+        tags: list[str] = []
+
+        def mark(m: re.Match) -> str:
+            start = text.rfind("\n", 0, m.start()) + 1
+            alone = not text[start:m.start()].strip() and text[m.end():m.end() + 1] == "\n"
+            tags.append(partial_tag(partial(m.group(1)[1:-1])) + ("\n" if alone else ""))
+            return f"\x00{len(tags) - 1}\x00"
+
+        marked = jinja_to_hbs(JINJA_INCLUDE.sub(mark, text), what)
+        return re.sub("\x00(\\d+)\x00", lambda m: tags[int(m.group(1))], marked)
     if "{%" in text or "{#" in text:
         raise _unconvertible(what, "uses Jinja2 statements or comments ({% … %}, {# … #})")
     converted = JINJA_SUBSTITUTION.sub(lambda m: "{{" + m.group(1) + "}}", text)
