@@ -25,8 +25,10 @@ from promptrev.model.adapter_cards import (
     AdapterSource,
     build_card,
     check_sidecars,
+    config_problem,
     dump_card,
     parse_card,
+    safetensors_problem,
 )
 from promptrev.model.artifacts import KINDS
 from promptrev.model.diffing import Diff, field_diff, text_diff
@@ -56,12 +58,10 @@ def read_folder(folder: str, objects: ObjectStore, *, lineage: dict | None = Non
         raise ValidationFailed(f"{folder}: no {WEIGHTS}{hint}")
     with open(config_path, "rb") as fh:
         config_bytes = fh.read()
-    try:
-        config = json.loads(config_bytes)
-    except ValueError as exc:
-        raise ValidationFailed(f"{config_path}: not valid JSON: {exc}") from None
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise ValidationFailed(f"{config_path}: not a PEFT adapter config (no peft_type)")
+    problem = config_problem(config_bytes)
+    if problem:
+        raise ValidationFailed(f"{config_path}: {problem}")
+    config = json.loads(config_bytes)
     _check_safetensors(weights_path)
     weights = objects.put_file(weights_path)
     card = build_card(config, config_bytes, weights, lineage=lineage, training=training,
@@ -160,16 +160,9 @@ def _norms(module: str, old, new) -> dict[str, Any]:
 def _check_safetensors(path: str) -> None:
     """Refuse a file that is not safetensors (header length + JSON header)."""
     with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ValidationFailed(f"{path}: not a safetensors file (too short)")
-        length = int.from_bytes(head, "little")
-        if length <= 0 or length > 100 * 1024 * 1024:
-            raise ValidationFailed(f"{path}: not a safetensors file (bad header length)")
-        try:
-            json.loads(fh.read(length))
-        except ValueError:
-            raise ValidationFailed(f"{path}: not a safetensors file (bad header)") from None
+        problem = safetensors_problem(fh)
+    if problem:
+        raise ValidationFailed(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)
