@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
+from promptrev import Registry, remotes
 from promptrev.model.adapter_cards import build_card, dump_card
 from promptrev.model.lfs import MEDIA_TYPE, Pointer
 
@@ -23,7 +26,7 @@ from .live import start_server
 from .test_adapters import make_adapter
 from .test_git_http import GIT_PATH, Git, remote_main
 
-pytestmark = pytest.mark.skipif(
+needs_git_lfs = pytest.mark.skipif(
     shutil.which("git-lfs") is None,
     reason="git-lfs is not installed (apt-get install git-lfs; .ci/run installs it): the "
            "Git LFS tests need the real client")
@@ -99,6 +102,7 @@ def batch(server, operation: str, objects: list[dict], role: str | None):
 
 
 # ---- reading ------------------------------------------------------------------------------
+@needs_git_lfs
 def test_clone_then_lfs_pull_brings_the_real_weights(server, git_as):
     git = git_as("viewer")
     work = git.clone()
@@ -112,7 +116,20 @@ def test_clone_then_lfs_pull_brings_the_real_weights(server, git_as):
     assert hashlib.sha256(server.weights["support/tone"]).hexdigest() in listed
 
 
-def test_download_needs_a_token_unless_reads_are_open(server, git_as):
+@needs_git_lfs
+def test_attributes_set_once_per_machine_make_the_clone_itself_bring_weights(server, git_as):
+    """The registry refuses a pushed .gitattributes (issue 14): the client's own attributes
+    file says which files are LFS files, for every clone, and checkout fetches them."""
+    git = git_as("viewer")
+    attributes = git.home / "attributes"
+    attributes.write_text(ATTRIBUTES)
+    git("config", "--global", "core.attributesFile", str(attributes))
+    work = git.clone("direct")
+    assert weights_at(work, "support/tone").read_bytes()[:8] != b"version "
+    assert git("status", "--porcelain", cwd=work).stdout == ""
+
+
+def test_download_needs_a_token_unless_reads_are_open(server):
     oid = hashlib.sha256(server.weights["support/tone"]).hexdigest()
     objects = [{"oid": oid, "size": len(server.weights["support/tone"])}]
     refused = batch(server, "download", objects, None)
@@ -125,6 +142,7 @@ def test_download_needs_a_token_unless_reads_are_open(server, git_as):
 
 
 # ---- writing ------------------------------------------------------------------------------
+@needs_git_lfs
 def test_git_push_of_a_new_adapter_version_uploads_its_weights(server, git_as, tmp_path):
     git = git_as("editor")
     work = clone_with_weights(git)
@@ -146,6 +164,7 @@ def test_git_push_of_a_new_adapter_version_uploads_its_weights(server, git_as, t
     assert weights_at(again, "support/tone").read_bytes() == weights
 
 
+@needs_git_lfs
 def test_a_push_is_checked_as_adapter_push_is(server, git_as, tmp_path):
     """Weights that are not safetensors are refused by name, as 'adapter push' refuses them."""
     git = git_as("editor")
@@ -193,6 +212,7 @@ def test_a_wrong_size_upload_is_refused_and_nothing_is_stored(server):
     assert wrong["error"]["code"] == 422 and "8,000 bytes" in wrong["error"]["message"]
 
 
+@needs_git_lfs
 def test_a_pushed_pointer_with_the_wrong_size_is_refused(server, git_as, tmp_path):
     git = git_as("editor")
     work = clone_with_weights(git, "size")
@@ -219,6 +239,7 @@ def test_a_pushed_pointer_with_the_wrong_size_is_refused(server, git_as, tmp_pat
     assert remote_main(server) == before
 
 
+@needs_git_lfs
 def test_a_viewer_cannot_upload(server, git_as, tmp_path):
     data = b"viewer bytes" * 50
     oid = hashlib.sha256(data).hexdigest()
@@ -241,3 +262,68 @@ def test_a_viewer_cannot_upload(server, git_as, tmp_path):
     assert "uploading Git LFS objects needs the editor role" in lfs.stderr, lfs.stderr
     assert not stored(server, hashlib.sha256(weights).hexdigest()).exists()
     assert remote_main(server) == before
+
+
+# ---- promptrev pull/push with a remote --------------------------------------------------
+def test_pull_and_push_with_a_promptrev_server_move_the_weights(server, tmp_path):
+    """An http(s) remote: the weights go through the server's batch API."""
+    url = server.url.replace("http://", f"http://git:{server.tokens['editor']}@") + GIT_PATH
+    local = Registry.init(tmp_path / "local.git")
+    try:
+        remotes.add(local, "origin", url)
+        pulled = remotes.pull(local, "origin")
+        assert pulled.action == "adopt" and pulled.objects >= 1
+        tone = local.adapter_source("support/tone@1")
+        assert (Path(tone.path) / "adapter_model.safetensors").read_bytes() == \
+            server.weights["support/tone"]
+        folder = make_adapter(tmp_path / "mine", seed=21)
+        weights = (Path(folder) / "adapter_model.safetensors").read_bytes()
+        oid = hashlib.sha256(weights).hexdigest()
+        local.push_adapter("support/from-local", str(folder), message="made here",
+                           author="Ada <ada@example.org>")
+        pushed = remotes.push(local, "origin")
+        assert pushed.action == "pushed" and pushed.objects == 1
+        assert stored(server, oid).read_bytes() == weights
+        shown = json.loads(server.cli("adapter", "show", "support/from-local", "--json"))
+        assert shown["weights"]["oid"] == oid
+        assert remotes.push(local, "origin").objects == 0  # nothing new to send
+    finally:
+        local.close()
+
+
+@needs_git_lfs
+def test_pull_and_push_with_a_bare_remote_keep_weights_where_git_lfs_does(tmp_path):
+    """A local remote: objects go to its ``lfs/objects`` folder, git-lfs's own layout."""
+    bare = tmp_path / "team.git"
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(bare)],
+                   check=True)
+    first = Registry.init(tmp_path / "first.git")
+    second = Registry.init(tmp_path / "second.git")
+    try:
+        folder = make_adapter(tmp_path / "a", seed=3)
+        weights = (Path(folder) / "adapter_model.safetensors").read_bytes()
+        oid = hashlib.sha256(weights).hexdigest()
+        first.push_adapter("team/tone", str(folder), author="Ada <ada@example.org>")
+        remotes.add(first, "origin", str(bare))
+        assert remotes.push(first, "origin").objects == 1
+        assert (bare / "lfs" / "objects" / oid[:2] / oid[2:4] / oid).read_bytes() == weights
+        remotes.add(second, "origin", f"file://{bare}")
+        assert remotes.pull(second, "origin").objects == 1
+        assert second.objects.read(Pointer(oid, len(weights))) == weights
+        # A teammate's git-lfs reads the same folder: clone, then git lfs pull.
+        home = tmp_path / "home"
+        home.mkdir()
+        env = {**os.environ, "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+               "GIT_CONFIG_GLOBAL": str(home / "gitconfig")}
+        subprocess.run(["git", "lfs", "install", "--skip-repo"], env=env, check=True,
+                       capture_output=True)
+        work = tmp_path / "mate"
+        subprocess.run(["git", "clone", "-q", f"file://{bare}", str(work)], env=env,
+                       check=True, capture_output=True)
+        (work / ".git" / "info" / "attributes").write_text(ATTRIBUTES)
+        subprocess.run(["git", "lfs", "pull"], cwd=work, env=env, check=True,
+                       capture_output=True)
+        assert weights_at(work, "team/tone").read_bytes() == weights
+    finally:
+        first.close()
+        second.close()
