@@ -9,6 +9,7 @@ checked, a verified local copy for the runner, and the weight diff between two v
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -47,6 +48,32 @@ def read_folder(folder: str, objects: ObjectStore, *, lineage: dict | None = Non
                 training: dict | None = None, metrics: dict | None = None,
                 description: str | None = None) -> AdapterFiles:
     """Read a PEFT adapter folder, store its weights, and build its card."""
+    config, config_bytes = _checked_folder(folder)
+    weights = objects.put_file(os.path.join(folder, WEIGHTS))
+    card = build_card(config, config_bytes, weights, lineage=lineage, training=training,
+                      metrics=metrics, description=description)
+    return AdapterFiles(card, config_bytes, weights)
+
+
+def card_of_folder(folder: str, *, lineage: dict | None = None,
+                   description: str | None = None) -> dict[str, Any]:
+    """The card of a PEFT folder, checked as ``adapter push`` checks it, storing nothing.
+
+    For a ``git push`` of an adapter version from a clone: git-lfs uploads the weights,
+    the card beside them says what they are.
+    """
+    config, config_bytes = _checked_folder(folder)
+    with open(os.path.join(folder, WEIGHTS), "rb") as fh:
+        digest, size = hashlib.sha256(), 0
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return build_card(config, config_bytes, Pointer(digest.hexdigest(), size),
+                      lineage=lineage, description=description)
+
+
+def _checked_folder(folder: str) -> tuple[dict[str, Any], bytes]:
+    """PEFT's config of a folder (parsed, and as bytes), its weights checked."""
     config_path = os.path.join(folder, CONFIG)
     weights_path = os.path.join(folder, WEIGHTS)
     if not os.path.isfile(config_path):
@@ -61,12 +88,8 @@ def read_folder(folder: str, objects: ObjectStore, *, lineage: dict | None = Non
     problem = config_problem(config_bytes)
     if problem:
         raise ValidationFailed(f"{config_path}: {problem}")
-    config = json.loads(config_bytes)
     _check_safetensors(weights_path)
-    weights = objects.put_file(weights_path)
-    card = build_card(config, config_bytes, weights, lineage=lineage, training=training,
-                      metrics=metrics, description=description)
-    return AdapterFiles(card, config_bytes, weights)
+    return json.loads(config_bytes), config_bytes
 
 
 def materialize(dest_root: str, key: str, card: dict[str, Any], config_bytes: bytes,

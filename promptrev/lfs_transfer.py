@@ -268,6 +268,12 @@ class _Remote:
             except httpx.HTTPError as exc:
                 raise RemoteFailed(f"could not reach the Git LFS server of "
                                    f"{self.display}: {exc}") from None
+            if response.status_code in (404, 405, 501):
+                raise RemoteFailed(f"{self.display} has no Git LFS server at "
+                                   f"{gitremote.redact(self.endpoint)} (it answered "
+                                   f"{response.status_code}), so the adapter weights these "
+                                   f"commits name cannot be {operation}ed: nothing was "
+                                   "changed")
             self._ok(response, f"asking for {operation} of {len(body['objects'])} object(s)")
             for entry in response.json().get("objects", []):
                 error = entry.get("error")

@@ -76,20 +76,16 @@ def stored(server, oid: str) -> Path:
     return server.registry / "lfs" / "objects" / oid[:2] / oid[2:4] / oid
 
 
-def new_version(work: Path, name: str, seed: int, tmp: Path) -> bytes:
-    """Write a new adapter version into a clone: config, real weights, and its card."""
+def new_version(server, work: Path, name: str, seed: int, tmp: Path) -> bytes:
+    """Write a new adapter version into a clone: PEFT's files, and the card that
+    'promptrev adapter card' writes for them."""
     source = make_adapter(tmp / f"src-{seed}", seed=seed, rank=8)
     folder = weights_at(work, name).parent
     folder.mkdir(parents=True, exist_ok=True)
-    config_bytes = (Path(source) / "adapter_config.json").read_bytes()
-    weights = (Path(source) / "adapter_model.safetensors").read_bytes()
-    (folder / "adapter_config.json").write_bytes(config_bytes)
-    (folder / "adapter_model.safetensors").write_bytes(weights)
-    pointer = Pointer(hashlib.sha256(weights).hexdigest(), len(weights))
-    card = build_card(json.loads(config_bytes), config_bytes, pointer,
-                      description=f"seed {seed}")
-    (folder / "adapter.yaml").write_text(dump_card(card))
-    return weights
+    for filename in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copyfile(Path(source) / filename, folder / filename)
+    assert "LORA" in server.cli("adapter", "card", str(folder), "--description", f"{seed}")
+    return (folder / "adapter_model.safetensors").read_bytes()
 
 
 def batch(server, operation: str, objects: list[dict], role: str | None):
@@ -146,7 +142,7 @@ def test_download_needs_a_token_unless_reads_are_open(server):
 def test_git_push_of_a_new_adapter_version_uploads_its_weights(server, git_as, tmp_path):
     git = git_as("editor")
     work = clone_with_weights(git)
-    weights = new_version(work, "support/tone", 7, tmp_path)
+    weights = new_version(server, work, "support/tone", 7, tmp_path)
     oid = hashlib.sha256(weights).hexdigest()
     assert not stored(server, oid).exists()
     git.commit(work, "tone v2: rank 8")
@@ -169,7 +165,7 @@ def test_a_push_is_checked_as_adapter_push_is(server, git_as, tmp_path):
     """Weights that are not safetensors are refused by name, as 'adapter push' refuses them."""
     git = git_as("editor")
     work = clone_with_weights(git, "bad")
-    new_version(work, "support/bad", 3, tmp_path)
+    new_version(server, work, "support/bad", 3, tmp_path)
     folder = weights_at(work, "support/bad").parent
     junk = b"not a safetensors file at all" * 10
     (folder / "adapter_model.safetensors").write_bytes(junk)
@@ -216,7 +212,7 @@ def test_a_wrong_size_upload_is_refused_and_nothing_is_stored(server):
 def test_a_pushed_pointer_with_the_wrong_size_is_refused(server, git_as, tmp_path):
     git = git_as("editor")
     work = clone_with_weights(git, "size")
-    new_version(work, "support/sized", 4, tmp_path)
+    new_version(server, work, "support/sized", 4, tmp_path)
     git.commit(work, "sized v1")
     git("push", "origin", "main", cwd=work)
     folder = weights_at(work, "support/sized").parent
@@ -251,7 +247,7 @@ def test_a_viewer_cannot_upload(server, git_as, tmp_path):
     # Through git: git-lfs's pre-push asks to upload and is refused; nothing moves.
     git = git_as("viewer")
     work = clone_with_weights(git, "viewer")
-    weights = new_version(work, "support/viewer", 11, tmp_path)
+    weights = new_version(server, work, "support/viewer", 11, tmp_path)
     git.commit(work, "a viewer's adapter")
     before = remote_main(server)
     out = git("push", "origin", "main", cwd=work, check=False)
