@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,7 @@ from promptrev.model.adapter_cards import build_card, dump_card
 from promptrev.model.lfs import MEDIA_TYPE, Pointer
 
 from .conftest import at
-from .live import start_server
+from .live import ROOT, start_server
 from .test_adapters import make_adapter
 from .test_git_http import GIT_PATH, Git, remote_main
 
@@ -323,3 +324,24 @@ def test_pull_and_push_with_a_bare_remote_keep_weights_where_git_lfs_does(tmp_pa
     finally:
         first.close()
         second.close()
+
+
+def test_adapter_card_checks_the_folder_as_adapter_push_does(tmp_path):
+    folder = make_adapter(tmp_path / "a", seed=2)
+
+    def card(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
+                               str(tmp_path / "reg"), "adapter", "card", str(folder), *args],
+                              capture_output=True, text=True, cwd=ROOT, timeout=60)
+
+    made = card("--lineage", '{"dataset": "tone@2"}')
+    assert made.returncode == 0, made.stderr
+    written = (Path(folder) / "adapter.yaml").read_text()
+    weights = (Path(folder) / "adapter_model.safetensors").read_bytes()
+    assert hashlib.sha256(weights).hexdigest() in written and "tone@2" in written
+    assert not (tmp_path / "reg").exists()  # nothing stored anywhere
+    bad = card("--lineage", "{nope")
+    assert bad.returncode == 2 and "--lineage" in bad.stderr and "Traceback" not in bad.stderr
+    (Path(folder) / "adapter_model.safetensors").write_bytes(b"junk")
+    junk = card()
+    assert junk.returncode != 0 and "not a safetensors file" in junk.stderr
