@@ -334,8 +334,9 @@ def test_adapter_card_checks_the_folder_as_adapter_push_does(tmp_path):
                                str(tmp_path / "reg"), "adapter", "card", str(folder), *args],
                               capture_output=True, text=True, cwd=ROOT, timeout=60)
 
-    made = card("--lineage", '{"dataset": "tone@2"}')
+    made = card("--lineage", '{"dataset": "tone@2"}', "--name", "support/tone")
     assert made.returncode == 0, made.stderr
+    assert f"lives in {at('support/tone', 'adapter').rsplit('/', 1)[0]}/" in made.stdout
     written = (Path(folder) / "adapter.yaml").read_text()
     weights = (Path(folder) / "adapter_model.safetensors").read_bytes()
     assert hashlib.sha256(weights).hexdigest() in written and "tone@2" in written

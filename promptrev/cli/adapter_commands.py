@@ -44,19 +44,30 @@ def adapter_push(ctx: Context, folder: str, name: str, message: str | None, base
 @click.option("--description", default=None)
 @click.option("--lineage", "lineage_json", default=None,
               help='JSON object recorded in the card, e.g. \'{"dataset": "sentiment@2"}\'.')
-def adapter_card(folder: str, description: str | None, lineage_json: str | None) -> None:
+@click.option("--name", default=None,
+              help="Also print where an adapter of this name lives in the registry's tree.")
+def adapter_card(folder: str, description: str | None, lineage_json: str | None,
+                 name: str | None) -> None:
     """Write FOLDER/adapter.yaml for a PEFT folder in a clone (to push it with git + git-lfs).
 
     FOLDER is checked as 'adapter push' checks it; nothing is stored.
     """
     from promptrev.adapters import card_of_folder
     from promptrev.model.adapter_cards import CARD, dump_card
+    from promptrev.model.artifacts import KINDS
+    from promptrev.model.names import validate_name
+
+    if name is not None:
+        validate_name(name)
 
     card = card_of_folder(folder, lineage=_lineage(lineage_json), description=description)
     with open(os.path.join(folder, CARD), "w", encoding="utf-8") as fh:
         fh.write(dump_card(card))
     click.echo(f"{os.path.join(folder, CARD)}  {card['peft_type']}  weights "
                f"{card['files']['adapter_model.safetensors']['size']:,} bytes")
+    if name is not None:
+        place = KINDS["adapter"].path(name).rsplit("/", 1)[0]
+        click.echo(f"adapter {name} lives in {place}/ (its three files, in a clone)")
 
 
 @adapter.command("show")
