@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from promptrev import Registry, remotes
+from promptrev.errors import RemoteFailed
 from promptrev.model.adapter_cards import build_card, dump_card
 from promptrev.model.lfs import MEDIA_TYPE, Pointer
 
@@ -346,3 +347,37 @@ def test_adapter_card_checks_the_folder_as_adapter_push_does(tmp_path):
     (Path(folder) / "adapter_model.safetensors").write_bytes(b"junk")
     junk = card()
     assert junk.returncode != 0 and "not a safetensors file" in junk.stderr
+
+
+def test_an_http_remote_without_a_git_lfs_server_is_named_not_half_pulled(tmp_path):
+    """A plain HTTP Git server (dumb protocol, no LFS API): the weights cannot come, and
+    the pull says so before anything changes."""
+    import functools
+    import http.server
+    import threading
+
+    bare = tmp_path / "served" / "team.git"
+    subprocess.run(["git", "init", "-q", "--bare", "--initial-branch=main", str(bare)],
+                   check=True)
+    first = Registry.init(tmp_path / "first.git")
+    second = Registry.init(tmp_path / "second.git")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler,
+                                directory=str(tmp_path / "served"))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        first.push_adapter("team/tone", str(make_adapter(tmp_path / "a", seed=5)),
+                           author="Ada <ada@example.org>")
+        remotes.add(first, "origin", str(bare))
+        remotes.push(first, "origin")
+        subprocess.run(["git", "--git-dir", str(bare), "update-server-info"], check=True)
+        remotes.add(second, "origin", f"http://127.0.0.1:{httpd.server_port}/team.git")
+        head = second.store.head()
+        with pytest.raises(RemoteFailed, match="has no Git LFS server") as refused:
+            remotes.pull(second, "origin")
+        assert "/team.git/info/lfs" in refused.value.message
+        assert second.store.head() == head
+    finally:
+        httpd.shutdown()
+        first.close()
+        second.close()
