@@ -9,6 +9,7 @@ checked, a verified local copy for the runner, and the weight diff between two v
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -25,8 +26,10 @@ from promptrev.model.adapter_cards import (
     AdapterSource,
     build_card,
     check_sidecars,
+    config_problem,
     dump_card,
     parse_card,
+    safetensors_problem,
 )
 from promptrev.model.artifacts import KINDS
 from promptrev.model.diffing import Diff, field_diff, text_diff
@@ -45,6 +48,32 @@ def read_folder(folder: str, objects: ObjectStore, *, lineage: dict | None = Non
                 training: dict | None = None, metrics: dict | None = None,
                 description: str | None = None) -> AdapterFiles:
     """Read a PEFT adapter folder, store its weights, and build its card."""
+    config, config_bytes = _checked_folder(folder)
+    weights = objects.put_file(os.path.join(folder, WEIGHTS))
+    card = build_card(config, config_bytes, weights, lineage=lineage, training=training,
+                      metrics=metrics, description=description)
+    return AdapterFiles(card, config_bytes, weights)
+
+
+def card_of_folder(folder: str, *, lineage: dict | None = None,
+                   description: str | None = None) -> dict[str, Any]:
+    """The card of a PEFT folder, checked as ``adapter push`` checks it, storing nothing.
+
+    For a ``git push`` of an adapter version from a clone: git-lfs uploads the weights,
+    the card beside them says what they are.
+    """
+    config, config_bytes = _checked_folder(folder)
+    with open(os.path.join(folder, WEIGHTS), "rb") as fh:
+        digest, size = hashlib.sha256(), 0
+        while chunk := fh.read(1024 * 1024):
+            digest.update(chunk)
+            size += len(chunk)
+    return build_card(config, config_bytes, Pointer(digest.hexdigest(), size),
+                      lineage=lineage, description=description)
+
+
+def _checked_folder(folder: str) -> tuple[dict[str, Any], bytes]:
+    """PEFT's config of a folder (parsed, and as bytes), its weights checked."""
     config_path = os.path.join(folder, CONFIG)
     weights_path = os.path.join(folder, WEIGHTS)
     if not os.path.isfile(config_path):
@@ -56,17 +85,11 @@ def read_folder(folder: str, objects: ObjectStore, *, lineage: dict | None = Non
         raise ValidationFailed(f"{folder}: no {WEIGHTS}{hint}")
     with open(config_path, "rb") as fh:
         config_bytes = fh.read()
-    try:
-        config = json.loads(config_bytes)
-    except ValueError as exc:
-        raise ValidationFailed(f"{config_path}: not valid JSON: {exc}") from None
-    if not isinstance(config, dict) or "peft_type" not in config:
-        raise ValidationFailed(f"{config_path}: not a PEFT adapter config (no peft_type)")
+    problem = config_problem(config_bytes)
+    if problem:
+        raise ValidationFailed(f"{config_path}: {problem}")
     _check_safetensors(weights_path)
-    weights = objects.put_file(weights_path)
-    card = build_card(config, config_bytes, weights, lineage=lineage, training=training,
-                      metrics=metrics, description=description)
-    return AdapterFiles(card, config_bytes, weights)
+    return json.loads(config_bytes), config_bytes
 
 
 def materialize(dest_root: str, key: str, card: dict[str, Any], config_bytes: bytes,
@@ -160,16 +183,9 @@ def _norms(module: str, old, new) -> dict[str, Any]:
 def _check_safetensors(path: str) -> None:
     """Refuse a file that is not safetensors (header length + JSON header)."""
     with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) < 8:
-            raise ValidationFailed(f"{path}: not a safetensors file (too short)")
-        length = int.from_bytes(head, "little")
-        if length <= 0 or length > 100 * 1024 * 1024:
-            raise ValidationFailed(f"{path}: not a safetensors file (bad header length)")
-        try:
-            json.loads(fh.read(length))
-        except ValueError:
-            raise ValidationFailed(f"{path}: not a safetensors file (bad header)") from None
+        problem = safetensors_problem(fh)
+    if problem:
+        raise ValidationFailed(f"{path}: {problem}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from promptrev.model import fanout
-from promptrev.model.adapter_cards import CONFIG, WEIGHTS, check_sidecars, parse_card
+from promptrev.model.adapter_cards import (
+    CONFIG,
+    WEIGHTS,
+    check_sidecars,
+    config_problem,
+    parse_card,
+    safetensors_problem,
+)
 from promptrev.model.artifacts import (
     KINDS,
     by_artifact,
@@ -383,16 +390,27 @@ def _check_adapter_folder(registry: Registry, sha: str, folder: str, out: Incomi
     except PromptrevError as exc:
         out.problem(card_path, sha, exc.message)
         return
+    problem = config_problem(store.blob(blobs[CONFIG]))
+    if problem:
+        out.problem(f"{folder}/{CONFIG}", sha, f"{folder}/{CONFIG}: {problem}")
     stored = registry.objects.size(pointer.oid)
     if stored is None:
         out.problem(f"{folder}/{WEIGHTS}", sha, f"the weights {pointer.oid[:12]}… are not in "
                     "this registry's object store: push adapters with 'promptrev adapter "
-                    "push', which uploads the weights before the pointer")
+                    "push', or with git-lfs installed ('git lfs install'), whose pre-push "
+                    "hook uploads the weights before the pointer")
     elif stored != pointer.size:
         out.problem(f"{folder}/{WEIGHTS}", sha, f"{folder}/{WEIGHTS} says the weights "
                     f"{pointer.oid[:12]}… are {pointer.size:,} bytes, but that object is "
                     f"{stored:,} bytes: a pointer (and its card) must give its object's true "
                     "size. Push adapters with 'promptrev adapter push'")
+    else:
+        with registry.objects.open(pointer.oid) as fh:
+            problem = safetensors_problem(fh)
+        if problem:
+            out.problem(f"{folder}/{WEIGHTS}", sha, f"{folder}/{WEIGHTS}: the weights "
+                        f"{pointer.oid[:12]}… are {problem}; adapters are PEFT folders saved "
+                        "with safe_serialization")
 
 
 def _check_policy(store, sha: str, change, out: Incoming) -> None:

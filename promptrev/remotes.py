@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from promptrev.model.artifacts import Version
 
+from . import lfs_transfer
 from .errors import (
     Busy,
     Conflict,
@@ -97,6 +98,7 @@ class PullResult:
     commits: list[str] = field(default_factory=list)  # now on main's first-parent chain
     versions: list[Version] = field(default_factory=list)
     label_moves: list[LabelMove] = field(default_factory=list)
+    objects: int = 0  # LFS objects (adapter weights) brought from the remote
 
     @property
     def changed(self) -> bool:
@@ -110,7 +112,8 @@ class PullResult:
                 "versions": [v.to_dict() for v in self.versions],
                 "label_moves": [{"kind": m.kind, "name": m.name, "label": m.label,
                                  "from": m.old, "to": m.new, "split": m.split}
-                                for m in self.label_moves]}
+                                for m in self.label_moves],
+                "objects": self.objects}
 
 
 @dataclass
@@ -122,11 +125,12 @@ class PushResult:
     old: str | None
     new: str | None
     commits: list[dict[str, str]] = field(default_factory=list)  # newest first
+    objects: int = 0  # LFS objects (adapter weights) the remote did not have
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {"remote": self.remote.to_dict(), "action": self.action, "old": self.old,
-                "new": self.new, "commits": self.commits}
+                "new": self.new, "commits": self.commits, "objects": self.objects}
 
 
 @dataclass
@@ -243,7 +247,23 @@ def pull(registry: Registry, name: str = DEFAULT_REMOTE, *, merge: bool = False,
     """
     remote = get(registry, name)
     theirs = gitremote.fetch(registry.path, _config(remote), interactive=interactive)
-    return integrate(registry, remote, theirs, merge=merge, author=author, acting=acting)
+    objects = fetch_objects(registry, remote, theirs)
+    result = integrate(registry, remote, theirs, merge=merge, author=author, acting=acting)
+    result.objects = objects
+    return result
+
+
+def fetch_objects(registry: Registry, remote: Remote, theirs: str | None) -> int:
+    """Bring the adapter weights that the fetched commits name and this registry lacks.
+
+    Before the commits are checked, so an adapter version arrives with its weights (the
+    check refuses a pointer whose object is missing). How: :mod:`.lfs_transfer`.
+    """
+    if theirs is None:
+        return 0
+    commits = registry.store.commits_only_in(theirs, registry.store.head())
+    return lfs_transfer.fetch_objects(registry, remote.url,
+                                      lfs_transfer.pointers_in(registry, commits))
 
 
 def integrate(registry: Registry, remote: Remote, theirs: str | None, *, merge: bool = False,
@@ -373,6 +393,9 @@ def push(registry: Registry, name: str = DEFAULT_REMOTE, *,
     ours = store.head()
     if ours is None:
         raise NotFound("this registry has no commits to push")
+    known = store.ref(_config(remote).tracking_ref)  # the remote's branch when last seen
+    pointers = lfs_transfer.pointers_in(registry, store.commits_only_in(ours, known))
+    objects = lfs_transfer.send_objects(registry, remote.url, pointers)  # before the pointers
     outcome = gitremote.push(registry.path, _config(remote), interactive=interactive)
     if outcome.behind:
         theirs = gitremote.fetch(registry.path, _config(remote), interactive=interactive)
@@ -388,10 +411,10 @@ def push(registry: Registry, name: str = DEFAULT_REMOTE, *,
                            + ("".join(f"\n  {line}" for line in said[-10:])),
                            details={"remote": remote.where, "git": outcome.stderr})
     if outcome.flag == "=":
-        return PushResult(remote, "up to date", ours, ours)
+        return PushResult(remote, "up to date", ours, ours, objects=objects)
     shas = store.commits_only_in(ours, outcome.old)
     return PushResult(remote, "created" if outcome.flag == "*" else "pushed", outcome.old,
-                      ours, [_commit_dict(store.commit_info(sha)) for sha in shas])
+                      ours, [_commit_dict(store.commit_info(sha)) for sha in shas], objects)
 
 
 def sync(registry: Registry, name: str = DEFAULT_REMOTE, *, merge: bool = False,

@@ -28,7 +28,7 @@ def adapter() -> None:
 def adapter_push(ctx: Context, folder: str, name: str, message: str | None, base: int | None,
                  description: str | None, lineage_json: str | None) -> None:
     """Version the PEFT adapter in FOLDER (adapter_config.json + safetensors weights)."""
-    lineage = json.loads(lineage_json) if lineage_json else None
+    lineage = _lineage(lineage_json)
     with ctx.open() as reg:
         ctx.policy.require_write_main(ctx.acting, "pushing an adapter to main")
         version = reg.push_adapter(name, folder, message=message, author=ctx.author, base=base,
@@ -37,6 +37,37 @@ def adapter_push(ctx: Context, folder: str, name: str, message: str | None, base
     size = card["files"]["adapter_model.safetensors"]["size"]
     click.echo(f"{version.ref}  {card['peft_type']}  base {card['base_model']['name']}  "
                f"weights {size:,} bytes")
+
+
+@adapter.command("card")
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--description", default=None)
+@click.option("--lineage", "lineage_json", default=None,
+              help='JSON object recorded in the card, e.g. \'{"dataset": "sentiment@2"}\'.')
+@click.option("--name", default=None,
+              help="Also print where an adapter of this name lives in the registry's tree.")
+def adapter_card(folder: str, description: str | None, lineage_json: str | None,
+                 name: str | None) -> None:
+    """Write FOLDER/adapter.yaml for a PEFT folder in a clone (to push it with git + git-lfs).
+
+    FOLDER is checked as 'adapter push' checks it; nothing is stored.
+    """
+    from promptrev.adapters import card_of_folder
+    from promptrev.model.adapter_cards import CARD, dump_card
+    from promptrev.model.artifacts import KINDS
+    from promptrev.model.names import validate_name
+
+    if name is not None:
+        validate_name(name)
+
+    card = card_of_folder(folder, lineage=_lineage(lineage_json), description=description)
+    with open(os.path.join(folder, CARD), "w", encoding="utf-8") as fh:
+        fh.write(dump_card(card))
+    click.echo(f"{os.path.join(folder, CARD)}  {card['peft_type']}  weights "
+               f"{card['files']['adapter_model.safetensors']['size']:,} bytes")
+    if name is not None:
+        place = KINDS["adapter"].path(name).rsplit("/", 1)[0]
+        click.echo(f"adapter {name} lives in {place}/ (its three files, in a clone)")
 
 
 @adapter.command("show")
@@ -74,3 +105,16 @@ def adapter_pull(ctx: Context, ref: str, dest: str) -> None:
     for name in os.listdir(source.path):
         shutil.copyfile(os.path.join(source.path, name), os.path.join(dest, name))
     click.echo(f"{source.ref} -> {dest}")
+
+
+def _lineage(text: str | None) -> dict | None:
+    """``--lineage``: a JSON object, or a usage error that says what is wrong."""
+    if not text:
+        return None
+    try:
+        lineage = json.loads(text)
+    except ValueError as exc:
+        raise click.BadParameter(f"not valid JSON: {exc}", param_hint="--lineage") from None
+    if not isinstance(lineage, dict):
+        raise click.BadParameter("must be a JSON object", param_hint="--lineage")
+    return lineage

@@ -138,7 +138,8 @@ def _print_pull(result: remotes.PullResult) -> None:
         click.echo(f"pull {where}: up to date")
         return
     click.echo(f"pull {where}: {result.action}, main {_short(result.old)} -> "
-               f"{_short(result.new)}, {len(result.versions)} version(s)")
+               f"{_short(result.new)}, {len(result.versions)} version(s)"
+               + (f", {result.objects} weights file(s)" if result.objects else ""))
     for v in result.versions:
         what = " (deleted)" if v.deleted else ""
         subject = v.message.splitlines()[0] if v.message else ""
@@ -153,7 +154,8 @@ def _print_push(result: remotes.PushResult) -> None:
         click.echo(f"push {where}: up to date")
         return
     click.echo(f"push {where}: {result.action}, {_short(result.old)} -> {_short(result.new)}, "
-               f"{len(result.commits)} commit(s)")
+               f"{len(result.commits)} commit(s)"
+               + (f", {result.objects} weights file(s)" if result.objects else ""))
     for commit in result.commits[:20]:
         click.echo(f"  {short_hash(commit['sha'])} {commit['message']} ({commit['author']})")
     if len(result.commits) > 20:

@@ -16,8 +16,9 @@ the object store and the runner's copies are :mod:`promptrev.adapters`.
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import yaml
 
@@ -138,6 +139,38 @@ def dump_card(card: dict[str, Any]) -> str:
 def parse_card(text: str) -> dict[str, Any]:
     """A card's YAML as a dict (validated)."""
     return _load_card(text, CARD)
+
+
+MAX_HEADER = 100 * 1024 * 1024  # the largest safetensors header read
+
+
+def safetensors_problem(fh: BinaryIO) -> str | None:
+    """Why the file open at ``fh`` is not safetensors (its header length and JSON header),
+    or None. The one check of weights, for ``adapter push`` and for ``git push`` alike."""
+    head = fh.read(8)
+    if len(head) < 8:
+        return "not a safetensors file (too short)"
+    length = int.from_bytes(head, "little")
+    if length <= 0 or length > MAX_HEADER:
+        return "not a safetensors file (bad header length)"
+    try:
+        header = json.loads(fh.read(length))
+    except ValueError:
+        return "not a safetensors file (bad header)"
+    if not isinstance(header, dict):
+        return "not a safetensors file (bad header)"
+    return None
+
+
+def config_problem(config_bytes: bytes) -> str | None:
+    """Why PEFT's ``adapter_config.json`` is not a PEFT config, or None."""
+    try:
+        config = json.loads(config_bytes)
+    except ValueError as exc:
+        return f"not valid JSON: {exc}"
+    if not isinstance(config, dict) or "peft_type" not in config:
+        return "not a PEFT adapter config (no peft_type)"
+    return None
 
 
 def check_sidecars(card: dict[str, Any], config_bytes: bytes, pointer_text: str,

@@ -101,6 +101,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         eval_api,  # noqa: F401 - adds its routes to api.bp
         eval_pages,
         git_http,
+        lfs_http,
         openai_api,
         review_api,
         review_pages,
@@ -134,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     csrf.exempt(openai_api.bp)
     csrf.exempt(review_api.bp)
     csrf.exempt(git_http.bp)  # Git sends tokens (HTTP Basic), never cookies
+    csrf.exempt(lfs_http.bp)  # so does git-lfs
     app.register_blueprint(api.bp)
     app.register_blueprint(review_api.bp)
     app.register_blueprint(review_pages.bp)
@@ -141,10 +143,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(web.bp)
     app.register_blueprint(eval_pages.bp)
     app.register_blueprint(git_http.bp)
+    app.register_blueprint(lfs_http.bp)
     errors.install(app)
     web.install_filters(app)
     _protect(app, settings, client_address, token_refused, login="web.login",
-             token_blueprints=(api.bp, review_api.bp, openai_api.bp, git_http.bp))
+             token_blueprints=(api.bp, review_api.bp, openai_api.bp, git_http.bp,
+                               lfs_http.bp))
     app.session_interface = _NoSessionForApis()
     app.wsgi_app = FastReads(app.wsgi_app, state,  # cached label reads below Flask
                              security_headers(), hsts=HSTS if settings.cookie_secure else None)

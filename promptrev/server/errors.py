@@ -44,7 +44,7 @@ def http_status(exc: PromptrevError) -> int:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith(_JSON_PREFIXES)
+    return request.path.startswith(_JSON_PREFIXES) or "/info/lfs/" in request.path
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None

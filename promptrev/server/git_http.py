@@ -70,7 +70,7 @@ def backend(path: str) -> Response:
     push = _service(path) == "git-receive-pack"
     settings = state().settings
     try:
-        user = _caller(push)
+        user = caller(push)
         state().policy.require(user, "write" if push else "read",
                                "pushing" if push else "reading")
         body = get_input_stream(request.environ, safe_fallback=False,
@@ -93,7 +93,7 @@ def _service(path: str) -> str:
     return path if request.method == "POST" else ""
 
 
-def _caller(push: bool) -> User:
+def caller(push: bool) -> User:
     """The user whose API token the request carries, or anonymous reads when enabled."""
     token = _token(request.headers.get("Authorization", ""))
     if token:

@@ -9,7 +9,9 @@ the *remote*. Messages never show a URL's password: :func:`redact` removes it.
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
 from dataclasses import dataclass
 
 import git
@@ -153,6 +155,27 @@ def push(path: str, remote: RemoteConfig, *, interactive: bool = False) -> PushO
     raise RemoteFailed(f"could not push to remote '{remote.name}' ({redact(remote.url)}): "
                        f"{_last_lines(err) or f'git exited with status {status}'}",
                        details={"remote": remote.name, "git": redact(err.strip())})
+
+
+def credentials(path: str, url: str) -> tuple[str, str] | None:
+    """What Git's credential helpers give for ``url`` (no prompt), or None.
+
+    For requests Git does not make itself (the Git LFS batch API of a remote), so they
+    authenticate the way ``git fetch`` and ``git push`` do.
+    """
+    try:
+        out = subprocess.run(["git", "--git-dir", path, "credential", "fill"],
+                             input=f"url={url}\n\n", capture_output=True, text=True,
+                             timeout=30, env={**os.environ, "GIT_TERMINAL_PROMPT": "0",
+                                              "GIT_ASKPASS": "", "SSH_ASKPASS": ""})
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    fields = dict(line.partition("=")[::2] for line in out.stdout.splitlines())
+    if not fields.get("password") and not fields.get("username"):
+        return None
+    return fields.get("username", ""), fields.get("password", "")
 
 
 def _git(path: str, args: list[str], *, interactive: bool = False) -> tuple[int, str, str]:

@@ -88,6 +88,45 @@ class ObjectStore:
             raise
         return Pointer(oid, size)
 
+    def put_expected(self, stream: BinaryIO, pointer: Pointer) -> bool:
+        """Store a stream that must be exactly ``pointer``'s object (an upload).
+
+        At most ``pointer.size + 1`` bytes are read; content of another size or sha256 is
+        refused with :class:`ValidationFailed` naming what arrived, and nothing is stored.
+        Returns whether the object was new.
+        """
+        os.makedirs(self.root, exist_ok=True)
+        digest, size = hashlib.sha256(), 0
+        fd, tmp = tempfile.mkstemp(prefix=".incoming-", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                while size <= pointer.size and (
+                        chunk := stream.read(min(_CHUNK, pointer.size + 1 - size))):
+                    digest.update(chunk)
+                    size += len(chunk)
+                    out.write(chunk)
+                _check_upload(pointer, digest.hexdigest(), size)
+                out.flush()
+                os.fsync(out.fileno())
+            if self.exists(pointer.oid):
+                os.unlink(tmp)
+                return False
+            os.makedirs(os.path.dirname(self.path(pointer.oid)), exist_ok=True)
+            os.replace(tmp, self.path(pointer.oid))
+            return True
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def open(self, oid: str) -> BinaryIO:
+        """The stored object opened for reading (not verified: the reader checks it)."""
+        try:
+            return open(self.path(oid), "rb")
+        except FileNotFoundError:
+            raise NotFound(f"object {oid[:12]}… is not in this registry's object store"
+                           ) from None
+
     def read(self, pointer: Pointer) -> bytes:
         """The object's bytes, verified against its sha256 and size."""
         try:
@@ -180,3 +219,19 @@ def _wrong_size(pointer: Pointer, size: int) -> ValidationFailed:
         f"{size:,} bytes and intact (its sha256 matches): the pointer is wrong, not the "
         "object, so keep the object and fix the pointer and its card (push the adapter again "
         "with 'promptrev adapter push')")
+
+
+def _check_upload(pointer: Pointer, oid: str, size: int) -> None:
+    """Refuse uploaded bytes that are not exactly the object they were sent as."""
+    if size > pointer.size:
+        raise ValidationFailed(f"the upload of object {pointer.oid[:12]}… is longer than the "
+                               f"{pointer.size:,} bytes it was announced as: nothing was "
+                               "stored")
+    if size < pointer.size:
+        raise ValidationFailed(f"the upload of object {pointer.oid[:12]}… is {size:,} bytes, "
+                               f"not the {pointer.size:,} bytes it was announced as: nothing "
+                               "was stored")
+    if oid != pointer.oid:
+        raise ValidationFailed(f"the upload sent as object {pointer.oid[:12]}… hashes to "
+                               f"{oid[:12]}… (sha256): its bytes are not that object; "
+                               "nothing was stored")
