@@ -37,6 +37,7 @@ _READS = ("GET", "HEAD", "OPTIONS")
 _READ_POSTS = frozenset(("/api/v1/render", "/edit/check", "/login", "/logout",
                          "/v1/chat/completions"))
 _HEX = frozenset("0123456789abcdef")
+MAX_TIMEOUT = 60  # seconds a long-poll may ask for (PROMPTREV_REPLICATION_WAIT caps it too)
 
 
 @bp.get("/replication/wait")
@@ -53,8 +54,9 @@ def replication_wait() -> Response:
         timeout = limit if raw is None else float(raw)
     except ValueError:
         raise InvalidRequest(f"timeout must be a number of seconds, not {raw!r}") from None
-    if not 0 <= timeout < float("inf"):
-        raise InvalidRequest(f"timeout must be a number of seconds, not {raw!r}")
+    if not 0 <= timeout <= MAX_TIMEOUT:
+        raise InvalidRequest(f"timeout must be a number of seconds from 0 to {MAX_TIMEOUT}, "
+                             f"not {raw!r}")
     timeout = min(timeout, limit)
     lease = state().lease()
     head = lease.registry.sync()

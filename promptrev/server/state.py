@@ -214,4 +214,4 @@ def not_modified(if_none_match: str | None, etag: str) -> bool:
     if tags.contains(etag[1:-1]):
         return True
     digest = etag[1:-1].partition(".")[0]
-    return any(tag.partition(".")[0] == digest for tag in tags.as_set())
+    return any(tag.partition(".")[0] == digest for tag in tags.as_set() if tag)
