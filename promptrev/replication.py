@@ -65,11 +65,14 @@ class ReplicaStatus:
 
     @property
     def stale(self) -> str | None:
-        """The ``X-Promptrev-Stale`` text while the primary cannot be reached, else None."""
-        if self.reachable:
-            return None
+        """The ``X-Promptrev-Stale`` text while this replica cannot follow, else None."""
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.since or 0))
-        return f"primary unreachable since {when}"
+        if not self.reachable:
+            return f"primary unreachable since {when}"
+        if self.error:  # reachable, but its main cannot be copied (history rewritten...)
+            said = " ".join(self.error.split())[:300].encode("ascii", "replace").decode()
+            return f"replication stopped since {when}: {said}"
+        return None
 
 
 def status_path(registry: str) -> str:
@@ -251,9 +254,9 @@ class Follower:
     def _record(self, head: str | None, reachable: bool, error: str | None) -> None:
         old = self._status
         since = None
-        if not reachable:
-            since = old.since if old is not None and not old.reachable and old.since else \
-                time.time()
+        if not reachable or error:  # since when it fails, kept while it keeps failing
+            failing = old is not None and (not old.reachable or old.error) and old.since
+            since = old.since if failing else time.time()
         status = ReplicaStatus(self.primary, head, reachable, since, error)
         if status != old:
             if not reachable and (old is None or old.reachable):

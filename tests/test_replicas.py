@@ -175,6 +175,8 @@ def test_writes_to_a_replica_are_redirected_to_the_primary(cluster):
                              params={"name": "greet", "label": "staging", "version": 1},
                              follow_redirects=False)
     assert label.status_code == 307
+    reviews = cluster.http.get(replica.url + "/api/v1/reviews", follow_redirects=False)
+    assert reviews.status_code == 307  # change requests live in the primary's database
     render = cluster.http.post(replica.url + "/api/v1/render",
                                json={"ref": "greet", "variables": {"who": "you"}})
     assert render.status_code == 200, render.text
@@ -271,6 +273,25 @@ def test_settings_refuse_a_primary_that_is_not_an_http_url():
         Settings.from_env({"PROMPTREV_PRIMARY": "http://u:p@primary"})
     assert Settings.from_env({"PROMPTREV_PRIMARY": "http://primary:8080/"}).primary == \
         "http://primary:8080"
+
+
+def test_a_replica_registry_refuses_writes_until_promoted(tmp_path):
+    from promptrev.errors import ReadOnlyReplica
+    from promptrev.registry import Registry
+    from promptrev.server import Settings, prepare
+
+    path = tmp_path / "reg"
+    Registry.init(path).close()
+    with Registry.open(path) as reg:
+        reg.set_replica_of("http://primary:8080")
+    with Registry.open(path) as reg:  # the role is kept in the registry's Git config
+        with pytest.raises(ReadOnlyReplica, match="read replica of http://primary:8080"):
+            reg.save("greet", prompt("local"))
+    done = prepare(Settings(registry=str(path), seed_from=None), admin_password="pw-123456")
+    assert done.promoted  # started without PROMPTREV_PRIMARY: it takes writes again
+    with Registry.open(path) as reg:
+        assert reg.replica_of is None
+        assert reg.save("greet", prompt("promoted")).number == 1
 
 
 assert ADMIN_PASSWORD  # the live helper's admin (the token above belongs to it)

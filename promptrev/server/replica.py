@@ -6,8 +6,10 @@
   ``PROMPTREV_REPLICATION_MAX_WAITERS`` wait per worker process; more get 503 at once, so
   long-polls never take the threads reads need.
 * :class:`ReplicaGate`, the outermost WSGI layer of a replica: a write (an API write, a
-  page's form, ``git push``) is answered ``307 Temporary Redirect`` to the same path on the
-  primary, with ``X-Promptrev-Redirected: primary``; while the follower cannot reach the
+  page's form, ``git push``), or a read of what only the primary's database holds (change
+  requests, evaluations, webhooks, A/B outcomes: :data:`PRIMARY_ONLY`), is answered
+  ``307 Temporary Redirect`` to the same path on the primary, with
+  ``X-Promptrev-Redirected: primary``; while the follower cannot reach the
   primary it is refused with ``503`` (a redirect to a dead host helps nobody) and every
   answer carries ``X-Promptrev-Stale: primary unreachable since <UTC time>``.
 
@@ -36,6 +38,11 @@ _READS = ("GET", "HEAD", "OPTIONS")
 # POSTs that change nothing in the registry: served by the replica itself.
 _READ_POSTS = frozenset(("/api/v1/render", "/edit/check", "/login", "/logout",
                          "/v1/chat/completions"))
+# Reads of what lives only in the primary's database, not in Git (change requests,
+# evaluation runs, webhooks, A/B outcomes): a replica's own tables hold none of it.
+PRIMARY_ONLY = ("/reviews", "/api/v1/reviews", "/eval/", "/api/v1/evaluations/",
+                "/api/v1/webhooks", "/api/v1/webhook-deliveries", "/api/v1/experiments",
+                "/api/v1/outcomes")
 _HEX = frozenset("0123456789abcdef")
 MAX_TIMEOUT = 60  # seconds a long-poll may ask for (PROMPTREV_REPLICATION_WAIT caps it too)
 
@@ -67,7 +74,10 @@ def replication_wait() -> Response:
 
 
 def is_write(method: str, path: str, query: str) -> bool:
-    """Whether a request would change the registry (a replica sends it to the primary)."""
+    """Whether only the primary can answer a request: it would change the registry, or it
+    reads what only the primary's database holds (a replica sends it to the primary)."""
+    if path == "/eval" or path.startswith(PRIMARY_ONLY):
+        return True
     if method in _READS:
         return method == "GET" and path.endswith("/info/refs") and \
             path.startswith("/git/") and ("service", "git-receive-pack") in parse_qsl(query)
@@ -89,11 +99,12 @@ class ReplicaGate:
         """Redirect or refuse a write; pass the rest on, adding the stale header."""
         status = self.status.get()
         stale = "primary not reached yet" if status is None else status.stale
+        down = status is None or not status.reachable
         method = environ.get("REQUEST_METHOD", "GET")
         path = environ.get("PATH_INFO", "")
         query = environ.get("QUERY_STRING", "")
         if is_write(method, path, query):
-            if stale:
+            if down:
                 return self._answer(start_response, "503 SERVICE UNAVAILABLE", {
                     "code": "primary_unreachable",
                     "message": f"this server is a read replica and its primary "
@@ -105,9 +116,9 @@ class ReplicaGate:
                 (f"?{query}" if query else "")
             return self._answer(start_response, "307 TEMPORARY REDIRECT", {
                 "code": "redirected_to_primary",
-                "message": f"this server is a read replica: writes go to the primary, "
-                           f"{location}", "details": {"primary": self.primary,
-                                                      "location": location}},
+                "message": f"this server is a read replica: writes (and change requests, "
+                           f"evaluations, webhooks) are the primary's, {location}",
+                "details": {"primary": self.primary, "location": location}},
                 [("Location", location), (REDIRECTED_HEADER, "primary")])
         if not stale:
             return self.app(environ, start_response)

@@ -45,6 +45,8 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         app = create_app(settings)
         if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's serving child
             start_delivery(app)
+            if settings.primary:
+                start_follower(settings)  # it exits with this process (--parent)
         app.run(host=host, port=port, debug=True, use_reloader=True, threaded=True)
         return
     apps: list = []  # this worker's app, once built (after the fork)
