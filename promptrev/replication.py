@@ -144,13 +144,16 @@ def _remote(registry: Registry, primary: str, token: str | None) -> RemoteConfig
     return wanted
 
 
-def follow_once(registry: Registry, primary: str, token: str | None) -> str | None:
+def follow_once(registry: Registry, primary: str, token: str | None, *,
+                remote: RemoteConfig | None = None) -> str | None:
     """Fetch the primary's ``main`` and move this replica's ``main`` to it; return it.
 
-    :class:`RemoteFailed` when the primary cannot be reached, :class:`Diverged` when its
-    history does not continue this replica's (it was restored from an older backup).
+    ``remote``: the Git remote already configured by an earlier call (saves reading the
+    config). :class:`RemoteFailed` when the primary cannot be reached, :class:`Diverged`
+    when its history does not continue this replica's (it was restored from an older
+    backup).
     """
-    theirs = gitremote.fetch(registry.path, _remote(registry, primary, token))
+    theirs = gitremote.fetch(registry.path, remote or _remote(registry, primary, token))
     return advance(registry, theirs, primary)
 
 
@@ -192,6 +195,7 @@ class Follower:
         self.wait = wait
         self.stop = threading.Event()
         self._status: ReplicaStatus | None = read_status(registry)
+        self._remote: RemoteConfig | None = None  # configured on the first step
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=primary, headers=headers,
                                   timeout=httpx.Timeout(5.0, read=wait + 10.0))
@@ -232,7 +236,9 @@ class Follower:
 
     def step(self, registry: Registry) -> str | None:
         """Fetch and advance once; record the primary as reachable; return ``main``."""
-        head = follow_once(registry, self.primary, self.token)
+        if self._remote is None:
+            self._remote = _remote(registry, self.primary, self.token)
+        head = follow_once(registry, self.primary, self.token, remote=self._remote)
         self._record(head, True, None)
         return head
 
