@@ -294,4 +294,44 @@ def test_a_replica_registry_refuses_writes_until_promoted(tmp_path):
         assert reg.save("greet", prompt("promoted")).number == 1
 
 
+def test_the_follower_fast_forwards_and_refuses_a_rewritten_history(tmp_path):
+    """``replication.advance`` on real registries: adopt, fast-forward, refuse divergence."""
+    from promptrev.errors import Diverged
+    from promptrev.registry import Registry
+    from promptrev.replication import ReplicaStatus, advance
+    from promptrev.storage import gitremote
+    from promptrev.storage.gitremote import RemoteConfig
+
+    primary = Registry.init(tmp_path / "primary")
+    replica = Registry.init(tmp_path / "replica")
+    replica.set_replica_of("http://primary:8080")
+    try:
+        primary.save("greet", prompt("one"))
+        remote = RemoteConfig("primary", str(tmp_path / "primary"), "main")
+        gitremote.add_remote(replica.path, remote)
+        first = gitremote.fetch(replica.path, remote)
+        assert advance(replica, first) == first  # a fresh replica adopts the history
+        primary.save("greet", prompt("two"))
+        second = gitremote.fetch(replica.path, remote)
+        assert advance(replica, second) == second  # a fast-forward
+        assert replica.get("greet").version.number == 2
+        assert "two" in replica.get("greet").text
+        other = Registry.init(tmp_path / "rewritten")  # the primary's history, replaced
+        other.save("greet", prompt("elsewhere"))
+        other.close()
+        gitremote.remove_remote(replica.path, "primary")
+        remote = RemoteConfig("primary", str(tmp_path / "rewritten"), "main")
+        gitremote.add_remote(replica.path, remote)
+        with pytest.raises(Diverged, match="does not continue this replica's"):
+            advance(replica, gitremote.fetch(replica.path, remote))
+        assert replica.sync() == second  # nothing changed
+    finally:
+        primary.close()
+        replica.close()
+    stopped = ReplicaStatus("http://p", second, True, 0.0, "the history\nwas rewritten ✗")
+    assert stopped.stale == ("replication stopped since 1970-01-01T00:00:00Z: the history "
+                             "was rewritten ?")
+    assert ReplicaStatus("http://p", second, True).stale is None
+
+
 assert ADMIN_PASSWORD  # the live helper's admin (the token above belongs to it)
