@@ -95,6 +95,7 @@ def test_a_save_on_the_primary_reaches_both_replicas(cluster):
         answer = cluster.wait_for(replica, number)
         assert "hello" in answer.json()["text"]
         assert answer.headers["X-Promptrev-Commit"] == head
+        assert answer.headers["X-Promptrev-Role"] == "replica"
         assert "X-Promptrev-Stale" not in answer.headers
 
 

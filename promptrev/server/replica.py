@@ -11,7 +11,8 @@
   ``307 Temporary Redirect`` to the same path on the primary, with
   ``X-Promptrev-Redirected: primary``; while the follower cannot reach the
   primary it is refused with ``503`` (a redirect to a dead host helps nobody) and every
-  answer carries ``X-Promptrev-Stale: primary unreachable since <UTC time>``.
+  answer carries ``X-Promptrev-Stale: primary unreachable since <UTC time>``. Every
+  answer of a replica carries ``X-Promptrev-Role: replica``.
 
 Every read the API answers says which commit of ``main`` it was served from in
 ``X-Promptrev-Commit`` (and in its ETag, :func:`promptrev.server.state.etag_of`).
@@ -20,7 +21,7 @@ Every read the API answers says which commit of ``main`` it was served from in
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 from flask import Response, request
 
@@ -34,6 +35,7 @@ from .state import json_bytes
 
 STALE_HEADER = "X-Promptrev-Stale"
 REDIRECTED_HEADER = "X-Promptrev-Redirected"
+ROLE_HEADER = "X-Promptrev-Role"  # "replica" on every answer of a replica
 _READS = ("GET", "HEAD", "OPTIONS")
 # POSTs that change nothing in the registry: served by the replica itself.
 _READ_POSTS = frozenset(("/api/v1/render", "/edit/check", "/login", "/logout",
@@ -44,6 +46,10 @@ PRIMARY_ONLY = ("/reviews", "/api/v1/reviews", "/eval/", "/api/v1/evaluations/",
                 "/api/v1/webhooks", "/api/v1/webhook-deliveries", "/api/v1/experiments",
                 "/api/v1/outcomes")
 _HEX = frozenset("0123456789abcdef")
+# What a Location may carry as is: WSGI gives the path decoded (a %0D%0A in the request
+# is a line break here), so everything else is encoded again: no header is ever injected.
+_PATH = "/:@!$&'()*+,;=-._~"
+_QUERY = _PATH + "?%"
 MAX_TIMEOUT = 60  # seconds a long-poll may ask for (PROMPTREV_REPLICATION_WAIT caps it too)
 
 
@@ -86,6 +92,11 @@ def is_write(method: str, path: str, query: str) -> bool:
     return not (path.startswith("/git/") and path.endswith("/git-upload-pack"))
 
 
+def _quoted(text: str, safe: str) -> str:
+    """``text`` (WSGI's latin-1 string of the request's bytes) percent-encoded."""
+    return quote(text.encode("latin-1", "replace"), safe=safe)
+
+
 class ReplicaGate:
     """WSGI middleware of a replica: writes go to the primary; staleness is said."""
 
@@ -112,19 +123,19 @@ class ReplicaGate:
                                "refused until it is back; reads still answer from the "
                                "last copied commit", "details": {"primary": self.primary}},
                     [(STALE_HEADER, stale), ("Retry-After", "5")])
-            location = self.primary + environ.get("SCRIPT_NAME", "") + path + \
-                (f"?{query}" if query else "")
+            where = "/" + (environ.get("SCRIPT_NAME", "") + path).lstrip("/")
+            location = self.primary + _quoted(where, _PATH) \
+                + (f"?{_quoted(query, _QUERY)}" if query else "")
             return self._answer(start_response, "307 TEMPORARY REDIRECT", {
                 "code": "redirected_to_primary",
                 "message": f"this server is a read replica: writes (and change requests, "
                            f"evaluations, webhooks) are the primary's, {location}",
                 "details": {"primary": self.primary, "location": location}},
                 [("Location", location), (REDIRECTED_HEADER, "primary")])
-        if not stale:
-            return self.app(environ, start_response)
+        said = [(ROLE_HEADER, "replica")] + ([(STALE_HEADER, stale)] if stale else [])
 
         def start(line: str, headers: list, exc_info=None):
-            headers.append((STALE_HEADER, stale))
+            headers.extend(said)
             return start_response(line, headers, exc_info)
 
         return self.app(environ, start)
@@ -135,5 +146,5 @@ class ReplicaGate:
         body = json_bytes({key: error})
         start_response(line, [("Content-Type", "application/json"),
                               ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
-                              *extra, *self.headers])
+                              (ROLE_HEADER, "replica"), *extra, *self.headers])
         return [body]
