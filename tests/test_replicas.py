@@ -8,6 +8,7 @@ reading (saying so) and refusing writes with 503.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -97,6 +98,11 @@ def test_a_save_on_the_primary_reaches_both_replicas(cluster):
         assert answer.headers["X-Promptrev-Commit"] == head
         assert answer.headers["X-Promptrev-Role"] == "replica"
         assert "X-Promptrev-Stale" not in answer.headers
+    status = json.loads(subprocess.run(
+        [*_cli(cluster.replicas[0]), "replica", "status", "--json"], capture_output=True,
+        text=True, timeout=60, check=True).stdout)
+    assert status["primary"] == cluster.primary.url and status["reachable"] is True
+    assert status["head"] == head
 
 
 def test_reads_carry_the_commit_and_the_same_etag_on_every_replica(cluster):
