@@ -95,6 +95,17 @@ class Settings:
     rate_limit_storage: str = "memory://"  # Flask-Limiter storage; memory: per worker
     # ---- durability (issue 16): full, or off for throwaway registries ----
     durability: str = DURABILITY_FULL  # PROMPTREV_DURABILITY; see DURABILITY_ALIASES
+    # ---- replicas (issue 20): one primary takes writes, read replicas follow it ----
+    primary: str | None = None  # PROMPTREV_PRIMARY=http://primary:8080: this is a replica
+    primary_token: str | None = None  # PROMPTREV_PRIMARY_TOKEN: a viewer's API token there
+    primary_public_url: str | None = None  # where clients are sent (307); default: primary
+    replication_wait: float = 25.0  # longest long-poll of /api/v1/replication/wait
+    replication_max_waiters: int = 8  # waiting long-polls per worker process; more: 503
+
+    @property
+    def redirect_url(self) -> str | None:
+        """Where a replica sends writes (307): the primary's public address."""
+        return self.primary_public_url or self.primary
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -156,6 +167,13 @@ class Settings:
             # ---- durability (issue 16) ----
             "durability": durability_mode(env.get("PROMPTREV_DURABILITY") or DURABILITY_FULL,
                                           "PROMPTREV_DURABILITY"),
+            # ---- replicas (issue 20) ----
+            "primary": _base_url(env, "PROMPTREV_PRIMARY"),
+            "primary_token": env.get("PROMPTREV_PRIMARY_TOKEN") or None,
+            "primary_public_url": _base_url(env, "PROMPTREV_PRIMARY_PUBLIC_URL"),
+            "replication_wait": _positive(env, "PROMPTREV_REPLICATION_WAIT", 25.0, float),
+            "replication_max_waiters": _positive(env, "PROMPTREV_REPLICATION_MAX_WAITERS", 8,
+                                                 int),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -258,6 +276,18 @@ def _positive(env: Mapping[str, str], name: str, default: Any, kind: type) -> An
     if not value > 0 or value == float("inf"):
         raise InvalidRequest(f"{name} must be {what}, not {env.get(name)!r}")
     return value
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    """An http(s) base URL without a trailing slash, query or credentials; None if unset."""
+    value = (env.get(name) or "").strip()
+    if not value:
+        return None
+    match = re.fullmatch(r"(https?)://([^/?#@\s]+)(/[^?#\s]*)?", value, re.IGNORECASE)
+    if not match:
+        raise InvalidRequest(f"{name} must be an http(s) URL such as http://primary:8080 "
+                             f"(no credentials, query or fragment), not {value!r}")
+    return value.rstrip("/")
 
 
 def _secret(registry: str) -> str:

@@ -153,6 +153,13 @@ class Busy(PromptrevError):
     code = "busy"
 
 
+class ReadOnlyReplica(PromptrevError):
+    """A write sent to a read replica: only its follower moves ``main``; write to the
+    primary (``details["primary"]``), or find it unreachable for now."""
+
+    code = "read_only_replica"
+
+
 class StorageError(PromptrevError):
     """The Git repository or the index is damaged or unreachable."""
 

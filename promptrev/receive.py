@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from promptrev.model.artifacts import by_artifact
 
 from .accounts import User
-from .errors import Conflict, Forbidden, InvalidRequest
+from .errors import Conflict, Forbidden, InvalidRequest, ReadOnlyReplica
 from .incoming import check_changes, check_history
 from .policy import Policy
 from .registry import Registry
@@ -86,6 +86,10 @@ def read_pushed_objects(registry: Registry, object_dirs: Iterable[str]) -> None:
 def check_push(registry: Registry, policy: Policy, user: User,
                updates: list[RefUpdate]) -> None:
     """Raise an error naming the reason if any update of a push must be refused."""
+    primary = registry.replica_of
+    if primary:  # the server redirects pushes; this catches one made on the disk
+        raise ReadOnlyReplica(f"this registry is a read replica of {primary}: push to the "
+                              "primary", details={"primary": primary})
     registry.sync()
     for update in updates:
         if update.ref == MAIN:

@@ -37,6 +37,7 @@ from .errors import (
     InvalidRequest,
     NotFound,
     PromptrevError,
+    ReadOnlyReplica,
     StorageError,
     ValidationFailed,
 )
@@ -86,6 +87,8 @@ Edit with promptrev or with plain Git; versions are numbered per artifact.
 """
 # Set in a registry's Git config once its branches hold every file in its bucket.
 LAYOUT_KEY = "promptrev.layout"
+# issue 20: the primary a read replica follows; set, only the follower moves main
+PRIMARY_KEY = "promptrev.primary"
 LAYOUT = "buckets"
 _COMMIT_ID = re.compile(r"[0-9a-fA-F]{4,40}")  # a commit id or a prefix of one
 _BUCKETS_MESSAGE = f"""\
@@ -364,13 +367,36 @@ class Registry:
             self.index = IndexReader(self.database.engine)
 
     # ---- moving main: the one protocol ------------------------------------------------
-    def writing(self, timeout: float = 30.0):
+    # ---- roles (issue 20): a read replica refuses every write but its follower's ------
+    @property
+    def replica_of(self) -> str | None:
+        """The primary this registry is a read replica of (None: it takes writes)."""
+        return self.store.config(PRIMARY_KEY) or None
+
+    def set_replica_of(self, primary: str | None) -> None:
+        """Make this registry a read replica of ``primary``, or (None) writable again."""
+        if (self.replica_of or None) != (primary or None):
+            self.store.set_config(PRIMARY_KEY, primary or "")
+
+    @property
+    def synced_head(self) -> str | None:
+        """The commit of ``main`` the index and caches last caught up to (None: none yet)."""
+        head = self._cache_head
+        return None if head is _NOT_SYNCED else head
+
+    def writing(self, timeout: float = 30.0, *, follower: bool = False):
         """Hold the registry's writer lock (a context manager) for :meth:`advance_main`.
 
         Every path that moves ``main`` (a transaction, a change-request merge, a pull from
         a remote) reads ``main``, builds its commit and calls :meth:`advance_main` inside
-        this lock, so their compare-and-swaps never interleave.
+        this lock, so their compare-and-swaps never interleave. A read replica's registry
+        refuses with :class:`ReadOnlyReplica`, except to its follower (``follower=True``).
         """
+        primary = self.replica_of
+        if primary and not follower:
+            raise ReadOnlyReplica(
+                f"this registry is a read replica of {primary}: send writes to the primary "
+                "(it copies them here within a second)", details={"primary": primary})
         if not self.bucketed():  # never write beside files still outside their bucket
             self.move_into_buckets()
         return self.store.writer_lock(timeout=timeout)

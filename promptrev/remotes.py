@@ -289,7 +289,7 @@ def _integrate(registry: Registry, remote: Remote, theirs: str | None, merge: bo
     ours = registry.sync()
     if theirs is None or theirs == ours or (ours and store.is_ancestor(theirs, ours)):
         return PullResult(remote, "up to date", ours, ours)
-    if ours is None or (_fresh(registry, ours) and not store.is_ancestor(ours, theirs)):
+    if ours is None or (fresh_registry(registry, ours) and not store.is_ancestor(ours, theirs)):
         incoming = check_history(registry, None, theirs, foreign=True)
         incoming.raise_for_problems(f"the history of {remote.where}")
         return _move(registry, remote, ours, theirs, "adopt", incoming, acting)
@@ -315,7 +315,7 @@ def _integrate(registry: Registry, remote: Remote, theirs: str | None, merge: bo
     return _merge(registry, remote, ours, theirs, author, author, acting)
 
 
-def _fresh(registry: Registry, head: str) -> bool:
+def fresh_registry(registry: Registry, head: str) -> bool:
     """A registry as ``init`` left it: one commit, holding only the README."""
     store = registry.store
     return not store.commit_info(head).parents and \

@@ -695,6 +695,7 @@ from . import (  # noqa: E402,F401
     gate_commands,
     git_commands,
     remote_commands,
+    replica_commands,
     review_commands,
     runner_commands,
     server_commands,

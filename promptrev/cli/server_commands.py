@@ -13,6 +13,7 @@ import click
 from promptrev.accounts import ROLES, SCOPES, Accounts
 
 from .main import Context, emit_json, main, pass_ctx
+from .terminal import warn
 
 
 def _accounts(ctx: Context) -> Accounts:
@@ -49,6 +50,15 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, threads: int 
     done = prepare(settings, admin_password=os.environ.get("PROMPTREV_ADMIN_PASSWORD"))
     if done.created_registry:
         click.echo(f"created registry {ctx.path}")
+    if done.promoted:
+        click.echo(f"{ctx.path} was a read replica; it takes writes now (no PROMPTREV_PRIMARY)")
+    if settings.primary:
+        if done.replica_error:
+            warn(f"read replica of {settings.primary}: cannot copy its main yet "
+                 f"({done.replica_error}); serving the last copy, refusing writes")
+        else:
+            click.echo(f"read replica of {settings.primary} at "
+                       f"{(done.replica_head or 'an empty main')[:12]}")
     if done.seeded:
         click.echo(f"imported {done.seeded} artifacts from {settings.seed_from}")
     if done.admin_password:

@@ -20,7 +20,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from flask import Flask
+from flask import Flask, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_limiter import Limiter
 from flask_talisman import Talisman
@@ -63,6 +63,25 @@ class Prepared:
     created_registry: bool = False
     seeded: int = 0
     admin_password: str | None = None
+    promoted: bool = False  # was a replica, now takes writes
+    replica_head: str | None = None  # a replica: the commit copied from the primary
+    replica_error: str | None = None  # a replica: why the primary could not be copied
+
+
+def _first_copy(reg: Registry, settings: Settings) -> tuple[str | None, str | None]:
+    """Follow the primary once; the commit copied, or why it could not be."""
+    from promptrev.errors import PromptrevError
+    from promptrev.replication import Follower
+
+    follower = Follower(settings.registry, primary=settings.primary,
+                        token=settings.primary_token)
+    try:
+        return follower.step(reg), None
+    except PromptrevError as exc:
+        follower.record_failure(reg.synced_head, exc.message)
+        return None, exc.message
+    finally:
+        follower.close()
 
 
 def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepared:
@@ -72,7 +91,14 @@ def prepare(settings: Settings, *, admin_password: str | None = None) -> Prepare
         Registry.init(settings.registry, index_url=settings.index_url,
                       max_bytes=settings.max_bytes).close()
         out.created_registry = True
-    if settings.seed_from and os.path.isdir(settings.seed_from):
+    with Registry.open(settings.registry, index_url=settings.index_url,
+                       max_bytes=settings.max_bytes) as reg:
+        was = reg.replica_of
+        reg.set_replica_of(settings.primary)  # the role is the setting (issue 20)
+        out.promoted = bool(was and not settings.primary)
+        if settings.primary:  # copy the primary's main now, so reads start with it
+            out.replica_head, out.replica_error = _first_copy(reg, settings)
+    if settings.seed_from and os.path.isdir(settings.seed_from) and not settings.primary:
         with Registry.open(settings.registry, index_url=settings.index_url,
                            max_bytes=settings.max_bytes) as reg:
             if not reg.list(include_deleted=True):  # seed an empty registry only
@@ -103,13 +129,14 @@ def create_app(settings: Settings | None = None) -> Flask:
         git_http,
         lfs_http,
         openai_api,
+        replica,
         review_api,
         review_pages,
         web,
         webhook_api,  # noqa: F401 - adds its routes to api.bp
     )
     from .auth import client_address, login_manager, token_refused
-    from .fastpath import FastReads
+    from .fastpath import COMMIT_HEADER, FastReads
     from .state import ServerState
 
     settings = (settings or Settings.from_env(os.environ)).resolved()
@@ -152,6 +179,17 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.session_interface = _NoSessionForApis()
     app.wsgi_app = FastReads(app.wsgi_app, state,  # cached label reads below Flask
                              security_headers(), hsts=HSTS if settings.cookie_secure else None)
+
+    @app.after_request
+    def _served_from(response):
+        """Every read says which commit of main it was served from (issue 20)."""
+        head = state.leased_head()
+        if head and request.method in ("GET", "HEAD"):
+            response.headers.setdefault(COMMIT_HEADER, head)
+        return response
+
+    if settings.primary:  # a read replica: writes go to the primary (issue 20)
+        app.wsgi_app = replica.ReplicaGate(app.wsgi_app, settings, security_headers())
     # Everything built so far lives as long as the worker: keep the collector from
     # walking it again (a full collection over it stalled queued requests for ~100 ms).
     gc.freeze()

@@ -16,6 +16,7 @@ from promptrev.errors import EvidenceRequired, InvalidRequest, NotFound, Precond
 from promptrev.model.names import validate_name
 
 from .auth import api_user, state
+from .fastpath import COMMIT_HEADER
 from .openapi import openapi_document
 from .params import (
     MAX_INT_FIELD,
@@ -32,6 +33,7 @@ from .params import (
     to_int,
     valid_kind,
 )
+from .state import not_modified
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -49,10 +51,11 @@ def _cached_read(key: tuple, build) -> Response:
     head = reg.sync()
     entry = cache.get(head, key) or cache.put(head, key, build(reg))
     body, etag = entry
-    if "If-None-Match" in request.headers and request.if_none_match.contains(etag[1:-1]):
-        return Response(status=304, headers={"ETag": etag})  # the header's tags are unquoted
-    return Response(body, 200, {"ETag": etag, "Cache-Control": "no-cache"},
-                    mimetype="application/json")
+    commit = head or ""
+    if not_modified(request.headers.get("If-None-Match"), etag):
+        return Response(status=304, headers={"ETag": etag, COMMIT_HEADER: commit})
+    return Response(body, 200, {"ETag": etag, "Cache-Control": "no-cache",
+                                COMMIT_HEADER: commit}, mimetype="application/json")
 
 
 # ---- reads -----------------------------------------------------------------------------

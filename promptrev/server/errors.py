@@ -35,6 +35,7 @@ STATUSES: dict[type[PromptrevError], int] = {
     errors.ModelNotConfigured: 422, errors.EnvNotAllowed: 422,
     errors.UnsupportedEncoding: 415,  # issue 14, item 7
     errors.TooManyAttempts: 429,
+    errors.ReadOnlyReplica: 503,  # issue 20: the primary takes writes
 }
 
 

@@ -17,10 +17,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
-from werkzeug.http import parse_etags
-
 from promptrev.errors import PromptrevError
 from promptrev.model.artifacts import KINDS
+
+from .state import not_modified
+
+COMMIT_HEADER = "X-Promptrev-Commit"  # the commit of main a read was served from
 
 _PATH = "/api/v1/artifact"
 
@@ -68,12 +70,12 @@ class FastReads:
         if entry is None:
             return None  # Flask builds and caches it
         body, etag = entry
-        if_none_match = environ.get("HTTP_IF_NONE_MATCH")
-        if if_none_match and parse_etags(if_none_match).contains(etag[1:-1]):
-            return "304 NOT MODIFIED", [("ETag", etag)], b""
+        commit = head or ""
+        if not_modified(environ.get("HTTP_IF_NONE_MATCH"), etag):
+            return "304 NOT MODIFIED", [("ETag", etag), (COMMIT_HEADER, commit)], b""
         return "200 OK", [("Content-Type", "application/json"),
                           ("Content-Length", str(len(body))), ("ETag", etag),
-                          ("Cache-Control", "no-cache")], body
+                          ("Cache-Control", "no-cache"), (COMMIT_HEADER, commit)], body
 
     def _allowed(self, header: str) -> bool:
         if header[:7].lower() == "bearer ":

@@ -401,6 +401,7 @@ def openapi_document() -> dict[str, Any]:
     }
     paths.update(_webhook_paths())
     paths.update(_evaluation_paths())
+    paths.update(_replication_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "promptrev", "version": __version__,
@@ -532,3 +533,18 @@ def _webhook_paths() -> dict[str, Any]:
             _input(["id"], id=_ID), _ref("WebhookDelivery"),
             {"201": _ok(_ref("WebhookDelivery"), "queued")}, {"id": 1}),
     }
+
+
+def _replication_paths() -> dict[str, Any]:
+    """The long-poll read replicas follow the primary with (issue 20)."""
+    read = _read("Wait until main is no longer at a commit (read replicas' long-poll)", [
+        _q("after", "the commit the caller has (empty: none); answered at once when main is "
+           "elsewhere", schema={"type": "string", "pattern": "^[0-9a-fA-F]{0,64}$"},
+           example=""),
+        _q("timeout", "seconds to wait at most (capped by PROMPTREV_REPLICATION_WAIT)",
+           schema={"type": "number", "minimum": 0, "maximum": 60}, example="0")],
+        _obj(["commit", "changed"], commit={"type": "string", "nullable": True},
+             changed={"type": "boolean"}), etag=False)
+    read["get"]["responses"]["503"] = _error("too many long-polls wait on this server "
+                                             "process; retry in a second")
+    return {"/api/v1/replication/wait": read}

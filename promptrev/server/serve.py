@@ -10,6 +10,9 @@ or hostile clients cannot hold the workers (:mod:`promptrev.server.worker`).
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 from promptrev.config import Settings
@@ -42,13 +45,24 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         app = create_app(settings)
         if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's serving child
             start_delivery(app)
+            if settings.primary:
+                start_follower(settings)  # it exits with this process (--parent)
         app.run(host=host, port=port, debug=True, use_reloader=True, threaded=True)
         return
     apps: list = []  # this worker's app, once built (after the fork)
+    followers: list[subprocess.Popen] = []  # a replica's one follower process
 
     def worker_exit(_server, _worker) -> None:
         for app in apps:
             stop_delivery(app)
+
+    def when_ready(_server) -> None:
+        if settings.primary:
+            followers.append(start_follower(settings))
+
+    def on_exit(_server) -> None:
+        for process in followers:
+            stop_follower(process)
 
     from gunicorn.app.base import BaseApplication
 
@@ -70,6 +84,8 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
                 # user; several registries on one machine must not collide there.
                 "control_socket_disable": True,
                 "worker_exit": worker_exit,
+                "when_ready": when_ready,
+                "on_exit": on_exit,
             }
             for key, value in options.items():
                 if key in self.cfg.settings:
@@ -82,3 +98,28 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
             return app
 
     _Gunicorn().run()
+
+
+def start_follower(settings: Settings) -> subprocess.Popen:
+    """A replica's follower (``promptrev replica follow``): one process per replica,
+    started by the gunicorn master, never by a worker. It exits with the master (it
+    checks its parent), so a killed server leaves no follower behind."""
+    env = {**os.environ, "PROMPTREV_PRIMARY": settings.primary or "",
+           "PROMPTREV_PRIMARY_TOKEN": settings.primary_token or "",
+           "PROMPTREV_INDEX_URL": settings.index_url or "",
+           "PROMPTREV_DURABILITY": settings.durability,
+           "PROMPTREV_REPLICATION_WAIT": str(settings.replication_wait)}
+    return subprocess.Popen([sys.executable, "-m", "promptrev.cli", "--registry",
+                             settings.registry, "replica", "follow", "--parent",
+                             str(os.getpid())], env=env)
+
+
+def stop_follower(process: subprocess.Popen) -> None:
+    """Stop the follower and wait for it (killed after 10 s)."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

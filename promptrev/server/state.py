@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from flask import g
+from werkzeug.http import parse_etags
 
 from promptrev.accounts import Accounts
 from promptrev.config import Settings
@@ -53,6 +54,22 @@ class ServerState:
         self.prices = load_price_table(settings.prices_file)
         self._idle: list[Lease] = []
         self._lock = threading.Lock()
+        self._head_watch: Any = None
+
+    def head_watch(self):
+        """This process's waiter on ``main`` (replication long-polls), made on first use."""
+        with self._lock:
+            if self._head_watch is None:
+                from promptrev.replication import HeadWatch
+
+                self._head_watch = HeadWatch(
+                    self.settings.registry, max_waiters=self.settings.replication_max_waiters)
+            return self._head_watch
+
+    def leased_head(self) -> str | None:
+        """The commit of ``main`` this request's registry last read (None: it took none)."""
+        lease = g.get("_promptrev_lease")
+        return lease.registry.synced_head if lease is not None else None
 
     def runner(self, registry: Registry) -> Runner:
         """A runner under the server's rules: configured models, allowed variables only."""
@@ -147,7 +164,7 @@ class BodyCache:
     def put(self, head: str | None, key: Any, payload: Any) -> tuple[bytes, str]:
         """Serialize ``payload``, remember it for ``head`` and return (body, etag)."""
         body = json_bytes(payload)
-        entry = (body, etag_of(body))
+        entry = (body, etag_of(body, head))
         if head == self.head and key not in self.items and len(body) <= self.max_bytes // 16:
             while self.items and (len(self.items) >= self.size
                                   or self.bytes + len(body) > self.max_bytes):
@@ -181,6 +198,21 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def etag_of(body: bytes) -> str:
-    """A strong ETag for a response body."""
-    return '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+def etag_of(body: bytes, commit: str | None = None) -> str:
+    """A strong ETag for a response body served at ``commit`` of ``main``:
+    ``"<hash of the body>.<commit, 12 digits>"``, the same on every replica at that commit."""
+    digest = hashlib.blake2b(body, digest_size=12).hexdigest()
+    return f'"{digest}.{commit[:12]}"' if commit else f'"{digest}"'
+
+
+def not_modified(if_none_match: str | None, etag: str) -> bool:
+    """Whether ``If-None-Match`` names ``etag``, or the same body served at another commit
+    (a replica a commit behind, or a commit that left this artifact alone): the caller's
+    copy is current, and the 304 gives it the new ETag."""
+    if not if_none_match:
+        return False
+    tags = parse_etags(if_none_match)
+    if tags.contains(etag[1:-1]):
+        return True
+    digest = etag[1:-1].partition(".")[0]
+    return any(tag.partition(".")[0] == digest for tag in tags.as_set() if tag)
