@@ -179,7 +179,15 @@ _SCHEMAS: dict[str, Any] = {
     "EvaluationRun": _obj(["run", "status", "url"], run=_INT, status={
         "type": "string", "enum": ["running", "done", "failed"]}, name=_STR, dataset=_STR,
         cases=_INT, error=_NULL_STR, url=_STR, started={"type": "boolean"},
-        report={"type": "object", "nullable": True}),
+        report={"type": "object", "nullable": True},
+        queue={"type": "object", "nullable": True, "description":
+               "Where a run started on the server stands on the job queue: state (queued, "
+               "running, stalled: its worker stopped reporting and another one resumes it, "
+               "done, failed), worker, heartbeat_age or waiting_s (seconds)",
+               "properties": {"state": {"type": "string", "enum": [
+                   "queued", "running", "stalled", "done", "failed"]},
+                   "worker": {"type": "string", "nullable": True},
+                   "heartbeat_age": _INT, "waiting_s": _INT}}),
     "Review": _obj(["number", "title", "description", "author", "branch", "head", "status",
                     "created", "updated", "approvals", "required_approvals", "approved",
                     "comments"],

@@ -2,14 +2,19 @@
 
 Each gunicorn worker builds its own app after the fork (no preloading), so no database
 connection or Git handle is ever shared between processes; each then starts its webhook
-deliverer thread, and stops it when the worker exits. Each worker serves requests in a
+deliverer thread, and stops it when the worker exits. Beside them runs one ``promptrev
+worker`` (:mod:`promptrev.jobs`), a child process that executes the evaluation runs the
+server queues, stopped with the server. Each worker serves requests in a
 pool of threads (``PROMPTREV_THREADS``) behind a poller that reads request heads, so slow
 or hostile clients cannot hold the workers (:mod:`promptrev.server.worker`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import subprocess
+import sys
 from typing import Any
 
 from promptrev.config import Settings
@@ -34,10 +39,49 @@ def worker_class(settings: Settings) -> type:
         "header_timeout": settings.header_timeout, "socket_class": socket_class})
 
 
+def start_job_worker(settings: Settings) -> subprocess.Popen | None:
+    """``promptrev worker`` as a child of this process, on the same registry and queue
+    (None when ``PROMPTREV_SERVE_WORKER`` is off: workers run elsewhere). It stops with
+    the server, and by itself if the server is killed."""
+    if not settings.serve_worker:
+        return None
+    command = [sys.executable, "-m", "promptrev.cli", "--registry", settings.registry]
+    if settings.index_url:
+        command += ["--index-url", settings.index_url]
+    env = {**os.environ}
+    if settings.queue_url:
+        env["PROMPTREV_QUEUE"] = settings.queue_url
+    return subprocess.Popen([*command, "worker", "--stop-with", str(os.getpid())], env=env)
+
+
+def stop_job_worker(child: subprocess.Popen | None) -> None:
+    """Stop the server's own worker (its unfinished runs go back on the queue)."""
+    if child is None or child.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        child.terminate()
+    try:
+        child.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        child.wait()
+
+
 def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         workers: int | None = None, threads: int | None = None, dev: bool = False,
         access_log: bool = False) -> None:
-    """Serve until interrupted."""
+    """Serve until interrupted, with a job worker of its own (``start_job_worker``)."""
+    child = None if os.environ.get("WERKZEUG_RUN_MAIN") == "true" else \
+        start_job_worker(settings)
+    try:
+        _serve(settings, host=host, port=port, workers=workers, threads=threads, dev=dev,
+               access_log=access_log)
+    finally:
+        stop_job_worker(child)
+
+
+def _serve(settings: Settings, *, host: str, port: int, workers: int | None,
+           threads: int | None, dev: bool, access_log: bool) -> None:
     if dev:
         app = create_app(settings)
         if os.environ.get("WERKZEUG_RUN_MAIN") == "true":  # the reloader's serving child

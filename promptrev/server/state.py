@@ -23,6 +23,7 @@ from flask import g
 from promptrev.accounts import Accounts
 from promptrev.config import Settings
 from promptrev.evaluation.prices import load_price_table
+from promptrev.jobs import JobQueue
 from promptrev.policy import Policy
 from promptrev.registry import Registry
 from promptrev.runner.base import model_specs
@@ -52,7 +53,16 @@ class ServerState:
         # Read at start, so that a broken PROMPTREV_PRICES stops the server with its error.
         self.prices = load_price_table(settings.prices_file)
         self._idle: list[Lease] = []
+        self._jobs: JobQueue | None = None
         self._lock = threading.Lock()
+
+    @property
+    def jobs(self) -> JobQueue:
+        """The job queue this process puts evaluation runs on (opened on first use)."""
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = JobQueue(self.settings)
+            return self._jobs
 
     def runner(self, registry: Registry) -> Runner:
         """A runner under the server's rules: configured models, allowed variables only."""

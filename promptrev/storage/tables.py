@@ -210,6 +210,10 @@ class EvalRunRow(SQLModel, table=True):
     spec: str  # JSON: variants with exact versions, scorers, prices
     report: Optional[str] = None  # JSON, written when the run finishes
     error: Optional[str] = None
+    # On the job queue (r0009): the worker that holds the run and when it last said so.
+    # heartbeat NULL: not on the queue (a CLI run); worker NULL: waiting in the queue.
+    worker: Optional[str] = Field(default=None, max_length=200)
+    heartbeat: Optional[int] = None
 
 
 class EvalResultRow(SQLModel, table=True):
