@@ -94,6 +94,9 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     # r0005: results stored before it do not say which share a latency measurement
     assert after_index.pop("eval_result") == [
         row + (None,) for row in before_index.pop("eval_result")]
+    # r0009: runs made before it were never on the job queue (no holder, no heartbeat)
+    assert after_index.pop("eval_run") == [
+        row + (None, None) for row in before_index.pop("eval_run")]
     assert after_accounts.pop("alembic_version_accounts") == [("a0002",)]
     assert after_accounts.pop("account_throttle") == []  # a0002's throttle starts empty
     # a0002 gave every user session generation 0 and every token no scopes
