@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from promptrev.config import Settings
-from promptrev.errors import InvalidRequest
+from promptrev.errors import InvalidRequest, StorageError
 from promptrev.evaluation.runs import Evaluator
 from promptrev.evaluation.store import EvalStore, LeaseLost
 from promptrev.registry import Registry
@@ -62,6 +62,12 @@ def open_huey(url: str) -> Any:
                          "(sqlite:///FILE, redis://HOST:PORT/DB or postgresql://...)")
 
 
+def queue_where(url: str) -> str:
+    """A queue URL without its credentials, to show."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
 class JobQueue:
     """Where the server puts work and where workers take it from."""
 
@@ -74,11 +80,18 @@ class JobQueue:
     def evaluate(self, registry: Registry, run_id: int) -> None:
         """Queue a started run: it waits, unheld, until a worker claims it."""
         EvalStore(registry).queue(run_id)
-        self._evaluate(run_id)
+        self.resend(run_id)
 
     def resend(self, run_id: int) -> None:
-        """Send a run's message again (the sweep, once it has put the run back)."""
-        self._evaluate(run_id)
+        """Send a run's message (again, for the sweep once it has put the run back)."""
+        try:
+            self._evaluate(run_id)
+        except Exception as exc:  # Redis or PostgreSQL away, a full disk: say which
+            where = queue_where(self.settings.queue_url)
+            raise StorageError(
+                f"evaluation run {run_id} is recorded, but the job queue {where} cannot be "
+                f"reached ({type(exc).__name__}: {str(exc)[:200]}); a worker queues it "
+                "again once the queue answers", details={"run": run_id}) from None
 
     def _on_evaluate(self, run_id: int) -> None:
         if self.handler is None:

@@ -312,3 +312,33 @@ def test_serve_alone_runs_a_web_started_evaluation_with_its_own_worker(tmp_path,
         server.stop()
     # the worker serve started stopped with it
     assert "worker " in server.log.read_text()
+
+
+def test_a_queue_that_cannot_be_reached_is_a_clear_503_not_a_500(tmp_path):
+    from .conftest import make_server_env
+
+    env = make_server_env(tmp_path, queue_url=f"redis://127.0.0.1:{free_port()}/0",
+                          models={"slow": {"backend": "openai", "name": "slow",
+                                           "base_url": "http://127.0.0.1:9/v1",
+                                           "api_key": "none"}})
+    try:
+        client = env.login("editor")
+        token = csrf_token(client.get("/eval/new").get_data(as_text=True))
+        r = client.post("/eval/new", data={"spec": yaml.safe_dump(spec()),
+                                           "csrf_token": token})
+        text = r.get_data(as_text=True)
+        assert r.status_code == 503, text[:2000]
+        assert "job queue redis://127.0.0.1:" in text and "cannot be reached" in text, text[-1500:]
+        assert "Traceback" not in text
+    finally:
+        env.app.extensions["promptrev"].close()
+
+
+@pytest.mark.parametrize("value", ["ftp://queue", "sqlite://", "redis"])
+def test_a_bad_queue_url_is_refused_naming_the_setting(tmp_path, value):
+    out = subprocess.run([sys.executable, "-m", "promptrev.cli", "--registry",
+                          str(tmp_path / "nowhere"), "worker"], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, env={**os.environ, "PROMPTREV_QUEUE": value})
+    assert out.returncode != 0
+    assert "PROMPTREV_QUEUE must be sqlite:///FILE" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr

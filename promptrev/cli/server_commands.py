@@ -77,7 +77,7 @@ def worker(ctx: Context, threads: int | None, stop_with: int | None) -> None:
     """
     import logging
 
-    from promptrev.jobs import Worker
+    from promptrev.jobs import Worker, queue_where
 
     if not os.path.exists(os.path.join(ctx.path, "HEAD")):
         raise click.ClickException(f"no registry at {ctx.path} (create one with "
@@ -85,7 +85,7 @@ def worker(ctx: Context, threads: int | None, stop_with: int | None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("huey").setLevel(logging.WARNING)
     job_worker = Worker(ctx.settings, threads=threads, stop_with=stop_with)
-    click.echo(f"worker {job_worker.name} on {job_worker.settings.queue_url.split('@')[-1]} "
+    click.echo(f"worker {job_worker.name} on {queue_where(job_worker.settings.queue_url)} "
                f"({job_worker.threads} at once)")
     sys.stdout.flush()
     job_worker.run()
