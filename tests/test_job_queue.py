@@ -29,7 +29,7 @@ from promptrev import Registry
 from promptrev.config import Settings
 from promptrev.evaluation.runs import Evaluator
 from promptrev.evaluation.store import EvalStore
-from promptrev.jobs import JobQueue, queue_state
+from promptrev.jobs import FinetuneJobs, JobQueue, finetune_spec, queue_state
 from promptrev.runner.base import model_specs
 from promptrev.runner.execute import Runner
 from promptrev.runner.trust import Trust
@@ -342,3 +342,89 @@ def test_a_bad_queue_url_is_refused_naming_the_setting(tmp_path, value):
     assert out.returncode != 0
     assert "PROMPTREV_QUEUE must be sqlite:///FILE" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr
+
+
+# ---- fine-tuning jobs ------------------------------------------------------------------
+TRAIN_STEPS = 200  # long enough on the tiny model to be interrupted, short to run twice
+
+
+def finetune_request(name: str = "queued-lora") -> dict:
+    return {"dataset": "sentiment@1", "model": "tiny", "name": name,
+            "prompt": "sentiment/zero-shot@1",
+            "config": {"method": "lora", "max_steps": TRAIN_STEPS, "batch_size": 2,
+                       "validation_split": 0.25, "learning_rate": 0.001}}
+
+
+def test_serve_alone_trains_a_finetune_job_and_pushes_its_adapter(tmp_path, tiny):
+    models = tmp_path / "models.yaml"
+    models.write_text(f"tiny:\n  backend: hf\n  path: {tiny.model}\n")
+    server = start_server(tmp_path, workers=1, env={"PROMPTREV_MODELS": str(models),
+                                                    "PROMPTREV_QUEUE_LEASE": LEASE})
+    try:
+        api = httpx.Client(base_url=server.url + "/api/v1", timeout=60, headers={
+            "Authorization": f"Bearer {server.token()}"})
+        refused = api.post("/finetunes", json={**finetune_request(), "model": "nope"})
+        assert refused.status_code == 400 and "configured: tiny" in refused.text
+        refused = api.post("/finetunes", json={**finetune_request(), "config": {"rank": "8"}})
+        assert refused.status_code == 400 and "config.rank must be a int" in refused.text
+        server.cli("user", "add", "vera", "--role", "viewer")
+        viewer = httpx.post(server.url + "/api/v1/finetunes", json=finetune_request(),
+                            headers={"Authorization": f"Bearer {server.token('vera')}"})
+        assert viewer.status_code == 403, viewer.text
+        started = api.post("/finetunes", json={**finetune_request(), "config": {
+            **finetune_request()["config"], "max_steps": 10}})
+        assert started.status_code == 202, started.text
+        job = started.json()
+        assert job["status"] == "running" and job["queue"]["state"] in ("queued", "running")
+        assert job["dataset"] == "sentiment@1"
+
+        def finished():
+            answer = api.get("/finetunes/job", params={"id": job["job"]}).json()
+            return answer["status"] != "running" and answer
+
+        answer = wait_for(finished, 300, "the fine-tuning job to finish")
+        assert answer["status"] == "done", (answer, server.log.read_text()[-3000:])
+        assert answer["adapter"] == "queued-lora@1"
+        card = api.get("/artifact", params={"ref": "queued-lora@1", "kind": "adapter"})
+        assert card.status_code == 200, card.text
+        assert "job 1" in server.cli("log", "queued-lora")
+    finally:
+        server.stop()
+
+
+def test_a_killed_worker_leaves_its_finetune_job_to_the_other_one_adapter_pushed(
+        tmp_path, tiny):
+    registry = new_registry(tmp_path)
+    models = tmp_path / "models.yaml"
+    models.write_text(f"tiny:\n  backend: hf\n  path: {tiny.model}\n")
+    env = {"PROMPTREV_QUEUE": f"sqlite:///{tmp_path / 'queue.sqlite'}",
+           "PROMPTREV_QUEUE_LEASE": LEASE, "PROMPTREV_MODELS": str(models)}
+    settings = Settings.from_env(env, registry=str(registry))
+    with Registry.open(registry) as reg:
+        request = finetune_spec(finetune_request(), model_specs(settings.configured_models(),
+                                                                 {}))
+        job_id = JobQueue(settings).finetune(reg, request, author="Test <t@example.com>")
+    workers = {}
+    for i in (1, 2):
+        process = start_worker(registry, env, tmp_path / f"worker{i}.log")
+        workers[process.pid] = process
+    try:
+        with Registry.open(registry) as reg:
+            jobs = FinetuneJobs(reg)
+            holder = wait_for(lambda: jobs.job(job_id)["worker"], 60, "a worker to hold the job")
+            time.sleep(2)  # mid-training
+            pid = int(holder.split(":")[-2])
+            assert jobs.job(job_id)["status"] == "running", "trained before the kill"
+            workers[pid].send_signal(signal.SIGKILL)
+            workers[pid].wait()
+            job = wait_for(lambda: (j := jobs.job(job_id))["status"] != "running" and j, 300,
+                           "the job to finish on the surviving worker")
+            logs = "\n".join((tmp_path / f"worker{i}.log").read_text() for i in (1, 2))
+            assert job["status"] == "done", (job["error"], logs)
+            assert int(job["worker"].split(":")[-2]) != pid
+            assert job["adapter"] == "queued-lora@1"
+            assert [v.number for v in reg.history("queued-lora", "adapter")] == [1]
+            assert "stopped answering; queued again" in logs
+    finally:
+        for process in workers.values():
+            stop(process)

@@ -30,8 +30,82 @@ class LeaseLost(Conflict):
     code = "lease_lost"
 
 
-class EvalStore(OnDatabase):
+class LeasedRows(OnDatabase):
+    """Rows of long work on the job queue (runs, jobs), each held by one worker at a time.
+
+    ``heartbeat`` NULL: not on the queue; ``worker`` NULL: waiting for a worker. Only rows
+    whose ``status`` is ``running`` can be held.
+    """
+
+    table: sa.Table
+
+    def queue(self, row_id: int) -> None:
+        """Mark a row as waiting in the job queue (no holder, queued now)."""
+        t = self.table
+        with writing(self.engine) as conn:
+            conn.execute(t.update().where(t.c.id == row_id).values(
+                worker=None, heartbeat=int(time.time())))
+
+    def claim(self, row_id: int, worker: str, lease: float) -> bool:
+        """Take a queued row for ``worker``: True when it is still going and nobody else
+        holds it (or its holder has not beaten for ``lease`` seconds)."""
+        t = self.table
+        now = int(time.time())
+        with writing(self.engine) as conn:
+            taken = conn.execute(t.update().where(
+                t.c.id == row_id, t.c.status == "running",
+                sa.or_(t.c.worker.is_(None), t.c.worker == worker,
+                       t.c.heartbeat < now - lease))
+                .values(worker=worker, heartbeat=now))
+            return taken.rowcount == 1
+
+    def beat(self, row_id: int, worker: str) -> bool:
+        """Renew ``worker``'s hold on a row; False when it holds it no longer."""
+        t = self.table
+        with writing(self.engine) as conn:
+            kept = conn.execute(t.update().where(
+                t.c.id == row_id, t.c.worker == worker)
+                .values(heartbeat=int(time.time())))
+            return kept.rowcount == 1
+
+    def release(self, row_id: int, worker: str) -> None:
+        """Give a row back unfinished (a worker stopping): the next sweep re-queues it."""
+        t = self.table
+        with writing(self.engine) as conn:
+            conn.execute(t.update().where(
+                t.c.id == row_id, t.c.worker == worker,
+                t.c.status == "running").values(worker=None, heartbeat=0))
+
+    def orphaned(self, lease: float, requeue_after: float) -> list[tuple[int, str | None, int]]:
+        """Queued rows still going whose holder stopped beating ``lease`` seconds ago, or
+        that waited unheld for ``requeue_after`` (a message lost with a killed worker):
+        (id, holder, heartbeat) each."""
+        t = self.table
+        now = int(time.time())
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.id, t.c.worker, t.c.heartbeat).where(
+                t.c.status == "running", t.c.heartbeat.is_not(None),
+                sa.or_(sa.and_(t.c.worker.is_not(None), t.c.heartbeat < now - lease),
+                       t.c.heartbeat < now - requeue_after)).order_by(t.c.id))
+            return [tuple(r) for r in rows]
+
+    def requeue(self, row_id: int, worker: str | None, heartbeat: int) -> bool:
+        """Put an orphaned row back on the queue, unless someone did meanwhile (the
+        holder and heartbeat ``orphaned`` saw must still be there): True if this did."""
+        t = self.table
+        holder = t.c.worker.is_(None) if worker is None else t.c.worker == worker
+        with writing(self.engine) as conn:
+            moved = conn.execute(t.update().where(
+                t.c.id == row_id, t.c.status == "running", holder,
+                t.c.heartbeat == heartbeat)
+                .values(worker=None, heartbeat=int(time.time())))
+            return moved.rowcount == 1
+
+
+class EvalStore(LeasedRows):
     """Runs and results in the registry's SQL database."""
+
+    table = T_RUN
 
     def __init__(self, registry: Any):
         self._source = registry  # a Registry (or, in the core, its engine)
@@ -117,66 +191,6 @@ class EvalStore(OnDatabase):
             if new:
                 conn.execute(T_RESULT.insert(), new)
         return len(new)
-
-    # ---- the job queue's lease ----------------------------------------------------------
-    def queue(self, run_id: int) -> None:
-        """Mark a run as waiting in the job queue (no holder, queued now)."""
-        with writing(self.engine) as conn:
-            conn.execute(T_RUN.update().where(T_RUN.c.id == run_id).values(
-                worker=None, heartbeat=int(time.time())))
-
-    def claim(self, run_id: int, worker: str, lease: float) -> bool:
-        """Take a queued run for ``worker``: True when it is still going and nobody else
-        holds it (or its holder has not beaten for ``lease`` seconds)."""
-        now = int(time.time())
-        with writing(self.engine) as conn:
-            taken = conn.execute(T_RUN.update().where(
-                T_RUN.c.id == run_id, T_RUN.c.status == "running",
-                sa.or_(T_RUN.c.worker.is_(None), T_RUN.c.worker == worker,
-                       T_RUN.c.heartbeat < now - lease))
-                .values(worker=worker, heartbeat=now))
-            return taken.rowcount == 1
-
-    def beat(self, run_id: int, worker: str) -> bool:
-        """Renew ``worker``'s hold on a run; False when it holds it no longer."""
-        with writing(self.engine) as conn:
-            kept = conn.execute(T_RUN.update().where(
-                T_RUN.c.id == run_id, T_RUN.c.worker == worker)
-                .values(heartbeat=int(time.time())))
-            return kept.rowcount == 1
-
-    def release(self, run_id: int, worker: str) -> None:
-        """Give a run back unfinished (a worker stopping): the next sweep re-queues it."""
-        with writing(self.engine) as conn:
-            conn.execute(T_RUN.update().where(
-                T_RUN.c.id == run_id, T_RUN.c.worker == worker,
-                T_RUN.c.status == "running").values(worker=None, heartbeat=0))
-
-    def orphaned(self, lease: float, requeue_after: float) -> list[tuple[int, str | None, int]]:
-        """Queued runs still going whose holder stopped beating ``lease`` seconds ago, or
-        that waited unheld for ``requeue_after`` (a message lost with a killed worker):
-        (id, holder, heartbeat) each."""
-        now = int(time.time())
-        with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(T_RUN.c.id, T_RUN.c.worker, T_RUN.c.heartbeat)
-                                .where(T_RUN.c.status == "running",
-                                       T_RUN.c.heartbeat.is_not(None),
-                                       sa.or_(sa.and_(T_RUN.c.worker.is_not(None),
-                                                      T_RUN.c.heartbeat < now - lease),
-                                              T_RUN.c.heartbeat < now - requeue_after))
-                                .order_by(T_RUN.c.id))
-            return [tuple(r) for r in rows]
-
-    def requeue(self, run_id: int, worker: str | None, heartbeat: int) -> bool:
-        """Put an orphaned run back on the queue, unless someone did meanwhile (the
-        holder and heartbeat ``orphaned`` saw must still be there): True if this did."""
-        holder = T_RUN.c.worker.is_(None) if worker is None else T_RUN.c.worker == worker
-        with writing(self.engine) as conn:
-            moved = conn.execute(T_RUN.update().where(
-                T_RUN.c.id == run_id, T_RUN.c.status == "running", holder,
-                T_RUN.c.heartbeat == heartbeat)
-                .values(worker=None, heartbeat=int(time.time())))
-            return moved.rowcount == 1
 
     def results(self, run_id: int) -> list[dict[str, Any]]:
         """Every result of a run, in variant then case order."""
