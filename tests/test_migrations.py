@@ -95,6 +95,7 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     assert after_index.pop("eval_result") == [
         row + (None,) for row in before_index.pop("eval_result")]
     # r0009: runs made before it were never on the job queue (no holder, no heartbeat)
+    assert after_index.pop("finetune_job") == []
     assert after_index.pop("eval_run") == [
         row + (None, None) for row in before_index.pop("eval_run")]
     assert after_accounts.pop("alembic_version_accounts") == [("a0002",)]
