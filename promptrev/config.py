@@ -99,6 +99,7 @@ class Settings:
     durability: str = DURABILITY_FULL  # PROMPTREV_DURABILITY; see DURABILITY_ALIASES
     # ---- the job queue (issue 20): evaluation runs started on the server ----
     queue_url: str | None = None  # PROMPTREV_QUEUE: sqlite:///FILE, redis://, postgresql://
+    queue_name: str = "promptrev"  # PROMPTREV_QUEUE_NAME: one per registry on a shared queue
     queue_lease: float = 30.0  # a worker silent this long is taken for dead; its runs move
     queue_threads: int = 4  # runs one `promptrev worker` executes at once
     serve_worker: bool = True  # `promptrev serve` starts a worker of its own
@@ -165,6 +166,7 @@ class Settings:
                                           "PROMPTREV_DURABILITY"),
             # ---- the job queue (issue 20) ----
             "queue_url": queue_url(env.get("PROMPTREV_QUEUE") or None, "PROMPTREV_QUEUE"),
+            "queue_name": queue_name(env.get("PROMPTREV_QUEUE_NAME") or "promptrev"),
             "queue_lease": _positive(env, "PROMPTREV_QUEUE_LEASE", 30.0, float),
             "queue_threads": _positive(env, "PROMPTREV_QUEUE_THREADS", 4, int),
             "serve_worker": env.get("PROMPTREV_SERVE_WORKER", "1").lower() not in (
@@ -239,9 +241,17 @@ def queue_url(value: str | None, name: str = "queue") -> str | None:
     if value is None:
         return None
     scheme, sep, rest = value.partition("://")
-    if not sep or scheme.lower() not in QUEUE_SCHEMES or not rest.strip("/"):
+    if not sep or scheme.lower().split("+")[0] not in QUEUE_SCHEMES or not rest.strip("/"):
         raise InvalidRequest(f"{name} must be sqlite:///FILE (one machine), redis://HOST:PORT"
                              f"/DB or postgresql://... (several machines), not {value[:80]!r}")
+    return value
+
+
+def queue_name(value: str) -> str:
+    """A queue's name (``PROMPTREV_QUEUE_NAME``): letters, digits, ``-`` and ``_``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise InvalidRequest("PROMPTREV_QUEUE_NAME must be 1-64 letters, digits, '-' or '_', "
+                             f"not {value[:80]!r}")
     return value
 
 

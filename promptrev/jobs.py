@@ -47,24 +47,26 @@ POLL_MAX_S = 1.0  # the longest an idle SQLite worker waits before looking again
 REQUEUE_LEASES = 10  # a run queued this many leases ago and never claimed is sent again
 
 
-def open_huey(url: str) -> Any:
-    """The Huey instance for a queue URL (``sqlite:///FILE``, ``redis://``, ``postgresql://``)."""
+def open_huey(url: str, name: str = QUEUE_NAME) -> Any:
+    """The Huey instance for a queue URL (``sqlite:///FILE``, ``redis://``, ``postgresql://``).
+
+    Registries that share one Redis or PostgreSQL need a queue ``name`` each: a worker
+    takes every message of its queue."""
     import huey
 
     scheme, _, rest = url.partition("://")
-    scheme = scheme.lower()
+    scheme = scheme.lower().split("+")[0]
     options = {"results": False, "utc": True}
     if scheme == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest
         parent = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(parent):
             raise InvalidRequest(f"PROMPTREV_QUEUE: folder {parent} does not exist")
-        return huey.SqliteHuey(QUEUE_NAME, filename=path, **options)
+        return huey.SqliteHuey(name, filename=path, **options)
     if scheme in ("redis", "rediss"):
-        return huey.RedisHuey(QUEUE_NAME, url=url, **options)
+        return huey.RedisHuey(name, url=url, **options)
     if scheme in ("postgresql", "postgres"):
-        return huey.PostgresHuey(QUEUE_NAME, dsn=url.replace("postgresql+psycopg", "postgresql"),
-                                 **options)
+        return huey.PostgresHuey(name, dsn=f"postgresql://{rest}", **options)
     raise InvalidRequest(f"PROMPTREV_QUEUE: no queue for {scheme!r} URLs "
                          "(sqlite:///FILE, redis://HOST:PORT/DB or postgresql://...)")
 
@@ -80,7 +82,7 @@ class JobQueue:
 
     def __init__(self, settings: Settings):
         self.settings = settings.with_queue()
-        self.huey = open_huey(self.settings.queue_url)
+        self.huey = open_huey(self.settings.queue_url, self.settings.queue_name)
         self.handler: Any = None  # a worker's: what ``evaluate`` messages do
         self._tasks = {"evaluate": self.huey.task(name="evaluate")(self._on_evaluate),
                        "finetune": self.huey.task(name="finetune")(self._on_finetune)}

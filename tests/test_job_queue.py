@@ -245,6 +245,11 @@ def test_redis_queue_a_killed_worker_leaves_its_run_to_the_other(tmp_path, slow,
     kill_a_worker_mid_run(tmp_path, slow, redis_url)
 
 
+def test_postgresql_queue_a_killed_worker_leaves_its_run_to_the_other(tmp_path, slow,
+                                                                        pg_url):
+    kill_a_worker_mid_run(tmp_path, slow, pg_url)  # a fresh schema: its own queue tables
+
+
 def test_two_executions_racing_on_one_run_score_each_case_once(tmp_path, slow):
     """What the lease makes rare (a holder taken for dead while still going) cannot make
     a second result: two executions of the same run at once keep one row per case."""

@@ -48,7 +48,7 @@ def start_job_worker(settings: Settings) -> subprocess.Popen | None:
     command = [sys.executable, "-m", "promptrev.cli", "--registry", settings.registry]
     if settings.index_url:
         command += ["--index-url", settings.index_url]
-    env = {**os.environ}
+    env = {**os.environ, "PROMPTREV_QUEUE_NAME": settings.queue_name}
     if settings.queue_url:
         env["PROMPTREV_QUEUE"] = settings.queue_url
     return subprocess.Popen([*command, "worker", "--stop-with", str(os.getpid())], env=env)
