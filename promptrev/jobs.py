@@ -208,6 +208,13 @@ class FinetuneJobs(LeasedRows):
             raise NotFound(f"no fine-tuning job {job_id}")
         return {**row._asdict(), "spec": json.loads(row.spec)}
 
+    def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Recent jobs, newest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(self.table).order_by(self.table.c.id.desc())
+                                .limit(limit))
+            return [{**r._asdict(), "spec": json.loads(r.spec)} for r in rows]
+
     def finish(self, job_id: int, status: str, *, adapter: str | None = None,
                error: str | None = None) -> None:
         """Mark a job done (with the adapter version it pushed) or failed."""

@@ -298,6 +298,9 @@ def test_serve_alone_runs_a_web_started_evaluation_with_its_own_worker(tmp_path,
             run_id = int(re.fullmatch(r"/eval/(\d+)", r.headers["location"]).group(1))
             page = web.get(f"/eval/{run_id}").text
             assert 'id="queue-state"' in page and 'http-equiv="refresh"' in page
+            row = re.search(rf'<tr data-run="{run_id}">.*?</tr>', web.get("/eval/").text,
+                            re.S).group(0)
+            assert re.search(r'class="muted queue-state" data-state="(queued|running)"', row)
             api = httpx.Client(base_url=server.url + "/api/v1", timeout=30, headers={
                 "Authorization": f"Bearer {server.token()}"})
             states = set()
@@ -393,6 +396,13 @@ def test_serve_alone_trains_a_finetune_job_and_pushes_its_adapter(tmp_path, tiny
         card = api.get("/artifact", params={"ref": "queued-lora@1", "kind": "adapter"})
         assert card.status_code == 200, card.text
         assert "job 1" in server.cli("log", "queued-lora")
+        with httpx.Client(base_url=server.url, timeout=30) as web:
+            token = csrf_token(web.get("/login").text)
+            web.post("/login", data={"name": "admin", "password": ADMIN_PASSWORD,
+                                     "csrf_token": token})
+            listing = web.get("/eval/").text
+        row = re.search(r'<tr data-job="1">.*?</tr>', listing, re.S).group(0)
+        assert "queued-lora@1" in row and 'status-done' in row
     finally:
         server.stop()
 

@@ -57,8 +57,14 @@ def _runner(registry) -> Runner:
 @bp.get("/")
 @reader
 def runs(user) -> str:
-    """Recent runs, newest first."""
-    return render_template("eval_list.html", user=user, runs=_store().runs())
+    """Recent runs and fine-tuning jobs, newest first, with where each stands."""
+    from promptrev.jobs import FinetuneJobs
+
+    found = _store().runs()
+    jobs = FinetuneJobs(state().registry).jobs()
+    return render_template("eval_list.html", user=user, runs=found, jobs=jobs,
+                           queue={("run", r["id"]): queue_state(r) for r in found}
+                           | {("job", j["id"]): queue_state(j) for j in jobs})
 
 
 # ---- one run ------------------------------------------------------------------------
