@@ -286,6 +286,10 @@ def test_serve_alone_runs_a_web_started_evaluation_with_its_own_worker(tmp_path,
     del env["PROMPTREV_QUEUE"]  # the default: SQLite inside the registry
     server = start_server(tmp_path, workers=1, env=env)
     try:
+        # serve's own worker is managed: killed, it is started again
+        first = wait_for(lambda: worker_pids(server.log), 60, "serve's worker to start")[0]
+        os.kill(first, signal.SIGKILL)
+        wait_for(lambda: len(worker_pids(server.log)) == 2, 60, "serve to restart its worker")
         with httpx.Client(base_url=server.url, timeout=30) as web:
             token = csrf_token(web.get("/login").text)
             r = web.post("/login", data={"name": "admin", "password": ADMIN_PASSWORD,
@@ -319,7 +323,26 @@ def test_serve_alone_runs_a_web_started_evaluation_with_its_own_worker(tmp_path,
     finally:
         server.stop()
     # the worker serve started stopped with it
-    assert "worker " in server.log.read_text()
+    for pid in worker_pids(server.log):
+        wait_for(lambda pid=pid: not _alive(pid), 20, f"serve's worker {pid} to stop")
+
+
+def worker_pids(log: Path) -> list[int]:
+    """The pids of the workers a ``promptrev serve`` started, in order (from its log)."""
+    return [int(m) for m in re.findall(r"^worker [^:\s]+:(\d+):\w+ on ", log.read_text(),
+                                       re.M)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie is not alive
+            return stat.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def test_a_queue_that_cannot_be_reached_is_a_clear_503_not_a_500(tmp_path):

@@ -15,6 +15,7 @@ import contextlib
 import os
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from promptrev.config import Settings
@@ -39,45 +40,77 @@ def worker_class(settings: Settings) -> type:
         "header_timeout": settings.header_timeout, "socket_class": socket_class})
 
 
-def start_job_worker(settings: Settings) -> subprocess.Popen | None:
-    """``promptrev worker`` as a child of this process, on the same registry and queue
-    (None when ``PROMPTREV_SERVE_WORKER`` is off: workers run elsewhere). It stops with
-    the server, and by itself if the server is killed."""
-    if not settings.serve_worker:
-        return None
-    command = [sys.executable, "-m", "promptrev.cli", "--registry", settings.registry]
-    if settings.index_url:
-        command += ["--index-url", settings.index_url]
-    env = {**os.environ, "PROMPTREV_QUEUE_NAME": settings.queue_name}
-    if settings.queue_url:
-        env["PROMPTREV_QUEUE"] = settings.queue_url
-    return subprocess.Popen([*command, "worker", "--stop-with", str(os.getpid())], env=env)
+class JobWorker:
+    """``promptrev worker`` as a child of the server, on the same registry and queue.
 
+    Started with the server, started again if it dies (a thread watches it), stopped with
+    the server; if the server itself is killed, the worker stops by itself
+    (``--stop-with``).
+    """
 
-def stop_job_worker(child: subprocess.Popen | None) -> None:
-    """Stop the server's own worker (its unfinished runs go back on the queue)."""
-    if child is None or child.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        child.terminate()
-    try:
-        child.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        child.wait()
+    RESTART_DELAY_S = 1.0
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.child: subprocess.Popen | None = None
+        self._stopping = threading.Event()
+        self._watcher = threading.Thread(target=self._watch, name="promptrev-job-worker",
+                                         daemon=True)
+
+    def start(self) -> JobWorker:
+        """Start the child and its watcher."""
+        self.child = self._spawn()
+        self._watcher.start()
+        return self
+
+    def _spawn(self) -> subprocess.Popen:
+        s = self.settings
+        command = [sys.executable, "-m", "promptrev.cli", "--registry", s.registry]
+        if s.index_url:
+            command += ["--index-url", s.index_url]
+        env = {**os.environ, "PROMPTREV_QUEUE_NAME": s.queue_name}
+        if s.queue_url:
+            env["PROMPTREV_QUEUE"] = s.queue_url
+        return subprocess.Popen([*command, "worker", "--stop-with", str(os.getpid())],
+                                env=env)
+
+    def _watch(self) -> None:
+        # gunicorn's arbiter reaps every child, ours included: poll() then says 0.
+        while not self._stopping.wait(self.RESTART_DELAY_S):
+            if self.child is not None and self.child.poll() is not None \
+                    and not self._stopping.is_set():
+                print("promptrev worker exited; starting it again", file=sys.stderr,
+                      flush=True)
+                self.child = self._spawn()
+
+    def stop(self) -> None:
+        """Stop the child (its unfinished runs go back on the queue) and its watcher."""
+        self._stopping.set()
+        child = self.child
+        if child is None or child.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            child.terminate()
+        try:
+            child.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
 
 
 def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000,
         workers: int | None = None, threads: int | None = None, dev: bool = False,
         access_log: bool = False) -> None:
-    """Serve until interrupted, with a job worker of its own (``start_job_worker``)."""
-    child = None if os.environ.get("WERKZEUG_RUN_MAIN") == "true" else \
-        start_job_worker(settings)
+    """Serve until interrupted, with a job worker of its own (:class:`JobWorker`, unless
+    ``PROMPTREV_SERVE_WORKER`` is off: workers run elsewhere)."""
+    own = settings.serve_worker and os.environ.get("WERKZEUG_RUN_MAIN") != "true"
+    job_worker = JobWorker(settings).start() if own else None
     try:
         _serve(settings, host=host, port=port, workers=workers, threads=threads, dev=dev,
                access_log=access_log)
     finally:
-        stop_job_worker(child)
+        if job_worker is not None:
+            job_worker.stop()
 
 
 def _serve(settings: Settings, *, host: str, port: int, workers: int | None,
