@@ -1,17 +1,21 @@
-"""Long work on a job queue: evaluation runs started on the server, executed by workers.
+"""Long work on a job queue: evaluation runs (judge scoring included) and fine-tuning
+jobs started on the server, carried out by ``promptrev worker`` processes.
 
 The queue is Huey's: a SQLite file beside the registry on one machine (no service to
 run), Redis or PostgreSQL across machines (``PROMPTREV_QUEUE``). A message carries only
-what to do (``evaluate``, a run id); each worker has its own settings, models and secrets.
+what to do (``evaluate`` a run id, ``finetune`` a job id); each worker has its own
+settings, models and secrets, so no secret travels through the queue.
 
-Huey hands a message to one worker and forgets it, so the run itself says who holds it:
-the worker claims the run (:meth:`EvalStore.claim`), beats every third of
-``PROMPTREV_QUEUE_LEASE`` while it executes it, and every worker sweeps for runs whose
-holder went silent for a whole lease and puts them back on the queue
-(:meth:`EvalStore.requeue`, a compare-and-swap: one sweeper wins). The worker that takes
-such a run over resumes it with :meth:`Evaluator.execute`: only the cases without a stored
-result run, and the store never keeps a second result for a case, even when two
-executions race. A worker that finds it lost its hold stops before its next batch.
+Huey hands a message to one worker and forgets it, so the row itself says who holds it
+(:class:`~promptrev.evaluation.store.LeasedRows`): the worker claims it, beats every third
+of ``PROMPTREV_QUEUE_LEASE`` while it works, and every worker sweeps for rows whose holder
+went silent for a whole lease and puts them back on the queue (``requeue``, a
+compare-and-swap: one sweeper wins). The worker that takes a run over resumes it with
+:meth:`Evaluator.execute`: only the cases without a stored result run, and the store never
+keeps a second result for a case, even when two executions race. A worker that finds it
+lost its hold stops before its next batch. A fine-tuning job cannot resume mid-training:
+the worker that takes one over trains again, and a worker pushes the adapter version only
+while it still holds the job (``before_push``).
 """
 
 from __future__ import annotations
