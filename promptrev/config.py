@@ -25,6 +25,8 @@ GIT_MAX_REQUEST_BYTES = 1024 ** 3  # one request of git push/fetch over HTTP
 GIT_MAX_INFLATED_BYTES = 10 * 1024 * 1024
 ACCOUNTS_FILE = "promptrev-accounts.sqlite"  # beside the registry, unless a URL is given
 SECRET_FILE = "promptrev-server-secret"
+QUEUE_FILE = "promptrev-queue.sqlite"  # the job queue beside the registry, unless a URL
+QUEUE_SCHEMES = ("sqlite", "redis", "rediss", "postgresql", "postgres")
 _TRUE = ("1", "true", "yes", "on")
 # ---- durability (issue 16): what an acknowledged write survives (docs/durability.md) ----
 # PROMPTREV_DURABILITY=full (the default): a save, label move, merge or push is on disk
@@ -106,6 +108,12 @@ class Settings:
     def redirect_url(self) -> str | None:
         """Where a replica sends writes (307): the primary's public address."""
         return self.primary_public_url or self.primary
+    # ---- the job queue (issue 20): evaluation runs started on the server ----
+    queue_url: str | None = None  # PROMPTREV_QUEUE: sqlite:///FILE, redis://, postgresql://
+    queue_name: str = "promptrev"  # PROMPTREV_QUEUE_NAME: one per registry on a shared queue
+    queue_lease: float = 30.0  # a worker silent this long is taken for dead; its runs move
+    queue_threads: int = 4  # runs one `promptrev worker` executes at once
+    serve_worker: bool = True  # `promptrev serve` starts a worker of its own
 
     @classmethod
     def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
@@ -174,6 +182,13 @@ class Settings:
             "replication_wait": _positive(env, "PROMPTREV_REPLICATION_WAIT", 25.0, float),
             "replication_max_waiters": _positive(env, "PROMPTREV_REPLICATION_MAX_WAITERS", 8,
                                                  int),
+            # ---- the job queue (issue 20) ----
+            "queue_url": queue_url(env.get("PROMPTREV_QUEUE") or None, "PROMPTREV_QUEUE"),
+            "queue_name": queue_name(env.get("PROMPTREV_QUEUE_NAME") or "promptrev"),
+            "queue_lease": _positive(env, "PROMPTREV_QUEUE_LEASE", 30.0, float),
+            "queue_threads": _positive(env, "PROMPTREV_QUEUE_THREADS", 4, int),
+            "serve_worker": env.get("PROMPTREV_SERVE_WORKER", "1").lower() not in (
+                "0", "false", "no", "off"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
@@ -192,6 +207,13 @@ class Settings:
         """
         return replace(self.with_accounts(),
                        secret_key=self.secret_key or _secret(self.registry))
+
+    def with_queue(self) -> Settings:
+        """These settings with the queue URL filled in (SQLite beside the registry)."""
+        if self.queue_url:
+            return self
+        return replace(self, queue_url="sqlite:///" + os.path.abspath(
+            os.path.join(self.registry, QUEUE_FILE)))
 
     def configured_models(self) -> dict:
         """The operator's models: ``models`` if given, else PROMPTREV_MODELS's file, read now.
@@ -229,6 +251,26 @@ def read_models_file(path: str | None) -> dict:
     if not isinstance(data, dict):
         raise InvalidRequest(f"{path}: expected a mapping of model names to settings")
     return data
+
+
+def queue_url(value: str | None, name: str = "queue") -> str | None:
+    """A job queue's URL, checked: ``sqlite:///FILE``, ``redis://...`` or
+    ``postgresql://...`` (None: SQLite inside the registry)."""
+    if value is None:
+        return None
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme.lower().split("+")[0] not in QUEUE_SCHEMES or not rest.strip("/"):
+        raise InvalidRequest(f"{name} must be sqlite:///FILE (one machine), redis://HOST:PORT"
+                             f"/DB or postgresql://... (several machines), not {value[:80]!r}")
+    return value
+
+
+def queue_name(value: str) -> str:
+    """A queue's name (``PROMPTREV_QUEUE_NAME``): letters, digits, ``-`` and ``_``."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise InvalidRequest("PROMPTREV_QUEUE_NAME must be 1-64 letters, digits, '-' or '_', "
+                             f"not {value[:80]!r}")
+    return value
 
 
 def durability_mode(value: str, name: str = "durability") -> str:

@@ -15,6 +15,7 @@ from markupsafe import escape
 from promptrev import Registry
 from promptrev.evaluation.runs import Evaluator
 from promptrev.evaluation.store import EvalStore
+from promptrev.jobs import Worker
 from promptrev.runner.base import model_specs
 from promptrev.runner.execute import Runner
 from promptrev.runner.trust import Trust
@@ -35,7 +36,10 @@ def env(tmp_path_factory, tiny):
               "zz-broken": {"backend": "hf", "path": str(tiny.model) + "-missing"}}
     server_env = make_server_env(tmp_path_factory.mktemp("eval-pages"), models=models)
     MODELS.update(model_specs(models, {}))
+    worker = Worker(server_env.settings)  # what `promptrev serve` runs beside the app
+    worker.start()
     yield server_env
+    worker.stop()
     server_env.app.extensions["promptrev"].close()
 
 

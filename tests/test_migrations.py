@@ -81,7 +81,7 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     accounts = Accounts(f"sqlite:///{accounts_db}")
     after_index, after_accounts = raw_rows(index_db), raw_rows(accounts_db)
 
-    assert after_index.pop("alembic_version") == [("r0008",)]
+    assert after_index.pop("alembic_version") == [("r0009",)]
     assert after_index.pop("prompt_include") == []  # r0007: 0.1.0 prompts include no parts
     assert after_index.pop("ab_plan") == []  # r0006: splits of 0.1.0 have no plan
     assert after_index.pop("event") == []  # r0003's outbox starts empty
@@ -94,6 +94,10 @@ def test_upgrading_a_0_1_0_registry_keeps_every_row(tmp_path):
     # r0005: results stored before it do not say which share a latency measurement
     assert after_index.pop("eval_result") == [
         row + (None,) for row in before_index.pop("eval_result")]
+    # r0009: runs made before it were never on the job queue (no holder, no heartbeat)
+    assert after_index.pop("finetune_job") == []
+    assert after_index.pop("eval_run") == [
+        row + (None, None) for row in before_index.pop("eval_run")]
     assert after_accounts.pop("alembic_version_accounts") == [("a0002",)]
     assert after_accounts.pop("account_throttle") == []  # a0002's throttle starts empty
     # a0002 gave every user session generation 0 and every token no scopes
@@ -142,7 +146,7 @@ def test_several_processes_opening_an_old_registry_migrate_it_once(tmp_path):
         assert proc.returncode == 0, err
         assert json.loads(out) == 2
     rows = raw_rows(path / "promptrev-index.sqlite")
-    assert rows["alembic_version"] == [("r0008",)]
+    assert rows["alembic_version"] == [("r0009",)]
     assert len(rows["review_comment"]) == 2
 
 

@@ -11,14 +11,14 @@ from .main import Context, emit_json, main, pass_ctx
 
 @main.group()
 def replica() -> None:
-    """Read replicas: follow the primary named by PROMPTREV_PRIMARY (issue 20)."""
+    """Read replicas: follow the primary named by PROMPTREV_PRIMARY."""
 
 
 @replica.command("follow")
-@click.option("--parent", type=int, default=None, hidden=True,
+@click.option("--stop-with", type=int, default=None, hidden=True,
               help="Exit when this process (the server) is gone.")
 @pass_ctx
-def follow(ctx: Context, parent: int | None) -> None:
+def follow(ctx: Context, stop_with: int | None) -> None:
     """Copy the primary's main into this registry as it moves, until stopped.
 
     'promptrev serve' runs this itself when PROMPTREV_PRIMARY is set; run it alone to keep
@@ -40,7 +40,7 @@ def follow(ctx: Context, parent: int | None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    follower.run(parent=parent)
+    follower.run(parent=stop_with)
 
 
 @replica.command("status")

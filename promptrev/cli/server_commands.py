@@ -72,6 +72,35 @@ def serve(ctx: Context, host: str, port: int, workers: int | None, threads: int 
         access_log=access_log)
 
 
+@main.command()
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Runs executed at once (default: PROMPTREV_QUEUE_THREADS or 4).")
+@click.option("--stop-with", type=int, default=None, hidden=True,
+              help="Stop when the process with this id is gone (promptrev serve's own).")
+@pass_ctx
+def worker(ctx: Context, threads: int | None, stop_with: int | None) -> None:
+    """Execute queued work (evaluation runs started on the server) until stopped.
+
+    The queue is PROMPTREV_QUEUE: a SQLite file inside the registry by default (the
+    worker 'promptrev serve' starts shares it), or redis://... or postgresql://... for
+    workers on other machines. A run whose worker dies is resumed by another one.
+    """
+    import logging
+
+    from promptrev.jobs import Worker, queue_where
+
+    if not os.path.exists(os.path.join(ctx.path, "HEAD")):
+        raise click.ClickException(f"no registry at {ctx.path} (create one with "
+                                   "'promptrev init' or start 'promptrev serve')")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("huey").setLevel(logging.WARNING)
+    job_worker = Worker(ctx.settings, threads=threads, stop_with=stop_with)
+    click.echo(f"worker {job_worker.name} on {queue_where(job_worker.settings.queue_url)} "
+               f"({job_worker.threads} at once)")
+    sys.stdout.flush()
+    job_worker.run()
+
+
 @main.group()
 def user() -> None:
     """Manage accounts (roles: viewer, editor, admin)."""

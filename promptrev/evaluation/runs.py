@@ -19,7 +19,7 @@ from ..errors import InvalidRequest, ValidationFailed
 from .costs import cost, price_table
 from .reporting import build_report
 from .scorers import ScoreInput, ScorerContext, build_scorers
-from .store import EvalStore
+from .store import EvalStore, LeaseLost
 
 DEFAULT_BATCH = 16
 _VARIANT_KEYS = {"name", "prompt", "adapter", "model", "params"}
@@ -123,9 +123,14 @@ class Evaluator:
         return resolved, len(cases)
 
     # ---- executing ---------------------------------------------------------------------
-    def execute(self, run_id: int, progress: Callable[[int], None] | None = None
-                ) -> dict[str, Any]:
-        """Run every case not yet scored (so this also resumes), then write the report."""
+    def execute(self, run_id: int, progress: Callable[[int], None] | None = None, *,
+                lease: Callable[[], None] | None = None) -> dict[str, Any]:
+        """Run every case not yet scored (so this also resumes), then write the report.
+
+        ``lease`` (a queue worker's) is called before each batch; it raises
+        :class:`~promptrev.evaluation.store.LeaseLost` when another worker took the run
+        over, which stops this execution without marking the run failed.
+        """
         run = self.store.run(run_id)
         spec = run["spec"]
         self.store.set_status(run_id, "running")
@@ -144,12 +149,16 @@ class Evaluator:
                 if progress and len(done):
                     progress(len(done))
                 for start in range(0, len(todo), batch):
+                    if lease:
+                        lease()
                     chunk = todo[start:start + batch]
                     rows = self._run_chunk(run_id, variant, source, chunk, scorers, prices)
                     self.store.add_results(rows)  # stored as soon as scored
                     if progress:
                         progress(len(chunk))
             report = self.report(run_id)
+        except LeaseLost:
+            raise
         except Exception as exc:
             self.store.set_status(run_id, "failed", error=str(exc)[:2000])
             raise

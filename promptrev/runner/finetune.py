@@ -15,6 +15,7 @@ import json
 import random
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -48,8 +49,12 @@ class FinetuneConfig:
 def finetune(registry, *, dataset: str, model_path: str, name: str,
              config: FinetuneConfig | None = None, prompt: str | None = None,
              author: str = "promptrev <promptrev@localhost>", message: str | None = None,
-             progress: bool = True, env: dict | None = None):
-    """Train an adapter on ``dataset`` (a reference) and push it as a version of ``name``."""
+             progress: bool = True, env: dict | None = None,
+             before_push: Callable[[], None] | None = None):
+    """Train an adapter on ``dataset`` (a reference) and push it as a version of ``name``.
+
+    ``before_push`` (a queue worker's lease check) may raise to keep the result unpushed.
+    """
     config = config or FinetuneConfig()
     if config.method not in METHODS:
         raise InvalidRequest(f"unknown method {config.method!r} (methods: {', '.join(METHODS)})")
@@ -65,6 +70,8 @@ def finetune(registry, *, dataset: str, model_path: str, name: str,
     train, valid = _split(examples, config.validation_split, config.seed)
     with tempfile.TemporaryDirectory(prefix="promptrev-finetune-") as out:
         report = _train(model_path, train, valid, config, out, progress)
+        if before_push:
+            before_push()
         lineage = {"dataset": data_version.ref, "dataset_commit": data_version.commit,
                    "prompt": prompt_version.ref if prompt_version else None,
                    "base_model": model_path, "method": config.method}

@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         errors,
         eval_api,  # noqa: F401 - adds its routes to api.bp
         eval_pages,
+        finetune_api,  # noqa: F401 - adds its routes to api.bp
         git_http,
         lfs_http,
         openai_api,

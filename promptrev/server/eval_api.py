@@ -3,9 +3,9 @@ for a label move, and ``promptrev eval gate`` judged on the server.
 
 They hang on the ``api`` blueprint (its token authentication, request parsing and one
 error shape); :mod:`server.openapi` documents them. Runs are started with the server's
-runner (configured models only) and executed by a thread of the worker that answered, as
-``/eval/new`` does (:func:`server.eval_pages.launch`); a run cut short is finished with
-``promptrev eval resume ID``.
+runner (configured models only) and put on the job queue, as ``/eval/new`` does
+(:func:`server.eval_pages.launch`): a ``promptrev worker`` executes them, and another one
+resumes a run whose worker died.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from promptrev.evaluation.store import EvalStore
 
 from .api import bp
 from .auth import state
-from .eval_pages import launch
+from .eval_pages import launch, queue_state
 from .params import MAX_INT_FIELD, field, int_arg, json_body, json_response, registry, to_int
 
 MAX_TEXT = 200_000  # a spec or policy file, as text
@@ -38,7 +38,8 @@ def run_summary(run: dict[str, Any]) -> dict[str, Any]:
     return {"run": run["id"], "status": run["status"], "name": run["name"],
             "dataset": run["dataset"], "cases": run["cases"], "error": run.get("error"),
             "url": url_for("eval.run", run_id=run["id"], _external=True),
-            "report": run["report"] if run["status"] == "done" else None}
+            "report": run["report"] if run["status"] == "done" else None,
+            "queue": queue_state(run)}
 
 
 def queue_release_evaluation(user, reg, kind: str | None, name: str, label: str,

@@ -5,11 +5,11 @@ no JavaScript, no CDN), the paired comparisons, cost and latency, the prompts of
 variants with their diff, and a per-case table with every variant's output side by side,
 filterable to the cases where the variants disagree.
 
-A run started from the form is executed by a background thread of the worker that
-answered the POST. A registry must not be shared between threads, so the thread opens
-its own registry and runner (sharing only the loaded models); the page refreshes itself
-until the run is done. A run cut short (the server stopped) is finished with
-``promptrev eval resume ID``: only the cases without a result are run.
+A run started from the form goes on the job queue (:mod:`promptrev.jobs`) and a
+``promptrev worker`` executes it (``promptrev serve`` starts one of its own); the page
+shows whether it waits for a worker, which worker holds it and when it last beat, and
+refreshes itself until the run is done. A worker that dies leaves the run to another,
+which resumes it from the stored results.
 """
 
 from __future__ import annotations
@@ -17,8 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import queue
-import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +29,7 @@ from promptrev.evaluation.runs import Evaluator, load_spec
 from promptrev.evaluation.scorers import scorer_names
 from promptrev.evaluation.store import EvalStore
 from promptrev.model.datasets import parse_dataset
-from promptrev.registry import Registry
 from promptrev.runner.execute import Runner
-from promptrev.runner.trust import Trust
 
 from .auth import state
 from .errors import http_status
@@ -60,8 +57,14 @@ def _runner(registry) -> Runner:
 @bp.get("/")
 @reader
 def runs(user) -> str:
-    """Recent runs, newest first."""
-    return render_template("eval_list.html", user=user, runs=_store().runs())
+    """Recent runs and fine-tuning jobs, newest first, with where each stands."""
+    from promptrev.jobs import FinetuneJobs
+
+    found = _store().runs()
+    jobs = FinetuneJobs(state().registry).jobs()
+    return render_template("eval_list.html", user=user, runs=found, jobs=jobs,
+                           queue={("run", r["id"]): queue_state(r) for r in found}
+                           | {("job", j["id"]): queue_state(j) for j in jobs})
 
 
 # ---- one run ------------------------------------------------------------------------
@@ -86,6 +89,7 @@ def run(user, run_id: int) -> str:
         last=max((r["created"] for r in results), default=None),
         pass_fail={m for m in quality if _is_binary(values.get(m, []))},
         refresh=REFRESH_S if record["status"] == "running" else None,
+        queue=queue_state(record),
         **_case_table(reg, spec["dataset"], case_rows(results, names, quality)),
         **_prompts(reg, spec["variants"], report))
 
@@ -414,44 +418,16 @@ def example_spec(models: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-# Runs a worker process executes at once; more wait in its queue. Each run holds a
-# registry, database handles and model calls: an editor posting many specs to
-# /api/v1/evaluations/gate once started a thread each, without bound.
-MAX_RUNNING = 4
-_queue: queue.SimpleQueue = queue.SimpleQueue()
-_executors: list[threading.Thread] = []
-_executors_lock = threading.Lock()
-
-
 def launch(run_id: int) -> None:
-    """Queue a started run; at most :data:`MAX_RUNNING` daemon threads of this process
-    execute runs, each with its own registry and runner."""
-    st = state()
-    _queue.put((st.settings, st.models, st.backends, run_id))
-    with _executors_lock:
-        _executors[:] = [t for t in _executors if t.is_alive()]
-        if len(_executors) < MAX_RUNNING:
-            thread = threading.Thread(target=_drain, name="promptrev-eval", daemon=True)
-            thread.start()
-            _executors.append(thread)
+    """Put a started run on the job queue; a ``promptrev worker`` executes it."""
+    state().jobs.evaluate(state().registry, run_id)
 
 
-def _drain() -> None:
-    """Execute queued runs, one at a time, for the life of the process."""
-    while True:
-        _execute(*_queue.get())
+def queue_state(run: dict[str, Any]) -> dict[str, Any] | None:
+    """Where a run stands on the job queue (queued, running on a worker, stalled)."""
+    from promptrev.jobs import queue_state as state_of
 
-
-def _execute(settings, models: dict, backends: dict, run_id: int) -> None:
-    """The thread's work; a failure is recorded on the run (by ``execute``) and logged."""
-    try:
-        with Registry.open(settings.registry, index_url=settings.index_url,
-                           max_bytes=settings.max_bytes) as reg:
-            runner = Runner(reg, env=settings.env, models=models, backends=backends,
-                            trust=Trust.server(settings.allow_env))
-            Evaluator(reg, runner, env=settings.env).execute(run_id)
-    except Exception:  # a thread has no caller to raise to
-        log.exception("evaluation run %s failed", run_id)
+    return state_of(run, state().settings.queue_lease, time.time())
 
 
 # ---- template helpers ---------------------------------------------------------------

@@ -179,7 +179,19 @@ _SCHEMAS: dict[str, Any] = {
     "EvaluationRun": _obj(["run", "status", "url"], run=_INT, status={
         "type": "string", "enum": ["running", "done", "failed"]}, name=_STR, dataset=_STR,
         cases=_INT, error=_NULL_STR, url=_STR, started={"type": "boolean"},
-        report={"type": "object", "nullable": True}),
+        report={"type": "object", "nullable": True},
+        queue={"type": "object", "nullable": True, "description":
+               "Where a run started on the server stands on the job queue: state (queued, "
+               "running, stalled: its worker stopped reporting and another one resumes it, "
+               "done, failed), worker, heartbeat_age or waiting_s (seconds)",
+               "properties": {"state": {"type": "string", "enum": [
+                   "queued", "running", "stalled", "done", "failed"]},
+                   "worker": {"type": "string", "nullable": True},
+                   "heartbeat_age": _INT, "waiting_s": _INT}}),
+    "FinetuneJob": _obj(["job", "status", "name"], job=_INT, status={
+        "type": "string", "enum": ["running", "done", "failed"]}, name=_STR,
+        dataset=_STR, model=_STR, adapter=_NULL_STR, error=_NULL_STR, author=_STR,
+        queue={"type": "object", "nullable": True}),
     "Review": _obj(["number", "title", "description", "author", "branch", "head", "status",
                     "created", "updated", "approvals", "required_approvals", "approved",
                     "comments"],
@@ -491,6 +503,18 @@ def _evaluation_paths() -> dict[str, Any]:
                      "  - {name: candidate, prompt: sentiment/zero-shot}\n",
              "baseline": "production", "rule": {"require": "non-inferior",
                                                 "metric": "exact", "margin": 0.05}}),
+        "/api/v1/finetunes": _write(
+            "post", "Start a fine-tuning job (promptrev finetune on the server's queue): a "
+            "worker trains on a configured local model and pushes the adapter version; "
+            "202 with the job (poll /finetunes/job)", [],
+            _input(["dataset", "model", "name"], dataset=_NONEMPTY, model=_NONEMPTY,
+                   name=_NONEMPTY, prompt=_NONEMPTY, config={"type": "object"}),
+            _ref("FinetuneJob"), {"202": _ok(_ref("FinetuneJob"), "job queued")},
+            {"dataset": "sentiment", "model": "tiny", "name": "sentiment-lora",
+             "prompt": "sentiment/zero-shot", "config": {"method": "lora", "max_steps": 20}}),
+        "/api/v1/finetunes/job": _read("A fine-tuning job: its state and adapter version", [
+            _q("id", "job id", True, schema=_ID, example=1)], _ref("FinetuneJob"),
+            etag=False),
     }
 
 

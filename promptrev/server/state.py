@@ -24,6 +24,7 @@ from werkzeug.http import parse_etags
 from promptrev.accounts import Accounts
 from promptrev.config import Settings
 from promptrev.evaluation.prices import load_price_table
+from promptrev.jobs import JobQueue
 from promptrev.policy import Policy
 from promptrev.registry import Registry
 from promptrev.runner.base import model_specs
@@ -53,6 +54,7 @@ class ServerState:
         # Read at start, so that a broken PROMPTREV_PRICES stops the server with its error.
         self.prices = load_price_table(settings.prices_file)
         self._idle: list[Lease] = []
+        self._jobs: JobQueue | None = None
         self._lock = threading.Lock()
         self._head_watch: Any = None
 
@@ -70,6 +72,14 @@ class ServerState:
         """The commit of ``main`` this request's registry last read (None: it took none)."""
         lease = g.get("_promptrev_lease")
         return lease.registry.synced_head if lease is not None else None
+
+    @property
+    def jobs(self) -> JobQueue:
+        """The job queue this process puts evaluation runs on (opened on first use)."""
+        with self._lock:
+            if self._jobs is None:
+                self._jobs = JobQueue(self.settings)
+            return self._jobs
 
     def runner(self, registry: Registry) -> Runner:
         """A runner under the server's rules: configured models, allowed variables only."""

@@ -210,6 +210,10 @@ class EvalRunRow(SQLModel, table=True):
     spec: str  # JSON: variants with exact versions, scorers, prices
     report: Optional[str] = None  # JSON, written when the run finishes
     error: Optional[str] = None
+    # On the job queue (r0009): the worker that holds the run and when it last said so.
+    # heartbeat NULL: not on the queue (a CLI run); worker NULL: waiting in the queue.
+    worker: Optional[str] = Field(default=None, max_length=200)
+    heartbeat: Optional[int] = None
 
 
 class EvalResultRow(SQLModel, table=True):
@@ -239,8 +243,27 @@ class EvalResultRow(SQLModel, table=True):
     created: int
 
 
+class FinetuneJobRow(SQLModel, table=True):
+    """A fine-tuning job started on the server (r0009): trained by a queue worker, which
+    pushes the adapter version it makes."""
+
+    __tablename__ = "finetune_job"
+    id: int = Field(primary_key=True)
+    name: str = Field(max_length=255)  # the adapter the result is pushed to
+    author: str = Field(max_length=255)
+    created: int
+    updated: int
+    status: str = Field(max_length=16)  # running, done, failed
+    spec: str  # JSON: dataset, model, prompt, method and hyperparameters
+    adapter: Optional[str] = Field(default=None, max_length=300)  # name@N once pushed
+    error: Optional[str] = None
+    worker: Optional[str] = Field(default=None, max_length=200)
+    heartbeat: Optional[int] = None
+
+
 T_EVAL_RUN = EvalRunRow.__table__
 T_EVAL_RESULT = EvalResultRow.__table__
+T_FINETUNE_JOB = FinetuneJobRow.__table__
 
 
 # ---- online A/B outcomes ---------------------------------------------------------------
