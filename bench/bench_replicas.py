@@ -55,6 +55,10 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--saves", type=int, default=None, help="saves timed for the lag")
     parser.add_argument("--wrk", default=shutil.which("wrk"), help="wrk binary")
     parser.add_argument("--json", default=None, help="also write the figures here")
+    parser.add_argument("--postgres", default=os.environ.get("PROMPTREV_TEST_POSTGRES_URL"),
+                        help="a PostgreSQL URL: the accounts every server shares and the "
+                        "primary's index go there, each in a fresh schema (default: "
+                        "PROMPTREV_TEST_POSTGRES_URL; without one, SQLite files)")
     args = parser.parse_args()
     args.duration = args.duration or (3.0 if args.quick else 8.0)
     args.saves = args.saves or (10 if args.quick else 40)
@@ -172,6 +176,30 @@ def _watch(replica: LiveServer, token: str, number: int, acked: float,
     conn.close()
 
 
+# ---- PostgreSQL ---------------------------------------------------------------------------
+def pg_schemas(url: str, names: list[str]) -> tuple[dict[str, str], object]:
+    """A fresh schema per name on ``url``: name -> a URL whose search_path is that schema,
+    and a function that drops them."""
+    from urllib.parse import quote
+
+    import sqlalchemy as sa
+
+    tag = f"bench_{os.getpid()}_"
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for name in names:
+            conn.execute(sa.text(f"CREATE SCHEMA {tag}{name}"))
+    sep = "&" if "?" in url else "?"
+    urls = {n: f"{url}{sep}options={quote(f'-csearch_path={tag}{n}')}" for n in names}
+
+    def drop() -> None:
+        with engine.begin() as conn:
+            for name in names:
+                conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {tag}{name} CASCADE"))
+        engine.dispose()
+    return urls, drop
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -182,22 +210,33 @@ def main() -> None:
     args = parse_args()
     root = Path(tempfile.mkdtemp(prefix="bench-replicas-"))
     servers: list[LiveServer] = []
+    drop = None
     try:
         print(f"== read replicas  nproc={os.cpu_count()} workers={args.workers} "
               f"connections={args.connections} load={'wrk' if args.wrk else 'python'} "
-              f"duration={args.duration}s saves={args.saves}")
+              f"duration={args.duration}s saves={args.saves} "
+              f"databases={'postgresql' if args.postgres else 'sqlite'}")
         common = {"PROMPTREV_SECRET_KEY": "bench", "PROMPTREV_DURABILITY": "off"}
+        primary_env = dict(common)
+        if args.postgres:  # as the README deploys it: shared accounts, the primary's index
+            urls, drop = pg_schemas(args.postgres, ["accounts", "index"])
+            os.environ["PROMPTREV_ACCOUNTS_URL"] = urls["accounts"]  # for token create
+            os.environ["PROMPTREV_INDEX_URL"] = urls["index"]
+            primary_env.update(PROMPTREV_ACCOUNTS_URL=urls["accounts"],
+                               PROMPTREV_INDEX_URL=urls["index"])
         (root / "primary").mkdir()
-        primary = start_server(root / "primary", workers=args.workers, env=common)
+        primary = start_server(root / "primary", workers=args.workers, env=primary_env)
         servers.append(primary)
         token = primary.token()
         status, _ = _get(primary.url, "/api/v1/labels?name=summarize&label=production",
                          token, "PUT", {"version": 1})
         if status != 200:
             raise SystemExit(f"could not set the label: {status}")
-        accounts = primary.registry / "promptrev-accounts.sqlite"
+        accounts = primary_env.get("PROMPTREV_ACCOUNTS_URL") \
+            or f"sqlite:///{primary.registry / 'promptrev-accounts.sqlite'}"
+        # each replica: its own registry and its own SQLite index, the accounts shared
         env = {**common, "PROMPTREV_PRIMARY": primary.url, "PROMPTREV_PRIMARY_TOKEN": token,
-               "PROMPTREV_ACCOUNTS_URL": f"sqlite:///{accounts}"}
+               "PROMPTREV_ACCOUNTS_URL": accounts, "PROMPTREV_INDEX_URL": ""}
         replicas = []
         for i in range(max(REPLICA_COUNTS)):
             (root / f"replica{i}").mkdir()
@@ -235,6 +274,8 @@ def main() -> None:
     finally:
         for s in servers:
             s.stop()
+        if drop is not None:
+            drop()
         shutil.rmtree(root, ignore_errors=True)
 
 
