@@ -29,6 +29,7 @@ from promptrev.errors import Unauthorized
 from promptrev.evaluation.online import Outcomes
 from promptrev.evaluation.planning import plan_from
 from promptrev.evaluation.store import EvalStore
+from promptrev.jobs import FinetuneJobs
 from promptrev.registry import Registry
 from promptrev.reviews import Edit, Reviews
 from promptrev.storage import migrations
@@ -148,6 +149,10 @@ def populate(path: Path, tmp_path: Path) -> dict:
                         "completion_tokens": 3, "latency_s": 0.01, "cost": 0.0,
                         "error": None} for i, v in ((1, "A"), (2, "B"))])
     store.set_status(run, "done", report={"verdict": "no significant difference"})
+    jobs = FinetuneJobs(reg)  # a fine-tuning job queued on the server, done
+    job = jobs.create(name="support/tone", author="alice",
+                      spec={"dataset": "cases@1", "model": "tiny", "config": {"max_steps": 1}})
+    jobs.finish(job, "done", adapter="support/tone@1")
     reg.set_split("greet", "production", {1: 50, 2: 50})
     Outcomes(reg.engine).set_plan("greet", "production",
                                   plan_from({"mde": 0.05, "baseline": 0.2}))
@@ -295,6 +300,10 @@ def test_a_registry_made_by_0_1_0_is_backed_up_and_restored_with_every_row(tmp_p
     # r0005: results of 0.1.0 do not say which shared a latency measurement
     assert after_kept.pop("eval_result") == [
         (*row, None) for row in before_kept.pop("eval_result")]
+    # r0009: 0.1.0 queued no fine-tuning jobs, and its runs were held by no queue worker
+    assert after_kept.pop("finetune_job") == []
+    assert after_kept.pop("eval_run") == [
+        (*row, None, None) for row in before_kept.pop("eval_run")]
     assert after_kept == before_kept
     # a0002 added a session generation (0) to every user and scopes ("") to every token,
     # and an empty login throttle
