@@ -36,6 +36,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 
 from .errors import Busy, Diverged, PromptrevError, RemoteFailed
+from .incoming import check_files
 from .registry import Registry
 from .remotes import fresh_registry
 from .storage import gitremote, outbox
@@ -172,6 +173,10 @@ def advance(registry: Registry, theirs: str | None, primary: str = REMOTE) -> st
                            "folder) to follow the primary again",
                            details={"primary": primary, "local_head": ours,
                                     "remote_head": theirs})
+        # The primary is trusted no further than a pull's remote: what it sends is
+        # checked file by file, as a push would be, before main moves.
+        check_files(registry, ours, theirs, foreign=True).raise_for_problems(
+            f"the history of the primary {redact(primary)}")
         try:
             with registry.writing(follower=True):
                 registry.advance_main(ours, theirs, f"replicate {primary}")
