@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -152,6 +153,12 @@ CONFIG_KEYS = {"method": str, "rank": int, "alpha": int, "num_virtual_tokens": i
                "epochs": float, "max_steps": int, "learning_rate": float, "batch_size": int,
                "validation_split": float, "seed": int}
 METHODS = ("lora", "prompt_tuning")
+# What a queued job may ask of the shared worker: a request beyond these (a billion steps,
+# a rank that cannot fit in memory, an infinite learning rate) is refused when queued.
+CONFIG_RANGES: dict[str, tuple[float, float]] = {
+    "rank": (1, 1024), "alpha": (1, 4096), "num_virtual_tokens": (1, 1024),
+    "epochs": (0, 1000), "max_steps": (-1, 1_000_000), "learning_rate": (0, 1),
+    "batch_size": (1, 1024), "validation_split": (0, 0.9), "seed": (0, 2**32 - 1)}
 
 
 def finetune_spec(data: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +190,16 @@ def finetune_spec(data: dict[str, Any], models: dict[str, Any]) -> dict[str, Any
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float
                                                        else kind):
             raise InvalidRequest(f"config.{key} must be a {kind.__name__}")
+        low, high = CONFIG_RANGES.get(key, (None, None))
+        if low is not None and not (math.isfinite(value) and low <= value <= high
+                                    and not (key == "max_steps" and value == 0)
+                                    and not (key in ("epochs", "learning_rate")
+                                             and value == 0)):
+            raise InvalidRequest(f"config.{key} must be from {low} to {high:,}"
+                                 + (" (-1: as many steps as the epochs take)"
+                                    if key == "max_steps" else
+                                    ", above 0" if key in ("epochs", "learning_rate") else "")
+                                 + f", not {value!r}: a job runs on a shared worker")
     if config.get("method", "lora") not in METHODS:
         raise InvalidRequest(f"config.method must be one of {', '.join(METHODS)}")
     return {**{k: data.get(k) for k in FINETUNE_KEYS}, "config": config}

@@ -75,3 +75,24 @@ def test_an_admin_queues_one_as_themself(env):
     job = r.get_json()
     assert job["author"].startswith("admin") and job["queue"]["state"] == "queued"
     assert queued(env) == 2  # the job's row and its message
+
+
+@pytest.mark.parametrize("config", [
+    {"max_steps": 10**9}, {"max_steps": 0}, {"max_steps": -5}, {"rank": 10**6},
+    {"rank": 0}, {"batch_size": 10**9}, {"epochs": 1e12}, {"epochs": 0},
+    {"learning_rate": 1e309}, {"learning_rate": -1.0}, {"validation_split": 5.0},
+    {"num_virtual_tokens": 10**7}, {"seed": -1}, {"alpha": 2**70},
+])
+def test_a_finetune_asking_the_shared_worker_for_too_much_is_refused(env, config):
+    r = env.api("POST", "/finetunes", json=request(config=config))
+    assert r.status_code == 400, r.get_data(as_text=True)
+    key = next(iter(config))
+    assert f"config.{key}" in r.get_json()["error"]["message"]
+    assert queued(env) == 0
+
+
+def test_a_finetune_within_the_ranges_is_queued(env):
+    r = env.api("POST", "/finetunes", json=request(config={
+        "max_steps": 200, "rank": 16, "learning_rate": 1e-4, "validation_split": 0.0,
+        "epochs": 2, "batch_size": 4, "seed": 7}))
+    assert r.status_code == 202, r.get_data(as_text=True)
