@@ -35,6 +35,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from . import lfs_transfer
 from .errors import Busy, Diverged, PromptrevError, RemoteFailed
 from .incoming import check_files
 from .registry import Registry
@@ -155,6 +156,10 @@ def follow_once(registry: Registry, primary: str, token: str | None, *,
     backup).
     """
     theirs = gitremote.fetch(registry.path, remote or _remote(registry, primary, token))
+    if theirs is not None:  # the adapter weights the new commits name, from its LFS API
+        commits = registry.store.commits_only_in(theirs, registry.store.head())
+        lfs_transfer.fetch_objects(registry, git_url(primary, token),
+                                   lfs_transfer.pointers_in(registry, commits))
     return advance(registry, theirs, primary)
 
 

@@ -8,6 +8,7 @@ why) instead of moving ``main``.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from promptrev.errors import ValidationFailed
 from promptrev.registry import Registry
 
 from ..live import start_server
+from ..test_adapters import make_adapter
 
 
 @pytest.fixture(scope="module")
@@ -69,5 +71,20 @@ def test_a_hostile_primary_cannot_push_what_a_push_could_not(primary, tmp_path, 
             assert replica.sync() == before  # main did not move to the planted commit
         finally:
             _git(primary.registry, "update-ref", "refs/heads/main", old)
+    finally:
+        replica.close()
+
+
+def test_a_replica_brings_the_adapter_weights_its_commits_name(primary, tmp_path):
+    """Not an attack: the follower also copies the weights (through the primary's LFS
+    API, asked with the replica's token), so a replica serves adapters, not 404s."""
+    folder = make_adapter(tmp_path / "tone", seed=5)
+    primary.cli("adapter", "push", str(folder), "--name", "support/replicated", "-m", "v1")
+    weights = (folder / "adapter_model.safetensors").read_bytes()
+    replica = Registry.init(tmp_path / "replica")
+    try:
+        replication.follow_once(replica, primary.url, primary.viewer)
+        source = replica.adapter_source("support/replicated@1")
+        assert (Path(source.path) / "adapter_model.safetensors").read_bytes() == weights
     finally:
         replica.close()
