@@ -39,6 +39,7 @@ PROBE_SECONDS = 3.0
 # max_tokens); beyond these the stream is cut off with an error naming the model server.
 MAX_STREAM_CHARS = 16 * 1024 * 1024
 MAX_TOOL_CALLS = 128
+STREAM_DEADLINE = 600.0  # seconds a streamed answer may take in all (option stream_deadline)
 SETUP = ("point promptrev at a model: set OPENAI_API_KEY for OpenAI's API, or list an "
          "OpenAI-compatible server (Ollama, vLLM, llama.cpp) in the models file "
          "PROMPTREV_MODELS, e.g. 'NAME: {backend: openai, name: MODEL, base_url: "
@@ -76,6 +77,9 @@ class OpenAIBackend:
             max_retries=int(options.get("max_retries", DEFAULT_RETRIES)),
             timeout=float(options.get("timeout", 120)))
         self.concurrency = int(options.get("concurrency", DEFAULT_CONCURRENCY))
+        # The longest a streamed answer may take in all (``timeout`` is per read: an
+        # upstream trickling a piece now and then would otherwise hold a thread for ever).
+        self.stream_deadline = float(options.get("stream_deadline", STREAM_DEADLINE))
         # vLLM multi-LoRA: which served model name each adapter has (default: its name).
         self.adapter_models: dict[str, str] = dict(options.get("adapter_models") or {})
         self._errors = openai
@@ -153,6 +157,10 @@ class OpenAIBackend:
                 model=model, messages=request.messages, stream=True,
                 stream_options={"include_usage": True}, **self._params(request))
             for chunk in chunks:
+                if time.perf_counter() - start > self.stream_deadline:
+                    raise self._hostile(f"its answer was still going after "
+                                        f"{self.stream_deadline:g} s (the model's "
+                                        "stream_deadline option) and was cut off")
                 usage = chunk.usage or usage
                 if not chunk.choices:
                     continue

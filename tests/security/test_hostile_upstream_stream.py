@@ -12,6 +12,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
@@ -30,6 +31,7 @@ class _Upstream(http.server.ThreadingHTTPServer):
         self.deltas: list[dict] = []
         self.endless: dict | None = None  # a delta sent again and again
         self.sent = 0
+        self.pause = 0.0  # seconds between the endless pieces
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -57,6 +59,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if self.server.endless is not None:
                 while self.server.sent < 512 * 1024 * 1024:
                     send(self.server.endless)
+                    if self.server.pause:
+                        self.wfile.flush()
+                        time.sleep(self.server.pause)
+                        if self.server.sent > 4000 * len(json.dumps(self.server.endless)):
+                            break
             self.wfile.write(b"data: [DONE]\n\n")
         except OSError:
             pass
@@ -74,10 +81,10 @@ def upstream():
     server.server_close()
 
 
-def _stream(upstream) -> list:
+def _stream(upstream, **options) -> list:
     backend = OpenAIBackend(ModelSpec("openai", "m", base_url=f"http://127.0.0.1:"
                                       f"{upstream.server_address[1]}/v1",
-                                      options={"max_retries": 0}))
+                                      options={"max_retries": 0, **options}))
     request = GenerationRequest(messages=[{"role": "user", "content": "hi"}])
     return list(backend.stream(request))
 
@@ -126,3 +133,13 @@ def test_an_ordinary_streamed_tool_call_still_passes(upstream):
     pieces = _stream(upstream)
     assert pieces[0] == "Looking."
     assert "".join(p.arguments for p in pieces[1:]) == '{"a": 1}'
+
+
+def test_an_answer_trickling_for_ever_is_cut_off_at_the_deadline(upstream):
+    upstream.deltas = [{"role": "assistant", "content": ""}]
+    upstream.endless, upstream.pause = {"content": "."}, 0.05
+    start = time.monotonic()
+    with pytest.raises(PromptrevError) as caught:
+        _stream(upstream, stream_deadline=1)
+    assert "stream_deadline" in caught.value.message
+    assert time.monotonic() - start < 30
