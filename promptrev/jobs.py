@@ -61,7 +61,7 @@ def open_huey(url: str, name: str = QUEUE_NAME) -> Any:
 
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower().split("+")[0]
-    options = {"results": False, "utc": True}
+    options = {"results": False, "utc": True, "serializer": _JsonSerializer()}
     if scheme == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest
         parent = os.path.dirname(os.path.abspath(path))
@@ -74,6 +74,59 @@ def open_huey(url: str, name: str = QUEUE_NAME) -> Any:
         return huey.PostgresHuey(name, dsn=f"postgresql://{rest}", **options)
     raise InvalidRequest(f"PROMPTREV_QUEUE: no queue for {scheme!r} URLs "
                          "(sqlite:///FILE, redis://HOST:PORT/DB or postgresql://...)")
+
+
+def _json_serializer_class() -> type:
+    from huey.registry import Message
+    from huey.serializer import Serializer
+
+    class JsonSerializer(Serializer):
+        """Huey's messages as JSON, never pickles: whoever can write to the queue's store
+        (a shared Redis, PostgreSQL, the SQLite file) can at most send a run or job id, not
+        code for every worker to run. Anything else read from the queue is an error the
+        consumer logs and skips."""
+
+        def _serialize(self, data: Any) -> bytes:
+            if isinstance(data, Message):
+                data = {"huey-message": [_to_json(v) for v in data]}
+            return json.dumps(data, default=_datetime_out).encode()
+
+        def _deserialize(self, data: bytes) -> Any:
+            value = json.loads(data)
+            if isinstance(value, dict) and isinstance(value.get("huey-message"), list):
+                fields = [_from_json(v) for v in value["huey-message"]]
+                if len(fields) > len(Message._fields):
+                    raise ValueError("a queue message with too many fields")
+                message = Message(*fields)
+                return message._replace(args=tuple(message.args or ()),
+                                        kwargs=dict(message.kwargs or {}))
+            return _from_json(value)
+
+    return JsonSerializer
+
+
+def _JsonSerializer() -> Any:  # noqa: N802 - a class made when Huey is first imported
+    return _json_serializer_class()()
+
+
+def _datetime_out(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        return {"$datetime": value.isoformat()}
+    raise TypeError(f"a queue message cannot carry {type(value).__name__}")
+
+
+def _to_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_json(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, dict) and set(value) == {"$datetime"}:
+        return datetime.datetime.fromisoformat(value["$datetime"])
+    return value
 
 
 def queue_where(url: str) -> str:

@@ -96,3 +96,34 @@ def test_a_finetune_within_the_ranges_is_queued(env):
         "max_steps": 200, "rank": 16, "learning_rate": 1e-4, "validation_split": 0.0,
         "epochs": 2, "batch_size": 4, "seed": 7}))
     assert r.status_code == 202, r.get_data(as_text=True)
+
+
+class _Payload:
+    """What a forged pickle does when a worker reads it: here, make a folder."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.mkdir, (self.marker,))
+
+
+def test_a_forged_pickle_on_the_queue_runs_no_code_in_a_worker(tmp_path):
+    """Whoever can write to the queue's store gets a run id past, never code."""
+    import pickle
+
+    from promptrev.jobs import open_huey
+
+    huey = open_huey(f"sqlite:///{tmp_path / 'queue.db'}")
+    marker = tmp_path / "pwned"
+    huey.storage.enqueue(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(ValueError):
+        huey.dequeue()  # the consumer logs this and goes on
+    assert not marker.exists()
+    # The messages promptrev sends still travel: a task name and a row id.
+    task = huey.task(name="finetune")(lambda job_id: job_id)
+    task(7)
+    message = huey.dequeue()
+    assert message.name == "finetune" and message.args == (7,)
