@@ -160,6 +160,19 @@ def check_history(registry: Registry, old: str | None, new: str, *,
     return out
 
 
+def check_files(registry: Registry, old: str | None, new: str, *,
+                foreign: bool = False) -> Incoming:
+    """Check only the file entries the commits from ``old`` to ``new`` bring in: no
+    symbolic link, submodule, Git control file or oversized blob (inside the layout, with
+    ``foreign``). What a replica asks of the history its primary sends (the primary
+    checked the rest when it took the history in; a hostile primary gets no file past
+    this that a push could not bring).
+    """
+    out = Incoming()
+    _check_entries(registry, registry.store.commits_only_in(new, old), out, foreign)
+    return out
+
+
 def check_changes(registry: Registry, base: str, new: str, *,
                   foreign: bool = False) -> Incoming:
     """Check the net change from ``base`` to ``new`` (a proposal), as one commit would be.

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import secrets
 import signal
@@ -60,7 +61,7 @@ def open_huey(url: str, name: str = QUEUE_NAME) -> Any:
 
     scheme, _, rest = url.partition("://")
     scheme = scheme.lower().split("+")[0]
-    options = {"results": False, "utc": True}
+    options = {"results": False, "utc": True, "serializer": _JsonSerializer()}
     if scheme == "sqlite":
         path = rest[1:] if rest.startswith("/") else rest
         parent = os.path.dirname(os.path.abspath(path))
@@ -73,6 +74,59 @@ def open_huey(url: str, name: str = QUEUE_NAME) -> Any:
         return huey.PostgresHuey(name, dsn=f"postgresql://{rest}", **options)
     raise InvalidRequest(f"PROMPTREV_QUEUE: no queue for {scheme!r} URLs "
                          "(sqlite:///FILE, redis://HOST:PORT/DB or postgresql://...)")
+
+
+def _json_serializer_class() -> type:
+    from huey.registry import Message
+    from huey.serializer import Serializer
+
+    class JsonSerializer(Serializer):
+        """Huey's messages as JSON, never pickles: whoever can write to the queue's store
+        (a shared Redis, PostgreSQL, the SQLite file) can at most send a run or job id, not
+        code for every worker to run. Anything else read from the queue is an error the
+        consumer logs and skips."""
+
+        def _serialize(self, data: Any) -> bytes:
+            if isinstance(data, Message):
+                data = {"huey-message": [_to_json(v) for v in data]}
+            return json.dumps(data, default=_datetime_out).encode()
+
+        def _deserialize(self, data: bytes) -> Any:
+            value = json.loads(data)
+            if isinstance(value, dict) and isinstance(value.get("huey-message"), list):
+                fields = [_from_json(v) for v in value["huey-message"]]
+                if len(fields) > len(Message._fields):
+                    raise ValueError("a queue message with too many fields")
+                message = Message(*fields)
+                return message._replace(args=tuple(message.args or ()),
+                                        kwargs=dict(message.kwargs or {}))
+            return _from_json(value)
+
+    return JsonSerializer
+
+
+def _JsonSerializer() -> Any:  # noqa: N802 - a class made when Huey is first imported
+    return _json_serializer_class()()
+
+
+def _datetime_out(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, datetime.datetime):
+        return {"$datetime": value.isoformat()}
+    raise TypeError(f"a queue message cannot carry {type(value).__name__}")
+
+
+def _to_json(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _from_json(value: Any) -> Any:
+    import datetime
+
+    if isinstance(value, dict) and set(value) == {"$datetime"}:
+        return datetime.datetime.fromisoformat(value["$datetime"])
+    return value
 
 
 def queue_where(url: str) -> str:
@@ -152,6 +206,12 @@ CONFIG_KEYS = {"method": str, "rank": int, "alpha": int, "num_virtual_tokens": i
                "epochs": float, "max_steps": int, "learning_rate": float, "batch_size": int,
                "validation_split": float, "seed": int}
 METHODS = ("lora", "prompt_tuning")
+# What a queued job may ask of the shared worker: a request beyond these (a billion steps,
+# a rank that cannot fit in memory, an infinite learning rate) is refused when queued.
+CONFIG_RANGES: dict[str, tuple[float, float]] = {
+    "rank": (1, 1024), "alpha": (1, 4096), "num_virtual_tokens": (1, 1024),
+    "epochs": (0, 1000), "max_steps": (-1, 1_000_000), "learning_rate": (0, 1),
+    "batch_size": (1, 1024), "validation_split": (0, 0.9), "seed": (0, 2**32 - 1)}
 
 
 def finetune_spec(data: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
@@ -183,6 +243,16 @@ def finetune_spec(data: dict[str, Any], models: dict[str, Any]) -> dict[str, Any
         if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float
                                                        else kind):
             raise InvalidRequest(f"config.{key} must be a {kind.__name__}")
+        low, high = CONFIG_RANGES.get(key, (None, None))
+        if low is not None and not (math.isfinite(value) and low <= value <= high
+                                    and not (key == "max_steps" and value == 0)
+                                    and not (key in ("epochs", "learning_rate")
+                                             and value == 0)):
+            raise InvalidRequest(f"config.{key} must be from {low} to {high:,}"
+                                 + (" (-1: as many steps as the epochs take)"
+                                    if key == "max_steps" else
+                                    ", above 0" if key in ("epochs", "learning_rate") else "")
+                                 + f", not {value!r}: a job runs on a shared worker")
     if config.get("method", "lora") not in METHODS:
         raise InvalidRequest(f"config.method must be one of {', '.join(METHODS)}")
     return {**{k: data.get(k) for k in FINETUNE_KEYS}, "config": config}

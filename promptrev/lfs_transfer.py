@@ -206,6 +206,7 @@ class _Remote:
         bare = urlunsplit((parts.scheme, parts.hostname + (f":{parts.port}" if parts.port
                                                            else ""), parts.path, "", ""))
         self.endpoint = lfs_url(bare)
+        self.origin = _origin(bare)
         auth = None
         if parts.username or parts.password:
             auth = (unquote(parts.username or ""), unquote(parts.password or ""))
@@ -221,43 +222,86 @@ class _Remote:
         self.http.close()
 
     def download(self, pointers: list[Pointer], objects: ObjectStore) -> int:
+        import httpx
+
         count = 0
-        for entry in self._batch("download", pointers):
-            action = entry.get("actions", {}).get("download")
+        for pointer, entry in self._batch("download", pointers):
+            action = self._action(entry, "download", pointer)
             if action is None:
                 continue  # the remote lacks it: the pull's check names the adapter
-            pointer = Pointer(entry["oid"], entry["size"])
-            with self.http.stream("GET", action["href"],
-                                  headers=action.get("header") or {}) as response:
-                self._ok(response, f"downloading object {pointer.oid[:12]}…")
-                count += objects.put_expected(_Stream(response.iter_bytes()), pointer)
+            what = f"downloading object {pointer.oid[:12]}…"
+            with self._call(what, "GET", action) as response:
+                self._ok(response, what)
+                # Read up to the size our own pointer says, never the size the remote
+                # claims: a remote's size lie cannot fill the disk.
+                try:
+                    count += objects.put_expected(_Stream(response.iter_bytes()), pointer)
+                except httpx.HTTPError as exc:
+                    raise RemoteFailed(f"the Git LFS server of {self.display} broke off "
+                                       f"{what}: {exc}; nothing was stored") from None
         return count
 
     def upload(self, pointers: list[Pointer], objects: ObjectStore) -> int:
         count = 0
-        for entry in self._batch("upload", pointers):
-            actions = entry.get("actions") or {}
-            if "upload" not in actions:
+        for pointer, entry in self._batch("upload", pointers):
+            action = self._action(entry, "upload", pointer)
+            if action is None:
                 continue  # the remote has it already
-            pointer = Pointer(entry["oid"], entry["size"])
-            with objects.open(pointer.oid) as fh:
-                response = self.http.put(actions["upload"]["href"], content=_chunks(fh),
-                                         headers={**(actions["upload"].get("header") or {}),
-                                                  "Content-Type": "application/octet-stream",
-                                                  "Content-Length": str(pointer.size)})
-            self._ok(response, f"uploading object {pointer.oid[:12]}…")
-            if "verify" in actions:
-                verify_action = actions["verify"]
-                response = self.http.post(verify_action["href"], json={
-                    "oid": pointer.oid, "size": pointer.size}, headers={
-                    **(verify_action.get("header") or {}), "Content-Type": MEDIA_TYPE})
-                self._ok(response, f"verifying object {pointer.oid[:12]}…")
+            what = f"uploading object {pointer.oid[:12]}…"
+            with objects.open(pointer.oid) as fh, self._call(
+                    what, "PUT", action, content=_chunks(fh), headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Length": str(pointer.size)}) as response:
+                self._ok(response, what)
+            verify_action = self._action(entry, "verify", pointer)
+            if verify_action is not None:
+                what = f"verifying object {pointer.oid[:12]}…"
+                with self._call(what, "POST", verify_action, json={
+                        "oid": pointer.oid, "size": pointer.size},
+                        headers={"Content-Type": MEDIA_TYPE}) as response:
+                    self._ok(response, what)
             count += 1
         return count
 
-    def _batch(self, operation: str, pointers: list[Pointer]) -> Iterator[dict[str, Any]]:
+    def _action(self, entry: dict[str, Any], name: str, pointer: Pointer
+                ) -> dict[str, Any] | None:
+        """The entry's action ``name`` (None if it has none), checked to be an http(s) URL."""
+        actions = entry.get("actions") or {}
+        if not isinstance(actions, dict):
+            raise self._malformed(f"the actions of object {pointer.oid[:12]}… are not an "
+                                  "object")
+        action = actions.get(name)
+        if action is None:
+            return None
+        href = action.get("href") if isinstance(action, dict) else None
+        header = action.get("header") or {} if isinstance(action, dict) else None
+        if not isinstance(href, str) or not _is_http(href) or not isinstance(header, dict) \
+                or not all(isinstance(v, str) for v in header.values()):
+            raise self._malformed(f"its {name} action for object {pointer.oid[:12]}… is not "
+                                  "an http(s) href with string headers")
+        return {"href": href, "header": header}
+
+    def _call(self, what: str, method: str, action: dict[str, Any], headers=None, **kw):
+        """Send one action's request; the user's credentials go only to the remote's own
+        origin (scheme, host and port), never to a host the remote's answer names."""
         import httpx
 
+        auth = httpx.USE_CLIENT_DEFAULT if _origin(action["href"]) == self.origin else None
+        try:
+            request = self.http.build_request(method, action["href"], headers={
+                **action["header"], **(headers or {})}, **kw)
+            return _Sent(self.http, request, auth)
+        except httpx.HTTPError as exc:
+            raise RemoteFailed(f"the Git LFS server of {self.display} named a URL that "
+                               f"cannot be reached for {what}: {exc}") from None
+
+    def _batch(self, operation: str, pointers: list[Pointer]
+               ) -> Iterator[tuple[Pointer, dict[str, Any]]]:
+        """Each object the remote answered for, as the pointer we asked about: entries
+        for objects not asked for are ignored, and sizes are always our pointers'."""
+        import httpx
+
+        asked = {p.oid: p for p in pointers}
         for start in range(0, len(pointers), 100):
             body = {"operation": operation, "transfers": [TRANSFER], "hash_algo": "sha256",
                     "objects": [{"oid": p.oid, "size": p.size}
@@ -275,13 +319,33 @@ class _Remote:
                                    f"commits name cannot be {operation}ed: nothing was "
                                    "changed")
             self._ok(response, f"asking for {operation} of {len(body['objects'])} object(s)")
-            for entry in response.json().get("objects", []):
+            try:
+                answer = response.json()
+            except ValueError:
+                raise self._malformed("its batch answer is not JSON") from None
+            entries = answer.get("objects", []) if isinstance(answer, dict) else None
+            if not isinstance(entries, list) or \
+                    not all(isinstance(e, dict) for e in entries):
+                raise self._malformed("its batch answer has no list of objects")
+            for entry in entries:
+                pointer = asked.get(entry.get("oid"))  # type: ignore[arg-type]
+                if pointer is None:
+                    continue  # not asked for: never stored
                 error = entry.get("error")
+                if error is not None and not isinstance(error, dict):
+                    raise self._malformed(f"its error for object {pointer.oid[:12]}… is not "
+                                          "an object")
                 if error and not (operation == "download" and error.get("code") == 404):
                     raise RemoteFailed(f"the Git LFS server of {self.display} refused object "
-                                       f"{str(entry.get('oid'))[:12]}…: "
-                                       f"{error.get('message')}")
-                yield entry
+                                       f"{pointer.oid[:12]}…: "
+                                       f"{str(error.get('message'))[:500]}")
+                if error:
+                    continue
+                yield pointer, entry
+
+    def _malformed(self, why: str) -> RemoteFailed:
+        return RemoteFailed(f"the Git LFS server of {self.display} answered outside the Git "
+                            f"LFS batch protocol: {why}; nothing was changed")
 
     def _ok(self, response, what: str) -> None:
         if response.status_code < 300:
@@ -289,11 +353,42 @@ class _Remote:
         response.read()
         try:
             said = response.json().get("message")
-        except ValueError:
+        except (ValueError, AttributeError):
             said = None
         raise RemoteFailed(f"the Git LFS server of {self.display} answered {what} with "
-                           f"{response.status_code}: {said or response.text[:200]}",
+                           f"{response.status_code}: {str(said or response.text)[:200]}",
                            details={"status": response.status_code})
+
+
+class _Sent:
+    """One action's request, sent streaming; a context manager closing its response."""
+
+    def __init__(self, http, request, auth):
+        self.http, self.request, self.auth, self.response = http, request, auth, None
+
+    def __enter__(self):
+        import httpx
+
+        try:
+            self.response = self.http.send(self.request, auth=self.auth, stream=True)
+        except httpx.HTTPError as exc:
+            raise RemoteFailed(f"a Git LFS transfer to {gitremote.redact(str(self.request.url))}"
+                               f" failed: {exc}") from None
+        return self.response
+
+    def __exit__(self, *exc) -> None:
+        if self.response is not None:
+            self.response.close()
+
+
+def _origin(url: str) -> tuple[str, str | None, int | None]:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
 
 
 class _Stream:

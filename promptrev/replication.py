@@ -35,7 +35,9 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 
+from . import lfs_transfer
 from .errors import Busy, Diverged, PromptrevError, RemoteFailed
+from .incoming import check_files
 from .registry import Registry
 from .remotes import fresh_registry
 from .storage import gitremote, outbox
@@ -154,6 +156,10 @@ def follow_once(registry: Registry, primary: str, token: str | None, *,
     backup).
     """
     theirs = gitremote.fetch(registry.path, remote or _remote(registry, primary, token))
+    if theirs is not None:  # the adapter weights the new commits name, from its LFS API
+        commits = registry.store.commits_only_in(theirs, registry.store.head())
+        lfs_transfer.fetch_objects(registry, git_url(primary, token),
+                                   lfs_transfer.pointers_in(registry, commits))
     return advance(registry, theirs, primary)
 
 
@@ -172,6 +178,10 @@ def advance(registry: Registry, theirs: str | None, primary: str = REMOTE) -> st
                            "folder) to follow the primary again",
                            details={"primary": primary, "local_head": ours,
                                     "remote_head": theirs})
+        # The primary is trusted no further than a pull's remote: what it sends is
+        # checked file by file, as a push would be, before main moves.
+        check_files(registry, ours, theirs, foreign=True).raise_for_problems(
+            f"the history of the primary {redact(primary)}")
         try:
             with registry.writing(follower=True):
                 registry.advance_main(ours, theirs, f"replicate {primary}")

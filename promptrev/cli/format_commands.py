@@ -44,6 +44,7 @@ def export_(ctx: Context, ref: str, format_name: str, out: str, dataset: str | N
             folder = os.path.dirname(name)
             paths = [(os.path.join(folder, f), t) for f, t in exported.files.items()]
             for path, text in paths + list(exported.shared.items()):  # parts: from the root
+                _inside(name, path)
                 if written.get(path, text) != text:
                     raise ValidationFailed(f"two prompts need different files {path} (a "
                                            "partial of the same name?): export them apart")
@@ -65,6 +66,17 @@ def export_(ctx: Context, ref: str, format_name: str, out: str, dataset: str | N
                 click.echo(f"wrote  {os.path.join(out, path)}")
     for note in notes:
         click.secho(f"note: {note}", fg="yellow", err=True)
+
+
+def _inside(name: str, path: str) -> None:
+    """Refuse a file path that would leave the output folder: the names in it (partials
+    a stored prompt declares) come from whoever saved the prompt. Checked before anything
+    is written."""
+    parts = path.replace(os.sep, "/").split("/")
+    if os.path.isabs(path) or ".." in parts or "" in parts:
+        raise ValidationFailed(f"{name}: the export would write {path!r}, outside the output "
+                               "folder (a partial whose name has '..' or an absolute path): "
+                               "rename the partial; nothing was written")
 
 
 def _targets(reg, ref: str) -> list[tuple[str, str]]:

@@ -35,6 +35,11 @@ DEFAULT_RETRIES = 4
 DEFAULT_CONCURRENCY = 8
 OPENAI_HOST = ("api.openai.com", 443)  # the client's default base URL
 PROBE_SECONDS = 3.0
+# What a streamed answer may hold: the upstream is not trusted to end (or to keep to
+# max_tokens); beyond these the stream is cut off with an error naming the model server.
+MAX_STREAM_CHARS = 16 * 1024 * 1024
+MAX_TOOL_CALLS = 128
+STREAM_DEADLINE = 600.0  # seconds a streamed answer may take in all (option stream_deadline)
 SETUP = ("point promptrev at a model: set OPENAI_API_KEY for OpenAI's API, or list an "
          "OpenAI-compatible server (Ollama, vLLM, llama.cpp) in the models file "
          "PROMPTREV_MODELS, e.g. 'NAME: {backend: openai, name: MODEL, base_url: "
@@ -72,6 +77,9 @@ class OpenAIBackend:
             max_retries=int(options.get("max_retries", DEFAULT_RETRIES)),
             timeout=float(options.get("timeout", 120)))
         self.concurrency = int(options.get("concurrency", DEFAULT_CONCURRENCY))
+        # The longest a streamed answer may take in all (``timeout`` is per read: an
+        # upstream trickling a piece now and then would otherwise hold a thread for ever).
+        self.stream_deadline = float(options.get("stream_deadline", STREAM_DEADLINE))
         # vLLM multi-LoRA: which served model name each adapter has (default: its name).
         self.adapter_models: dict[str, str] = dict(options.get("adapter_models") or {})
         self._errors = openai
@@ -142,21 +150,41 @@ class OpenAIBackend:
         pieces, finish, usage = [], "stop", None
         calls: dict[int, _StreamedCall] = {}
         holding = False  # a call with bindings began: it and the later ones come at the end
+        received = 0  # characters of text and tool calls so far (held: MAX_STREAM_CHARS)
+        chunks = None
         try:
             chunks = self.client.chat.completions.create(
                 model=model, messages=request.messages, stream=True,
                 stream_options={"include_usage": True}, **self._params(request))
             for chunk in chunks:
+                if time.perf_counter() - start > self.stream_deadline:
+                    raise self._hostile(f"its answer was still going after "
+                                        f"{self.stream_deadline:g} s (the model's "
+                                        "stream_deadline option) and was cut off")
                 usage = chunk.usage or usage
                 if not chunk.choices:
                     continue
                 finish = chunk.choices[0].finish_reason or finish
                 delta = chunk.choices[0].delta
                 if delta.content:
+                    received += self._piece_size(delta.content, "a text piece", received)
                     pieces.append(delta.content)
                     yield delta.content
                 for item in getattr(delta, "tool_calls", None) or []:
-                    call = calls.setdefault(item.index, _StreamedCall(item.index))
+                    index = getattr(item, "index", None)
+                    if not isinstance(index, int) or isinstance(index, bool) \
+                            or not 0 <= index < MAX_TOOL_CALLS:
+                        raise self._hostile(f"a tool call's index is {str(index)[:40]!r}, not "
+                                            f"a number from 0 to {MAX_TOOL_CALLS - 1}")
+                    if index not in calls and len(calls) >= MAX_TOOL_CALLS:
+                        raise self._hostile(f"more than {MAX_TOOL_CALLS} tool calls")
+                    call = calls.setdefault(index, _StreamedCall(index))
+                    function = getattr(item, "function", None)
+                    for what in ("name", "arguments"):
+                        value = getattr(function, what, None) if function else None
+                        if value is not None:
+                            received += self._piece_size(
+                                value, f"a tool call's {what}", received)
                     call.add(item)
                     holding = holding or call.name in bindings
                     piece = None if holding or call.name is None else call.next()
@@ -164,6 +192,9 @@ class OpenAIBackend:
                         yield piece
         except self._errors.APIError as exc:
             raise self._translate(exc) from None
+        finally:
+            if chunks is not None:
+                chunks.close()  # an answer cut off (or abandoned) is not read on
         for call in sorted(calls.values(), key=lambda c: c.index):
             piece = call.finish(bindings)
             if piece is not None:
@@ -174,6 +205,20 @@ class OpenAIBackend:
                           request.adapter.ref if request.adapter else None,
                           tool_calls=[c.to_dict(bindings) for c in sorted(
                               calls.values(), key=lambda c: c.index)] or None)
+
+    def _piece_size(self, value, what: str, received: int) -> int:
+        """The length of one streamed piece, refused unless it is text and the answer
+        stays within :data:`MAX_STREAM_CHARS` (an upstream's answer may never end)."""
+        if not isinstance(value, str):
+            raise self._hostile(f"{what} is {type(value).__name__}, not text")
+        if received + len(value) > MAX_STREAM_CHARS:
+            raise self._hostile(f"its answer passed {MAX_STREAM_CHARS:,} characters "
+                                "(text and tool calls together) and was cut off")
+        return len(value)
+
+    def _hostile(self, why: str) -> BackendFailed:
+        return BackendFailed(f"model server for {self.spec.name!r} streamed what is not a "
+                             f"chat completion: {why}")
 
     def _one(self, request: GenerationRequest) -> Generation:
         model = self.model_for(request)
