@@ -237,7 +237,8 @@ def build(args, rep: Reporter, tmp: Path) -> tuple[Path, str, str]:
         hot = prompt_name(int(n * 0.4567))
         second = tmp / "hot-rev1.prompty"
         second.write_text(prompt_text(int(n * 0.4567), rev=1))
-        cli(registry, "save", str(second), "--name", hot, "-m", "bench: second version")
+        cli(registry, "save", str(second), "--name", hot, "--base", "1",
+            "-m", "bench: second version")
     else:
         hot = "summarize"
     cli(registry, "label", "set", hot, "production", "1", "-m", "bench: production")
